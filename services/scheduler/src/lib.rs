@@ -1,1 +1,173 @@
-//! placeholder
+//! The calbridge scheduler: the only stateful process. It owns the sled
+//! store, runs the sync loop and the durable write outbox, serves the public
+//! `Scheduler` API, the operator `Admin` API and the `AdapterCallback` that
+//! adapters notify, and calls the provider adapters over gRPC.
+
+pub mod accounts;
+pub mod adapters;
+pub mod api;
+pub mod config;
+pub mod crypto;
+pub mod feed;
+pub mod freebusy;
+pub mod mirror;
+pub mod secrets;
+pub mod state;
+pub mod store;
+pub mod sync;
+pub mod writes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use calbridge::pb;
+
+pub use config::{Config, Flags};
+
+/// Why the scheduler could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A secret could not be loaded.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The port could not be bound or served.
+    #[error("serving on {addr}: {detail}")]
+    Serve {
+        /// The address.
+        addr: String,
+        /// What failed.
+        detail: String,
+    },
+    /// An adapter endpoint is unusable.
+    #[error("{0}")]
+    Adapter(String),
+}
+
+/// Runs the scheduler until `shutdown` resolves: opens the store, completes
+/// interrupted writes, starts the sync loop, serves gRPC, then drains and
+/// flushes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| RunError::Serve {
+        addr: config.data_dir.display().to_string(),
+        detail: format!("cannot create the data directory: {e}"),
+    })?;
+    let master = secrets::master_key(&config)?;
+    let admin_hash = secrets::admin_token_hash(&config)?;
+    let store = store::Store::open(&config.store_dir()).map_err(|e| match e {
+        store::StoreError::Corrupt { detail, .. } => store::StoreError::Corrupt {
+            path: config.store_dir().display().to_string(),
+            detail,
+        },
+        other => other,
+    })?;
+    let bound = calbridge_runtime::bind(config.listen)
+        .await
+        .map_err(|e| RunError::Serve {
+            addr: config.listen.to_string(),
+            detail: e.to_string(),
+        })?;
+    let callback_url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", bound.addr));
+    let adapters = adapters::Adapters::new(&config.adapters).map_err(RunError::Adapter)?;
+    let shared = Arc::new(state::Shared::new(
+        store,
+        master,
+        adapters,
+        config,
+        callback_url,
+    ));
+
+    if let Err(e) = accounts::sweep_revoked(&shared) {
+        tracing::warn!(error = %e, "revocation sweep failed");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match writes::replay_outbox(&shared).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pending = n, "interrupted writes processed"),
+                Err(e) => tracing::error!(error = %e, "interrupted writes not processed"),
+            }
+        });
+    }
+    let sync_task = tokio::spawn(sync::run_loop(shared.clone(), stop_rx.clone()));
+    let upkeep_task = tokio::spawn(upkeep(shared.clone(), stop_rx.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let served = [
+        calbridge::services::SCHEDULER,
+        calbridge::services::ADMIN,
+        calbridge::services::ADAPTER_CALLBACK,
+    ];
+    calbridge_runtime::set_serving(&health, &served).await;
+    let (reflection_v1, reflection_v1alpha) = calbridge_runtime::reflection_services();
+    let addr = bound.addr;
+    calbridge_runtime::announce("scheduler", addr);
+    tracing::info!(%addr, "scheduler listening");
+
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let health_for_drain = health.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        calbridge_runtime::set_not_serving(&health_for_drain, &served).await;
+        let _ = drained_tx.send(());
+    });
+    let result = tonic::transport::Server::builder()
+        .trace_fn(calbridge_runtime::server_span)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(pb::scheduler_server::SchedulerServer::new(
+            api::SchedulerApi::new(shared.clone()),
+        ))
+        .add_service(pb::admin_server::AdminServer::new(api::AdminApi::new(
+            shared.clone(),
+            admin_hash,
+        )))
+        .add_service(pb::adapter_callback_server::AdapterCallbackServer::new(
+            api::CallbackApi::new(shared.clone()),
+        ))
+        .serve_with_incoming_shutdown(bound.incoming, async {
+            let _ = drained_rx.await;
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = sync_task.await;
+        let _ = upkeep_task.await;
+    })
+    .await;
+    shared.store.flush().await?;
+    tracing::info!("scheduler stopped; store flushed");
+    result.map_err(|e| RunError::Serve {
+        addr: addr.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// Periodic upkeep: renew push channels, prune the change log.
+async fn upkeep(shared: Arc<state::Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.changed() => return,
+        }
+        accounts::renew_channels(&shared).await;
+        match feed::prune(&shared) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "old changes pruned"),
+            Err(e) => tracing::warn!(error = %e, "change log not pruned"),
+        }
+    }
+}

@@ -1,1 +1,28 @@
-fn main() {}
+//! `calbridge-scheduler`: telemetry, configuration, then the scheduler runs
+//! until SIGTERM or Ctrl-C.
+
+use std::collections::HashMap;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = calbridge_scheduler::Flags::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match calbridge_scheduler::Config::load(flags, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("calbridge-scheduler: {e}");
+            std::process::exit(2);
+        }
+    };
+    let telemetry =
+        calbridge_runtime::init_telemetry("calbridge-scheduler", config.otlp_endpoint.as_deref());
+    let result = calbridge_scheduler::run(config, calbridge_runtime::shutdown_signal()).await;
+    telemetry.shutdown();
+    if let Err(e) = result {
+        eprintln!("calbridge-scheduler: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Clients of the configured adapters, one per provider, with each adapter's
+//! capabilities asked once and cached. Every call carries the current trace
+//! context and a deadline.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use calbridge::pb;
+use calbridge::pb::calendar_adapter_client::CalendarAdapterClient;
+use calbridge::ErrorKind;
+use calbridge_runtime::TracePropagation;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::ProviderKey;
+
+/// A client of one adapter.
+pub type AdapterClient = CalendarAdapterClient<InterceptedService<Channel, TracePropagation>>;
+
+/// The configured adapters.
+pub struct Adapters {
+    clients: HashMap<ProviderKey, AdapterClient>,
+    capabilities: Mutex<HashMap<ProviderKey, pb::AdapterCapabilities>>,
+}
+
+/// How long one adapter call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Adapters {
+    /// Lazily connected clients for the configured endpoints.
+    pub fn new(
+        endpoints: &std::collections::BTreeMap<ProviderKey, String>,
+    ) -> Result<Adapters, String> {
+        let mut clients = HashMap::new();
+        for (p, url) in endpoints {
+            let channel = Endpoint::from_shared(url.clone())
+                .map_err(|e| format!("adapter endpoint {url}: {e}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(CALL_TIMEOUT)
+                .connect_lazy();
+            clients.insert(
+                *p,
+                CalendarAdapterClient::with_interceptor(channel, TracePropagation),
+            );
+        }
+        Ok(Adapters {
+            clients,
+            capabilities: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client of a provider's adapter.
+    pub fn client(&self, provider: i32) -> Result<AdapterClient, ErrorKind> {
+        self.clients.get(&ProviderKey(provider)).cloned().ok_or_else(|| {
+            let name = pb::Provider::try_from(provider)
+                .map(|p| p.as_str_name().trim_start_matches("PROVIDER_").to_ascii_lowercase())
+                .unwrap_or_else(|_| "unknown".into());
+            ErrorKind::FailedPrecondition(format!(
+                "no adapter is configured for provider {name}: start one and pass --adapter {name}=URL"
+            ))
+        })
+    }
+
+    /// True when the provider has a configured adapter.
+    pub fn has(&self, provider: i32) -> bool {
+        self.clients.contains_key(&ProviderKey(provider))
+    }
+
+    /// The capabilities of a provider's adapter (asked once).
+    pub async fn capabilities(&self, provider: i32) -> Result<pb::AdapterCapabilities, ErrorKind> {
+        if let Some(c) = self
+            .capabilities
+            .lock()
+            .expect("lock poisoned")
+            .get(&ProviderKey(provider))
+        {
+            return Ok(*c);
+        }
+        let mut client = self.client(provider)?;
+        let caps = client
+            .describe(pb::DescribeRequest {})
+            .await
+            .map_err(|s| adapter_error(&s))?
+            .into_inner();
+        self.capabilities
+            .lock()
+            .expect("lock poisoned")
+            .insert(ProviderKey(provider), caps);
+        Ok(caps)
+    }
+}
+
+/// Reads an adapter's status as an error kind; transport failures become
+/// UNAVAILABLE with a message that names the adapter, not the socket.
+pub fn adapter_error(s: &tonic::Status) -> ErrorKind {
+    match ErrorKind::from_status(s) {
+        ErrorKind::Unavailable { retry_after, .. }
+            if s.code() == tonic::Code::Unavailable && s.message().contains("transport") =>
+        {
+            ErrorKind::Unavailable {
+                message: "the provider's adapter is not reachable".into(),
+                retry_after,
+            }
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,462 @@
+//! The scheduler's configuration: defaults, then an optional TOML file, then
+//! `CALBRIDGE_*` environment variables, then command-line flags. Parsed
+//! straight into types and validated before any port is bound; every error
+//! names the key at fault.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use calbridge::pb::Provider;
+use calbridge_runtime::Secret;
+use serde::Deserialize;
+
+/// Whether unsafe conveniences are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Laptop use: a development master key and admin token are generated in
+    /// the data directory (with a loud warning) when none is configured.
+    Local,
+    /// Refuses to start without a configured master key and admin token.
+    Production,
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has a bad value.
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("configuration file {path}: {problem}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Sync loop settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Days before now that the mirror covers.
+    pub window_past_days: u32,
+    /// Days after now that the mirror covers.
+    pub window_future_days: u32,
+    /// Overrides the adapters' suggested poll interval, seconds (0: use the
+    /// adapter's).
+    pub poll_interval_seconds: u64,
+    /// Most calendar syncs running at once.
+    pub max_concurrent_syncs: usize,
+    /// Most syncs of one account running at once.
+    pub per_account_concurrency: usize,
+    /// First retry delay after a failure, milliseconds; doubles each time.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, seconds.
+    pub backoff_max_seconds: u64,
+    /// Events asked per sync page.
+    pub page_size: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            window_past_days: 30,
+            window_future_days: 365,
+            poll_interval_seconds: 0,
+            max_concurrent_syncs: 16,
+            per_account_concurrency: 2,
+            backoff_base_ms: 1000,
+            backoff_max_seconds: 300,
+            page_size: 250,
+        }
+    }
+}
+
+/// The file form of the configuration (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    mode: Option<Mode>,
+    master_key_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    adapters: Option<BTreeMap<String, String>>,
+    otlp_endpoint: Option<String>,
+    advertise_url: Option<String>,
+    change_retention_hours: Option<u64>,
+    write_timeout_seconds: Option<u64>,
+    sync: Option<SyncConfig>,
+}
+
+/// Command-line flags of `calbridge-scheduler`.
+#[derive(Debug, Default, clap::Parser)]
+#[command(
+    name = "calbridge-scheduler",
+    about = "The calbridge scheduler: the stateful core."
+)]
+pub struct Flags {
+    /// A TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks one).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the store (and, in local mode, generated dev secrets).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// local or production.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// File holding the 32-byte master key (raw, hex or base64).
+    #[arg(long)]
+    pub master_key_file: Option<PathBuf>,
+    /// File holding the admin token.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// An adapter endpoint, PROVIDER=URL (repeatable), e.g. sandbox=http://127.0.0.1:50061.
+    #[arg(long = "adapter")]
+    pub adapters: Vec<String>,
+    /// OTLP/gRPC endpoint to export spans to.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// The URL adapters use to reach this scheduler (default: http://LISTEN).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+}
+
+/// The scheduler's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory; the sled store lives in `store/` inside it.
+    pub data_dir: PathBuf,
+    /// Local or production.
+    pub mode: Mode,
+    /// Master key file.
+    pub master_key_file: Option<PathBuf>,
+    /// Master key given directly (environment `CALBRIDGE_MASTER_KEY`).
+    pub master_key: Option<Secret>,
+    /// Admin token file.
+    pub admin_token_file: Option<PathBuf>,
+    /// Adapter endpoints by provider.
+    pub adapters: BTreeMap<ProviderKey, String>,
+    /// OTLP endpoint.
+    pub otlp_endpoint: Option<String>,
+    /// URL adapters call back on; `None` means `http://<bound address>`.
+    pub advertise_url: Option<String>,
+    /// How long changes are kept in the change feed.
+    pub change_retention: Duration,
+    /// How long a write waits for a provider that is unavailable.
+    pub write_timeout: Duration,
+    /// Sync loop settings.
+    pub sync: SyncConfig,
+}
+
+/// A provider as a map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProviderKey(pub i32);
+
+impl ProviderKey {
+    /// The provider.
+    pub fn provider(self) -> Provider {
+        Provider::try_from(self.0).unwrap_or(Provider::Unspecified)
+    }
+}
+
+/// Parses a provider's short name (`google`, `microsoft`, `icloud`, `caldav`,
+/// `sandbox`).
+pub fn parse_provider(name: &str) -> Option<Provider> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "google" => Some(Provider::Google),
+        "microsoft" => Some(Provider::Microsoft),
+        "icloud" => Some(Provider::Icloud),
+        "caldav" => Some(Provider::Caldav),
+        "sandbox" => Some(Provider::Sandbox),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Loads the configuration from flags, the given environment and the
+    /// file named by `--config` or `CALBRIDGE_CONFIG`.
+    pub fn load(flags: Flags, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let file_path = flags
+            .config
+            .clone()
+            .or_else(|| env.get("CALBRIDGE_CONFIG").map(PathBuf::from));
+        let file = match &file_path {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let e = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+
+        let listen_s = flags
+            .listen
+            .or_else(|| e("CALBRIDGE_LISTEN"))
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:50051".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_s:?} is not an address like 127.0.0.1:50051"),
+            )
+        })?;
+        let data_dir = flags
+            .data_dir
+            .or_else(|| e("CALBRIDGE_DATA_DIR").map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(".calbridge"));
+        let mode = match (flags.mode, e("CALBRIDGE_MODE"), file.mode) {
+            (Some(m), _, _) => m,
+            (None, Some(s), _) => match s.as_str() {
+                "local" => Mode::Local,
+                "production" => Mode::Production,
+                other => {
+                    return Err(invalid(
+                        "mode",
+                        format!("{other:?} is neither local nor production"),
+                    ))
+                }
+            },
+            (None, None, Some(m)) => m,
+            (None, None, None) => Mode::Local,
+        };
+        let master_key_file = flags
+            .master_key_file
+            .or_else(|| e("CALBRIDGE_MASTER_KEY_FILE").map(PathBuf::from))
+            .or(file.master_key_file);
+        let master_key = e("CALBRIDGE_MASTER_KEY").map(Secret::new);
+        let admin_token_file = flags
+            .admin_token_file
+            .or_else(|| e("CALBRIDGE_ADMIN_TOKEN_FILE").map(PathBuf::from))
+            .or(file.admin_token_file);
+
+        let mut adapters = BTreeMap::new();
+        for (name, url) in file.adapters.unwrap_or_default() {
+            insert_adapter(&mut adapters, &name, &url)?;
+        }
+        if let Some(list) = e("CALBRIDGE_ADAPTERS") {
+            for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+                let (name, url) = item
+                    .split_once('=')
+                    .ok_or_else(|| invalid("adapters", format!("{item:?} is not PROVIDER=URL")))?;
+                insert_adapter(&mut adapters, name, url)?;
+            }
+        }
+        for item in &flags.adapters {
+            let (name, url) = item
+                .split_once('=')
+                .ok_or_else(|| invalid("adapter", format!("{item:?} is not PROVIDER=URL")))?;
+            insert_adapter(&mut adapters, name, url)?;
+        }
+
+        let otlp_endpoint = flags
+            .otlp_endpoint
+            .or_else(|| e("CALBRIDGE_OTLP_ENDPOINT"))
+            .or(file.otlp_endpoint);
+        if let Some(u) = &otlp_endpoint {
+            check_url("otlp_endpoint", u)?;
+        }
+        let advertise_url = flags
+            .advertise_url
+            .or_else(|| e("CALBRIDGE_ADVERTISE_URL"))
+            .or(file.advertise_url);
+        if let Some(u) = &advertise_url {
+            check_url("advertise_url", u)?;
+        }
+        let retention_hours = file.change_retention_hours.unwrap_or(168);
+        if retention_hours == 0 {
+            return Err(invalid("change_retention_hours", "must be at least 1"));
+        }
+        let write_timeout = file.write_timeout_seconds.unwrap_or(20);
+        if write_timeout == 0 {
+            return Err(invalid("write_timeout_seconds", "must be at least 1"));
+        }
+        let sync = file.sync.unwrap_or_default();
+        if sync.max_concurrent_syncs == 0 {
+            return Err(invalid("sync.max_concurrent_syncs", "must be at least 1"));
+        }
+        if sync.per_account_concurrency == 0 {
+            return Err(invalid(
+                "sync.per_account_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if sync.page_size == 0 || sync.page_size > 2500 {
+            return Err(invalid("sync.page_size", "must be 1..=2500"));
+        }
+        if sync.window_future_days == 0 {
+            return Err(invalid("sync.window_future_days", "must be at least 1"));
+        }
+
+        if mode == Mode::Production {
+            if master_key.is_none() && master_key_file.is_none() {
+                return Err(invalid(
+                    "master_key_file",
+                    "production mode needs a master key: set master_key_file or CALBRIDGE_MASTER_KEY",
+                ));
+            }
+            if admin_token_file.is_none() {
+                return Err(invalid(
+                    "admin_token_file",
+                    "production mode needs an admin token file: set admin_token_file or CALBRIDGE_ADMIN_TOKEN_FILE",
+                ));
+            }
+        }
+
+        Ok(Config {
+            listen,
+            data_dir,
+            mode,
+            master_key_file,
+            master_key,
+            admin_token_file,
+            adapters,
+            otlp_endpoint,
+            advertise_url,
+            change_retention: Duration::from_secs(retention_hours * 3600),
+            write_timeout: Duration::from_secs(write_timeout),
+            sync,
+        })
+    }
+
+    /// The sled store's directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })
+}
+
+fn insert_adapter(
+    adapters: &mut BTreeMap<ProviderKey, String>,
+    name: &str,
+    url: &str,
+) -> Result<(), ConfigError> {
+    let provider = parse_provider(name).ok_or_else(|| {
+        invalid(
+            "adapters",
+            format!("unknown provider {name:?}: use google, microsoft, icloud, caldav or sandbox"),
+        )
+    })?;
+    check_url(&format!("adapters.{}", name.trim()), url)?;
+    adapters.insert(ProviderKey(provider as i32), url.trim().to_string());
+    Ok(())
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let u = url.trim();
+    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
+        return Err(invalid(
+            key,
+            format!("{u:?} is not an http:// or https:// URL"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_local_and_loopback() {
+        let c = Config::load(Flags::default(), &env(&[])).unwrap();
+        assert_eq!(c.mode, Mode::Local);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn production_without_master_key_refuses_naming_the_key() {
+        let err =
+            Config::load(Flags::default(), &env(&[("CALBRIDGE_MODE", "production")])).unwrap_err();
+        assert!(err.to_string().contains("master_key_file"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_environment_and_adapters_parse() {
+        let flags = Flags {
+            listen: Some("127.0.0.1:0".into()),
+            adapters: vec!["sandbox=http://127.0.0.1:1234".into()],
+            ..Default::default()
+        };
+        let c = Config::load(flags, &env(&[("CALBRIDGE_LISTEN", "0.0.0.0:1")])).unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(
+            c.adapters
+                .get(&ProviderKey(Provider::Sandbox as i32))
+                .map(String::as_str),
+            Some("http://127.0.0.1:1234")
+        );
+    }
+
+    #[test]
+    fn unknown_provider_and_bad_listen_are_named() {
+        let flags = Flags {
+            adapters: vec!["yahoo=http://x.example".into()],
+            ..Default::default()
+        };
+        assert!(Config::load(flags, &env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("adapters"));
+        let flags = Flags {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(flags, &env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("`listen`"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
+        let flags = Flags {
+            config: Some(p),
+            ..Default::default()
+        };
+        assert!(Config::load(flags, &env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("listen_port"));
+    }
+}

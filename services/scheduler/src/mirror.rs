@@ -1,0 +1,146 @@
+//! Rules about mirrored events: how an event blocks time, where it sits on
+//! the time line (all-day dates in the calendar's zone), what counts as the
+//! same content, and how a mirror record is built.
+
+use calbridge::pb::{self, BusyStatus, EventStatus, EventType, Transparency};
+use calbridge::time::{boundary_utc, parse_event_time};
+use chrono_tz::Tz;
+
+use crate::crypto::DataKey;
+use crate::state::{event_aad, seal_event};
+use crate::store::{EventRecord, MirrorPut};
+
+/// How an event shows in free/busy (0 = it does not block).
+pub fn busy_of(e: &pb::Event) -> i32 {
+    if e.status == EventStatus::Cancelled as i32
+        || e.transparency == Transparency::Transparent as i32
+        || e.event_type == EventType::WorkingLocation as i32
+    {
+        return 0;
+    }
+    if e.event_type == EventType::OutOfOffice as i32 {
+        BusyStatus::OutOfOffice as i32
+    } else if e.status == EventStatus::Tentative as i32 {
+        BusyStatus::Tentative as i32
+    } else {
+        BusyStatus::Busy as i32
+    }
+}
+
+/// The event's [start, end) in ms; all-day dates resolved in `zone`. Events
+/// without valid times sit at the epoch with zero length.
+pub fn span_ms(e: &pb::Event, zone: Option<Tz>) -> (i64, i64) {
+    let t = |b: Option<&pb::EventTime>| {
+        b.and_then(|b| parse_event_time(b).ok())
+            .map(|b| boundary_utc(b, zone).timestamp_millis())
+    };
+    let start = t(e.start.as_ref()).unwrap_or(0);
+    let end = t(e.end.as_ref()).unwrap_or(start).max(start);
+    (start, end)
+}
+
+/// Fills defaults the way providers do, so content comparisons are stable.
+pub fn normalize(e: &mut pb::Event) {
+    if e.status == EventStatus::Unspecified as i32 {
+        e.status = EventStatus::Confirmed as i32;
+    }
+    if e.transparency == Transparency::Unspecified as i32 {
+        e.transparency = Transparency::Opaque as i32;
+    }
+}
+
+/// True when two events have the same writable content.
+pub fn same_content(a: &pb::Event, b: &pb::Event) -> bool {
+    let mut a = a.clone();
+    let mut b = b.clone();
+    normalize(&mut a);
+    normalize(&mut b);
+    a.title == b.title
+        && a.description == b.description
+        && a.location == b.location
+        && a.start == b.start
+        && a.end == b.end
+        && a.status == b.status
+        && a.transparency == b.transparency
+        && a.attendees == b.attendees
+        && a.organizer == b.organizer
+        && a.recurrence == b.recurrence
+        && a.event_type == b.event_type
+}
+
+/// Removes everything but times, status and transparency (FREE_BUSY
+/// accounts).
+pub fn strip_content(e: &mut pb::Event) {
+    e.title.clear();
+    e.description.clear();
+    e.location.clear();
+    e.attendees.clear();
+    e.organizer = None;
+}
+
+/// Builds the mirror record of `event` (already stamped with account and
+/// calendar ids), replacing `previous` when there is one.
+pub fn put_for(
+    key: &DataKey,
+    account: &str,
+    calendar: &str,
+    zone: Option<Tz>,
+    event: &pb::Event,
+    previous: Option<&EventRecord>,
+) -> MirrorPut {
+    let pid = &event.provider_event_id;
+    let (start_ms, end_ms) = span_ms(event, zone);
+    let client = if event.client_event_id.is_empty() {
+        None
+    } else {
+        Some(event.client_event_id.clone())
+    };
+    MirrorPut {
+        provider_event_id: pid.clone(),
+        record: EventRecord {
+            version: event.version.clone(),
+            start_ms,
+            end_ms,
+            busy: busy_of(event),
+            client_event_id: client,
+            sealed: seal_event(key, &event_aad(account, calendar, pid), event),
+        },
+        previous_start_ms: previous.map(|p| p.start_ms),
+        previous_client_id: previous.and_then(|p| p.client_event_id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancelled_transparent_and_working_location_events_do_not_block() {
+        let mut e = pb::Event::default();
+        assert_eq!(busy_of(&e), BusyStatus::Busy as i32);
+        e.status = EventStatus::Cancelled as i32;
+        assert_eq!(busy_of(&e), 0);
+        e.status = EventStatus::Confirmed as i32;
+        e.transparency = Transparency::Transparent as i32;
+        assert_eq!(busy_of(&e), 0);
+        e.transparency = Transparency::Opaque as i32;
+        e.event_type = EventType::OutOfOffice as i32;
+        assert_eq!(busy_of(&e), BusyStatus::OutOfOffice as i32);
+        e.event_type = EventType::WorkingLocation as i32;
+        assert_eq!(busy_of(&e), 0);
+    }
+
+    #[test]
+    fn defaults_do_not_count_as_a_content_change() {
+        let a = pb::Event {
+            title: "x".into(),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        normalize(&mut b);
+        b.version = "v2".into();
+        assert!(same_content(&a, &b));
+        b.title = "y".into();
+        assert!(!same_content(&a, &b));
+    }
+}

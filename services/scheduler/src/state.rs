@@ -1,0 +1,354 @@
+//! The scheduler's shared state: the store, the master key and a cache of
+//! unwrapped account data keys, the adapter clients, and the signals that
+//! connect the API, the sync loop and the change feed. Also the sealing of
+//! event content and credentials, and the conversion of stored records to
+//! contract messages.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use calbridge::pb;
+use calbridge::ErrorKind;
+use chrono::Utc;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Notify};
+
+use crate::adapters::Adapters;
+use crate::config::Config;
+use crate::crypto::{DataKey, MasterKey};
+use crate::store::{AccountRecord, CalendarRecord, ChangeRecord, Store, StoreError};
+
+/// Turns a store error into a safe API error, logging the detail.
+pub fn store_err(e: StoreError) -> ErrorKind {
+    tracing::error!(error = %e, "store failure");
+    ErrorKind::Internal("the scheduler's store failed; see its log".into())
+}
+
+/// The current time in ms since the epoch.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Lowercase hex SHA-256 of `parts` joined by NUL.
+pub fn hash_hex(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Everything the scheduler's tasks share.
+pub struct Shared {
+    /// The store.
+    pub store: Store,
+    /// The master key.
+    pub master: MasterKey,
+    /// Adapter clients.
+    pub adapters: Adapters,
+    /// Configuration.
+    pub config: Config,
+    /// The URL adapters call back on.
+    pub callback_url: String,
+    data_keys: Mutex<HashMap<String, DataKey>>,
+    /// Wakes the sync loop.
+    pub sync_wake: Notify,
+    /// Calendars to sync as soon as possible: (account, calendar).
+    pub urgent: Mutex<HashSet<(String, String)>>,
+    /// Bumped after every change-log append; watchers re-read the log.
+    pub log_tick: watch::Sender<u64>,
+    /// Per-calendar locks: a sync holds the write side, writes the read side.
+    pub calendar_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::RwLock<()>>>>,
+    /// Per-client-id locks, so two upserts of one id never race.
+    pub client_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Shared {
+    /// Builds the shared state.
+    pub fn new(
+        store: Store,
+        master: MasterKey,
+        adapters: Adapters,
+        config: Config,
+        callback_url: String,
+    ) -> Shared {
+        let (log_tick, _) = watch::channel(0);
+        Shared {
+            store,
+            master,
+            adapters,
+            config,
+            callback_url,
+            data_keys: Mutex::new(HashMap::new()),
+            sync_wake: Notify::new(),
+            urgent: Mutex::new(HashSet::new()),
+            log_tick,
+            calendar_locks: Mutex::new(HashMap::new()),
+            client_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lock of one calendar.
+    pub fn calendar_lock(&self, account: &str, calendar: &str) -> Arc<tokio::sync::RwLock<()>> {
+        self.calendar_locks
+            .lock()
+            .expect("lock poisoned")
+            .entry((account.to_string(), calendar.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// The lock of one client event id.
+    pub fn client_lock(
+        &self,
+        account: &str,
+        calendar: &str,
+        client_id: &str,
+    ) -> Arc<tokio::sync::Mutex<()>> {
+        self.client_locks
+            .lock()
+            .expect("lock poisoned")
+            .entry(hash_hex(&[account, calendar, client_id]))
+            .or_default()
+            .clone()
+    }
+
+    /// Marks a calendar due now and wakes the sync loop.
+    pub fn sync_soon(&self, account: &str, calendar: &str) {
+        self.urgent
+            .lock()
+            .expect("lock poisoned")
+            .insert((account.to_string(), calendar.to_string()));
+        self.sync_wake.notify_one();
+    }
+
+    /// Tells change-feed watchers to look at the log.
+    pub fn log_appended(&self) {
+        self.log_tick.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The data key of an account; `None` when revoked.
+    pub fn data_key(&self, account: &AccountRecord) -> Result<Option<DataKey>, ErrorKind> {
+        if account.wrapped_key.is_empty() {
+            return Ok(None);
+        }
+        if let Some(k) = self
+            .data_keys
+            .lock()
+            .expect("lock poisoned")
+            .get(&account.account_id)
+        {
+            return Ok(Some(k.clone()));
+        }
+        let k = self
+            .master
+            .unwrap_data_key(&account.account_id, &account.wrapped_key)
+            .map_err(|_| {
+                tracing::error!(account_id = %account.account_id, "data key cannot be unwrapped: wrong master key?");
+                ErrorKind::Internal("an account's data key cannot be unwrapped: is the master key the one the store was created with?".into())
+            })?;
+        self.data_keys
+            .lock()
+            .expect("lock poisoned")
+            .insert(account.account_id.clone(), k.clone());
+        Ok(Some(k))
+    }
+
+    /// Forgets a cached data key (revocation).
+    pub fn forget_data_key(&self, account_id: &str) {
+        self.data_keys
+            .lock()
+            .expect("lock poisoned")
+            .remove(account_id);
+    }
+
+    /// The account's data key, or FAILED_PRECONDITION when revoked.
+    pub fn live_key(&self, account: &AccountRecord) -> Result<DataKey, ErrorKind> {
+        self.data_key(account)?
+            .ok_or_else(|| ErrorKind::FailedPrecondition("the account is revoked".into()))
+    }
+
+    /// Loads an account of `tenant`; another tenant's account is NOT_FOUND.
+    pub fn tenant_account(
+        &self,
+        tenant: &str,
+        account_id: &str,
+    ) -> Result<AccountRecord, ErrorKind> {
+        match self.store.account(account_id).map_err(store_err)? {
+            Some(a) if a.tenant_id == tenant => Ok(a),
+            _ => Err(ErrorKind::NotFound(format!(
+                "account {account_id:?} not found"
+            ))),
+        }
+    }
+
+    /// The decrypted provider credentials of an account.
+    pub fn credentials(
+        &self,
+        account: &AccountRecord,
+    ) -> Result<pb::ProviderCredentials, ErrorKind> {
+        let key = self.live_key(account)?;
+        let bytes = key
+            .open(
+                cred_aad(&account.account_id).as_bytes(),
+                &account.sealed_credentials,
+            )
+            .map_err(|_| ErrorKind::Internal("stored credentials cannot be opened".into()))?;
+        pb::ProviderCredentials::decode(bytes.as_slice())
+            .map_err(|_| ErrorKind::Internal("stored credentials cannot be decoded".into()))
+    }
+
+    /// Seals credentials for storage.
+    pub fn seal_credentials(
+        key: &DataKey,
+        account_id: &str,
+        c: &pb::ProviderCredentials,
+    ) -> Vec<u8> {
+        key.seal(cred_aad(account_id).as_bytes(), &c.encode_to_vec())
+    }
+
+    /// Converts an account record to the contract message.
+    pub fn account_pb(&self, a: &AccountRecord) -> pb::Account {
+        let identity = self
+            .data_key(a)
+            .ok()
+            .flatten()
+            .and_then(|k| {
+                k.open(identity_aad(&a.account_id).as_bytes(), &a.sealed_identity)
+                    .ok()
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        pb::Account {
+            account_id: a.account_id.clone(),
+            provider: a.provider,
+            provider_account_id: identity,
+            access_level: a.access_level,
+            status: a.status,
+            status_reason: a.status_reason.clone(),
+            created_at: chrono::DateTime::from_timestamp_millis(a.created_ms)
+                .map(calbridge::time::to_timestamp),
+            server_url: a.server_url.clone(),
+        }
+    }
+
+    /// Converts a calendar record to the contract message.
+    pub fn calendar_pb(
+        &self,
+        key: Option<&DataKey>,
+        account_id: &str,
+        c: &CalendarRecord,
+    ) -> pb::Calendar {
+        let name = key
+            .and_then(|k| {
+                k.open(
+                    calendar_aad(account_id, &c.calendar_id).as_bytes(),
+                    &c.sealed_name,
+                )
+                .ok()
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        pb::Calendar {
+            calendar_id: c.calendar_id.clone(),
+            account_id: account_id.to_string(),
+            name,
+            primary: c.primary,
+            read_only: c.read_only,
+            time_zone: c.time_zone.clone(),
+            synced: c.synced,
+            color: c.color.clone(),
+        }
+    }
+
+    /// Converts a change record to the contract message, opening its event
+    /// when the account still has its data key.
+    pub fn change_pb(
+        &self,
+        c: &ChangeRecord,
+        keys: &mut HashMap<String, Option<DataKey>>,
+    ) -> pb::Change {
+        let key = keys
+            .entry(c.account_id.clone())
+            .or_insert_with(|| {
+                self.store
+                    .account(&c.account_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|a| self.data_key(&a).ok().flatten())
+            })
+            .clone();
+        let event = if c.sealed_event.is_empty() {
+            None
+        } else {
+            key.and_then(|k| {
+                open_event(
+                    &k,
+                    &change_aad(&c.account_id, &c.calendar_id, &c.provider_event_id),
+                    &c.sealed_event,
+                )
+                .ok()
+            })
+        };
+        pb::Change {
+            sequence: c.seq,
+            cursor: crate::feed::cursor_of(c.seq),
+            recorded_at: chrono::DateTime::from_timestamp_millis(c.recorded_ms)
+                .map(calbridge::time::to_timestamp),
+            kind: c.kind,
+            account_id: c.account_id.clone(),
+            calendar_id: c.calendar_id.clone(),
+            event,
+            account_status: c.account_status,
+            provider_event_id: c.provider_event_id.clone(),
+        }
+    }
+}
+
+/// AAD of an account's credentials.
+pub fn cred_aad(account_id: &str) -> String {
+    format!("credentials/{account_id}")
+}
+
+/// AAD of an account's provider identity.
+pub fn identity_aad(account_id: &str) -> String {
+    format!("identity/{account_id}")
+}
+
+/// AAD of a calendar's name.
+pub fn calendar_aad(account_id: &str, calendar_id: &str) -> String {
+    format!("calendar/{account_id}/{calendar_id}")
+}
+
+/// AAD of a mirrored event.
+pub fn event_aad(account_id: &str, calendar_id: &str, pid: &str) -> String {
+    format!("event/{account_id}/{calendar_id}/{pid}")
+}
+
+/// AAD of an event snapshot in the change log.
+pub fn change_aad(account_id: &str, calendar_id: &str, pid: &str) -> String {
+    format!("change/{account_id}/{calendar_id}/{pid}")
+}
+
+/// AAD of an event waiting in the outbox.
+pub fn outbox_aad(op_id: u64) -> String {
+    format!("outbox/{op_id}")
+}
+
+/// Seals an event.
+pub fn seal_event(key: &DataKey, aad: &str, e: &pb::Event) -> Vec<u8> {
+    key.seal(aad.as_bytes(), &e.encode_to_vec())
+}
+
+/// Opens a sealed event.
+pub fn open_event(key: &DataKey, aad: &str, sealed: &[u8]) -> Result<pb::Event, ErrorKind> {
+    let bytes = key
+        .open(aad.as_bytes(), sealed)
+        .map_err(|_| ErrorKind::Internal("a stored event cannot be opened".into()))?;
+    pb::Event::decode(bytes.as_slice())
+        .map_err(|_| ErrorKind::Internal("a stored event cannot be decoded".into()))
+}

@@ -1,0 +1,1254 @@
+//! The scheduler's store: one narrow interface over sled with typed trees and
+//! a schema version. Multi-key updates that must agree (a synced page, its
+//! cursor and its change-log entries; a write's result and its outbox entry)
+//! are single sled transactions, so a crash leaves the old state or the new
+//! one. Values that could identify a person arrive here already sealed; this
+//! module never sees plaintext content.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store's files are damaged; the mirror can be rebuilt from the
+    /// providers, but credentials would have to be entered again.
+    #[error("the store at {path} is corrupt ({detail}); move it aside and reconnect accounts, or restore a backup")]
+    Corrupt {
+        /// The store's directory.
+        path: String,
+        /// What sled reported.
+        detail: String,
+    },
+    /// The store was written by a newer calbridge.
+    #[error("the store has schema version {found}, this build understands up to {SCHEMA_VERSION}; upgrade calbridge")]
+    NewerSchema {
+        /// The version found.
+        found: u32,
+    },
+    /// An I/O or engine error.
+    #[error("store error: {0}")]
+    Engine(String),
+    /// A record could not be decoded.
+    #[error("store record {0} cannot be decoded")]
+    Decode(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Corruption { .. } => StoreError::Corrupt {
+                path: String::new(),
+                detail: e.to_string(),
+            },
+            other => StoreError::Engine(other.to_string()),
+        }
+    }
+}
+
+impl From<TransactionError<()>> for StoreError {
+    fn from(e: TransactionError<()>) -> Self {
+        match e {
+            TransactionError::Abort(()) => StoreError::Engine("transaction aborted".into()),
+            TransactionError::Storage(s) => s.into(),
+        }
+    }
+}
+
+/// Serde helper storing bytes as base64 inside JSON records.
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A tenant (calling service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Id.
+    pub tenant_id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+}
+
+/// An API key (stored under the hash of the key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public id.
+    pub key_id: String,
+    /// The tenant it authenticates.
+    pub tenant_id: String,
+    /// Label.
+    pub label: String,
+    /// Creation time, ms.
+    pub created_ms: i64,
+}
+
+/// A connected account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// Id.
+    pub account_id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `pb::Provider` value.
+    pub provider: i32,
+    /// `pb::AccessLevel` value.
+    pub access_level: i32,
+    /// `pb::AccountStatus` value.
+    pub status: i32,
+    /// Why the status is what it is.
+    pub status_reason: String,
+    /// Creation time, ms.
+    pub created_ms: i64,
+    /// Server URL for CalDAV-based providers.
+    pub server_url: String,
+    /// The account's data key wrapped by the master key; empty once revoked.
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    /// Sealed `pb::ProviderCredentials`; empty once revoked.
+    #[serde(with = "b64")]
+    pub sealed_credentials: Vec<u8>,
+    /// Sealed provider account id (e-mail); empty once revoked.
+    #[serde(with = "b64")]
+    pub sealed_identity: Vec<u8>,
+    /// Hash identifying (tenant, provider, provider account) for reconnects.
+    pub identity_hash: String,
+}
+
+/// A calendar of an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalendarRecord {
+    /// Provider id.
+    pub calendar_id: String,
+    /// Sealed display name.
+    #[serde(with = "b64")]
+    pub sealed_name: Vec<u8>,
+    /// Primary calendar.
+    pub primary: bool,
+    /// Read-only at the provider.
+    pub read_only: bool,
+    /// IANA zone.
+    pub time_zone: String,
+    /// Kept in the mirror.
+    pub synced: bool,
+    /// Colour.
+    pub color: String,
+}
+
+/// The sync state of one calendar.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncRecord {
+    /// The provider cursor; empty means list from scratch.
+    pub cursor: String,
+    /// When the next poll is due, ms.
+    pub next_due_ms: i64,
+    /// Last successful sync, ms.
+    pub last_success_ms: Option<i64>,
+    /// Last error, safe to show.
+    pub last_error: String,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Paused because the account needs re-authorisation.
+    pub paused: bool,
+    /// The calendar is not synced.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A mirrored event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Provider version.
+    pub version: String,
+    /// Start, ms (all-day resolved in the calendar's zone).
+    pub start_ms: i64,
+    /// End, ms.
+    pub end_ms: i64,
+    /// Busy status for free/busy (`pb::BusyStatus`; 0 = does not block).
+    pub busy: i32,
+    /// The caller's id, when written through calbridge.
+    pub client_event_id: Option<String>,
+    /// Sealed `pb::Event`.
+    #[serde(with = "b64")]
+    pub sealed: Vec<u8>,
+}
+
+/// What the time index holds per event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// End, ms.
+    pub end_ms: i64,
+    /// `pb::BusyStatus`, 0 when the event does not block.
+    pub busy: i32,
+}
+
+/// A pending write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// Outbox id (monotonic).
+    pub op_id: u64,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// The caller's id (upserts, and deletes by client id).
+    pub client_event_id: String,
+    /// Provider id (deletes by provider id).
+    pub provider_event_id: String,
+    /// True for a delete.
+    pub delete: bool,
+    /// Sealed `pb::Event` to write (upserts).
+    #[serde(with = "b64")]
+    pub sealed_event: Vec<u8>,
+    /// Version precondition.
+    pub expected_version: String,
+}
+
+/// One change-log entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Sequence (per tenant).
+    pub seq: u64,
+    /// `pb::ChangeKind`.
+    pub kind: i32,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// Provider event id.
+    pub provider_event_id: String,
+    /// `pb::AccountStatus` for account changes.
+    pub account_status: i32,
+    /// When recorded, ms.
+    pub recorded_ms: i64,
+    /// Sealed `pb::Event` under the account's data key.
+    #[serde(with = "b64")]
+    pub sealed_event: Vec<u8>,
+}
+
+/// A change before its sequence is assigned.
+#[derive(Debug, Clone)]
+pub struct ChangeDraft {
+    /// `pb::ChangeKind`.
+    pub kind: i32,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// Provider event id.
+    pub provider_event_id: String,
+    /// `pb::AccountStatus` for account changes.
+    pub account_status: i32,
+    /// Sealed event, possibly empty.
+    pub sealed_event: Vec<u8>,
+}
+
+/// The head and floor of a tenant's change log.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct LogBounds {
+    /// Last assigned sequence (0 when none).
+    pub head: u64,
+    /// Every sequence at or below this one was pruned.
+    pub pruned_through: u64,
+}
+
+/// A push channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// Id.
+    pub channel_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// SHA-256 of the channel token, hex.
+    pub token_hash: String,
+    /// Provider resource id.
+    pub resource_id: String,
+    /// Expiry, ms.
+    pub expires_ms: i64,
+}
+
+/// An event to put into the mirror.
+#[derive(Debug, Clone)]
+pub struct MirrorPut {
+    /// Provider id.
+    pub provider_event_id: String,
+    /// The record.
+    pub record: EventRecord,
+    /// The previous record's start, to move its index entry.
+    pub previous_start_ms: Option<i64>,
+    /// The previous record's client id, if it changed.
+    pub previous_client_id: Option<String>,
+}
+
+/// An event to remove from the mirror.
+#[derive(Debug, Clone)]
+pub struct MirrorRemove {
+    /// Provider id.
+    pub provider_event_id: String,
+    /// Its start, for the index.
+    pub start_ms: i64,
+    /// Its client id, if any.
+    pub client_event_id: Option<String>,
+}
+
+/// Joins key parts with NUL (ids never contain control characters).
+pub fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut k = key(parts);
+    k.push(0);
+    k
+}
+
+fn index_key(account: &str, calendar: &str, start_ms: i64, pid: &str) -> Vec<u8> {
+    let mut k = prefix(&[account, calendar]);
+    k.extend_from_slice(&((start_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(pid.as_bytes());
+    k
+}
+
+fn seq_key(tenant: &str, seq: u64) -> Vec<u8> {
+    let mut k = prefix(&[tenant]);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+fn dec<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|_| StoreError::Decode(what.to_string()))
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<()>>;
+
+fn tx_get<T: DeserializeOwned>(t: &TransactionalTree, k: &[u8]) -> TxResult<Option<T>> {
+    Ok(t.get(k)?.and_then(|v| serde_json::from_slice(&v).ok()))
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    tenants: sled::Tree,
+    api_keys: sled::Tree,
+    api_key_ids: sled::Tree,
+    accounts: sled::Tree,
+    tenant_accounts: sled::Tree,
+    identities: sled::Tree,
+    calendars: sled::Tree,
+    sync: sled::Tree,
+    events: sled::Tree,
+    event_index: sled::Tree,
+    client_ids: sled::Tree,
+    outbox: sled::Tree,
+    changes: sled::Tree,
+    heads: sled::Tree,
+    channels: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking its schema version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let corrupt = |e: sled::Error| match e {
+            sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => StoreError::Corrupt {
+                path: dir.display().to_string(),
+                detail: e.to_string(),
+            },
+            other => StoreError::Engine(format!("opening {}: {other}", dir.display())),
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(corrupt)?;
+        let t = |name: &str| db.open_tree(name).map_err(corrupt);
+        let store = Store {
+            meta: t("meta")?,
+            tenants: t("tenants")?,
+            api_keys: t("api_keys")?,
+            api_key_ids: t("api_key_ids")?,
+            accounts: t("accounts")?,
+            tenant_accounts: t("tenant_accounts")?,
+            identities: t("identities")?,
+            calendars: t("calendars")?,
+            sync: t("sync")?,
+            events: t("events")?,
+            event_index: t("event_index")?,
+            client_ids: t("client_ids")?,
+            outbox: t("outbox")?,
+            changes: t("changes")?,
+            heads: t("heads")?,
+            channels: t("channels")?,
+            db,
+        };
+        match store.meta.get("schema_version")? {
+            None => {
+                store
+                    .meta
+                    .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found =
+                    u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                        path: dir.display().to_string(),
+                        detail: "schema version record is damaged".into(),
+                    })?);
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema { found });
+                }
+                // Migrations from older versions go here, one step at a time.
+            }
+        }
+        store.db.flush()?;
+        Ok(store)
+    }
+
+    /// Flushes every pending write to disk. Writes are acknowledged to
+    /// callers only after this returns.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A value kept in the meta tree.
+    pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(name)?.map(|v| v.to_vec()))
+    }
+
+    /// Sets a value in the meta tree.
+    pub fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(name, value)?;
+        Ok(())
+    }
+
+    /// A fresh id from sled's monotonic counter.
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    // ---- tenants and keys ----
+
+    /// Stores a tenant.
+    pub fn put_tenant(&self, t: &TenantRecord) -> Result<(), StoreError> {
+        self.tenants.insert(t.tenant_id.as_bytes(), enc(t))?;
+        Ok(())
+    }
+
+    /// A tenant.
+    pub fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+        self.tenants.get(id)?.map(|v| dec("tenant", &v)).transpose()
+    }
+
+    /// Every tenant.
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.tenants
+            .iter()
+            .values()
+            .map(|v| dec("tenant", &v?))
+            .collect()
+    }
+
+    /// Stores an API key under its hash.
+    pub fn put_api_key(&self, hash: &str, k: &ApiKeyRecord) -> Result<(), StoreError> {
+        (&self.api_keys, &self.api_key_ids).transaction(|(keys, ids)| {
+            keys.insert(hash.as_bytes(), enc(k))?;
+            ids.insert(k.key_id.as_bytes(), hash.as_bytes())?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The key stored under `hash`.
+    pub fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.api_keys
+            .get(hash)?
+            .map(|v| dec("api key", &v))
+            .transpose()
+    }
+
+    /// Removes a key by its public id; false when unknown.
+    pub fn revoke_api_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        let found = (&self.api_keys, &self.api_key_ids).transaction(|(keys, ids)| {
+            match ids.remove(key_id.as_bytes())? {
+                Some(hash) => {
+                    keys.remove(hash)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })?;
+        Ok(found)
+    }
+
+    // ---- accounts and calendars ----
+
+    /// An account.
+    pub fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        self.accounts
+            .get(id)?
+            .map(|v| dec("account", &v))
+            .transpose()
+    }
+
+    /// The account of `identity_hash`, if connected before.
+    pub fn account_by_identity(&self, identity_hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .identities
+            .get(identity_hash)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// A tenant's accounts after `after` (exclusive), oldest id order.
+    pub fn tenant_accounts(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        let p = prefix(&[tenant]);
+        let start = match after {
+            Some(a) => {
+                let mut k = key(&[tenant, a]);
+                k.push(0);
+                k
+            }
+            None => p.clone(),
+        };
+        let mut out = Vec::new();
+        for item in self.tenant_accounts.range(start..) {
+            let (k, _) = item?;
+            if !k.starts_with(&p) || out.len() >= limit {
+                break;
+            }
+            let id = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+            if let Some(a) = self.account(&id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a new or updated account with its calendars and their sync
+    /// states (existing sync states are kept), in one transaction.
+    pub fn put_account_with_calendars(
+        &self,
+        account: &AccountRecord,
+        calendars: &[CalendarRecord],
+        initial_due_ms: i64,
+    ) -> Result<(), StoreError> {
+        let acc = enc(account);
+        (
+            &self.accounts,
+            &self.tenant_accounts,
+            &self.identities,
+            &self.calendars,
+            &self.sync,
+        )
+            .transaction(|(accounts, tenant_accounts, identities, cals, sync)| {
+                accounts.insert(account.account_id.as_bytes(), acc.clone())?;
+                tenant_accounts.insert(key(&[&account.tenant_id, &account.account_id]), &[])?;
+                if !account.identity_hash.is_empty() {
+                    identities.insert(
+                        account.identity_hash.as_bytes(),
+                        account.account_id.as_bytes(),
+                    )?;
+                }
+                for c in calendars {
+                    let k = key(&[&account.account_id, &c.calendar_id]);
+                    cals.insert(k.clone(), enc(c))?;
+                    let mut st: SyncRecord = tx_get(sync, &k)?.unwrap_or_default();
+                    if st.last_success_ms.is_none() {
+                        st.next_due_ms = initial_due_ms;
+                    }
+                    st.paused = false;
+                    st.disabled = !c.synced;
+                    sync.insert(k, enc(&st))?;
+                }
+                Ok(())
+            })?;
+        Ok(())
+    }
+
+    /// Stores an account record alone.
+    pub fn put_account(&self, account: &AccountRecord) -> Result<(), StoreError> {
+        self.accounts
+            .insert(account.account_id.as_bytes(), enc(account))?;
+        Ok(())
+    }
+
+    /// An account's calendars.
+    pub fn calendars(&self, account: &str) -> Result<Vec<CalendarRecord>, StoreError> {
+        self.calendars
+            .scan_prefix(prefix(&[account]))
+            .values()
+            .map(|v| dec("calendar", &v?))
+            .collect()
+    }
+
+    /// One calendar.
+    pub fn calendar(
+        &self,
+        account: &str,
+        calendar: &str,
+    ) -> Result<Option<CalendarRecord>, StoreError> {
+        self.calendars
+            .get(key(&[account, calendar]))?
+            .map(|v| dec("calendar", &v))
+            .transpose()
+    }
+
+    /// Updates one calendar record.
+    pub fn put_calendar(&self, account: &str, c: &CalendarRecord) -> Result<(), StoreError> {
+        self.calendars
+            .insert(key(&[account, &c.calendar_id]), enc(c))?;
+        Ok(())
+    }
+
+    /// Removes a calendar's mirror (events, index, client ids) and resets its
+    /// cursor, without change-log entries (used when sync is turned off).
+    pub fn clear_calendar_mirror(&self, account: &str, calendar: &str) -> Result<(), StoreError> {
+        let p = prefix(&[account, calendar]);
+        for tree in [&self.events, &self.event_index, &self.client_ids] {
+            let mut batch = sled::Batch::default();
+            for k in tree.scan_prefix(&p).keys() {
+                batch.remove(k?);
+            }
+            tree.apply_batch(batch)?;
+        }
+        let k = key(&[account, calendar]);
+        if let Some(mut st) = self
+            .sync
+            .get(&k)?
+            .map(|v| dec::<SyncRecord>("sync", &v))
+            .transpose()?
+        {
+            st.cursor.clear();
+            st.last_success_ms = None;
+            self.sync.insert(k, enc(&st))?;
+        }
+        Ok(())
+    }
+
+    // ---- sync state ----
+
+    /// One calendar's sync state.
+    pub fn sync_state(
+        &self,
+        account: &str,
+        calendar: &str,
+    ) -> Result<Option<SyncRecord>, StoreError> {
+        self.sync
+            .get(key(&[account, calendar]))?
+            .map(|v| dec("sync", &v))
+            .transpose()
+    }
+
+    /// Stores one calendar's sync state.
+    pub fn put_sync_state(
+        &self,
+        account: &str,
+        calendar: &str,
+        s: &SyncRecord,
+    ) -> Result<(), StoreError> {
+        self.sync.insert(key(&[account, calendar]), enc(s))?;
+        Ok(())
+    }
+
+    /// Every calendar's sync state: (account, calendar, state).
+    pub fn all_sync_states(&self) -> Result<Vec<(String, String, SyncRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.sync.iter() {
+            let (k, v) = item?;
+            let s = String::from_utf8_lossy(&k);
+            if let Some((a, c)) = s.split_once('\0') {
+                out.push((a.to_string(), c.to_string(), dec("sync", &v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pauses or resumes every calendar of an account.
+    pub fn set_account_paused(
+        &self,
+        account: &str,
+        paused: bool,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        for item in self.sync.scan_prefix(prefix(&[account])) {
+            let (k, v) = item?;
+            let mut s: SyncRecord = dec("sync", &v)?;
+            s.paused = paused;
+            if !paused {
+                s.next_due_ms = due_ms;
+            }
+            self.sync.insert(k, enc(&s))?;
+        }
+        Ok(())
+    }
+
+    // ---- mirror ----
+
+    /// One mirrored event.
+    pub fn event(
+        &self,
+        account: &str,
+        calendar: &str,
+        pid: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        self.events
+            .get(key(&[account, calendar, pid]))?
+            .map(|v| dec("event", &v))
+            .transpose()
+    }
+
+    /// The provider id written for a client id.
+    pub fn provider_id_for_client(
+        &self,
+        account: &str,
+        calendar: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .client_ids
+            .get(key(&[account, calendar, client_id]))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Provider ids of every mirrored event of a calendar.
+    pub fn event_ids(&self, account: &str, calendar: &str) -> Result<Vec<String>, StoreError> {
+        let p = prefix(&[account, calendar]);
+        self.events
+            .scan_prefix(&p)
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[p.len()..]).into_owned()))
+            .collect()
+    }
+
+    /// Number of mirrored events of a calendar.
+    pub fn event_count(&self, account: &str, calendar: &str) -> u64 {
+        self.event_index
+            .scan_prefix(prefix(&[account, calendar]))
+            .count() as u64
+    }
+
+    /// Index entries of a calendar overlapping [start, end), by start, after
+    /// the (start, pid) position `after` when given: (start, pid, entry).
+    pub fn events_overlapping(
+        &self,
+        account: &str,
+        calendar: &str,
+        start_ms: i64,
+        end_ms: i64,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, IndexEntry)>, StoreError> {
+        let p = prefix(&[account, calendar]);
+        let from = match after {
+            Some((s, pid)) => {
+                let mut k = index_key(account, calendar, s, pid);
+                k.push(0);
+                k
+            }
+            None => p.clone(),
+        };
+        let to = index_key(account, calendar, end_ms, "");
+        let mut out = Vec::new();
+        for item in self.event_index.range(from..to) {
+            let (k, v) = item?;
+            if k.len() < p.len() + 8 {
+                continue;
+            }
+            let mut be = [0u8; 8];
+            be.copy_from_slice(&k[p.len()..p.len() + 8]);
+            let s = (u64::from_be_bytes(be) ^ (1 << 63)) as i64;
+            let entry: IndexEntry = dec("index", &v)?;
+            if entry.end_ms <= start_ms {
+                continue;
+            }
+            out.push((
+                s,
+                String::from_utf8_lossy(&k[p.len() + 8..]).into_owned(),
+                entry,
+            ));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies one synced page atomically: mirror puts and removals, the new
+    /// sync state and the change-log entries (sequences assigned here).
+    pub fn apply_sync_page(
+        &self,
+        tenant: &str,
+        account: &str,
+        calendar: &str,
+        puts: &[MirrorPut],
+        removes: &[MirrorRemove],
+        state: &SyncRecord,
+        changes: &[ChangeDraft],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let state_bytes = enc(state);
+        (
+            &self.events,
+            &self.event_index,
+            &self.client_ids,
+            &self.sync,
+            &self.changes,
+            &self.heads,
+        )
+            .transaction(|(events, index, client_ids, sync, log, heads)| {
+                for p in puts {
+                    put_mirror(events, index, client_ids, account, calendar, p)?;
+                }
+                for r in removes {
+                    remove_mirror(events, index, client_ids, account, calendar, r)?;
+                }
+                sync.insert(key(&[account, calendar]), state_bytes.clone())?;
+                append_changes(log, heads, tenant, changes, now_ms)?;
+                Ok(())
+            })?;
+        Ok(())
+    }
+
+    /// Records the result of a write: the mirror entry and the removal of
+    /// its outbox entry, atomically.
+    pub fn commit_write(
+        &self,
+        account: &str,
+        calendar: &str,
+        put: Option<&MirrorPut>,
+        remove: Option<&MirrorRemove>,
+        outbox_id: u64,
+    ) -> Result<(), StoreError> {
+        (
+            &self.events,
+            &self.event_index,
+            &self.client_ids,
+            &self.outbox,
+        )
+            .transaction(|(events, index, client_ids, outbox)| {
+                if let Some(p) = put {
+                    put_mirror(events, index, client_ids, account, calendar, p)?;
+                }
+                if let Some(r) = remove {
+                    remove_mirror(events, index, client_ids, account, calendar, r)?;
+                }
+                outbox.remove(&outbox_id.to_be_bytes())?;
+                Ok(())
+            })?;
+        Ok(())
+    }
+
+    // ---- outbox ----
+
+    /// Adds a pending write.
+    pub fn outbox_put(&self, r: &OutboxRecord) -> Result<(), StoreError> {
+        self.outbox.insert(r.op_id.to_be_bytes(), enc(r))?;
+        Ok(())
+    }
+
+    /// Drops a pending write without result (it failed for good).
+    pub fn outbox_remove(&self, op_id: u64) -> Result<(), StoreError> {
+        self.outbox.remove(op_id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Every pending write, oldest first.
+    pub fn outbox_all(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.outbox
+            .iter()
+            .values()
+            .map(|v| dec("outbox", &v?))
+            .collect()
+    }
+
+    // ---- change log ----
+
+    /// Appends change-log entries outside a sync page (account status).
+    pub fn append_changes(
+        &self,
+        tenant: &str,
+        changes: &[ChangeDraft],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        (&self.changes, &self.heads)
+            .transaction(|(log, heads)| append_changes(log, heads, tenant, changes, now_ms))?;
+        Ok(())
+    }
+
+    /// The bounds of a tenant's log.
+    pub fn log_bounds(&self, tenant: &str) -> Result<LogBounds, StoreError> {
+        Ok(self
+            .heads
+            .get(tenant)?
+            .map(|v| dec("log bounds", &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Changes of a tenant after `after_seq`, at most `limit`.
+    pub fn changes_after(
+        &self,
+        tenant: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        let p = prefix(&[tenant]);
+        let mut out = Vec::new();
+        for item in self
+            .changes
+            .range(seq_key(tenant, after_seq.saturating_add(1))..)
+        {
+            let (k, v) = item?;
+            if !k.starts_with(&p) || out.len() >= limit {
+                break;
+            }
+            out.push(dec("change", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a tenant's changes recorded before `cutoff_ms`; returns how
+    /// many went.
+    pub fn prune_changes(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let p = prefix(&[tenant]);
+        let mut last = None;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.changes.scan_prefix(&p) {
+            let (k, v) = item?;
+            let c: ChangeRecord = dec("change", &v)?;
+            if c.recorded_ms >= cutoff_ms {
+                break;
+            }
+            batch.remove(k);
+            last = Some(c.seq);
+            n += 1;
+        }
+        if let Some(seq) = last {
+            (&self.changes, &self.heads).transaction(|(log, heads)| {
+                log.apply_batch(&batch)?;
+                let mut b: LogBounds = tx_get(heads, tenant.as_bytes())?.unwrap_or_default();
+                b.pruned_through = b.pruned_through.max(seq);
+                heads.insert(tenant.as_bytes(), enc(&b))?;
+                Ok(())
+            })?;
+        }
+        Ok(n)
+    }
+
+    // ---- channels ----
+
+    /// Stores a push channel.
+    pub fn put_channel(&self, c: &ChannelRecord) -> Result<(), StoreError> {
+        self.channels.insert(c.channel_id.as_bytes(), enc(c))?;
+        Ok(())
+    }
+
+    /// A push channel.
+    pub fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        self.channels
+            .get(id)?
+            .map(|v| dec("channel", &v))
+            .transpose()
+    }
+
+    /// Removes a push channel.
+    pub fn remove_channel(&self, id: &str) -> Result<(), StoreError> {
+        self.channels.remove(id)?;
+        Ok(())
+    }
+
+    /// Every push channel.
+    pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.channels
+            .iter()
+            .values()
+            .map(|v| dec("channel", &v?))
+            .collect()
+    }
+
+    // ---- revocation ----
+
+    /// Deletes every row of an account but its (already scrubbed) account
+    /// record: calendars, sync states, mirror, client ids, channels, pending
+    /// writes.
+    pub fn purge_account_rows(&self, account: &str) -> Result<(), StoreError> {
+        let p = prefix(&[account]);
+        for tree in [
+            &self.calendars,
+            &self.sync,
+            &self.events,
+            &self.event_index,
+            &self.client_ids,
+        ] {
+            let mut batch = sled::Batch::default();
+            for k in tree.scan_prefix(&p).keys() {
+                batch.remove(k?);
+            }
+            tree.apply_batch(batch)?;
+        }
+        for c in self.channels()? {
+            if c.account_id == account {
+                self.channels.remove(c.channel_id.as_bytes())?;
+            }
+        }
+        for o in self.outbox_all()? {
+            if o.account_id == account {
+                self.outbox_remove(o.op_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an identity mapping (after revocation).
+    pub fn remove_identity(&self, identity_hash: &str) -> Result<(), StoreError> {
+        self.identities.remove(identity_hash)?;
+        Ok(())
+    }
+}
+
+fn put_mirror(
+    events: &TransactionalTree,
+    index: &TransactionalTree,
+    client_ids: &TransactionalTree,
+    account: &str,
+    calendar: &str,
+    p: &MirrorPut,
+) -> TxResult<()> {
+    let pid = &p.provider_event_id;
+    if let Some(prev) = p.previous_start_ms {
+        index.remove(index_key(account, calendar, prev, pid))?;
+    }
+    if let Some(prev) = &p.previous_client_id {
+        if p.record.client_event_id.as_deref() != Some(prev) {
+            client_ids.remove(key(&[account, calendar, prev]))?;
+        }
+    }
+    events.insert(key(&[account, calendar, pid]), enc(&p.record))?;
+    index.insert(
+        index_key(account, calendar, p.record.start_ms, pid),
+        enc(&IndexEntry {
+            end_ms: p.record.end_ms,
+            busy: p.record.busy,
+        }),
+    )?;
+    if let Some(c) = &p.record.client_event_id {
+        client_ids.insert(key(&[account, calendar, c]), pid.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn remove_mirror(
+    events: &TransactionalTree,
+    index: &TransactionalTree,
+    client_ids: &TransactionalTree,
+    account: &str,
+    calendar: &str,
+    r: &MirrorRemove,
+) -> TxResult<()> {
+    events.remove(key(&[account, calendar, &r.provider_event_id]))?;
+    index.remove(index_key(
+        account,
+        calendar,
+        r.start_ms,
+        &r.provider_event_id,
+    ))?;
+    if let Some(c) = &r.client_event_id {
+        client_ids.remove(key(&[account, calendar, c]))?;
+    }
+    Ok(())
+}
+
+fn append_changes(
+    log: &TransactionalTree,
+    heads: &TransactionalTree,
+    tenant: &str,
+    changes: &[ChangeDraft],
+    now_ms: i64,
+) -> TxResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut bounds: LogBounds = tx_get(heads, tenant.as_bytes())?.unwrap_or_default();
+    for c in changes {
+        bounds.head += 1;
+        let rec = ChangeRecord {
+            seq: bounds.head,
+            kind: c.kind,
+            account_id: c.account_id.clone(),
+            calendar_id: c.calendar_id.clone(),
+            provider_event_id: c.provider_event_id.clone(),
+            account_status: c.account_status,
+            recorded_ms: now_ms,
+            sealed_event: c.sealed_event.clone(),
+        };
+        log.insert(seq_key(tenant, bounds.head), enc(&rec))?;
+    }
+    heads.insert(tenant.as_bytes(), enc(&bounds))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(kind: i32) -> ChangeDraft {
+        ChangeDraft {
+            kind,
+            account_id: "a".into(),
+            calendar_id: "c".into(),
+            provider_event_id: "e".into(),
+            account_status: 0,
+            sealed_event: vec![],
+        }
+    }
+
+    fn record(start: i64, end: i64) -> EventRecord {
+        EventRecord {
+            version: "v1".into(),
+            start_ms: start,
+            end_ms: end,
+            busy: 1,
+            client_event_id: Some("mine".into()),
+            sealed: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn change_sequences_are_per_tenant_and_gapless() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.append_changes("t1", &[draft(1), draft(2)], 0).unwrap();
+        s.append_changes("t2", &[draft(1)], 0).unwrap();
+        s.append_changes("t1", &[draft(3)], 0).unwrap();
+        let seqs: Vec<u64> = s
+            .changes_after("t1", 0, 100)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(s.changes_after("t1", 2, 100).unwrap().len(), 1);
+        assert_eq!(s.log_bounds("t2").unwrap().head, 1);
+    }
+
+    #[test]
+    fn pruning_moves_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.append_changes("t", &[draft(1), draft(1)], 10).unwrap();
+        s.append_changes("t", &[draft(1)], 50).unwrap();
+        assert_eq!(s.prune_changes("t", 20).unwrap(), 2);
+        let b = s.log_bounds("t").unwrap();
+        assert_eq!((b.head, b.pruned_through), (3, 2));
+        assert_eq!(s.changes_after("t", 0, 10).unwrap()[0].seq, 3);
+    }
+
+    #[test]
+    fn overlap_query_uses_start_and_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let st = SyncRecord::default();
+        let puts: Vec<MirrorPut> = [(0, 10, "a"), (5, 30, "b"), (40, 50, "c"), (-100, -50, "d")]
+            .iter()
+            .map(|(a, b, id)| MirrorPut {
+                provider_event_id: id.to_string(),
+                record: EventRecord {
+                    client_event_id: None,
+                    ..record(*a, *b)
+                },
+                previous_start_ms: None,
+                previous_client_id: None,
+            })
+            .collect();
+        s.apply_sync_page("t", "acc", "cal", &puts, &[], &st, &[], 0)
+            .unwrap();
+        let ids: Vec<String> = s
+            .events_overlapping("acc", "cal", 8, 45, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect();
+        assert_eq!(ids, vec!["a", "b", "c"]);
+        let page = s
+            .events_overlapping("acc", "cal", 8, 45, Some((0, "a")), 100)
+            .unwrap();
+        assert_eq!(page.len(), 2);
+    }
+
+    #[test]
+    fn a_write_commit_removes_the_outbox_entry_and_maps_the_client_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let op = OutboxRecord {
+            op_id: 7,
+            tenant_id: "t".into(),
+            account_id: "acc".into(),
+            calendar_id: "cal".into(),
+            client_event_id: "mine".into(),
+            provider_event_id: String::new(),
+            delete: false,
+            sealed_event: vec![],
+            expected_version: String::new(),
+        };
+        s.outbox_put(&op).unwrap();
+        let put = MirrorPut {
+            provider_event_id: "p1".into(),
+            record: record(0, 10),
+            previous_start_ms: None,
+            previous_client_id: None,
+        };
+        s.commit_write("acc", "cal", Some(&put), None, 7).unwrap();
+        assert!(s.outbox_all().unwrap().is_empty());
+        assert_eq!(
+            s.provider_id_for_client("acc", "cal", "mine")
+                .unwrap()
+                .as_deref(),
+            Some("p1")
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.meta_get("schema_version").unwrap().unwrap(),
+            SCHEMA_VERSION.to_be_bytes().to_vec()
+        );
+    }
+}

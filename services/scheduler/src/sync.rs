@@ -1,0 +1,383 @@
+//! The sync loop: which calendar to sync when (poll due times, push and
+//! `SyncNow` marks), within a global and a per-account concurrency limit, with
+//! exponential backoff and jitter on failure; and the sync of one calendar,
+//! which applies each provider page, its cursor and its change-log entries in
+//! one transaction and suppresses echoes of the platform's own writes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use calbridge::pb::{self, AccessLevel, AccountStatus, ChangeKind};
+use calbridge::ErrorKind;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::adapters::adapter_error;
+use crate::mirror::{put_for, strip_content};
+use crate::state::{change_aad, event_aad, now_ms, open_event, seal_event, store_err, Shared};
+use crate::store::{ChangeDraft, MirrorRemove, SyncRecord};
+
+/// Runs the sync loop until `shutdown` turns true.
+pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let running: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+    let global = Arc::new(Semaphore::new(shared.config.sync.max_concurrent_syncs));
+    let mut per_account: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    loop {
+        let now = now_ms();
+        let mut next_wake = now + 30_000;
+        let states = match shared.store.all_sync_states() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read sync states");
+                Vec::new()
+            }
+        };
+        let urgent: HashSet<(String, String)> =
+            std::mem::take(&mut *shared.urgent.lock().expect("lock poisoned"));
+        let mut still_urgent = HashSet::new();
+        for (account, calendar, st) in states {
+            if st.paused || st.disabled {
+                continue;
+            }
+            let k = (account.clone(), calendar.clone());
+            let is_urgent = urgent.contains(&k);
+            if running.lock().expect("lock poisoned").contains(&k) {
+                if is_urgent {
+                    still_urgent.insert(k);
+                }
+                continue;
+            }
+            if !is_urgent && st.next_due_ms > now {
+                next_wake = next_wake.min(st.next_due_ms);
+                continue;
+            }
+            running.lock().expect("lock poisoned").insert(k.clone());
+            let account_sem = per_account
+                .entry(account.clone())
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new(shared.config.sync.per_account_concurrency))
+                })
+                .clone();
+            let (shared, running, global) = (shared.clone(), running.clone(), global.clone());
+            let span = tracing::info_span!("sync.calendar", account_id = %account, calendar_id = %calendar);
+            tokio::spawn(
+                async move {
+                    let _g = global.acquire_owned().await;
+                    let _a = account_sem.acquire_owned().await;
+                    if let Err(e) = sync_calendar(&shared, &account, &calendar).await {
+                        tracing::warn!(error = %e, "sync failed");
+                    }
+                    running
+                        .lock()
+                        .expect("lock poisoned")
+                        .remove(&(account, calendar));
+                    shared.sync_wake.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+        if !still_urgent.is_empty() {
+            shared
+                .urgent
+                .lock()
+                .expect("lock poisoned")
+                .extend(still_urgent);
+        }
+        let wait = Duration::from_millis((next_wake - now_ms()).clamp(0, 30_000) as u64);
+        tokio::select! {
+            _ = shared.sync_wake.notified() => {},
+            _ = tokio::time::sleep(wait) => {},
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// The delay before retry number `failures` (1-based): exponential with
+/// jitter in [50%, 100%], at least the provider's `retry_after`.
+pub fn backoff(base_ms: u64, max_s: u64, failures: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = base_ms.saturating_mul(1u64 << failures.saturating_sub(1).min(20));
+    let capped = exp.min(max_s * 1000);
+    let jittered = rand::thread_rng().gen_range(capped / 2..=capped.max(1));
+    Duration::from_millis(jittered).max(retry_after.unwrap_or_default())
+}
+
+/// Syncs one calendar to the provider's present state, recording failures
+/// and the next due time in its sync state.
+pub async fn sync_calendar(
+    shared: &Shared,
+    account_id: &str,
+    calendar_id: &str,
+) -> Result<(), ErrorKind> {
+    let result = sync_pages(shared, account_id, calendar_id).await;
+    if let Err(e) = &result {
+        if let ErrorKind::Unauthenticated(_) = e {
+            crate::accounts::mark_reauth_required(
+                shared,
+                account_id,
+                "the provider rejected the stored credentials",
+            )
+            .await?;
+            return result;
+        }
+        let mut st = shared
+            .store
+            .sync_state(account_id, calendar_id)
+            .map_err(store_err)?
+            .unwrap_or_default();
+        st.failures += 1;
+        st.last_error = e.to_string();
+        let retry_after = match e {
+            ErrorKind::Unavailable { retry_after, .. }
+            | ErrorKind::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let delay = backoff(
+            shared.config.sync.backoff_base_ms,
+            shared.config.sync.backoff_max_seconds,
+            st.failures,
+            retry_after,
+        );
+        st.next_due_ms = now_ms() + delay.as_millis() as i64;
+        shared
+            .store
+            .put_sync_state(account_id, calendar_id, &st)
+            .map_err(store_err)?;
+    }
+    result
+}
+
+async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Result<(), ErrorKind> {
+    let Some(account) = shared.store.account(account_id).map_err(store_err)? else {
+        return Ok(());
+    };
+    if account.status != AccountStatus::Active as i32 {
+        return Ok(());
+    }
+    let Some(calendar) = shared
+        .store
+        .calendar(account_id, calendar_id)
+        .map_err(store_err)?
+    else {
+        return Ok(());
+    };
+    if !calendar.synced {
+        return Ok(());
+    }
+    let key = shared.live_key(&account)?;
+    let credentials = shared.credentials(&account)?;
+    let zone = calendar.time_zone.parse::<chrono_tz::Tz>().ok();
+    let caps = shared.adapters.capabilities(account.provider).await?;
+    let poll_s = match shared.config.sync.poll_interval_seconds {
+        0 => u64::from(caps.poll_interval_seconds.max(1)),
+        n => n,
+    };
+    let busy_only = account.access_level == AccessLevel::FreeBusy as i32;
+    let now = chrono::Utc::now();
+    let window = pb::TimeWindow {
+        start: Some(calbridge::time::to_timestamp(
+            now - chrono::Duration::days(i64::from(shared.config.sync.window_past_days)),
+        )),
+        end: Some(calbridge::time::to_timestamp(
+            now + chrono::Duration::days(i64::from(shared.config.sync.window_future_days)),
+        )),
+    };
+    let mut client = shared.adapters.client(account.provider)?;
+
+    let lock = shared.calendar_lock(account_id, calendar_id);
+    let _guard = lock.write().await;
+    let mut st = shared
+        .store
+        .sync_state(account_id, calendar_id)
+        .map_err(store_err)?
+        .unwrap_or_default();
+    let mut cursor = st.cursor.clone();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut restarted = false;
+    loop {
+        let request = pb::SyncEventsRequest {
+            credentials: Some(credentials.clone()),
+            calendar_id: calendar_id.to_string(),
+            cursor: cursor.clone(),
+            window: Some(window),
+            page_size: shared.config.sync.page_size.min(caps.max_page_size.max(1)),
+            busy_only,
+        };
+        let page = match client.sync_events(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => match adapter_error(&status) {
+                ErrorKind::OutOfRange(_) if !restarted => {
+                    tracing::info!("provider cursor expired; resyncing from scratch");
+                    restarted = true;
+                    cursor.clear();
+                    seen.clear();
+                    continue;
+                }
+                e => return Err(e),
+            },
+        };
+
+        let mut puts = Vec::new();
+        let mut removes = Vec::new();
+        let mut changes = Vec::new();
+        for mut e in page.upserted {
+            if busy_only {
+                strip_content(&mut e);
+            }
+            let pid = e.provider_event_id.clone();
+            if pid.is_empty() {
+                continue;
+            }
+            if page.full_listing {
+                seen.insert(pid.clone());
+            }
+            let existing = shared
+                .store
+                .event(account_id, calendar_id, &pid)
+                .map_err(store_err)?;
+            if existing.as_ref().is_some_and(|x| x.version == e.version) {
+                // Already mirrored at this version: our own write, or a
+                // duplicate page. Nothing changed.
+                continue;
+            }
+            e.account_id = account_id.to_string();
+            e.calendar_id = calendar_id.to_string();
+            if e.client_event_id.is_empty() {
+                if let Some(c) = existing.as_ref().and_then(|x| x.client_event_id.clone()) {
+                    e.client_event_id = c;
+                }
+            }
+            e.managed = !e.client_event_id.is_empty();
+            let kind = if existing.is_some() {
+                ChangeKind::EventUpdated
+            } else {
+                ChangeKind::EventCreated
+            };
+            changes.push(ChangeDraft {
+                kind: kind as i32,
+                account_id: account_id.to_string(),
+                calendar_id: calendar_id.to_string(),
+                provider_event_id: pid.clone(),
+                account_status: 0,
+                sealed_event: seal_event(&key, &change_aad(account_id, calendar_id, &pid), &e),
+            });
+            puts.push(put_for(
+                &key,
+                account_id,
+                calendar_id,
+                zone,
+                &e,
+                existing.as_ref(),
+            ));
+        }
+        let mut deleted: Vec<String> = page.deleted;
+        if page.full_listing && !page.more {
+            for pid in shared
+                .store
+                .event_ids(account_id, calendar_id)
+                .map_err(store_err)?
+            {
+                if !seen.contains(&pid) {
+                    deleted.push(pid);
+                }
+            }
+        }
+        for pid in deleted {
+            let Some(existing) = shared
+                .store
+                .event(account_id, calendar_id, &pid)
+                .map_err(store_err)?
+            else {
+                continue;
+            };
+            let last = open_event(
+                &key,
+                &event_aad(account_id, calendar_id, &pid),
+                &existing.sealed,
+            )
+            .ok();
+            changes.push(ChangeDraft {
+                kind: ChangeKind::EventDeleted as i32,
+                account_id: account_id.to_string(),
+                calendar_id: calendar_id.to_string(),
+                provider_event_id: pid.clone(),
+                account_status: 0,
+                sealed_event: last
+                    .map(|e| seal_event(&key, &change_aad(account_id, calendar_id, &pid), &e))
+                    .unwrap_or_default(),
+            });
+            removes.push(MirrorRemove {
+                provider_event_id: pid,
+                start_ms: existing.start_ms,
+                client_event_id: existing.client_event_id,
+            });
+        }
+
+        st.cursor = page.next_cursor.clone();
+        if !page.more {
+            let now = now_ms();
+            st.last_success_ms = Some(now);
+            st.failures = 0;
+            st.last_error.clear();
+            st.next_due_ms = now + (poll_s as i64) * 1000;
+        }
+        shared
+            .store
+            .apply_sync_page(
+                &account.tenant_id,
+                account_id,
+                calendar_id,
+                &puts,
+                &removes,
+                &st,
+                &changes,
+                now_ms(),
+            )
+            .map_err(store_err)?;
+        if !changes.is_empty() {
+            shared.log_appended();
+        }
+        if !page.more {
+            return Ok(());
+        }
+        cursor = page.next_cursor;
+    }
+}
+
+/// Keeps sync state consistent after an account's credentials are fixed:
+/// unpauses its calendars and makes them due now.
+pub fn resume_account(shared: &Shared, account_id: &str) -> Result<(), ErrorKind> {
+    shared
+        .store
+        .set_account_paused(account_id, false, now_ms())
+        .map_err(store_err)?;
+    shared.sync_wake.notify_one();
+    Ok(())
+}
+
+/// The default sync state of a calendar that was never synced.
+pub fn initial_state() -> SyncRecord {
+    SyncRecord {
+        next_due_ms: now_ms(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_is_capped_and_honours_retry_after() {
+        for failures in 1..=12 {
+            let d = backoff(1000, 60, failures, None).as_millis() as u64;
+            let ceiling = (1000u64 << (failures - 1)).min(60_000);
+            assert!(d >= ceiling / 2 && d <= ceiling, "failures {failures}: {d}");
+        }
+        assert!(backoff(10, 60, 1, Some(Duration::from_secs(9))) >= Duration::from_secs(9));
+    }
+}

@@ -1,0 +1,394 @@
+//! Writes from the platform to a provider, through a durable outbox: the
+//! write is recorded and flushed before the provider is called, the
+//! provider's answer and the removal of the outbox entry are one transaction,
+//! and the caller hears "success" only after that is flushed. Creates carry an
+//! idempotency key derived from the caller's event id, so a write replayed
+//! after a crash never makes a second event.
+
+use std::time::Instant;
+
+use calbridge::pb::{self, WriteOutcome};
+use calbridge::ErrorKind;
+
+use crate::accounts::{check_writable, mark_reauth_required};
+use crate::adapters::adapter_error;
+use crate::crypto::DataKey;
+use crate::mirror::{normalize, put_for, same_content};
+use crate::state::{event_aad, hash_hex, open_event, outbox_aad, seal_event, store_err, Shared};
+use crate::store::{AccountRecord, MirrorRemove, OutboxRecord};
+
+/// The idempotency key of a create: stable for (tenant, account, calendar,
+/// client id), made only of `[0-9a-f]` so every provider accepts it as an id.
+pub fn idempotency_key(tenant: &str, account: &str, calendar: &str, client_id: &str) -> String {
+    hash_hex(&[tenant, account, calendar, client_id])[..40].to_string()
+}
+
+/// Creates or updates an event keyed by the caller's id.
+pub async fn upsert(
+    shared: &Shared,
+    tenant: &str,
+    req: pb::UpsertEventRequest,
+) -> Result<pb::UpsertEventResponse, ErrorKind> {
+    let account = shared.tenant_account(tenant, &req.account_id)?;
+    check_writable(&account)?;
+    check_calendar_writable(shared, &account, &req.calendar_id)?;
+    let key = shared.live_key(&account)?;
+    let mut event = req.event.unwrap_or_default();
+    normalize(&mut event);
+    event.client_event_id = req.client_event_id.clone();
+    event.provider_event_id.clear();
+    event.version.clear();
+    event.account_id.clear();
+    event.calendar_id.clear();
+    event.created_at = None;
+    event.updated_at = None;
+    event.managed = true;
+
+    let lock = shared.client_lock(&account.account_id, &req.calendar_id, &req.client_event_id);
+    let _one_at_a_time = lock.lock().await;
+    let op = OutboxRecord {
+        op_id: shared.store.next_id().map_err(store_err)?,
+        tenant_id: tenant.to_string(),
+        account_id: account.account_id.clone(),
+        calendar_id: req.calendar_id.clone(),
+        client_event_id: req.client_event_id.clone(),
+        provider_event_id: String::new(),
+        delete: false,
+        sealed_event: Vec::new(),
+        expected_version: req.expected_version.clone(),
+    };
+    let op = OutboxRecord {
+        sealed_event: seal_event(&key, &outbox_aad(op.op_id), &event),
+        ..op
+    };
+    shared.store.outbox_put(&op).map_err(store_err)?;
+    shared.store.flush().await.map_err(store_err)?;
+    let (event, outcome) = with_retries(shared, &account, op.op_id, || {
+        execute_upsert(shared, &account, &key, &op, &event)
+    })
+    .await?;
+    Ok(pb::UpsertEventResponse {
+        event: Some(event),
+        outcome: outcome as i32,
+    })
+}
+
+/// Deletes an event by client id or provider id.
+pub async fn delete(
+    shared: &Shared,
+    tenant: &str,
+    req: pb::DeleteEventRequest,
+) -> Result<pb::DeleteEventResult, ErrorKind> {
+    let account = shared.tenant_account(tenant, &req.account_id)?;
+    check_writable(&account)?;
+    check_calendar_writable(shared, &account, &req.calendar_id)?;
+    let lock_key = if req.client_event_id.is_empty() {
+        format!("pid:{}", req.provider_event_id)
+    } else {
+        req.client_event_id.clone()
+    };
+    let lock = shared.client_lock(&account.account_id, &req.calendar_id, &lock_key);
+    let _one_at_a_time = lock.lock().await;
+    let pid = if req.client_event_id.is_empty() {
+        Some(req.provider_event_id.clone())
+    } else {
+        shared
+            .store
+            .provider_id_for_client(&account.account_id, &req.calendar_id, &req.client_event_id)
+            .map_err(store_err)?
+    };
+    let Some(pid) = pid else {
+        return Ok(pb::DeleteEventResult {
+            outcome: WriteOutcome::AlreadyGone as i32,
+        });
+    };
+    let op = OutboxRecord {
+        op_id: shared.store.next_id().map_err(store_err)?,
+        tenant_id: tenant.to_string(),
+        account_id: account.account_id.clone(),
+        calendar_id: req.calendar_id.clone(),
+        client_event_id: req.client_event_id.clone(),
+        provider_event_id: pid,
+        delete: true,
+        sealed_event: Vec::new(),
+        expected_version: req.expected_version.clone(),
+    };
+    shared.store.outbox_put(&op).map_err(store_err)?;
+    shared.store.flush().await.map_err(store_err)?;
+    let outcome = with_retries(shared, &account, op.op_id, || {
+        execute_delete(shared, &account, &op)
+    })
+    .await?;
+    Ok(pb::DeleteEventResult {
+        outcome: outcome as i32,
+    })
+}
+
+/// Completes the writes a crash interrupted. Run before the API serves.
+pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
+    let pending = shared.store.outbox_all().map_err(store_err)?;
+    let n = pending.len();
+    for op in pending {
+        let account = match shared.store.account(&op.account_id).map_err(store_err)? {
+            Some(a) if check_writable(&a).is_ok() => a,
+            _ => {
+                shared.store.outbox_remove(op.op_id).map_err(store_err)?;
+                continue;
+            }
+        };
+        let result = if op.delete {
+            execute_delete(shared, &account, &op).await.map(|_| ())
+        } else {
+            match shared.live_key(&account).and_then(|k| {
+                open_event(&k, &outbox_aad(op.op_id), &op.sealed_event).map(|e| (k, e))
+            }) {
+                Ok((key, event)) => execute_upsert(shared, &account, &key, &op, &event)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(()) => tracing::info!(
+                op_id = op.op_id,
+                "completed a write interrupted by a restart"
+            ),
+            Err(e) => {
+                tracing::warn!(op_id = op.op_id, error = %e, "interrupted write could not be completed; dropped");
+                shared.store.outbox_remove(op.op_id).map_err(store_err)?;
+            }
+        }
+    }
+    shared.store.flush().await.map_err(store_err)?;
+    Ok(n)
+}
+
+fn check_calendar_writable(
+    shared: &Shared,
+    account: &AccountRecord,
+    calendar_id: &str,
+) -> Result<(), ErrorKind> {
+    match shared
+        .store
+        .calendar(&account.account_id, calendar_id)
+        .map_err(store_err)?
+    {
+        None => Err(ErrorKind::NotFound(format!(
+            "calendar {calendar_id:?} not found"
+        ))),
+        Some(c) if c.read_only => Err(ErrorKind::PermissionDenied(format!(
+            "calendar {calendar_id:?} is read-only at the provider"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the write timeout
+/// would pass; drops the outbox entry when it fails.
+async fn with_retries<T, F, Fut>(
+    shared: &Shared,
+    account: &AccountRecord,
+    op_id: u64,
+    mut attempt: F,
+) -> Result<T, ErrorKind>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ErrorKind>>,
+{
+    let deadline = Instant::now() + shared.config.write_timeout;
+    let mut failures = 0;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                failures += 1;
+                let retry_after = match &e {
+                    ErrorKind::Unavailable { retry_after, .. }
+                    | ErrorKind::RateLimited { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let delay = crate::sync::backoff(200, 5, failures, retry_after);
+                if e.is_retryable() && Instant::now() + delay < deadline {
+                    tracing::info!(error = %e, delay_ms = delay.as_millis() as u64, "write will be retried");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                shared.store.outbox_remove(op_id).map_err(store_err)?;
+                shared.store.flush().await.map_err(store_err)?;
+                if let ErrorKind::Unauthenticated(_) = e {
+                    mark_reauth_required(
+                        shared,
+                        &account.account_id,
+                        "the provider rejected the stored credentials",
+                    )
+                    .await?;
+                    return Err(ErrorKind::FailedPrecondition(
+                        "the provider rejected the account's credentials: the account needs re-authorisation".into(),
+                    ));
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn execute_upsert(
+    shared: &Shared,
+    account: &AccountRecord,
+    key: &DataKey,
+    op: &OutboxRecord,
+    event: &pb::Event,
+) -> Result<(pb::Event, WriteOutcome), ErrorKind> {
+    let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
+    let lock = shared.calendar_lock(acc, cal);
+    let _no_sync_meanwhile = lock.read().await;
+    let credentials = shared.credentials(account)?;
+    let mut client = shared.adapters.client(account.provider)?;
+    let zone = shared
+        .store
+        .calendar(acc, cal)
+        .map_err(store_err)?
+        .and_then(|c| c.time_zone.parse::<chrono_tz::Tz>().ok());
+
+    let known = shared
+        .store
+        .provider_id_for_client(acc, cal, &op.client_event_id)
+        .map_err(store_err)?;
+    let mut result: Option<(pb::Event, WriteOutcome)> = None;
+    if let Some(pid) = known {
+        if let Some(prev) = shared.store.event(acc, cal, &pid).map_err(store_err)? {
+            let prev_event = open_event(key, &event_aad(acc, cal, &pid), &prev.sealed)?;
+            let version_ok = op.expected_version.is_empty() || op.expected_version == prev.version;
+            if same_content(&prev_event, event) && version_ok {
+                shared.store.outbox_remove(op.op_id).map_err(store_err)?;
+                shared.store.flush().await.map_err(store_err)?;
+                return Ok((prev_event, WriteOutcome::Unchanged));
+            }
+        }
+        let updated = client
+            .update_event(pb::ProviderUpdateEventRequest {
+                credentials: Some(credentials.clone()),
+                calendar_id: cal.to_string(),
+                provider_event_id: pid.clone(),
+                event: Some(event.clone()),
+                expected_version: op.expected_version.clone(),
+            })
+            .await;
+        match updated {
+            Ok(r) => result = Some((r.into_inner(), WriteOutcome::Updated)),
+            // Deleted outside since: create it again below.
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(adapter_error(&s)),
+        }
+    }
+    let (mut stored, outcome) = match result {
+        Some(r) => r,
+        None => {
+            if !op.expected_version.is_empty() {
+                return Err(ErrorKind::Conflict {
+                    message: "expected_version was given but the event does not exist".into(),
+                    current_version: None,
+                });
+            }
+            let created = client
+                .create_event(pb::ProviderCreateEventRequest {
+                    credentials: Some(credentials.clone()),
+                    calendar_id: cal.to_string(),
+                    event: Some(event.clone()),
+                    idempotency_key: idempotency_key(&op.tenant_id, acc, cal, &op.client_event_id),
+                })
+                .await
+                .map_err(|s| adapter_error(&s))?
+                .into_inner();
+            let existing = created.event.unwrap_or_default();
+            if created.already_existed && !same_content(&existing, event) {
+                let fixed = client
+                    .update_event(pb::ProviderUpdateEventRequest {
+                        credentials: Some(credentials.clone()),
+                        calendar_id: cal.to_string(),
+                        provider_event_id: existing.provider_event_id.clone(),
+                        event: Some(event.clone()),
+                        expected_version: existing.version.clone(),
+                    })
+                    .await
+                    .map_err(|s| adapter_error(&s))?
+                    .into_inner();
+                (fixed, WriteOutcome::Created)
+            } else {
+                (existing, WriteOutcome::Created)
+            }
+        }
+    };
+    stored.account_id = acc.to_string();
+    stored.calendar_id = cal.to_string();
+    stored.client_event_id = op.client_event_id.clone();
+    stored.managed = true;
+    let previous = shared
+        .store
+        .event(acc, cal, &stored.provider_event_id)
+        .map_err(store_err)?;
+    let put = put_for(key, acc, cal, zone, &stored, previous.as_ref());
+    shared
+        .store
+        .commit_write(acc, cal, Some(&put), None, op.op_id)
+        .map_err(store_err)?;
+    shared.store.flush().await.map_err(store_err)?;
+    Ok((stored, outcome))
+}
+
+async fn execute_delete(
+    shared: &Shared,
+    account: &AccountRecord,
+    op: &OutboxRecord,
+) -> Result<WriteOutcome, ErrorKind> {
+    let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
+    let lock = shared.calendar_lock(acc, cal);
+    let _no_sync_meanwhile = lock.read().await;
+    let credentials = shared.credentials(account)?;
+    let outcome = match shared
+        .adapters
+        .client(account.provider)?
+        .delete_event(pb::ProviderDeleteEventRequest {
+            credentials: Some(credentials),
+            calendar_id: cal.to_string(),
+            provider_event_id: op.provider_event_id.clone(),
+            expected_version: op.expected_version.clone(),
+        })
+        .await
+    {
+        Ok(_) => WriteOutcome::Deleted,
+        Err(s) if s.code() == tonic::Code::NotFound => WriteOutcome::AlreadyGone,
+        Err(s) => return Err(adapter_error(&s)),
+    };
+    let remove = shared
+        .store
+        .event(acc, cal, &op.provider_event_id)
+        .map_err(store_err)?
+        .map(|prev| MirrorRemove {
+            provider_event_id: op.provider_event_id.clone(),
+            start_ms: prev.start_ms,
+            client_event_id: prev.client_event_id,
+        });
+    shared
+        .store
+        .commit_write(acc, cal, None, remove.as_ref(), op.op_id)
+        .map_err(store_err)?;
+    shared.store.flush().await.map_err(store_err)?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_stable_hex_and_distinct_per_calendar() {
+        let a = idempotency_key("t", "acc", "cal", "order-1");
+        assert_eq!(a, idempotency_key("t", "acc", "cal", "order-1"));
+        assert_ne!(a, idempotency_key("t", "acc", "cal2", "order-1"));
+        assert_eq!(a.len(), 40);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+}
