@@ -1,1 +1,21 @@
-fn main() {}
+//! The `calbridge-adapter-sandbox` binary: telemetry, configuration, then
+//! [`calbridge_adapter_sandbox::run`] until SIGTERM or Ctrl-C.
+
+use clap::Parser;
+
+use calbridge_adapter_sandbox::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let telemetry = calbridge_runtime::init_telemetry(
+        "calbridge-adapter-sandbox",
+        config.otlp_endpoint.as_deref(),
+    );
+    let result = calbridge_adapter_sandbox::run(config, calbridge_runtime::shutdown_signal()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "sandbox adapter failed");
+    }
+    telemetry.shutdown();
+    result
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binaries as separate processes on loopback,
+//! with a real store on disk. Build the binaries first
+//! (`cargo build --workspace --bins`); `scripts/test` does.
+
+mod bad_input;
+mod crash;
+mod python_client;
+mod sync;
+mod walkthrough;

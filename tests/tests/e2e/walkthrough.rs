@@ -1,0 +1,355 @@
+//! The README's five-minute walkthrough, driven through the `calbridge` CLI
+//! exactly as a person would type it, against `calbridge up`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use calbridge_e2e::{bin, dir_contains, eventually, free_port};
+use chrono::{Duration as Days, Timelike, Utc};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+struct Cli {
+    server: String,
+    sandbox: String,
+    token_file: String,
+    api_key: Option<String>,
+}
+
+impl Cli {
+    async fn run(&self, args: &[&str]) -> Result<Value> {
+        let mut cmd = Command::new(bin("calbridge"));
+        cmd.args(args)
+            .env("CALBRIDGE_SERVER", &self.server)
+            .env("CALBRIDGE_SANDBOX", &self.sandbox)
+            .env("CALBRIDGE_ADMIN_TOKEN_FILE", &self.token_file)
+            .env_remove("CALBRIDGE_API_KEY");
+        if let Some(k) = &self.api_key {
+            cmd.env("CALBRIDGE_API_KEY", k);
+        }
+        let out = cmd.output().await?;
+        if !out.status.success() {
+            bail!(
+                "calbridge {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8(out.stdout)?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("calbridge {}: not JSON: {text}", args.join(" ")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (sp, bp) = (free_port(), free_port());
+    let mut up = Command::new(bin("calbridge"))
+        .args([
+            "up",
+            "--data-dir",
+            &dir.path().display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{sp}"),
+            "--sandbox-listen",
+            &format!("127.0.0.1:{bp}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    // `up` prints its summary once both processes are ready.
+    let mut up_out = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = up_out.next_line().await {
+            if l.contains("admin.token") {
+                return;
+            }
+        }
+    })
+    .await
+    .context("calbridge up did not become ready")?;
+    tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
+
+    let mut cli = Cli {
+        server: format!("http://127.0.0.1:{sp}"),
+        sandbox: format!("http://127.0.0.1:{bp}"),
+        token_file: dir.path().join("admin.token").display().to_string(),
+        api_key: None,
+    };
+    let password = "walkthrough-Pa55word!";
+    let title = "Interview with Jordan Quillfeather";
+    let outside_title = "Dentist appointment Zephyrine";
+    let attendee = "jordan.quillfeather@example.org";
+
+    // 1. A tenant and an API key.
+    let tenant = cli
+        .run(&["admin", "create-tenant", "--name", "acme-hr", "--json"])
+        .await?;
+    let tenant_id = tenant["tenant_id"]
+        .as_str()
+        .context("tenant id")?
+        .to_string();
+    let key = cli
+        .run(&["admin", "create-key", "--tenant", &tenant_id, "--json"])
+        .await?;
+    cli.api_key = Some(key["api_key"].as_str().context("api key")?.to_string());
+
+    // 2. Connect a sandbox account (waits for the initial sync).
+    let account = cli
+        .run(&[
+            "accounts",
+            "connect",
+            "--provider",
+            "sandbox",
+            "--username",
+            "alice@example.com",
+            "--password",
+            password,
+            "--access",
+            "read-write",
+            "--json",
+        ])
+        .await?;
+    let account_id = account["account_id"]
+        .as_str()
+        .context("account id")?
+        .to_string();
+    let cals = cli
+        .run(&["calendars", "list", "--account", &account_id, "--json"])
+        .await?;
+    let calendar = cals["calendars"]
+        .as_array()
+        .context("calendars")?
+        .iter()
+        .find(|c| c["primary"] == true)
+        .context("primary calendar")?["calendar_id"]
+        .as_str()
+        .context("calendar id")?
+        .to_string();
+
+    // 3. Create an event.
+    let day = (Utc::now() + Days::days(2))
+        .with_hour(10)
+        .unwrap()
+        .with_minute(0)
+        .unwrap()
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let start = day.to_rfc3339();
+    let end = (day + Days::hours(1)).to_rfc3339();
+    let upsert = cli
+        .run(&[
+            "events",
+            "upsert",
+            "--account",
+            &account_id,
+            "--calendar",
+            &calendar,
+            "--id",
+            "interview-42",
+            "--title",
+            title,
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--attendee",
+            attendee,
+            "--json",
+        ])
+        .await?;
+    assert_eq!(upsert["outcome"], "WRITE_OUTCOME_CREATED", "{upsert}");
+    let again = cli
+        .run(&[
+            "events",
+            "upsert",
+            "--account",
+            &account_id,
+            "--calendar",
+            &calendar,
+            "--id",
+            "interview-42",
+            "--title",
+            title,
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--attendee",
+            attendee,
+            "--json",
+        ])
+        .await?;
+    assert_eq!(again["outcome"], "WRITE_OUTCOME_UNCHANGED", "{again}");
+    let at_provider = cli
+        .run(&["sandbox", "events", "--user", "alice@example.com", "--json"])
+        .await?;
+    let managed: Vec<&Value> = at_provider["events"]
+        .as_array()
+        .context("provider events")?
+        .iter()
+        .filter(|e| e["client_event_id"] == "interview-42")
+        .collect();
+    assert_eq!(
+        managed.len(),
+        1,
+        "the upsert made exactly one provider event"
+    );
+
+    // 4. Watch the change feed from now.
+    let cursor = cli.run(&["changes", "cursor", "--json"]).await?["cursor"]
+        .as_str()
+        .context("cursor")?
+        .to_string();
+    let mut watch = Command::new(bin("calbridge"))
+        .args(["changes", "watch", "--cursor", &cursor, "--json"])
+        .env("CALBRIDGE_SERVER", &cli.server)
+        .env(
+            "CALBRIDGE_API_KEY",
+            cli.api_key.as_deref().unwrap_or_default(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut watch_lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+
+    // 5. Edit "outside": the user adds an event at the provider.
+    let o_start = (day + Days::hours(3)).to_rfc3339();
+    let o_end = (day + Days::hours(4)).to_rfc3339();
+    cli.run(&[
+        "sandbox",
+        "put-event",
+        "--user",
+        "alice@example.com",
+        "--title",
+        outside_title,
+        "--start",
+        &o_start,
+        "--end",
+        &o_end,
+        "--json",
+    ])
+    .await?;
+    let change: Value = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = watch_lines.next_line().await {
+            let v: Value = serde_json::from_str(&l).expect("watch prints JSON lines");
+            if v["event"]["title"] == outside_title {
+                return Some(v);
+            }
+        }
+        None
+    })
+    .await
+    .context("the outside edit did not arrive on the change feed")?
+    .context("watch ended")?;
+    assert_eq!(change["kind"], "CHANGE_KIND_EVENT_CREATED");
+    drop(watch);
+
+    // Echo suppression: our own upsert never came back as a change.
+    let all = cli.run(&["changes", "list", "--json"]).await?;
+    let echoes = all["changes"]
+        .as_array()
+        .context("changes")?
+        .iter()
+        .filter(|c| c["event"]["client_event_id"] == "interview-42")
+        .count();
+    assert_eq!(
+        echoes, 0,
+        "the platform's own write came back as a change: {all}"
+    );
+
+    // 6. Free/busy shows both events.
+    let from = day
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .to_rfc3339();
+    let to =
+        (day.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc() + Days::days(1)).to_rfc3339();
+    let fb = cli
+        .run(&[
+            "freebusy",
+            "--account",
+            &account_id,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--json",
+        ])
+        .await?;
+    let busy = fb["accounts"][0]["busy"]
+        .as_array()
+        .context("busy")?
+        .clone();
+    assert_eq!(busy.len(), 2, "{fb}");
+    let parse = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .to_utc()
+    };
+    assert_eq!(parse(&busy[0]["start"]), day);
+    assert_eq!(parse(&busy[1]["end"]), day + Days::hours(4));
+
+    // The events are listed from the mirror.
+    let events = eventually(Duration::from_secs(10), "both events listed", || async {
+        let v = cli
+            .run(&[
+                "events",
+                "list",
+                "--account",
+                &account_id,
+                "--calendar",
+                &calendar,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--json",
+            ])
+            .await
+            .ok()?;
+        (v["events"].as_array()?.len() == 2).then_some(v)
+    })
+    .await?;
+    assert!(events.to_string().contains(title));
+
+    // 7. Stop everything cleanly.
+    let pid = up.id().context("up pid")?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await??;
+    assert!(status.success(), "calbridge up exited with {status}");
+
+    // Nothing personal or secret sits in the store in plaintext.
+    assert_store_is_opaque(
+        &dir.path().join("store"),
+        &[password, title, outside_title, attendee],
+    )?;
+    Ok(())
+}
+
+fn assert_store_is_opaque(store: &Path, secrets: &[&str]) -> Result<()> {
+    assert!(store.is_dir(), "store directory exists");
+    for s in secrets {
+        assert!(
+            !dir_contains(store, s.as_bytes())?,
+            "{s:?} found in plaintext in the store"
+        );
+    }
+    Ok(())
+}
