@@ -42,6 +42,9 @@ pub fn hash_hex(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// A calendar's lock: a sync holds the write side, writes the read side.
+pub type CalendarLock = Arc<tokio::sync::RwLock<()>>;
+
 /// Everything the scheduler's tasks share.
 pub struct Shared {
     /// The store.
@@ -62,7 +65,7 @@ pub struct Shared {
     /// Bumped after every change-log append; watchers re-read the log.
     pub log_tick: watch::Sender<u64>,
     /// Per-calendar locks: a sync holds the write side, writes the read side.
-    pub calendar_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::RwLock<()>>>>,
+    pub calendar_locks: Mutex<HashMap<(String, String), CalendarLock>>,
     /// Per-client-id locks, so two upserts of one id never race.
     pub client_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }

@@ -315,6 +315,27 @@ pub struct MirrorRemove {
     pub client_event_id: Option<String>,
 }
 
+/// One synced page to commit.
+#[derive(Debug, Clone, Copy)]
+pub struct PageCommit<'a> {
+    /// The account's tenant (owner of the change log).
+    pub tenant: &'a str,
+    /// Account.
+    pub account: &'a str,
+    /// Calendar.
+    pub calendar: &'a str,
+    /// Events to put into the mirror.
+    pub puts: &'a [MirrorPut],
+    /// Events to remove from the mirror.
+    pub removes: &'a [MirrorRemove],
+    /// The calendar's new sync state.
+    pub state: &'a SyncRecord,
+    /// Change-log entries.
+    pub changes: &'a [ChangeDraft],
+    /// Now, ms.
+    pub now_ms: i64,
+}
+
 /// Joins key parts with NUL (ids never contain control characters).
 pub fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
@@ -808,18 +829,9 @@ impl Store {
 
     /// Applies one synced page atomically: mirror puts and removals, the new
     /// sync state and the change-log entries (sequences assigned here).
-    pub fn apply_sync_page(
-        &self,
-        tenant: &str,
-        account: &str,
-        calendar: &str,
-        puts: &[MirrorPut],
-        removes: &[MirrorRemove],
-        state: &SyncRecord,
-        changes: &[ChangeDraft],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let state_bytes = enc(state);
+    pub fn apply_sync_page(&self, page: &PageCommit<'_>) -> Result<(), StoreError> {
+        let state_bytes = enc(page.state);
+        let (account, calendar) = (page.account, page.calendar);
         (
             &self.events,
             &self.event_index,
@@ -829,14 +841,14 @@ impl Store {
             &self.heads,
         )
             .transaction(|(events, index, client_ids, sync, log, heads)| {
-                for p in puts {
+                for p in page.puts {
                     put_mirror(events, index, client_ids, account, calendar, p)?;
                 }
-                for r in removes {
+                for r in page.removes {
                     remove_mirror(events, index, client_ids, account, calendar, r)?;
                 }
                 sync.insert(key(&[account, calendar]), state_bytes.clone())?;
-                append_changes(log, heads, tenant, changes, now_ms)?;
+                append_changes(log, heads, page.tenant, page.changes, page.now_ms)?;
                 Ok(())
             })?;
         Ok(())
@@ -1194,8 +1206,17 @@ mod tests {
                 previous_client_id: None,
             })
             .collect();
-        s.apply_sync_page("t", "acc", "cal", &puts, &[], &st, &[], 0)
-            .unwrap();
+        s.apply_sync_page(&PageCommit {
+            tenant: "t",
+            account: "acc",
+            calendar: "cal",
+            puts: &puts,
+            removes: &[],
+            state: &st,
+            changes: &[],
+            now_ms: 0,
+        })
+        .unwrap();
         let ids: Vec<String> = s
             .events_overlapping("acc", "cal", 8, 45, None, 100)
             .unwrap()

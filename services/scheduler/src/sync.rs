@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::adapters::adapter_error;
 use crate::mirror::{put_for, strip_content};
 use crate::state::{change_aad, event_aad, now_ms, open_event, seal_event, store_err, Shared};
-use crate::store::{ChangeDraft, MirrorRemove, SyncRecord};
+use crate::store::{ChangeDraft, MirrorRemove, PageCommit, SyncRecord};
 
 /// Runs the sync loop until `shutdown` turns true.
 pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -327,16 +327,16 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         }
         shared
             .store
-            .apply_sync_page(
-                &account.tenant_id,
-                account_id,
-                calendar_id,
-                &puts,
-                &removes,
-                &st,
-                &changes,
-                now_ms(),
-            )
+            .apply_sync_page(&PageCommit {
+                tenant: &account.tenant_id,
+                account: account_id,
+                calendar: calendar_id,
+                puts: &puts,
+                removes: &removes,
+                state: &st,
+                changes: &changes,
+                now_ms: now_ms(),
+            })
             .map_err(store_err)?;
         if !changes.is_empty() {
             shared.log_appended();
