@@ -82,9 +82,19 @@ impl Proc {
     /// Starts `bin` with `args` and waits (up to 60 s) for its
     /// `{"event":"listening"}` line.
     pub async fn start(bin_name: &str, args: &[String]) -> Result<Proc> {
+        Self::start_with_env(bin_name, args, &[]).await
+    }
+
+    /// Like [`Proc::start`], with extra environment variables.
+    pub async fn start_with_env(
+        bin_name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Proc> {
         let mut child = Command::new(bin(bin_name))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -202,17 +212,20 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the sandbox adapter, then the scheduler in local mode with a
-    /// short poll interval (`CALBRIDGE_CONFIG` is not used).
+    /// Starts the sandbox adapter, then the scheduler in local mode.
     pub async fn start() -> Result<Stack> {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// Starts the stack with extra flags and environment for both processes.
+    pub async fn start_with(extra: &[String], env: &[(&str, &str)]) -> Result<Stack> {
         let dir = tempfile::tempdir()?;
-        let sandbox = Proc::start(
-            "calbridge-adapter-sandbox",
-            &["--listen".into(), "127.0.0.1:0".into()],
-        )
-        .await?;
+        let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+        args.extend_from_slice(extra);
+        let sandbox = Proc::start_with_env("calbridge-adapter-sandbox", &args, env).await?;
         let scheduler_port = free_port();
-        let scheduler = Self::start_scheduler(dir.path(), scheduler_port, &sandbox.url()).await?;
+        let scheduler =
+            Self::start_scheduler(dir.path(), scheduler_port, &sandbox.url(), extra, env).await?;
         Ok(Stack {
             dir,
             sandbox,
@@ -221,21 +234,25 @@ impl Stack {
         })
     }
 
-    async fn start_scheduler(dir: &Path, port: u16, sandbox_url: &str) -> Result<Proc> {
-        Proc::start(
-            "calbridge-scheduler",
-            &[
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--data-dir".into(),
-                dir.display().to_string(),
-                "--mode".into(),
-                "local".into(),
-                "--adapter".into(),
-                format!("sandbox={sandbox_url}"),
-            ],
-        )
-        .await
+    async fn start_scheduler(
+        dir: &Path,
+        port: u16,
+        sandbox_url: &str,
+        extra: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Proc> {
+        let mut args = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--mode".into(),
+            "local".into(),
+            "--adapter".into(),
+            format!("sandbox={sandbox_url}"),
+        ];
+        args.extend_from_slice(extra);
+        Proc::start_with_env("calbridge-scheduler", &args, env).await
     }
 
     /// Starts the scheduler again on the same port and data directory (after
@@ -243,8 +260,14 @@ impl Stack {
     pub async fn restart_scheduler(&mut self) -> Result<()> {
         let mut last = None;
         for _ in 0..50 {
-            match Self::start_scheduler(self.dir.path(), self.scheduler_port, &self.sandbox.url())
-                .await
+            match Self::start_scheduler(
+                self.dir.path(),
+                self.scheduler_port,
+                &self.sandbox.url(),
+                &[],
+                &[],
+            )
+            .await
             {
                 Ok(p) => {
                     self.scheduler = p;

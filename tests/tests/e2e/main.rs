@@ -6,4 +6,5 @@ mod bad_input;
 mod crash;
 mod python_client;
 mod sync;
+mod tracing;
 mod walkthrough;
