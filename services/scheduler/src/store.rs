@@ -455,8 +455,14 @@ impl Store {
 
     /// Flushes every pending write to disk. Writes are acknowledged to
     /// callers only after this returns.
+    ///
+    /// sled 0.34's `flush_async` deadlocks when awaited concurrently
+    /// (sled issue #1308), so the blocking flush runs on the blocking pool.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Engine(format!("flush task failed: {e}")))??;
         Ok(())
     }
 

@@ -163,3 +163,54 @@ async fn acknowledged_upserts_survive_kill_9_exactly_once_and_the_log_has_no_gap
         .is_some_and(|e| e.title.starts_with("Outside"))));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_concurrent_upserts_all_complete_once() -> Result<()> {
+    let stack = Stack::start().await?;
+    let (_, key) = stack.tenant("busy").await?;
+    let mut client = stack.client(Some(&key)).await?;
+    let (account, calendar) = stack.sandbox_account(&mut client, "busy@example.com", "pw-busy-1").await?;
+    let base = Utc::now() + chrono::Duration::days(1);
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (mut c, account, calendar) = (client.clone(), account.clone(), calendar.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                c.upsert_event(pb::UpsertEventRequest {
+                    account_id: account.clone(),
+                    calendar_id: calendar.clone(),
+                    // Workers share three id families (w0, w1, w2) and race on
+                    // them: each id must still end as exactly one event.
+                    client_event_id: format!("w{}-{i}", w.min(1 + w % 2)),
+                    event: Some(timed_event("Busy", base + chrono::Duration::minutes(w * 10 + i), 5)),
+                    expected_version: String::new(),
+                })
+                .await?;
+            }
+            Ok::<(), tonic::Status>(())
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for t in tasks {
+            t.await.expect("task").expect("upsert");
+        }
+    })
+    .await?;
+    let at_provider = stack
+        .sandbox()
+        .await?
+        .list_provider_events(pb::ListSandboxEventsRequest {
+            username: "busy@example.com".into(),
+            calendar_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .events;
+    let mut ids: Vec<&str> = at_provider.iter().map(|e| e.client_event_id.as_str()).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "an id was written twice: {ids:?}");
+    assert_eq!(ids.len(), 15, "w0, w1 and w2 ids, five each: {ids:?}");
+    Ok(())
+}
