@@ -31,11 +31,15 @@ async fn main() -> Result<()> {
     eprintln!("stack up");
     let (_, key) = stack.tenant("bench").await?;
     let mut c = stack.client(Some(&key)).await?;
-    let (account, calendar) = stack.sandbox_account(&mut c, "bench@example.com", "pw-bench").await?;
+    let (account, calendar) = stack
+        .sandbox_account(&mut c, "bench@example.com", "pw-bench")
+        .await?;
     let base = Utc::now() + chrono::Duration::days(1);
 
     // Baseline: the adapter's CreateEvent, called directly.
-    let mut adapter = pb::calendar_adapter_client::CalendarAdapterClient::new(channel(&stack.sandbox.url()).await?);
+    let mut adapter = pb::calendar_adapter_client::CalendarAdapterClient::new(
+        channel(&stack.sandbox.url()).await?,
+    );
     let creds = adapter
         .check_password(pb::CheckPasswordRequest {
             server_url: String::new(),
@@ -45,7 +49,10 @@ async fn main() -> Result<()> {
         })
         .await?
         .into_inner();
-    let scale: usize = std::env::var("BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let scale: usize = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let n = 50 * scale;
     let mut direct = Vec::with_capacity(n);
     for i in 0..n {
@@ -54,7 +61,11 @@ async fn main() -> Result<()> {
             .create_event(pb::ProviderCreateEventRequest {
                 credentials: Some(creds.clone()),
                 calendar_id: "baseline@example.com/primary".into(),
-                event: Some(timed_event("Direct", base + chrono::Duration::minutes(i as i64), 30)),
+                event: Some(timed_event(
+                    "Direct",
+                    base + chrono::Duration::minutes(i as i64),
+                    30,
+                )),
                 idempotency_key: format!("k{i}"),
             })
             .await?;
@@ -71,7 +82,11 @@ async fn main() -> Result<()> {
             account_id: account.clone(),
             calendar_id: calendar.clone(),
             client_event_id: format!("seq-{i}"),
-            event: Some(timed_event("Bench", base + chrono::Duration::minutes(i as i64), 30)),
+            event: Some(timed_event(
+                "Bench",
+                base + chrono::Duration::minutes(i as i64),
+                30,
+            )),
             expected_version: String::new(),
         })
         .await?;
@@ -93,7 +108,11 @@ async fn main() -> Result<()> {
                     account_id: account.clone(),
                     calendar_id: calendar.clone(),
                     client_event_id: format!("par-{w}-{i}"),
-                    event: Some(timed_event("Bench", base + chrono::Duration::minutes((w * per + i) as i64), 30)),
+                    event: Some(timed_event(
+                        "Bench",
+                        base + chrono::Duration::minutes((w * per + i) as i64),
+                        30,
+                    )),
                     expected_version: String::new(),
                 })
                 .await
@@ -109,8 +128,17 @@ async fn main() -> Result<()> {
     println!("upsert (gRPC -> scheduler -> sandbox), {n} sequential:");
     let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
     let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
-    println!("  p50 {}  p99 {}  {:.0} upserts/s", ms(p50), ms(p99), seq_rate);
-    println!("  baseline adapter CreateEvent direct: p50 {}  p99 {}", ms(d50), ms(d99));
+    println!(
+        "  p50 {}  p99 {}  {:.0} upserts/s",
+        ms(p50),
+        ms(p99),
+        seq_rate
+    );
+    println!(
+        "  baseline adapter CreateEvent direct: p50 {}  p99 {}",
+        ms(d50),
+        ms(d99)
+    );
     println!(
         "  scheduler cost (durable outbox, two flushes, encryption): p50 x{:.1} the direct call",
         p50.as_secs_f64() / d50.as_secs_f64()
@@ -119,8 +147,15 @@ async fn main() -> Result<()> {
 
     // WatchChanges delivery latency from an outside edit.
     let mut sandbox = stack.sandbox().await?;
-    let cursor = c.get_change_cursor(pb::GetChangeCursorRequest {}).await?.into_inner().cursor;
-    let mut stream = c.watch_changes(pb::WatchChangesRequest { cursor }).await?.into_inner();
+    let cursor = c
+        .get_change_cursor(pb::GetChangeCursorRequest {})
+        .await?
+        .into_inner()
+        .cursor;
+    let mut stream = c
+        .watch_changes(pb::WatchChangesRequest { cursor })
+        .await?
+        .into_inner();
     let rounds = 20 * scale;
     let mut delivery = Vec::with_capacity(rounds);
     for i in 0..rounds {
@@ -129,7 +164,11 @@ async fn main() -> Result<()> {
             .put_event(pb::PutSandboxEventRequest {
                 username: "bench@example.com".into(),
                 calendar_id: String::new(),
-                event: Some(timed_event("Outside", base - chrono::Duration::minutes(i as i64 + 1), 10)),
+                event: Some(timed_event(
+                    "Outside",
+                    base - chrono::Duration::minutes(i as i64 + 1),
+                    10,
+                )),
             })
             .await?
             .into_inner();
@@ -153,7 +192,9 @@ async fn main() -> Result<()> {
     // ~2,300 events, ~8 a day in the queried week and more around it).
     let week = pb::TimeWindow {
         start: Some(calbridge::time::to_timestamp(base)),
-        end: Some(calbridge::time::to_timestamp(base + chrono::Duration::days(7))),
+        end: Some(calbridge::time::to_timestamp(
+            base + chrono::Duration::days(7),
+        )),
     };
     let busy = c
         .query_free_busy(pb::QueryFreeBusyRequest {

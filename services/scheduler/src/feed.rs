@@ -136,6 +136,63 @@ pub fn prune(shared: &Shared) -> Result<usize, ErrorKind> {
 mod tests {
     use super::*;
 
+    fn shared(dir: &std::path::Path) -> Shared {
+        let config =
+            crate::config::Config::load(crate::config::Flags::default(), &Default::default())
+                .unwrap();
+        Shared::new(
+            crate::store::Store::open(dir).unwrap(),
+            crate::crypto::MasterKey::from_bytes(&crate::crypto::MasterKey::generate_bytes())
+                .unwrap(),
+            crate::adapters::Adapters::new(&Default::default()).unwrap(),
+            config,
+            "http://127.0.0.1:1".into(),
+        )
+    }
+
+    fn change() -> crate::store::ChangeDraft {
+        crate::store::ChangeDraft {
+            kind: pb::ChangeKind::AccountStatus as i32,
+            account_id: "acc".into(),
+            calendar_id: String::new(),
+            provider_event_id: String::new(),
+            account_status: pb::AccountStatus::Active as i32,
+            sealed_event: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cursor_older_than_retention_is_out_of_range_and_says_to_resync() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path());
+        s.store
+            .append_changes("t", &[change(), change()], 1_000)
+            .unwrap();
+        s.store.append_changes("t", &[change()], now_ms()).unwrap();
+        assert_eq!(check_cursor(&s, "t", "cursor", &cursor_of(0)).unwrap(), 0);
+        s.store
+            .put_tenant(&crate::store::TenantRecord {
+                tenant_id: "t".into(),
+                name: "t".into(),
+                created_ms: 0,
+            })
+            .unwrap();
+        assert_eq!(prune(&s).unwrap(), 2);
+        match check_cursor(&s, "t", "cursor", &cursor_of(1)) {
+            Err(ErrorKind::OutOfRange(m)) => assert!(m.contains("resync"), "{m}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        // From the floor on, replay works; an empty cursor starts there.
+        assert_eq!(check_cursor(&s, "t", "cursor", &cursor_of(2)).unwrap(), 2);
+        assert_eq!(check_cursor(&s, "t", "cursor", "").unwrap(), 2);
+        assert_eq!(page(&s, "t", 2, 10).unwrap()[0].sequence, 3);
+        // A cursor from the future was not issued here.
+        assert!(matches!(
+            check_cursor(&s, "t", "cursor", &cursor_of(9)),
+            Err(ErrorKind::Invalid(_))
+        ));
+    }
+
     #[test]
     fn cursors_round_trip_and_garbage_names_the_field() {
         assert_eq!(parse_cursor("cursor", &cursor_of(42)).unwrap(), 42);

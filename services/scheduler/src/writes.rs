@@ -136,6 +136,13 @@ pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
                 continue;
             }
         };
+        let lock_key = if op.delete && op.client_event_id.is_empty() {
+            format!("pid:{}", op.provider_event_id)
+        } else {
+            op.client_event_id.clone()
+        };
+        let lock = shared.client_lock(&op.account_id, &op.calendar_id, &lock_key);
+        let _one_at_a_time = lock.lock().await;
         let result = if op.delete {
             execute_delete(shared, &account, &op).await.map(|_| ())
         } else {

@@ -169,7 +169,9 @@ async fn many_concurrent_upserts_all_complete_once() -> Result<()> {
     let stack = Stack::start().await?;
     let (_, key) = stack.tenant("busy").await?;
     let mut client = stack.client(Some(&key)).await?;
-    let (account, calendar) = stack.sandbox_account(&mut client, "busy@example.com", "pw-busy-1").await?;
+    let (account, calendar) = stack
+        .sandbox_account(&mut client, "busy@example.com", "pw-busy-1")
+        .await?;
     let base = Utc::now() + chrono::Duration::days(1);
     let mut tasks = Vec::new();
     for w in 0..16 {
@@ -182,7 +184,11 @@ async fn many_concurrent_upserts_all_complete_once() -> Result<()> {
                     // Workers share three id families (w0, w1, w2) and race on
                     // them: each id must still end as exactly one event.
                     client_event_id: format!("w{}-{i}", w.min(1 + w % 2)),
-                    event: Some(timed_event("Busy", base + chrono::Duration::minutes(w * 10 + i), 5)),
+                    event: Some(timed_event(
+                        "Busy",
+                        base + chrono::Duration::minutes(w * 10 + i),
+                        5,
+                    )),
                     expected_version: String::new(),
                 })
                 .await?;
@@ -206,11 +212,109 @@ async fn many_concurrent_upserts_all_complete_once() -> Result<()> {
         .await?
         .into_inner()
         .events;
-    let mut ids: Vec<&str> = at_provider.iter().map(|e| e.client_event_id.as_str()).collect();
+    let mut ids: Vec<&str> = at_provider
+        .iter()
+        .map(|e| e.client_event_id.as_str())
+        .collect();
     ids.sort();
     let before = ids.len();
     ids.dedup();
     assert_eq!(before, ids.len(), "an id was written twice: {ids:?}");
     assert_eq!(ids.len(), 15, "w0, w1 and w2 ids, five each: {ids:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_outage_answers_unavailable_with_retry_info_and_keeps_nothing_half_done(
+) -> Result<()> {
+    let cfg = tempfile::NamedTempFile::new()?;
+    std::fs::write(cfg.path(), "write_timeout_seconds = 1\n")?;
+    let cfg_path = cfg.path().display().to_string();
+    let mut stack = Stack::start_with(&[], &[("CALBRIDGE_CONFIG", cfg_path.as_str())]).await?;
+    let (_, key) = stack.tenant("outage").await?;
+    let mut client = stack.client(Some(&key)).await?;
+    let (account, calendar) = stack
+        .sandbox_account(&mut client, "outage@example.com", "pw-out-1")
+        .await?;
+    stack.sandbox.kill9().await;
+
+    let started = std::time::Instant::now();
+    let status = client
+        .upsert_event(pb::UpsertEventRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+            client_event_id: "during-outage".into(),
+            event: Some(timed_event(
+                "Outage",
+                Utc::now() + chrono::Duration::days(1),
+                30,
+            )),
+            expected_version: String::new(),
+        })
+        .await
+        .expect_err("the provider is down");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "gave up after the write timeout"
+    );
+    assert!(
+        !status.message().contains("127.0.0.1"),
+        "no socket details: {}",
+        status.message()
+    );
+    use tonic_types::StatusExt;
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "retry info attached"
+    );
+
+    // Nothing half-done: the event is not in the mirror, the account stays
+    // active, and the sync status reports the outage.
+    let missing = client
+        .get_event(pb::GetEventRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+            client_event_id: "during-outage".into(),
+            provider_event_id: String::new(),
+        })
+        .await
+        .expect_err("not written");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    client
+        .sync_now(pb::SyncNowRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+        })
+        .await?;
+    eventually(
+        Duration::from_secs(30),
+        "sync status shows the outage",
+        || {
+            let mut c = client.clone();
+            let account = account.clone();
+            async move {
+                let s = c
+                    .get_sync_status(pb::GetSyncStatusRequest {
+                        account_id: account,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                s.calendars
+                    .iter()
+                    .any(|c| c.state == pb::SyncState::Backoff as i32 && !c.last_error.is_empty())
+                    .then_some(())
+            }
+        },
+    )
+    .await?;
+    let a = client
+        .get_account(pb::GetAccountRequest {
+            account_id: account,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(a.status, pb::AccountStatus::Active as i32);
     Ok(())
 }
