@@ -28,7 +28,6 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let stack = Stack::start().await?;
-    eprintln!("stack up");
     let (_, key) = stack.tenant("bench").await?;
     let mut c = stack.client(Some(&key)).await?;
     let (account, calendar) = stack
@@ -72,7 +71,6 @@ async fn main() -> Result<()> {
         direct.push(t.elapsed());
     }
 
-    eprintln!("baseline done");
     // Sequential upserts through the scheduler.
     let mut lat = Vec::with_capacity(n);
     let started = Instant::now();
@@ -94,7 +92,6 @@ async fn main() -> Result<()> {
     }
     let seq_rate = n as f64 / started.elapsed().as_secs_f64();
 
-    eprintln!("sequential done");
     // Concurrent upserts: 16 clients.
     let workers = 16;
     let per = 10 * scale;
@@ -188,12 +185,52 @@ async fn main() -> Result<()> {
         ms(pct(&mut delivery, 0.99))
     );
 
-    // Free/busy for one account over one week (the mirror now holds
-    // ~2,300 events, ~8 a day in the queried week and more around it).
+    // Free/busy for one FREE_BUSY account over one week, ~8 events a day.
+    let day0 = (base + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(8, 0, 0)
+        .unwrap()
+        .and_utc();
+    sandbox
+        .create_user(pb::CreateSandboxUserRequest {
+            username: "fb@example.com".into(),
+            password: "pw-fb".into(),
+        })
+        .await?;
+    for d in 0..7 {
+        for k in 0..8 {
+            sandbox
+                .put_event(pb::PutSandboxEventRequest {
+                    username: "fb@example.com".into(),
+                    calendar_id: String::new(),
+                    event: Some(timed_event(
+                        "Busy",
+                        day0 + chrono::Duration::days(d) + chrono::Duration::minutes(90 * k),
+                        45,
+                    )),
+                })
+                .await?;
+        }
+    }
+    let fb_account = c
+        .connect_password_account(pb::ConnectPasswordAccountRequest {
+            provider: pb::Provider::Sandbox as i32,
+            server_url: String::new(),
+            username: "fb@example.com".into(),
+            password: "pw-fb".into(),
+            access_level: pb::AccessLevel::FreeBusy as i32,
+        })
+        .await?
+        .into_inner()
+        .account_id;
+    calbridge_e2e::wait_synced(&mut c, &fb_account).await?;
+    let account = fb_account;
     let week = pb::TimeWindow {
-        start: Some(calbridge::time::to_timestamp(base)),
+        start: Some(calbridge::time::to_timestamp(
+            day0 - chrono::Duration::hours(8),
+        )),
         end: Some(calbridge::time::to_timestamp(
-            base + chrono::Duration::days(7),
+            day0 + chrono::Duration::days(7),
         )),
     };
     let busy = c

@@ -173,10 +173,15 @@ pub async fn set_not_serving(reporter: &tonic_health::server::HealthReporter, se
     }
 }
 
+/// Accepted connections, with TCP_NODELAY set.
+pub type Incoming = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send>,
+>;
+
 /// A bound listener and its actual address (port 0 resolved).
 pub struct Bound {
     /// The accepted-connection stream for `serve_with_incoming_shutdown`.
-    pub incoming: TcpListenerStream,
+    pub incoming: Incoming,
     /// The address actually bound.
     pub addr: SocketAddr,
 }
@@ -185,8 +190,13 @@ pub struct Bound {
 pub async fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // Small gRPC frames must not wait for delayed ACKs (Nagle adds ~40 ms
+    // per response otherwise).
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        conn.and_then(|c| c.set_nodelay(true).map(|()| c))
+    });
     Ok(Bound {
-        incoming: TcpListenerStream::new(listener),
+        incoming: Box::pin(incoming),
         addr,
     })
 }
