@@ -86,6 +86,7 @@ async fn main() -> Result<()> {
                 30,
             )),
             expected_version: String::new(),
+            hold_id: String::new(),
         })
         .await?;
         lat.push(t.elapsed());
@@ -111,6 +112,7 @@ async fn main() -> Result<()> {
                         30,
                     )),
                     expected_version: String::new(),
+                    hold_id: String::new(),
                 })
                 .await
                 .expect("upsert");

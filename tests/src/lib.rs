@@ -417,3 +417,5 @@ pub fn dir_contains(dir: &Path, needle: &[u8]) -> Result<bool> {
     }
     Ok(false)
 }
+
+pub mod caldav;

@@ -235,6 +235,10 @@ pub fn sync_status_json(s: &pb::CalendarSyncStatus) -> Value {
         "last_error": opt_str(&s.last_error),
         "failures": s.failures,
         "events": s.events,
+        "skipped_items": s.skipped_items.iter().map(|i| json!({
+            "item_id": i.item_id,
+            "reason": i.reason,
+        })).collect::<Vec<_>>(),
     })
 }
 

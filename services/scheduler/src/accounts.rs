@@ -407,6 +407,7 @@ pub async fn revoke(
         .store
         .purge_account_rows(account_id)
         .map_err(store_err)?;
+    shared.account_mirror_changed(account_id);
     shared
         .store
         .remove_identity(&account.identity_hash)

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::state::{event_aad, hash_hex, now_ms, open_event, store_err, Shared};
 use crate::store::{ApiKeyRecord, TenantRecord};
-use crate::{accounts, feed, writes};
+use crate::{accounts, feed, meetings, writes};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -302,6 +302,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                     .store
                     .clear_calendar_mirror(&a.account_id, &c.calendar_id)
                     .map_err(store_err)?;
+                self.shared.mirror_changed(&a.account_id, &c.calendar_id);
                 st.cursor.clear();
                 st.last_success_ms = None;
             }
@@ -459,10 +460,19 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         if r.expected_version.len() > limits::MAX_ID_BYTES {
             inv.push("expected_version", "must be at most 256 bytes");
         }
+        if r.hold_id.len() > limits::MAX_ID_BYTES {
+            inv.push("hold_id", "must be at most 256 bytes");
+        }
         inv.into_result().map_err(ErrorKind::from)?;
-        Ok(Response::new(
-            writes::upsert(&self.shared, &tenant, r).await?,
-        ))
+        let hold_id = r.hold_id.clone();
+        if !hold_id.is_empty() {
+            meetings::live_hold(&self.shared, &tenant, "hold_id", &hold_id)?;
+        }
+        let written = writes::upsert(&self.shared, &tenant, r).await?;
+        if !hold_id.is_empty() {
+            meetings::release_hold(&self.shared, &tenant, &hold_id).await?;
+        }
+        Ok(Response::new(written))
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
@@ -533,15 +543,135 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         Ok(Response::new(pb::QueryFreeBusyResponse { accounts: out }))
     }
 
+    #[tracing::instrument(skip_all, fields(groups = req.get_ref().groups.len()))]
     async fn query_availability(
         &self,
         req: Request<pb::QueryAvailabilityRequest>,
     ) -> Reply<pb::QueryAvailabilityResponse> {
-        self.tenant(&req)?;
-        Err(ErrorKind::Unimplemented(
-            "QueryAvailability is not implemented in this build yet; use QueryFreeBusy".into(),
-        )
-        .into())
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(meetings::query(
+            &self.shared,
+            &tenant,
+            req.get_ref(),
+        )?))
+    }
+
+    #[tracing::instrument(skip_all, fields(steps = req.get_ref().steps.len()))]
+    async fn query_sequenced_availability(
+        &self,
+        req: Request<pb::QuerySequencedAvailabilityRequest>,
+    ) -> Reply<pb::QuerySequencedAvailabilityResponse> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(meetings::sequences(
+            &self.shared,
+            &tenant,
+            req.get_ref(),
+        )?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn explain_availability(
+        &self,
+        req: Request<pb::ExplainAvailabilityRequest>,
+    ) -> Reply<pb::ExplainAvailabilityResponse> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(meetings::explain(
+            &self.shared,
+            &tenant,
+            req.get_ref(),
+        )?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_hold(&self, req: Request<pb::CreateHoldRequest>) -> Reply<pb::Hold> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            meetings::create_hold(&self.shared, &tenant, req.get_ref()).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_hold(
+        &self,
+        req: Request<pb::ReleaseHoldRequest>,
+    ) -> Reply<pb::ReleaseHoldResponse> {
+        let tenant = self.tenant(&req)?;
+        let mut inv = Invalid::default();
+        check_id(
+            &mut inv,
+            "hold_id",
+            &req.get_ref().hold_id,
+            limits::MAX_ID_BYTES,
+        );
+        inv.into_result().map_err(ErrorKind::from)?;
+        meetings::release_hold(&self.shared, &tenant, &req.get_ref().hold_id).await?;
+        Ok(Response::new(pb::ReleaseHoldResponse {}))
+    }
+
+    async fn list_holds(&self, req: Request<pb::ListHoldsRequest>) -> Reply<pb::ListHoldsResponse> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(pb::ListHoldsResponse {
+            holds: meetings::list_holds(&self.shared, &tenant)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn put_working_hours(
+        &self,
+        req: Request<pb::PutWorkingHoursRequest>,
+    ) -> Reply<pb::StoredWorkingHours> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            meetings::put_working_hours(&self.shared, &tenant, req.get_ref()).await?,
+        ))
+    }
+
+    async fn get_working_hours(
+        &self,
+        req: Request<pb::GetWorkingHoursRequest>,
+    ) -> Reply<pb::StoredWorkingHours> {
+        let tenant = self.tenant(&req)?;
+        let mut inv = Invalid::default();
+        check_id(
+            &mut inv,
+            "working_hours_id",
+            &req.get_ref().working_hours_id,
+            limits::MAX_ID_BYTES,
+        );
+        inv.into_result().map_err(ErrorKind::from)?;
+        Ok(Response::new(meetings::get_working_hours(
+            &self.shared,
+            &tenant,
+            &req.get_ref().working_hours_id,
+        )?))
+    }
+
+    async fn list_working_hours(
+        &self,
+        req: Request<pb::ListWorkingHoursRequest>,
+    ) -> Reply<pb::ListWorkingHoursResponse> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(pb::ListWorkingHoursResponse {
+            working_hours: meetings::list_working_hours(&self.shared, &tenant)?,
+        }))
+    }
+
+    async fn delete_working_hours(
+        &self,
+        req: Request<pb::DeleteWorkingHoursRequest>,
+    ) -> Reply<pb::DeleteWorkingHoursResponse> {
+        let tenant = self.tenant(&req)?;
+        let mut inv = Invalid::default();
+        check_id(
+            &mut inv,
+            "working_hours_id",
+            &req.get_ref().working_hours_id,
+            limits::MAX_ID_BYTES,
+        );
+        inv.into_result().map_err(ErrorKind::from)?;
+        meetings::delete_working_hours(&self.shared, &tenant, &req.get_ref().working_hours_id)
+            .await?;
+        Ok(Response::new(pb::DeleteWorkingHoursResponse {}))
     }
 
     type WatchChangesStream = feed::ChangeStream;
@@ -642,6 +772,14 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 last_error: st.last_error.clone(),
                 failures: st.failures,
                 events: self.shared.store.event_count(&a.account_id, &c.calendar_id),
+                skipped_items: st
+                    .skipped
+                    .iter()
+                    .map(|(id, reason)| pb::SkippedItem {
+                        item_id: id.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect(),
             });
         }
         Ok(Response::new(pb::GetSyncStatusResponse { calendars: out }))

@@ -61,26 +61,14 @@ pub fn account_busy(
             (Some(a), Some(b)) => Some(a.min(b)),
             _ => None,
         };
-        for (s, _, entry) in shared
-            .store
-            .events_overlapping(
-                &account.account_id,
-                &c.calendar_id,
-                start,
-                end,
-                None,
-                usize::MAX,
-            )
-            .map_err(store_err)?
-        {
-            if entry.busy == 0 {
-                continue;
-            }
+        let timeline = shared.timeline(&account.account_id, &c.calendar_id)?;
+        for i in timeline.overlapping(start, end) {
+            let e = &timeline.entries[i];
             all.push((
                 Busy {
-                    start: s.max(start),
-                    end: entry.end_ms.min(end),
-                    status: entry.busy,
+                    start: e.start_ms.max(start),
+                    end: e.end_ms.min(end),
+                    status: e.busy,
                 },
                 c.calendar_id.clone(),
             ));

@@ -6,10 +6,12 @@
 pub mod accounts;
 pub mod adapters;
 pub mod api;
+pub mod availability;
 pub mod config;
 pub mod crypto;
 pub mod feed;
 pub mod freebusy;
+pub mod meetings;
 pub mod mirror;
 pub mod secrets;
 pub mod state;
@@ -164,6 +166,9 @@ async fn upkeep(shared: Arc<state::Shared>, mut stop: tokio::sync::watch::Receiv
             _ = stop.changed() => return,
         }
         accounts::renew_channels(&shared).await;
+        if let Err(e) = shared.store.prune_holds(state::now_ms()) {
+            tracing::warn!(error = %e, "expired holds not pruned");
+        }
         match feed::prune(&shared) {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "old changes pruned"),

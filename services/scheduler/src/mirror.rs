@@ -39,6 +39,16 @@ pub fn span_ms(e: &pb::Event, zone: Option<Tz>) -> (i64, i64) {
     (start, end)
 }
 
+/// For an all-day event, its dates [start, end) as days from the common era.
+pub fn all_day_days(e: &pb::Event) -> Option<(i32, i32)> {
+    use chrono::Datelike;
+    let date = |t: Option<&pb::EventTime>| match t.and_then(|t| parse_event_time(t).ok()) {
+        Some(calbridge::time::Boundary::Date(d)) => Some(d.num_days_from_ce()),
+        _ => None,
+    };
+    Some((date(e.start.as_ref())?, date(e.end.as_ref())?))
+}
+
 /// Fills defaults the way providers do, so content comparisons are stable.
 pub fn normalize(e: &mut pb::Event) {
     if e.status == EventStatus::Unspecified as i32 {
@@ -66,6 +76,30 @@ pub fn same_content(a: &pb::Event, b: &pb::Event) -> bool {
         && a.organizer == b.organizer
         && a.recurrence == b.recurrence
         && a.event_type == b.event_type
+}
+
+/// A stable hash of an event's writable content, as the platform asked for
+/// it (defaults filled).
+pub fn content_hash(e: &pb::Event) -> String {
+    use prost::Message;
+    use sha2::{Digest, Sha256};
+    let mut e = e.clone();
+    normalize(&mut e);
+    let writable = pb::Event {
+        title: e.title,
+        description: e.description,
+        location: e.location,
+        start: e.start,
+        end: e.end,
+        status: e.status,
+        transparency: e.transparency,
+        attendees: e.attendees,
+        organizer: e.organizer,
+        recurrence: e.recurrence,
+        event_type: e.event_type,
+        ..Default::default()
+    };
+    hex::encode(Sha256::digest(writable.encode_to_vec()))
 }
 
 /// Removes everything but times, status and transparency (FREE_BUSY
@@ -103,6 +137,8 @@ pub fn put_for(
             end_ms,
             busy: busy_of(event),
             client_event_id: client,
+            all_day: all_day_days(event),
+            written_hash: None,
             sealed: seal_event(key, &event_aad(account, calendar, pid), event),
         },
         previous_start_ms: previous.map(|p| p.start_ms),

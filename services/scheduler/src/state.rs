@@ -42,6 +42,48 @@ pub fn hash_hex(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// One blocking mirrored event on a calendar's time line: what free/busy
+/// and availability read. No content.
+#[derive(Debug, Clone)]
+pub struct BusyEntry {
+    /// Start, ms.
+    pub start_ms: i64,
+    /// End, ms.
+    pub end_ms: i64,
+    /// `pb::BusyStatus` (never 0 here).
+    pub busy: i32,
+    /// All-day dates, days from the common era.
+    pub all_day: Option<(i32, i32)>,
+    /// Provider event id.
+    pub provider_event_id: String,
+}
+
+/// A calendar's blocking events sorted by start, cached in memory.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// The entries, by start.
+    pub entries: Vec<BusyEntry>,
+    /// The longest entry, ms, so overlap queries can skip early entries.
+    pub max_len_ms: i64,
+}
+
+impl Timeline {
+    /// Indices of the entries overlapping [start, end).
+    pub fn overlapping(&self, start: i64, end: i64) -> impl Iterator<Item = usize> + '_ {
+        let from = self
+            .entries
+            .partition_point(|e| e.start_ms < start.saturating_sub(self.max_len_ms));
+        let to = self.entries.partition_point(|e| e.start_ms < end);
+        (from..to.max(from)).filter(move |&i| self.entries[i].end_ms > start)
+    }
+}
+
+#[derive(Default)]
+struct CachedTimeline {
+    generation: u64,
+    timeline: Option<Arc<Timeline>>,
+}
+
 /// A calendar's lock: a sync holds the write side, writes the read side.
 pub type CalendarLock = Arc<tokio::sync::RwLock<()>>;
 
@@ -68,6 +110,7 @@ pub struct Shared {
     pub calendar_locks: Mutex<HashMap<(String, String), CalendarLock>>,
     /// Per-client-id locks, so two upserts of one id never race.
     pub client_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    timelines: Mutex<HashMap<(String, String), CachedTimeline>>,
 }
 
 impl Shared {
@@ -92,6 +135,73 @@ impl Shared {
             log_tick,
             calendar_locks: Mutex::new(HashMap::new()),
             client_locks: Mutex::new(HashMap::new()),
+            timelines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A calendar's blocking events, from memory when cached since the last
+    /// change of its mirror.
+    pub fn timeline(&self, account: &str, calendar: &str) -> Result<Arc<Timeline>, ErrorKind> {
+        let key = (account.to_string(), calendar.to_string());
+        let generation = {
+            let mut cache = self.timelines.lock().expect("lock poisoned");
+            let entry = cache.entry(key.clone()).or_default();
+            if let Some(t) = &entry.timeline {
+                return Ok(t.clone());
+            }
+            entry.generation
+        };
+        let mut entries = Vec::new();
+        let mut max_len_ms = 0;
+        for (start_ms, pid, e) in self
+            .store
+            .events_overlapping(account, calendar, i64::MIN, i64::MAX, None, usize::MAX)
+            .map_err(store_err)?
+        {
+            if e.busy == 0 {
+                continue;
+            }
+            max_len_ms = max_len_ms.max(e.end_ms - start_ms);
+            entries.push(BusyEntry {
+                start_ms,
+                end_ms: e.end_ms,
+                busy: e.busy,
+                all_day: e.all_day,
+                provider_event_id: pid,
+            });
+        }
+        let timeline = Arc::new(Timeline {
+            entries,
+            max_len_ms,
+        });
+        let mut cache = self.timelines.lock().expect("lock poisoned");
+        let entry = cache.entry(key).or_default();
+        // A change that landed while this was built makes it stale: serve
+        // it once, but do not keep it.
+        if entry.generation == generation {
+            entry.timeline = Some(timeline.clone());
+        }
+        Ok(timeline)
+    }
+
+    /// Forgets a calendar's cached time line after its mirror changed.
+    pub fn mirror_changed(&self, account: &str, calendar: &str) {
+        let mut cache = self.timelines.lock().expect("lock poisoned");
+        let entry = cache
+            .entry((account.to_string(), calendar.to_string()))
+            .or_default();
+        entry.generation += 1;
+        entry.timeline = None;
+    }
+
+    /// Forgets every cached time line of an account.
+    pub fn account_mirror_changed(&self, account: &str) {
+        let mut cache = self.timelines.lock().expect("lock poisoned");
+        for ((a, _), entry) in cache.iter_mut() {
+            if a == account {
+                entry.generation += 1;
+                entry.timeline = None;
+            }
         }
     }
 
@@ -354,4 +464,31 @@ pub fn open_event(key: &DataKey, aad: &str, sealed: &[u8]) -> Result<pb::Event, 
         .map_err(|_| ErrorKind::Internal("a stored event cannot be opened".into()))?;
     pb::Event::decode(bytes.as_slice())
         .map_err(|_| ErrorKind::Internal("a stored event cannot be decoded".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(start_ms: i64, end_ms: i64) -> BusyEntry {
+        BusyEntry {
+            start_ms,
+            end_ms,
+            busy: 1,
+            all_day: None,
+            provider_event_id: format!("{start_ms}"),
+        }
+    }
+
+    #[test]
+    fn timeline_overlap_finds_long_early_events_and_nothing_else() {
+        let t = Timeline {
+            entries: vec![e(0, 1000), e(100, 150), e(200, 300), e(400, 500)],
+            max_len_ms: 1000,
+        };
+        let hits: Vec<usize> = t.overlapping(250, 450).collect();
+        assert_eq!(hits, vec![0, 2, 3]);
+        assert_eq!(t.overlapping(1000, 2000).count(), 0);
+        assert_eq!(t.overlapping(-10, 1).collect::<Vec<_>>(), vec![0]);
+    }
 }

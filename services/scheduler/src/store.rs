@@ -173,6 +173,9 @@ pub struct SyncRecord {
     /// The calendar is not synced.
     #[serde(default)]
     pub disabled: bool,
+    /// Provider items that could not be read: (item id, reason).
+    #[serde(default)]
+    pub skipped: Vec<(String, String)>,
 }
 
 /// A mirrored event.
@@ -188,6 +191,15 @@ pub struct EventRecord {
     pub busy: i32,
     /// The caller's id, when written through calbridge.
     pub client_event_id: Option<String>,
+    /// For all-day events: the local dates [start, end) as days from the
+    /// common era (availability blocks each participant's own local days).
+    #[serde(default)]
+    pub all_day: Option<(i32, i32)>,
+    /// Hash of the content the platform last wrote at this version (so an
+    /// identical upsert is recognised even when the provider stores the
+    /// event a little differently); `None` after any outside change.
+    #[serde(default)]
+    pub written_hash: Option<String>,
     /// Sealed `pb::Event`.
     #[serde(with = "b64")]
     pub sealed: Vec<u8>,
@@ -200,6 +212,24 @@ pub struct IndexEntry {
     pub end_ms: i64,
     /// `pb::BusyStatus`, 0 when the event does not block.
     pub busy: i32,
+    /// For all-day events: local dates [start, end) as days from the CE.
+    #[serde(default)]
+    pub all_day: Option<(i32, i32)>,
+}
+
+/// A tentative hold on a slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldRecord {
+    /// Id.
+    pub hold_id: String,
+    /// The accounts held.
+    pub account_ids: Vec<String>,
+    /// Start, ms.
+    pub start_ms: i64,
+    /// End, ms.
+    pub end_ms: i64,
+    /// Expiry, ms.
+    pub expires_ms: i64,
 }
 
 /// A pending write.
@@ -394,6 +424,8 @@ pub struct Store {
     changes: sled::Tree,
     heads: sled::Tree,
     channels: sled::Tree,
+    holds: sled::Tree,
+    working_hours: sled::Tree,
 }
 
 impl Store {
@@ -429,6 +461,8 @@ impl Store {
             changes: t("changes")?,
             heads: t("heads")?,
             channels: t("channels")?,
+            holds: t("holds")?,
+            working_hours: t("working_hours")?,
             db,
         };
         match store.meta.get("schema_version")? {
@@ -1018,6 +1052,91 @@ impl Store {
             .collect()
     }
 
+    // ---- holds and working hours ----
+
+    /// Stores a hold.
+    pub fn put_hold(&self, tenant: &str, h: &HoldRecord) -> Result<(), StoreError> {
+        self.holds.insert(key(&[tenant, &h.hold_id]), enc(h))?;
+        Ok(())
+    }
+
+    /// A hold of a tenant.
+    pub fn hold(&self, tenant: &str, id: &str) -> Result<Option<HoldRecord>, StoreError> {
+        self.holds
+            .get(key(&[tenant, id]))?
+            .map(|v| dec("hold", &v))
+            .transpose()
+    }
+
+    /// Removes a hold; false when it was not there.
+    pub fn remove_hold(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.holds.remove(key(&[tenant, id]))?.is_some())
+    }
+
+    /// A tenant's holds (expired ones included; callers filter).
+    pub fn holds(&self, tenant: &str) -> Result<Vec<HoldRecord>, StoreError> {
+        self.holds
+            .scan_prefix(prefix(&[tenant]))
+            .values()
+            .map(|v| dec("hold", &v?))
+            .collect()
+    }
+
+    /// Removes every tenant's holds that expired before `now_ms`.
+    pub fn prune_holds(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.holds.iter() {
+            let (k, v) = item?;
+            let h: HoldRecord = dec("hold", &v)?;
+            if h.expires_ms <= now_ms {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.holds.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Stores encoded working hours under a tenant's id.
+    pub fn put_working_hours(
+        &self,
+        tenant: &str,
+        id: &str,
+        encoded: &[u8],
+    ) -> Result<(), StoreError> {
+        self.working_hours.insert(key(&[tenant, id]), encoded)?;
+        Ok(())
+    }
+
+    /// Encoded working hours of a tenant's id.
+    pub fn working_hours(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .working_hours
+            .get(key(&[tenant, id]))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every working-hours entry of a tenant: (id, encoded).
+    pub fn all_working_hours(&self, tenant: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let p = prefix(&[tenant]);
+        self.working_hours
+            .scan_prefix(&p)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((
+                    String::from_utf8_lossy(&k[p.len()..]).into_owned(),
+                    v.to_vec(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes working hours; false when unknown.
+    pub fn delete_working_hours(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.working_hours.remove(key(&[tenant, id]))?.is_some())
+    }
+
     // ---- revocation ----
 
     /// Deletes every row of an account but its (already scrubbed) account
@@ -1081,6 +1200,7 @@ fn put_mirror(
         enc(&IndexEntry {
             end_ms: p.record.end_ms,
             busy: p.record.busy,
+            all_day: p.record.all_day,
         }),
     )?;
     if let Some(c) = &p.record.client_event_id {
@@ -1161,6 +1281,8 @@ mod tests {
             end_ms: end,
             busy: 1,
             client_event_id: Some("mine".into()),
+            all_day: None,
+            written_hash: None,
             sealed: vec![1, 2, 3],
         }
     }

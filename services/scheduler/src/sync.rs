@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::adapters::adapter_error;
-use crate::mirror::{put_for, strip_content};
+use crate::mirror::{put_for, same_content, strip_content};
 use crate::state::{change_aad, event_aad, now_ms, open_event, seal_event, store_err, Shared};
 use crate::store::{ChangeDraft, MirrorRemove, PageCommit, SyncRecord};
 
@@ -252,11 +252,27 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
                 }
             }
             e.managed = !e.client_event_id.is_empty();
+            let unchanged = match &existing {
+                // A new version with the same content (say, another
+                // instance of its series was edited): refresh the mirror's
+                // version quietly; only real changes reach the feed.
+                Some(x) => open_event(&key, &event_aad(account_id, calendar_id, &pid), &x.sealed)
+                    .is_ok_and(|old| {
+                        same_content(&old, &e) && old.recurrence_link == e.recurrence_link
+                    }),
+                None => false,
+            };
             let kind = if existing.is_some() {
                 ChangeKind::EventUpdated
             } else {
                 ChangeKind::EventCreated
             };
+            if unchanged {
+                let mut put = put_for(&key, account_id, calendar_id, zone, &e, existing.as_ref());
+                put.record.written_hash = existing.as_ref().and_then(|x| x.written_hash.clone());
+                puts.push(put);
+                continue;
+            }
             changes.push(ChangeDraft {
                 kind: kind as i32,
                 account_id: account_id.to_string(),
@@ -338,6 +354,9 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
                 now_ms: now_ms(),
             })
             .map_err(store_err)?;
+        if !puts.is_empty() || !removes.is_empty() {
+            shared.mirror_changed(account_id, calendar_id);
+        }
         if !changes.is_empty() {
             shared.log_appended();
         }

@@ -13,7 +13,7 @@ use calbridge::ErrorKind;
 use crate::accounts::{check_writable, mark_reauth_required};
 use crate::adapters::adapter_error;
 use crate::crypto::DataKey;
-use crate::mirror::{normalize, put_for, same_content};
+use crate::mirror::{content_hash, normalize, put_for, same_content};
 use crate::state::{event_aad, hash_hex, open_event, outbox_aad, seal_event, store_err, Shared};
 use crate::store::{AccountRecord, MirrorRemove, OutboxRecord};
 
@@ -266,7 +266,8 @@ async fn execute_upsert(
         if let Some(prev) = shared.store.event(acc, cal, &pid).map_err(store_err)? {
             let prev_event = open_event(key, &event_aad(acc, cal, &pid), &prev.sealed)?;
             let version_ok = op.expected_version.is_empty() || op.expected_version == prev.version;
-            if same_content(&prev_event, event) && version_ok {
+            let rewritten = prev.written_hash.as_deref() == Some(content_hash(event).as_str());
+            if (rewritten || same_content(&prev_event, event)) && version_ok {
                 shared.store.outbox_remove(op.op_id).map_err(store_err)?;
                 shared.store.flush().await.map_err(store_err)?;
                 return Ok((prev_event, WriteOutcome::Unchanged));
@@ -334,11 +335,13 @@ async fn execute_upsert(
         .store
         .event(acc, cal, &stored.provider_event_id)
         .map_err(store_err)?;
-    let put = put_for(key, acc, cal, zone, &stored, previous.as_ref());
+    let mut put = put_for(key, acc, cal, zone, &stored, previous.as_ref());
+    put.record.written_hash = Some(content_hash(event));
     shared
         .store
         .commit_write(acc, cal, Some(&put), None, op.op_id)
         .map_err(store_err)?;
+    shared.mirror_changed(acc, cal);
     shared.store.flush().await.map_err(store_err)?;
     Ok((stored, outcome))
 }
@@ -380,6 +383,7 @@ async fn execute_delete(
         .store
         .commit_write(acc, cal, None, remove.as_ref(), op.op_id)
         .map_err(store_err)?;
+    shared.mirror_changed(acc, cal);
     shared.store.flush().await.map_err(store_err)?;
     Ok(outcome)
 }

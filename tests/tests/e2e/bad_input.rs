@@ -27,6 +27,7 @@ async fn upsert(
         client_event_id: id.into(),
         event: Some(e),
         expected_version: String::new(),
+        hold_id: String::new(),
     })
     .await
     .expect_err("bad input must be refused")
@@ -205,6 +206,7 @@ async fn upsert_ok_or_status(
         client_event_id: "cross-tenant".into(),
         event: Some(e),
         expected_version: String::new(),
+        hold_id: String::new(),
     })
     .await
     .expect_err("another tenant's account must not be writable")

@@ -46,6 +46,7 @@ async fn acknowledged_upserts_survive_kill_9_exactly_once_and_the_log_has_no_gap
                             30,
                         )),
                         expected_version: String::new(),
+                        hold_id: String::new(),
                     })
                     .await;
                 match r {
@@ -190,6 +191,7 @@ async fn many_concurrent_upserts_all_complete_once() -> Result<()> {
                         5,
                     )),
                     expected_version: String::new(),
+                    hold_id: String::new(),
                 })
                 .await?;
             }
@@ -250,6 +252,7 @@ async fn a_provider_outage_answers_unavailable_with_retry_info_and_keeps_nothing
                 30,
             )),
             expected_version: String::new(),
+            hold_id: String::new(),
         })
         .await
         .expect_err("the provider is down");

@@ -2,7 +2,9 @@
 //! with a real store on disk. Build the binaries first
 //! (`cargo build --workspace --bins`); `scripts/test` does.
 
+mod availability;
 mod bad_input;
+mod caldav;
 mod crash;
 mod python_client;
 mod sync;

@@ -63,6 +63,7 @@ async fn outside_edits_arrive_with_the_right_kinds_and_own_writes_do_not_echo() 
             client_event_id: "standup".into(),
             event: Some(timed_event("Standup", start, 15)),
             expected_version: String::new(),
+            hold_id: String::new(),
         })
         .await?
         .into_inner()
@@ -286,6 +287,7 @@ async fn revocation_at_the_provider_needs_reauthorisation_and_revoke_deletes_eve
             30,
         )),
         expected_version: String::new(),
+        hold_id: String::new(),
     })
     .await?;
 
@@ -323,6 +325,7 @@ async fn revocation_at_the_provider_needs_reauthorisation_and_revoke_deletes_eve
                 30,
             )),
             expected_version: String::new(),
+            hold_id: String::new(),
         })
         .await
         .expect_err("writes need an active account");
@@ -441,6 +444,7 @@ async fn a_free_busy_account_keeps_only_intervals() -> Result<()> {
             client_event_id: "nope".into(),
             event: Some(timed_event("Nope", start, 30)),
             expected_version: String::new(),
+            hold_id: String::new(),
         })
         .await
         .expect_err("free/busy accounts are not writable");

@@ -89,6 +89,7 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
             30,
         )),
         expected_version: String::new(),
+        hold_id: String::new(),
     });
     req.metadata_mut().insert(
         "traceparent",

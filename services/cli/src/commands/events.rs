@@ -169,6 +169,7 @@ async fn upsert(ctx: &Ctx, args: UpsertArgs) -> Result<()> {
             client_event_id: args.id,
             event: Some(event),
             expected_version: args.expected_version.unwrap_or_default(),
+            hold_id: String::new(),
         })
         .await
         .rpc(Api::Scheduler)?;

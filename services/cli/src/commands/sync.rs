@@ -19,6 +19,7 @@ pub fn status_table(calendars: &[pb::CalendarSyncStatus]) -> comfy_table::Table 
         "NEXT DUE",
         "FAILURES",
         "LAST ERROR",
+        "SKIPPED ITEMS",
     ]);
     for c in calendars {
         t.add_row(vec![
@@ -29,6 +30,11 @@ pub fn status_table(calendars: &[pb::CalendarSyncStatus]) -> comfy_table::Table 
             output::ts_cell(c.next_due.as_ref()),
             c.failures.to_string(),
             c.last_error.clone(),
+            c.skipped_items
+                .iter()
+                .map(|s| format!("{}: {}", s.item_id, s.reason))
+                .collect::<Vec<_>>()
+                .join("\n"),
         ]);
     }
     t

@@ -1,0 +1,522 @@
+//! The CalDAV wire: WebDAV requests (PROPFIND, REPORT, GET, PUT, DELETE)
+//! with pre-emptive Basic authentication and redirects followed by hand (so
+//! credentials reach the partition host iCloud redirects to, and PROPFIND
+//! stays a PROPFIND), and the parsing of `207 Multi-Status` answers into a
+//! small owned XML tree. Base URLs come from the caller, never from
+//! constants, so tests point the client at local servers.
+
+use std::time::Duration;
+
+use calbridge_runtime::Secret;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+
+use crate::error::DavError;
+
+/// The `DAV:` namespace.
+pub const NS_DAV: &str = "DAV:";
+/// The CalDAV namespace.
+pub const NS_CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
+/// The CalendarServer extensions namespace (getctag).
+pub const NS_CS: &str = "http://calendarserver.org/ns/";
+/// Apple's iCal namespace (calendar-color).
+pub const NS_APPLE: &str = "http://apple.com/ns/ical/";
+
+/// How many redirects one request may follow.
+const MAX_REDIRECTS: usize = 5;
+
+/// A WebDAV client for one account (its user name and password). Cheap to
+/// build per call: the connection pool lives in the shared `reqwest::Client`.
+pub struct DavClient {
+    http: reqwest::Client,
+    username: String,
+    password: Secret,
+}
+
+/// A response after redirects: the final URL, status, headers and body.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The URL that answered (after redirects).
+    pub url: Url,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The `ETag` header, verbatim.
+    pub fn etag(&self) -> Option<String> {
+        self.headers
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// True when the body names the WebDAV precondition `name`.
+    pub fn names_condition(&self, name: &str) -> bool {
+        self.body.contains(name)
+    }
+}
+
+/// The precondition of a PUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// `If-None-Match: *`: only create.
+    Create,
+    /// `If-Match: <etag>`: only replace this version.
+    Match(String),
+}
+
+/// Builds the shared HTTP client: gzip accepted, no automatic redirects
+/// (see [`DavClient`]), a per-request timeout.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!(
+            "calbridge-adapter-caldav/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+        .expect("the HTTP client configuration is valid")
+}
+
+impl DavClient {
+    /// A client sending `username` and `password` with every request.
+    pub fn new(http: reqwest::Client, username: &str, password: &str) -> Self {
+        DavClient {
+            http,
+            username: username.to_string(),
+            password: Secret::new(password),
+        }
+    }
+
+    /// Sends a request, following redirects with the same method, body and
+    /// credentials; maps authentication failures, rate limits and outages.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: &[(&str, String)],
+        body: Option<&str>,
+    ) -> Result<RawResponse, DavError> {
+        let mut url = url;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .basic_auth(&self.username, Some(self.password.expose()));
+            for (k, v) in headers {
+                req = req.header(*k, v.as_str());
+            }
+            if let Some(b) = body {
+                req = req.body(b.to_string());
+            }
+            let resp = req.send().await.map_err(|e| {
+                DavError::Unavailable(if e.is_timeout() {
+                    "request timed out".to_string()
+                } else {
+                    "cannot reach the server".to_string()
+                })
+            })?;
+            let status = resp.status();
+            if status.is_redirection() {
+                if let Some(next) = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| url.join(l).ok())
+                {
+                    tracing::debug!(status = status.as_u16(), "following redirect");
+                    url = next;
+                    continue;
+                }
+            }
+            let headers = resp.headers().clone();
+            let body = resp
+                .text()
+                .await
+                .map_err(|_| DavError::Unavailable("the response body was cut off".into()))?;
+            return check_common(RawResponse {
+                url,
+                status,
+                headers,
+                body,
+            });
+        }
+        Err(DavError::Protocol("too many redirects".into()))
+    }
+
+    /// `PROPFIND` with an explicit `Depth` and a `<D:prop>` body listing
+    /// `props` (XML, with the `D`, `C`, `CS` and `A` prefixes bound).
+    pub async fn propfind(
+        &self,
+        url: &Url,
+        depth: u8,
+        props: &str,
+    ) -> Result<(Url, Multistatus), DavError> {
+        let body = format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CS="http://calendarserver.org/ns/" xmlns:A="http://apple.com/ns/ical/"><D:prop>{props}</D:prop></D:propfind>"#
+        );
+        let resp = self
+            .send(
+                Method::from_bytes(b"PROPFIND").expect("valid method"),
+                url.clone(),
+                &[
+                    ("Depth", depth.to_string()),
+                    ("Content-Type", XML.to_string()),
+                ],
+                Some(&body),
+            )
+            .await?;
+        match resp.status.as_u16() {
+            207 => Ok((resp.url.clone(), parse_multistatus(&resp.body)?)),
+            404 | 410 => Err(DavError::NotFound("the collection".into())),
+            403 => Err(DavError::Forbidden("PROPFIND refused".into())),
+            s => Err(DavError::Protocol(format!("PROPFIND answered {s}"))),
+        }
+    }
+
+    /// `REPORT` with an XML body; `depth` is sent only when given. The raw
+    /// answer is returned: callers interpret report-specific failures.
+    pub async fn report(
+        &self,
+        url: &Url,
+        depth: Option<u8>,
+        body: &str,
+    ) -> Result<RawResponse, DavError> {
+        let mut headers = vec![("Content-Type", XML.to_string())];
+        if let Some(d) = depth {
+            headers.push(("Depth", d.to_string()));
+        }
+        self.send(
+            Method::from_bytes(b"REPORT").expect("valid method"),
+            url.clone(),
+            &headers,
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET` of one object: its data and etag, `None` when it does not
+    /// exist.
+    pub async fn get(&self, url: &Url) -> Result<Option<(String, Option<String>)>, DavError> {
+        let resp = self.send(Method::GET, url.clone(), &[], None).await?;
+        match resp.status.as_u16() {
+            200 => {
+                let etag = resp.etag();
+                Ok(Some((resp.body, etag)))
+            }
+            404 | 410 => Ok(None),
+            403 => Err(DavError::Forbidden("reading the event was refused".into())),
+            s => Err(DavError::Protocol(format!("GET answered {s}"))),
+        }
+    }
+
+    /// `PUT` of one calendar object under a precondition.
+    pub async fn put(
+        &self,
+        url: &Url,
+        data: &str,
+        condition: &PutCondition,
+    ) -> Result<RawResponse, DavError> {
+        let mut headers = vec![("Content-Type", "text/calendar; charset=utf-8".to_string())];
+        match condition {
+            PutCondition::Create => headers.push(("If-None-Match", "*".to_string())),
+            PutCondition::Match(etag) => headers.push(("If-Match", etag.clone())),
+        }
+        self.send(Method::PUT, url.clone(), &headers, Some(data))
+            .await
+    }
+
+    /// `DELETE` of one object, with `If-Match` when `etag` is given.
+    pub async fn delete(&self, url: &Url, etag: Option<&str>) -> Result<RawResponse, DavError> {
+        let headers: Vec<(&str, String)> = etag
+            .map(|e| vec![("If-Match", e.to_string())])
+            .unwrap_or_default();
+        self.send(Method::DELETE, url.clone(), &headers, None).await
+    }
+}
+
+const XML: &str = "application/xml; charset=utf-8";
+
+/// Maps the answers every request treats the same way.
+fn check_common(resp: RawResponse) -> Result<RawResponse, DavError> {
+    match resp.status.as_u16() {
+        401 => Err(DavError::WrongCredentials),
+        429 | 503 => Err(DavError::RateLimited {
+            retry_after: resp
+                .headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+        }),
+        s if s >= 500 => Err(DavError::Unavailable(format!("the server answered {s}"))),
+        _ => Ok(resp),
+    }
+}
+
+/// Reads an `ETag` header value as given (strong or weak) for `If-Match`.
+pub fn header_value(v: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(v).ok()
+}
+
+/// An XML element, owned: namespace, local name, direct text and children.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Element {
+    /// The namespace URI (empty when none).
+    pub ns: String,
+    /// The local name.
+    pub name: String,
+    /// The element's own text (text and CDATA children, concatenated).
+    pub text: String,
+    /// Attributes, by local name.
+    pub attrs: Vec<(String, String)>,
+    /// Child elements, in order.
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    /// True when this element is `{ns}name`.
+    pub fn is(&self, ns: &str, name: &str) -> bool {
+        self.ns == ns && self.name == name
+    }
+
+    /// The first child `{ns}name`.
+    pub fn child(&self, ns: &str, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.is(ns, name))
+    }
+
+    /// Every child `{ns}name`.
+    pub fn children_named<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children.iter().filter(move |c| c.is(ns, name))
+    }
+
+    /// True when `{ns}name` occurs anywhere below this element.
+    pub fn contains(&self, ns: &str, name: &str) -> bool {
+        self.children
+            .iter()
+            .any(|c| c.is(ns, name) || c.contains(ns, name))
+    }
+
+    /// An attribute's value.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The trimmed text of the first `D:href` child.
+    pub fn href(&self) -> Option<&str> {
+        self.child(NS_DAV, "href").map(|h| h.text.trim())
+    }
+
+    fn from_node(node: roxmltree::Node<'_, '_>) -> Element {
+        let mut text = String::new();
+        let mut children = Vec::new();
+        for c in node.children() {
+            if c.is_element() {
+                children.push(Element::from_node(c));
+            } else if c.is_text() {
+                text.push_str(c.text().unwrap_or(""));
+            }
+        }
+        Element {
+            ns: node.tag_name().namespace().unwrap_or("").to_string(),
+            name: node.tag_name().name().to_string(),
+            text,
+            attrs: node
+                .attributes()
+                .map(|a| (a.name().to_string(), a.value().to_string()))
+                .collect(),
+            children,
+        }
+    }
+}
+
+/// One `D:response` of a multistatus.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DavResponse {
+    /// The `D:href`, verbatim.
+    pub href: String,
+    /// The response-level status (e.g. 404 for a removed member), if any.
+    pub status: Option<u16>,
+    /// The properties found (from `2xx` propstats).
+    pub props: Vec<Element>,
+}
+
+impl DavResponse {
+    /// A found property `{ns}name`.
+    pub fn prop(&self, ns: &str, name: &str) -> Option<&Element> {
+        self.props.iter().find(|p| p.is(ns, name))
+    }
+
+    /// A found property's trimmed text.
+    pub fn prop_text(&self, ns: &str, name: &str) -> Option<&str> {
+        self.prop(ns, name).map(|p| p.text.trim())
+    }
+}
+
+/// A parsed `207 Multi-Status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Multistatus {
+    /// The responses, in document order.
+    pub responses: Vec<DavResponse>,
+    /// The top-level `D:sync-token` (sync-collection answers).
+    pub sync_token: Option<String>,
+}
+
+/// Parses a multistatus body. The `Content-Type` is never trusted.
+pub fn parse_multistatus(xml: &str) -> Result<Multistatus, DavError> {
+    let doc = roxmltree::Document::parse(xml)
+        .map_err(|e| DavError::Protocol(format!("the multistatus is not XML: {e}")))?;
+    let root = Element::from_node(doc.root_element());
+    if !root.is(NS_DAV, "multistatus") {
+        return Err(DavError::Protocol(format!(
+            "expected a DAV:multistatus, got {}",
+            root.name
+        )));
+    }
+    let mut out = Multistatus {
+        sync_token: root
+            .child(NS_DAV, "sync-token")
+            .map(|t| t.text.trim().to_string()),
+        ..Default::default()
+    };
+    for r in root.children_named(NS_DAV, "response") {
+        let mut resp = DavResponse {
+            href: r.href().unwrap_or("").to_string(),
+            status: r.child(NS_DAV, "status").and_then(|s| status_code(&s.text)),
+            props: Vec::new(),
+        };
+        for ps in r.children_named(NS_DAV, "propstat") {
+            let ok = ps
+                .child(NS_DAV, "status")
+                .and_then(|s| status_code(&s.text))
+                .is_some_and(|c| (200..300).contains(&c));
+            if let (true, Some(prop)) = (ok, ps.child(NS_DAV, "prop")) {
+                resp.props.extend(prop.children.iter().cloned());
+            }
+        }
+        out.responses.push(resp);
+    }
+    Ok(out)
+}
+
+/// The code of a status line such as `HTTP/1.1 404 Not Found`.
+fn status_code(line: &str) -> Option<u16> {
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Decodes `%XX` escapes of a path (for comparing hrefs).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// True when two hrefs (paths or URLs, resolved against `base`) name the
+/// same resource: compared by decoded path, ignoring a trailing slash.
+pub fn same_resource(base: &Url, a: &str, b: &str) -> bool {
+    let norm = |h: &str| {
+        base.join(h)
+            .map(|u| percent_decode(u.path()).trim_end_matches('/').to_string())
+            .unwrap_or_else(|_| h.trim_end_matches('/').to_string())
+    };
+    norm(a) == norm(b)
+}
+
+/// Escapes text for an XML element.
+pub fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RADICALE: &str = r#"<?xml version='1.0' encoding='utf-8'?>
+<multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><response><href>/user/cal1/</href><propstat><prop><resourcetype><C:calendar /><collection /></resourcetype><displayname>Cal</displayname></prop><status>HTTP/1.1 200 OK</status></propstat><propstat><prop><C:calendar-timezone /></prop><status>HTTP/1.1 404 Not Found</status></propstat></response><response><href>/user/cal1/gone.ics</href><status>HTTP/1.1 404 Not Found</status></response><sync-token>http://radicale.org/ns/sync/abc</sync-token></multistatus>"#;
+
+    #[test]
+    fn a_multistatus_keeps_found_props_and_drops_404_propstats() {
+        let ms = parse_multistatus(RADICALE).unwrap();
+        assert_eq!(ms.responses.len(), 2);
+        let cal = &ms.responses[0];
+        assert_eq!(cal.href, "/user/cal1/");
+        assert!(cal
+            .prop(NS_DAV, "resourcetype")
+            .unwrap()
+            .child(NS_CALDAV, "calendar")
+            .is_some());
+        assert_eq!(cal.prop_text(NS_DAV, "displayname"), Some("Cal"));
+        assert!(cal.prop(NS_CALDAV, "calendar-timezone").is_none());
+        assert_eq!(ms.responses[1].status, Some(404));
+        assert_eq!(
+            ms.sync_token.as_deref(),
+            Some("http://radicale.org/ns/sync/abc")
+        );
+    }
+
+    #[test]
+    fn prefixed_namespaces_and_cdata_are_read() {
+        let xml = r#"<ns0:multistatus xmlns:ns0="DAV:" xmlns:ns1="urn:ietf:params:xml:ns:caldav"><ns0:response><ns0:href>/a.ics</ns0:href><ns0:propstat><ns0:status>HTTP/1.1 200 OK</ns0:status><ns0:prop><ns0:getetag>"1"</ns0:getetag><ns1:calendar-data><![CDATA[BEGIN:VCALENDAR
+END:VCALENDAR]]></ns1:calendar-data></ns0:prop></ns0:propstat></ns0:response></ns0:multistatus>"#;
+        let ms = parse_multistatus(xml).unwrap();
+        let r = &ms.responses[0];
+        assert_eq!(r.prop_text(NS_DAV, "getetag"), Some("\"1\""));
+        assert!(r
+            .prop_text(NS_CALDAV, "calendar-data")
+            .unwrap()
+            .starts_with("BEGIN:VCALENDAR"));
+    }
+
+    #[test]
+    fn broken_xml_is_a_protocol_error() {
+        assert!(matches!(
+            parse_multistatus("<html>oops"),
+            Err(DavError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse_multistatus("<html></html>"),
+            Err(DavError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn hrefs_compare_by_decoded_path() {
+        let base = Url::parse("https://p1.example.com/1/calendars/").unwrap();
+        assert!(same_resource(
+            &base,
+            "/1/calendars/home/",
+            "https://p1.example.com/1/calendars/home"
+        ));
+        assert!(same_resource(&base, "/1/a%20b.ics", "/1/a b.ics"));
+        assert!(!same_resource(&base, "/1/a.ics", "/1/b.ics"));
+    }
+}

@@ -1,0 +1,21 @@
+//! The `calbridge-adapter-caldav` binary: telemetry, configuration, then
+//! [`calbridge_adapter_caldav::run`] until SIGTERM or Ctrl-C.
+
+use clap::Parser;
+
+use calbridge_adapter_caldav::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let telemetry = calbridge_runtime::init_telemetry(
+        "calbridge-adapter-caldav",
+        config.otlp_endpoint.as_deref(),
+    );
+    let result = calbridge_adapter_caldav::run(config, calbridge_runtime::shutdown_signal()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "caldav adapter failed");
+    }
+    telemetry.shutdown();
+    result
+}

@@ -1,0 +1,655 @@
+//! Pure conversions between iCalendar objects (as stored in CalDAV
+//! resources) and the common model: parsing with `calcard`, reading VEVENT
+//! properties into [`VEvent`]s, and building [`pb::Event`]s. Recurrence
+//! expansion lives in [`crate::recurrence`], writing in [`crate::ics`].
+//!
+//! Times: `Z` values are UTC; `TZID` values are read in the zone the TZID
+//! names ([`crate::zones`]); floating values (neither) are read in the
+//! calendar's zone, else the object's `X-WR-TIMEZONE`, else UTC. Local
+//! times in a DST gap take the offset from before the gap; repeated local
+//! times mean the first occurrence.
+
+use calcard::common::PartialDateTime;
+use calcard::icalendar::{
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarParameterName,
+    ICalendarProperty, ICalendarValue,
+};
+use calcard::{Entry, Parser};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use calbridge::pb::{self, EventStatus, ResponseStatus, Transparency};
+use calbridge::time::{boundary_utc, Boundary};
+
+use crate::zones::resolve_tzid;
+
+/// Why an iCalendar object cannot be read. Messages never quote content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IcalError {
+    /// The data is not an iCalendar object at all.
+    #[error("not an iCalendar object: {0}")]
+    NotICalendar(String),
+    /// The object is structurally broken (unterminated or mismatched
+    /// components).
+    #[error("broken iCalendar structure: {0}")]
+    Broken(String),
+    /// The object holds no VEVENT.
+    #[error("the object holds no VEVENT")]
+    NoEvent,
+    /// A VEVENT lacks its DTSTART.
+    #[error("a VEVENT has no DTSTART")]
+    MissingStart,
+    /// A date or time property does not parse.
+    #[error("{0} is not a valid date or date-time")]
+    BadTime(&'static str),
+    /// A recurrence rule does not parse or does not fit its DTSTART.
+    #[error("invalid recurrence rule: {0}")]
+    BadRule(String),
+}
+
+/// A start, end or recurrence id: a calendar date, or an instant with the
+/// zone it was written in (UTC for `Z` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// An all-day date.
+    Date(NaiveDate),
+    /// An instant, and the IANA zone of its wall-clock time.
+    At(DateTime<Utc>, Tz),
+}
+
+impl When {
+    /// The instant this stands for; dates start at midnight in `zone`.
+    pub fn utc(&self, zone: Tz) -> DateTime<Utc> {
+        match self {
+            When::At(t, _) => *t,
+            When::Date(d) => boundary_utc(Boundary::Date(*d), Some(zone)),
+        }
+    }
+
+    /// The key identifying an instance: UTC basic format or a date.
+    pub fn id_suffix(&self) -> String {
+        match self {
+            When::At(t, _) => t.format("%Y%m%dT%H%M%SZ").to_string(),
+            When::Date(d) => d.format("%Y%m%d").to_string(),
+        }
+    }
+
+    /// As the contract's [`pb::EventTime`].
+    pub fn event_time(&self) -> pb::EventTime {
+        match self {
+            When::Date(d) => calbridge::time::date(*d),
+            When::At(t, zone) => calbridge::time::instant(*t, zone_label(*zone)),
+        }
+    }
+
+    /// This shifted by `d` (whole days for dates).
+    pub fn plus(&self, d: Duration) -> When {
+        match self {
+            When::Date(date) => When::Date(*date + Duration::days(d.num_days())),
+            When::At(t, z) => When::At(*t + d, *z),
+        }
+    }
+}
+
+/// The contract's zone label: empty for UTC.
+fn zone_label(zone: Tz) -> &'static str {
+    if zone == Tz::UTC {
+        ""
+    } else {
+        zone.name()
+    }
+}
+
+/// One RRULE: its text without UNTIL, and the UNTIL as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `FREQ=...` without the UNTIL part.
+    pub text: String,
+    /// The UNTIL value, resolved against the series' zone at expansion.
+    pub until: Option<UntilValue>,
+}
+
+/// An UNTIL value: a date, a UTC time, or a floating local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UntilValue {
+    /// A date (inclusive).
+    Date(NaiveDate),
+    /// A UTC instant.
+    Utc(DateTime<Utc>),
+    /// A local time in the series' zone.
+    Local(NaiveDateTime),
+}
+
+/// The fields of one VEVENT that calbridge uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VEvent {
+    /// UID.
+    pub uid: String,
+    /// DTSTART.
+    pub start: When,
+    /// DTEND, or DTSTART + DURATION, or the RFC 5545 default.
+    pub end: When,
+    /// RECURRENCE-ID of an override.
+    pub recurrence_id: Option<When>,
+    /// RRULEs.
+    pub rules: Vec<Rule>,
+    /// RDATEs.
+    pub rdates: Vec<When>,
+    /// EXDATEs.
+    pub exdates: Vec<When>,
+    /// SUMMARY.
+    pub summary: String,
+    /// DESCRIPTION.
+    pub description: String,
+    /// LOCATION.
+    pub location: String,
+    /// STATUS.
+    pub status: EventStatus,
+    /// TRANSP.
+    pub transparency: Transparency,
+    /// ATTENDEEs.
+    pub attendees: Vec<pb::Attendee>,
+    /// ORGANIZER.
+    pub organizer: Option<pb::Organizer>,
+    /// CREATED.
+    pub created: Option<DateTime<Utc>>,
+    /// LAST-MODIFIED.
+    pub last_modified: Option<DateTime<Utc>>,
+    /// SEQUENCE (0 when absent).
+    pub sequence: u32,
+}
+
+impl VEvent {
+    /// True when this VEVENT defines a recurrence set.
+    pub fn is_recurring(&self) -> bool {
+        !self.rules.is_empty() || !self.rdates.is_empty()
+    }
+}
+
+/// One calendar object resource: its series master (or single event) and
+/// its overrides, all sharing one UID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalendarObject {
+    /// The VEVENT without RECURRENCE-ID, if any.
+    pub master: Option<VEvent>,
+    /// The VEVENTs with a RECURRENCE-ID.
+    pub overrides: Vec<VEvent>,
+    /// The zone floating times were read in.
+    pub floating_zone: Tz,
+}
+
+impl CalendarObject {
+    /// True when the resource stands for more than one event id (a series
+    /// or overrides): its instance ids cannot be derived from its href.
+    pub fn is_recurring(&self) -> bool {
+        self.master.as_ref().is_some_and(VEvent::is_recurring) || !self.overrides.is_empty()
+    }
+}
+
+/// Parses iCalendar text into calcard's model, refusing structurally broken
+/// input with a clear error.
+pub fn parse_calendar(data: &str) -> Result<ICalendar, IcalError> {
+    if !data
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("BEGIN:VCALENDAR")
+    {
+        return Err(IcalError::NotICalendar(
+            "it does not start with BEGIN:VCALENDAR".into(),
+        ));
+    }
+    check_nesting(data)?;
+    let mut parser = Parser::new(data);
+    loop {
+        match parser.entry() {
+            Entry::ICalendar(ical) => return Ok(ical),
+            Entry::InvalidLine(_) => continue,
+            Entry::UnexpectedComponentEnd { expected, found } => {
+                return Err(IcalError::Broken(format!(
+                    "END:{} where END:{} was expected",
+                    found.as_str(),
+                    expected.as_str()
+                )))
+            }
+            Entry::UnterminatedComponent(c) => {
+                return Err(IcalError::Broken(format!("BEGIN:{c} is never ended")))
+            }
+            Entry::TooManyComponents => {
+                return Err(IcalError::Broken("too many components".into()))
+            }
+            Entry::Eof => return Err(IcalError::NotICalendar("no VCALENDAR found".into())),
+            _ => return Err(IcalError::NotICalendar("a vCard, not an iCalendar".into())),
+        }
+    }
+}
+
+/// Checks that BEGIN/END lines nest: calcard forgives truncated objects,
+/// and a cut-off resource must not pass for a complete one.
+fn check_nesting(data: &str) -> Result<(), IcalError> {
+    let mut open: Vec<String> = Vec::new();
+    for line in data.lines() {
+        let line = line.trim_end_matches('\r');
+        let upper = line.to_ascii_uppercase();
+        if let Some(name) = upper.strip_prefix("BEGIN:") {
+            open.push(name.trim().to_string());
+        } else if let Some(name) = upper.strip_prefix("END:") {
+            match open.pop() {
+                Some(o) if o == name.trim() => {}
+                Some(o) => {
+                    return Err(IcalError::Broken(format!(
+                        "END:{} where END:{o} was expected",
+                        name.trim()
+                    )))
+                }
+                None => {
+                    return Err(IcalError::Broken(format!(
+                        "END:{} without BEGIN",
+                        name.trim()
+                    )))
+                }
+            }
+        }
+    }
+    match open.pop() {
+        Some(o) => Err(IcalError::Broken(format!("BEGIN:{o} is never ended"))),
+        None => Ok(()),
+    }
+}
+
+/// Reads a calendar object resource. `calendar_zone` is the zone floating
+/// times are read in (the calendar's `calendar-timezone`), when known.
+pub fn parse_object(data: &str, calendar_zone: Option<Tz>) -> Result<CalendarObject, IcalError> {
+    let ical = parse_calendar(data)?;
+    let x_wr = ical
+        .components
+        .iter()
+        .filter(|c| c.component_type == ICalendarComponentType::VCalendar)
+        .flat_map(|c| c.entries.iter())
+        .find(|e| matches!(&e.name, ICalendarProperty::Other(n) if n.eq_ignore_ascii_case("X-WR-TIMEZONE")))
+        .and_then(|e| e.values.first())
+        .and_then(|v| v.as_text())
+        .and_then(|t| resolve_tzid(&ical, t.trim()));
+    let floating = calendar_zone.or(x_wr).unwrap_or(Tz::UTC);
+    let reader = Reader {
+        ical: &ical,
+        floating,
+    };
+    let mut master = None;
+    let mut overrides = Vec::new();
+    for c in ical
+        .components
+        .iter()
+        .filter(|c| c.component_type == ICalendarComponentType::VEvent)
+    {
+        let v = reader.vevent(c)?;
+        if v.recurrence_id.is_some() {
+            overrides.push(v);
+        } else if master.is_none() {
+            master = Some(v);
+        }
+    }
+    if master.is_none() && overrides.is_empty() {
+        return Err(IcalError::NoEvent);
+    }
+    Ok(CalendarObject {
+        master,
+        overrides,
+        floating_zone: floating,
+    })
+}
+
+struct Reader<'a> {
+    ical: &'a ICalendar,
+    floating: Tz,
+}
+
+impl Reader<'_> {
+    fn vevent(&self, c: &ICalendarComponent) -> Result<VEvent, IcalError> {
+        let start_entry = prop(c, &ICalendarProperty::Dtstart).ok_or(IcalError::MissingStart)?;
+        let start = self
+            .when(start_entry, first_dt(start_entry))
+            .ok_or(IcalError::BadTime("DTSTART"))?;
+        let end = match prop(c, &ICalendarProperty::Dtend) {
+            Some(e) => self
+                .when(e, first_dt(e))
+                .ok_or(IcalError::BadTime("DTEND"))?,
+            None => match prop(c, &ICalendarProperty::Duration).and_then(|e| e.values.first()) {
+                Some(ICalendarValue::Duration(d)) => {
+                    start.plus(d.to_time_delta().ok_or(IcalError::BadTime("DURATION"))?)
+                }
+                Some(_) => return Err(IcalError::BadTime("DURATION")),
+                None => match start {
+                    When::Date(d) => When::Date(d + Duration::days(1)),
+                    at => at,
+                },
+            },
+        };
+        // An end of the other kind (DATE-TIME end on a DATE start) or before
+        // the start: keep the RFC default duration rather than drop the event.
+        let end = match (start, end) {
+            (When::Date(s), When::Date(e)) if e > s => end,
+            (When::At(s, _), When::At(e, _)) if e >= s => end,
+            (When::Date(s), _) => When::Date(s + Duration::days(1)),
+            (at, _) => at,
+        };
+        let recurrence_id = match prop(c, &ICalendarProperty::RecurrenceId) {
+            Some(e) => Some(
+                self.when_in(e, first_dt(e), start_zone(&start))
+                    .ok_or(IcalError::BadTime("RECURRENCE-ID"))?,
+            ),
+            None => None,
+        };
+        let mut rules = Vec::new();
+        for e in props(c, &ICalendarProperty::Rrule) {
+            for v in &e.values {
+                let ICalendarValue::RecurrenceRule(r) = v else {
+                    return Err(IcalError::BadRule("RRULE does not parse".into()));
+                };
+                let text = r
+                    .to_string()
+                    .split(';')
+                    .filter(|p| !p.to_ascii_uppercase().starts_with("UNTIL="))
+                    .collect::<Vec<_>>()
+                    .join(";");
+                let until = r.until.as_ref().map(until_value).transpose()?;
+                rules.push(Rule { text, until });
+            }
+        }
+        let mut rdates = Vec::new();
+        for e in props(c, &ICalendarProperty::Rdate) {
+            for v in &e.values {
+                let p = match v {
+                    ICalendarValue::PartialDateTime(p) => p.as_ref(),
+                    ICalendarValue::Period(calcard::icalendar::ICalendarPeriod::Range {
+                        start,
+                        ..
+                    })
+                    | ICalendarValue::Period(calcard::icalendar::ICalendarPeriod::Duration {
+                        start,
+                        ..
+                    }) => start,
+                    _ => return Err(IcalError::BadTime("RDATE")),
+                };
+                rdates.push(
+                    self.when_in(e, Some(p), start_zone(&start))
+                        .ok_or(IcalError::BadTime("RDATE"))?,
+                );
+            }
+        }
+        let mut exdates = Vec::new();
+        for e in props(c, &ICalendarProperty::Exdate) {
+            for v in &e.values {
+                let p = v
+                    .as_partial_date_time()
+                    .ok_or(IcalError::BadTime("EXDATE"))?;
+                exdates.push(
+                    self.when_in(e, Some(p), start_zone(&start))
+                        .ok_or(IcalError::BadTime("EXDATE"))?,
+                );
+            }
+        }
+        let status = match text(c, &ICalendarProperty::Status)
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("TENTATIVE") => EventStatus::Tentative,
+            Some("CANCELLED") => EventStatus::Cancelled,
+            _ => EventStatus::Confirmed,
+        };
+        let transparency = match text(c, &ICalendarProperty::Transp)
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("TRANSPARENT") => Transparency::Transparent,
+            _ => Transparency::Opaque,
+        };
+        let attendees = props(c, &ICalendarProperty::Attendee)
+            .filter_map(attendee)
+            .collect();
+        let organizer = prop(c, &ICalendarProperty::Organizer).and_then(|e| {
+            let email = address(e)?;
+            Some(pb::Organizer {
+                email,
+                display_name: param_text(e, &ICalendarParameterName::Cn).unwrap_or_default(),
+            })
+        });
+        Ok(VEvent {
+            uid: text(c, &ICalendarProperty::Uid)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            start,
+            end,
+            recurrence_id,
+            rules,
+            rdates,
+            exdates,
+            summary: text(c, &ICalendarProperty::Summary)
+                .unwrap_or_default()
+                .to_string(),
+            description: text(c, &ICalendarProperty::Description)
+                .unwrap_or_default()
+                .to_string(),
+            location: text(c, &ICalendarProperty::Location)
+                .unwrap_or_default()
+                .to_string(),
+            status,
+            transparency,
+            attendees,
+            organizer,
+            created: self.utc_prop(c, &ICalendarProperty::Created),
+            last_modified: self.utc_prop(c, &ICalendarProperty::LastModified),
+            sequence: prop(c, &ICalendarProperty::Sequence)
+                .and_then(|e| e.values.first())
+                .and_then(|v| v.as_integer())
+                .and_then(|i| u32::try_from(i).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// A date or date-time value, zoned by its TZID, floating otherwise.
+    fn when(&self, e: &ICalendarEntry, p: Option<&PartialDateTime>) -> Option<When> {
+        self.when_in(e, p, self.floating)
+    }
+
+    /// As [`Reader::when`], reading values without TZID or `Z` in
+    /// `floating` (RDATE/EXDATE/RECURRENCE-ID follow their DTSTART).
+    fn when_in(
+        &self,
+        e: &ICalendarEntry,
+        p: Option<&PartialDateTime>,
+        floating: Tz,
+    ) -> Option<When> {
+        let p = p?;
+        let date =
+            NaiveDate::from_ymd_opt(i32::from(p.year?), u32::from(p.month?), u32::from(p.day?))?;
+        if !p.has_time() {
+            return Some(When::Date(date));
+        }
+        let naive = date.and_hms_opt(
+            u32::from(p.hour?),
+            u32::from(p.minute?),
+            u32::from(p.second.unwrap_or(0).min(59)),
+        )?;
+        if let Some(h) = p.tz_hour {
+            let secs = i64::from(h) * 3600 + i64::from(p.tz_minute.unwrap_or(0)) * 60;
+            let offset = if p.tz_minus { -secs } else { secs };
+            return Some(When::At(
+                Utc.from_utc_datetime(&(naive - Duration::seconds(offset))),
+                Tz::UTC,
+            ));
+        }
+        let zone = match e.tz_id() {
+            Some(tzid) => resolve_tzid(self.ical, tzid).unwrap_or_else(|| {
+                tracing::warn!("unknown TZID in an event; reading its times as floating");
+                floating
+            }),
+            None => floating,
+        };
+        Some(When::At(local_to_utc(naive, zone), zone))
+    }
+
+    fn utc_prop(&self, c: &ICalendarComponent, name: &ICalendarProperty) -> Option<DateTime<Utc>> {
+        let e = prop(c, name)?;
+        match self.when(e, first_dt(e))? {
+            When::At(t, _) => Some(t),
+            When::Date(d) => Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?)),
+        }
+    }
+}
+
+/// The zone RDATE/EXDATE/RECURRENCE-ID values without TZID are read in:
+/// their DTSTART's.
+fn start_zone(start: &When) -> Tz {
+    match start {
+        When::At(_, z) => *z,
+        When::Date(_) => Tz::UTC,
+    }
+}
+
+/// A local wall-clock time in `zone` as UTC: the first of repeated times,
+/// and the offset from before a gap for skipped times.
+pub fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(naive + Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| Utc.from_utc_datetime(&naive))
+}
+
+fn until_value(p: &PartialDateTime) -> Result<UntilValue, IcalError> {
+    let bad = || IcalError::BadRule("UNTIL is not a valid date or date-time".into());
+    let date = NaiveDate::from_ymd_opt(
+        i32::from(p.year.ok_or_else(bad)?),
+        u32::from(p.month.ok_or_else(bad)?),
+        u32::from(p.day.ok_or_else(bad)?),
+    )
+    .ok_or_else(bad)?;
+    if !p.has_time() {
+        return Ok(UntilValue::Date(date));
+    }
+    let naive = date
+        .and_hms_opt(
+            u32::from(p.hour.unwrap_or(0)),
+            u32::from(p.minute.unwrap_or(0)),
+            u32::from(p.second.unwrap_or(0).min(59)),
+        )
+        .ok_or_else(bad)?;
+    Ok(if p.tz_hour.is_some() {
+        UntilValue::Utc(Utc.from_utc_datetime(&naive))
+    } else {
+        UntilValue::Local(naive)
+    })
+}
+
+fn prop<'a>(c: &'a ICalendarComponent, name: &ICalendarProperty) -> Option<&'a ICalendarEntry> {
+    c.entries.iter().find(|e| &e.name == name)
+}
+
+fn props<'a>(
+    c: &'a ICalendarComponent,
+    name: &'a ICalendarProperty,
+) -> impl Iterator<Item = &'a ICalendarEntry> + 'a {
+    c.entries.iter().filter(move |e| &e.name == name)
+}
+
+fn first_dt(e: &ICalendarEntry) -> Option<&PartialDateTime> {
+    e.values.first().and_then(|v| v.as_partial_date_time())
+}
+
+fn text<'a>(c: &'a ICalendarComponent, name: &ICalendarProperty) -> Option<&'a str> {
+    prop(c, name)?.values.first()?.as_text()
+}
+
+fn param_text(e: &ICalendarEntry, name: &ICalendarParameterName) -> Option<String> {
+    e.parameter(name)
+        .and_then(|v| v.as_text())
+        .map(|s| s.trim_matches('"').to_string())
+}
+
+/// The e-mail address of a `mailto:` calendar user address.
+fn address(e: &ICalendarEntry) -> Option<String> {
+    let v = e.values.first()?.as_text()?.trim();
+    let email = if v.len() >= 7 && v[..7].eq_ignore_ascii_case("mailto:") {
+        &v[7..]
+    } else {
+        v
+    };
+    (!email.is_empty() && email.len() <= calbridge::limits::MAX_EMAIL_BYTES)
+        .then(|| email.to_string())
+}
+
+fn attendee(e: &ICalendarEntry) -> Option<pb::Attendee> {
+    let email = address(e)?;
+    let response_status = match param_text(e, &ICalendarParameterName::Partstat)
+        .map(|s| s.to_ascii_uppercase())
+        .as_deref()
+    {
+        Some("ACCEPTED") => ResponseStatus::Accepted,
+        Some("DECLINED") => ResponseStatus::Declined,
+        Some("TENTATIVE") => ResponseStatus::Tentative,
+        Some("NEEDS-ACTION") | None => ResponseStatus::NeedsAction,
+        Some(_) => ResponseStatus::Unspecified,
+    };
+    let optional = param_text(e, &ICalendarParameterName::Role)
+        .is_some_and(|r| r.eq_ignore_ascii_case("OPT-PARTICIPANT"));
+    Some(pb::Attendee {
+        email,
+        display_name: param_text(e, &ICalendarParameterName::Cn).unwrap_or_default(),
+        response_status: response_status as i32,
+        optional,
+    })
+}
+
+/// Builds the contract's event for one VEVENT occurrence.
+pub struct EventParts<'a> {
+    /// The VEVENT the fields come from.
+    pub vevent: &'a VEvent,
+    /// The provider event id.
+    pub id: String,
+    /// The resource's etag.
+    pub etag: &'a str,
+    /// The occurrence's start.
+    pub start: When,
+    /// The occurrence's end.
+    pub end: When,
+    /// The link to the series, for instances.
+    pub link: Option<pb::RecurrenceLink>,
+    /// Strip content (FREE_BUSY accounts).
+    pub busy_only: bool,
+}
+
+impl EventParts<'_> {
+    /// The event.
+    pub fn build(self) -> pb::Event {
+        let v = self.vevent;
+        let mut e = pb::Event {
+            provider_event_id: self.id,
+            ical_uid: v.uid.clone(),
+            version: self.etag.to_string(),
+            start: Some(self.start.event_time()),
+            end: Some(self.end.event_time()),
+            status: v.status as i32,
+            transparency: v.transparency as i32,
+            recurrence_link: self.link,
+            created_at: v.created.map(calbridge::time::to_timestamp),
+            updated_at: v.last_modified.map(calbridge::time::to_timestamp),
+            ..Default::default()
+        };
+        if !self.busy_only {
+            e.title = v.summary.clone();
+            e.description = v.description.clone();
+            e.location = v.location.clone();
+            e.attendees = v.attendees.clone();
+            e.organizer = v.organizer.clone();
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! Expansion of a calendar object resource into the events of a sync
+//! window: a single event stays one event (id = resource href); a series is
+//! expanded with the `rrule` crate (RRULE, RDATE, EXDATE, with DTSTART
+//! always the first instance as RFC 5545 counts it, even when it does not
+//! match its own rule) and each instance gets the id
+//! `<href>#<original start>`, replaced by its RECURRENCE-ID override when
+//! there is one. Server-side `expand` is never used.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use calbridge::pb;
+
+use crate::mapping::{
+    local_to_utc, CalendarObject, EventParts, IcalError, UntilValue, VEvent, When,
+};
+
+/// The most occurrences one series may produce in a window.
+const MAX_OCCURRENCES: u16 = u16::MAX;
+
+/// A sync window `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Start (inclusive).
+    pub start: DateTime<Utc>,
+    /// End (exclusive).
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    /// True when `[start, end)` (dates read in `zone`) overlaps the window;
+    /// a zero-length event counts when its start is inside.
+    pub fn overlaps(&self, start: &When, end: &When, zone: Tz) -> bool {
+        let (s, e) = (start.utc(zone), end.utc(zone));
+        s < self.end && (e > self.start || (e == s && s >= self.start))
+    }
+}
+
+/// The id of an instance of the series stored at `href`.
+pub fn instance_id(href: &str, original: &When) -> String {
+    format!("{href}#{}", original.id_suffix())
+}
+
+/// The events of a resource inside `window`: the single event, or the
+/// series' instances (overrides applied, cancelled overrides kept as
+/// cancelled instances, EXDATEs removed).
+pub fn expand(
+    obj: &CalendarObject,
+    href: &str,
+    etag: &str,
+    window: Window,
+    busy_only: bool,
+) -> Result<Vec<pb::Event>, IcalError> {
+    let zone = obj.floating_zone;
+    let mut out = Vec::new();
+    let Some(master) = obj.master.as_ref() else {
+        // Overrides without their master (an invitation to one instance):
+        // each is an instance of a series we cannot see.
+        for ov in &obj.overrides {
+            if window.overlaps(&ov.start, &ov.end, zone) {
+                out.push(instance(ov, href, etag, ov.start, ov.end, busy_only));
+            }
+        }
+        return Ok(out);
+    };
+    if !obj.is_recurring() {
+        if window.overlaps(&master.start, &master.end, zone) {
+            out.push(
+                EventParts {
+                    vevent: master,
+                    id: href.to_string(),
+                    etag,
+                    start: master.start,
+                    end: master.end,
+                    link: None,
+                    busy_only,
+                }
+                .build(),
+            );
+        }
+        return Ok(out);
+    }
+
+    let key = |w: &When| w.utc(Tz::UTC);
+    let excluded: BTreeSet<DateTime<Utc>> = master.exdates.iter().map(key).collect();
+    let overrides: BTreeMap<DateTime<Utc>, &VEvent> = obj
+        .overrides
+        .iter()
+        .filter_map(|ov| ov.recurrence_id.as_ref().map(|rid| (key(rid), ov)))
+        .collect();
+
+    for original in occurrences(master, window)? {
+        let k = key(&original);
+        if overrides.contains_key(&k) {
+            continue;
+        }
+        let end = shift_end(master, &original);
+        if window.overlaps(&original, &end, zone) {
+            out.push(instance_of(
+                master, href, etag, original, original, end, busy_only,
+            ));
+        }
+    }
+    for (k, ov) in &overrides {
+        if excluded.contains(k) {
+            continue;
+        }
+        if window.overlaps(&ov.start, &ov.end, zone) {
+            let original = ov.recurrence_id.expect("overrides have a recurrence id");
+            out.push(instance_of(
+                ov, href, etag, original, ov.start, ov.end, busy_only,
+            ));
+        }
+    }
+    out.sort_by_key(|e| {
+        e.start
+            .as_ref()
+            .and_then(|s| calbridge::time::parse_event_time(s).ok())
+            .map(|b| calbridge::time::boundary_utc(b, Some(zone)))
+    });
+    Ok(out)
+}
+
+fn instance(
+    v: &VEvent,
+    href: &str,
+    etag: &str,
+    start: When,
+    end: When,
+    busy_only: bool,
+) -> pb::Event {
+    let original = v.recurrence_id.unwrap_or(start);
+    instance_of(v, href, etag, original, start, end, busy_only)
+}
+
+fn instance_of(
+    v: &VEvent,
+    href: &str,
+    etag: &str,
+    original: When,
+    start: When,
+    end: When,
+    busy_only: bool,
+) -> pb::Event {
+    EventParts {
+        vevent: v,
+        id: instance_id(href, &original),
+        etag,
+        start,
+        end,
+        link: Some(pb::RecurrenceLink {
+            series_event_id: href.to_string(),
+            original_start: Some(original.event_time()),
+        }),
+        busy_only,
+    }
+    .build()
+}
+
+/// The end of the instance starting at `original`: the master's duration
+/// added (days for all-day series, exact time otherwise).
+fn shift_end(master: &VEvent, original: &When) -> When {
+    match (master.start, master.end, original) {
+        (When::Date(s), When::Date(e), When::Date(o)) => When::Date(*o + (e - s)),
+        (When::At(s, _), When::At(e, _), When::At(o, z)) => When::At(*o + (e - s), *z),
+        (_, _, o) => *o,
+    }
+}
+
+/// The original starts of a series' occurrences that may overlap `window`
+/// (starting up to the series' duration before it).
+pub fn occurrences(master: &VEvent, window: Window) -> Result<Vec<When>, IcalError> {
+    let (dt_start, zone, all_day) = match master.start {
+        When::Date(d) => (
+            rrule::Tz::UTC.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")),
+            Tz::UTC,
+            true,
+        ),
+        When::At(t, z) => (t.with_timezone(&rrule::Tz::Tz(z)), z, false),
+    };
+    let to_rrule = |w: &When| -> DateTime<rrule::Tz> {
+        match w {
+            When::Date(d) => {
+                rrule::Tz::UTC.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            }
+            When::At(t, _) => t.with_timezone(&rrule::Tz::Tz(zone)),
+        }
+    };
+    let mut set = rrule::RRuleSet::new(dt_start);
+    for rule in &master.rules {
+        let mut parsed: rrule::RRule<rrule::Unvalidated> = rule
+            .text
+            .parse()
+            .map_err(|e: rrule::RRuleError| IcalError::BadRule(e.to_string()))?;
+        if let Some(until) = rule.until {
+            let utc = match until {
+                UntilValue::Utc(t) => t,
+                UntilValue::Date(d) => {
+                    let end = d.and_hms_opt(23, 59, 59).expect("valid time");
+                    if all_day {
+                        Utc.from_utc_datetime(&end)
+                    } else {
+                        local_to_utc(end, zone)
+                    }
+                }
+                UntilValue::Local(t) => local_to_utc(t, zone),
+            };
+            parsed = parsed.until(utc.with_timezone(&rrule::Tz::UTC));
+        }
+        let validated = parsed
+            .validate(dt_start)
+            .map_err(|e| IcalError::BadRule(e.to_string()))?;
+        set = set.rrule(validated);
+    }
+    for r in &master.rdates {
+        set = set.rdate(to_rrule(r));
+    }
+    for x in &master.exdates {
+        set = set.exdate(to_rrule(x));
+    }
+    // RFC 5545: DTSTART is the first instance even when its rule does not
+    // produce it (an EXDATE still removes it).
+    set = set.rdate(dt_start);
+    let duration = match (master.start, master.end) {
+        (When::Date(s), When::Date(e)) => Duration::days((e - s).num_days()),
+        (When::At(s, _), When::At(e, _)) => e - s,
+        _ => Duration::zero(),
+    };
+    // Dates are compared at UTC midnight here; widen by a day so all-day
+    // instances near the edges, read in the calendar's zone, are kept.
+    let slack = Duration::days(1) + duration;
+    let after = (window.start - slack).with_timezone(&rrule::Tz::UTC);
+    let before = (window.end + Duration::days(1)).with_timezone(&rrule::Tz::UTC);
+    let result = set.after(after).before(before).all(MAX_OCCURRENCES);
+    let mut seen = BTreeSet::new();
+    Ok(result
+        .dates
+        .into_iter()
+        .filter(|d| seen.insert(d.with_timezone(&Utc)))
+        .map(|d| {
+            if all_day {
+                When::Date(d.with_timezone(&Utc).date_naive())
+            } else {
+                When::At(d.with_timezone(&Utc), zone)
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,250 @@
+//! Availability bench binary: prints figures, asserts nothing about speed.
+//!
+//! `cargo build --release --workspace --bins && cargo bench -p calbridge-e2e --bench availability_grpc`
+//! (`BENCH_PARTICIPANTS`, default 50). On the deterministic scenario of
+//! `calbridge_scheduler::availability::scenario` (four weeks, about eight
+//! events a working day, working hours in eight zones, buffers, 30-minute
+//! slots on a 15-minute grid) it prints, in one run:
+//! - the engine's p50/p99 on the scenario in memory;
+//! - the brute-force reference's time on the same input (the ratio's base);
+//! - end-to-end `QueryAvailability` p50/p99 over gRPC on loopback, after the
+//!   same busy time was put into sandbox calendars and synced into the mirror.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use calbridge::pb;
+use calbridge_e2e::{wait_synced, Stack};
+use calbridge_scheduler::availability::{self, reference, BusySpan, BusyStatus, Required};
+use chrono::Weekday;
+
+fn pct(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let n: usize = std::env::var("BENCH_PARTICIPANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let (req, people, now) = availability::scenario(n, 42);
+
+    // The engine, in memory.
+    let runs = if n > 500 { 100 } else { 1000 };
+    let mut t = Vec::with_capacity(runs);
+    let mut slots = 0;
+    for _ in 0..runs {
+        let s = Instant::now();
+        slots = availability::query(&req, &people, now)
+            .expect("valid")
+            .slots
+            .len();
+        t.push(s.elapsed());
+    }
+    let (e50, e99) = pct(t);
+    let s = Instant::now();
+    let reference_runs = 3;
+    for _ in 0..reference_runs {
+        reference::query(&req, &people, now).expect("valid");
+    }
+    let r = s.elapsed() / reference_runs;
+    println!("availability, {n} participants, 4 weeks, {slots} slots");
+    println!("  engine            p50 {}  p99 {}", us(e50), us(e99));
+    println!(
+        "  brute force       {} per query  (engine p50 is {:.0}x faster)",
+        us(r),
+        r.as_secs_f64() / e50.as_secs_f64()
+    );
+
+    // The same busy time, in the mirror, shifted by whole weeks so the period
+    // starts in the future (weekdays and local times are kept).
+    let real_now = chrono::Utc::now().timestamp_millis();
+    let weeks = ((real_now - now) / WEEK_MS) + 1;
+    let shift = weeks * WEEK_MS;
+    let stack = Stack::start().await?;
+    let (_, key) = stack.tenant("bench").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let mut sandbox = stack.sandbox().await?;
+    let weekdays = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+    let seed_started = Instant::now();
+    let mut members = Vec::with_capacity(n);
+    for (i, p) in people.iter().enumerate() {
+        let user = format!("p{i}@example.com");
+        sandbox
+            .create_user(pb::CreateSandboxUserRequest {
+                username: user.clone(),
+                password: "pw".into(),
+            })
+            .await?;
+        for b in p.busy() {
+            let (start, end) = match b.span {
+                BusySpan::Timed { start_ms, end_ms } => (
+                    calbridge::time::instant(
+                        chrono::DateTime::from_timestamp_millis(start_ms + shift).unwrap(),
+                        "UTC",
+                    ),
+                    calbridge::time::instant(
+                        chrono::DateTime::from_timestamp_millis(end_ms + shift).unwrap(),
+                        "UTC",
+                    ),
+                ),
+                BusySpan::AllDay { start, end } => (
+                    calbridge::time::date(start + chrono::Duration::weeks(weeks)),
+                    calbridge::time::date(end + chrono::Duration::weeks(weeks)),
+                ),
+            };
+            let mut e = pb::Event {
+                title: "Busy".into(),
+                start: Some(start),
+                end: Some(end),
+                ..Default::default()
+            };
+            match b.status {
+                BusyStatus::Tentative => e.status = pb::EventStatus::Tentative as i32,
+                BusyStatus::OutOfOffice => e.event_type = pb::EventType::OutOfOffice as i32,
+                BusyStatus::Free => e.transparency = pb::Transparency::Transparent as i32,
+                BusyStatus::Busy => {}
+            }
+            sandbox
+                .put_event(pb::PutSandboxEventRequest {
+                    username: user.clone(),
+                    calendar_id: String::new(),
+                    event: Some(e),
+                })
+                .await?;
+        }
+        let account = c
+            .connect_password_account(pb::ConnectPasswordAccountRequest {
+                provider: pb::Provider::Sandbox as i32,
+                server_url: String::new(),
+                username: user,
+                password: "pw".into(),
+                access_level: pb::AccessLevel::FreeBusy as i32,
+            })
+            .await?
+            .into_inner()
+            .account_id;
+        let hours = p.working_hours().expect("scenario has working hours");
+        let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        c.put_working_hours(pb::PutWorkingHoursRequest {
+            working_hours_id: format!("wh{i}"),
+            hours: Some(pb::WorkingHours {
+                time_zone: p.time_zone().name().to_string(),
+                weekly: hours
+                    .weekly
+                    .iter()
+                    .map(|r| pb::WeeklyRule {
+                        weekday: weekdays.iter().position(|d| *d == r.weekday).unwrap() as u32 + 1,
+                        start: hhmm(r.range.start_minute),
+                        end: hhmm(r.range.end_minute),
+                    })
+                    .collect(),
+                overrides: hours
+                    .overrides
+                    .iter()
+                    .map(|o| pb::DateOverride {
+                        date: (o.date + chrono::Duration::weeks(weeks))
+                            .format("%Y-%m-%d")
+                            .to_string(),
+                        ranges: o
+                            .ranges
+                            .iter()
+                            .map(|r| pb::LocalRange {
+                                start: hhmm(r.start_minute),
+                                end: hhmm(r.end_minute),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+        })
+        .await?;
+        members.push((account, p.max_events_per_day(), p.max_events_per_week()));
+    }
+    for (account, _, _) in &members {
+        wait_synced(&mut c, account).await?;
+    }
+    println!(
+        "  (seeded and synced {n} sandbox accounts in {:.1} s)",
+        seed_started.elapsed().as_secs_f64()
+    );
+
+    let member = |i: usize| pb::AvailabilityMember {
+        account_id: members[i].0.clone(),
+        working_hours_id: format!("wh{i}"),
+        max_events_per_day: members[i].1,
+        max_events_per_week: members[i].2,
+        ..Default::default()
+    };
+    let request = pb::QueryAvailabilityRequest {
+        groups: req
+            .groups
+            .iter()
+            .map(|g| pb::ParticipantGroup {
+                members: g.members.iter().map(|&i| member(i)).collect(),
+                required: match g.required {
+                    Required::All => 0,
+                    Required::AtLeast(k) => k,
+                },
+            })
+            .collect(),
+        duration_minutes: req.duration_minutes,
+        periods: req
+            .periods
+            .iter()
+            .map(|p| pb::TimeWindow {
+                start: Some(calbridge::time::to_timestamp(
+                    chrono::DateTime::from_timestamp_millis(p.start_ms + shift).unwrap(),
+                )),
+                end: Some(calbridge::time::to_timestamp(
+                    chrono::DateTime::from_timestamp_millis(p.end_ms + shift).unwrap(),
+                )),
+            })
+            .collect(),
+        buffer_before_minutes: req.buffer_before_minutes,
+        buffer_after_minutes: req.buffer_after_minutes,
+        start_interval_minutes: req.start_interval_minutes,
+        minimum_notice_minutes: req.minimum_notice_minutes,
+        tentative_is_busy: req.tentative_is_busy,
+        format: pb::AvailabilityFormat::Slots as i32,
+        max_results: req.max_results,
+        max_staleness_seconds: 0,
+    };
+    let runs = if n > 500 { 50 } else { 500 };
+    let mut t = Vec::with_capacity(runs);
+    let mut got = 0;
+    for _ in 0..runs {
+        let s = Instant::now();
+        got = c
+            .query_availability(request.clone())
+            .await?
+            .into_inner()
+            .slots
+            .len();
+        t.push(s.elapsed());
+    }
+    let (g50, g99) = pct(t);
+    println!(
+        "  gRPC end to end   p50 {}  p99 {}  ({got} slots)",
+        us(g50),
+        us(g99)
+    );
+    Ok(())
+}

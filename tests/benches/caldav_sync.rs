@@ -1,0 +1,419 @@
+//! CalDAV sync benchmark: prints figures, asserts nothing about speed.
+//!
+//! Run with
+//! `cargo build --release -p calbridge-scheduler -p calbridge-adapter-caldav --bins &&
+//!  CALBRIDGE_TEST_PYTHON=$PWD/target/test-env/bin/python cargo bench -p calbridge-e2e --bench caldav_sync`
+//! (`BENCH_EVENTS`, default 2000, sets the number of seeded events).
+//!
+//! One Radicale (from the test venv, htpasswd auth, info-level log) is
+//! seeded with a mix of all-day, timed UTC, timed TZID (Europe/Berlin,
+//! America/New_York) and recurring events (weekly, and daily with a moved
+//! instance) by one whole-VCALENDAR PUT to the collection URL. Then, in the
+//! same run and against the same collection:
+//! - (a) calbridge initial sync: ConnectPasswordAccount through the real
+//!   scheduler and CalDAV adapter (release builds) until the calendar left
+//!   its initial sync;
+//! - (b) calbridge no-change re-sync: SyncNow until `last_success` advances;
+//! - (c) vdirsyncer (the peer, from the venv): first full sync of the
+//!   collection to a local folder, then a no-change re-sync.
+//!
+//! Requests are counted from Radicale's own log: at info level it writes one
+//! `METHOD request for '...' received` line per request, so the counts are
+//! what the server saw (no proxy in the path to distort the timings). The
+//! adapter suggests a one-hour poll interval so no background poll runs
+//! during the measurements.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use calbridge::pb;
+use calbridge_e2e::caldav::{
+    connect, ical_date, ical_utc, last_success_ms, sync_status, wait_initial_sync,
+    wait_synced_after, CaldavStack, DavServer, ServerKind,
+};
+use chrono::{NaiveDate, TimeZone, Utc};
+
+const VTIMEZONES: &str = "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\n\
+BEGIN:DAYLIGHT\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\nTZNAME:CEST\r\n\
+DTSTART:19700329T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\nEND:DAYLIGHT\r\n\
+BEGIN:STANDARD\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nTZNAME:CET\r\n\
+DTSTART:19701025T030000\r\nRRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\nEND:STANDARD\r\n\
+END:VTIMEZONE\r\n\
+BEGIN:VTIMEZONE\r\nTZID:America/New_York\r\n\
+BEGIN:DAYLIGHT\r\nTZOFFSETFROM:-0500\r\nTZOFFSETTO:-0400\r\nTZNAME:EDT\r\n\
+DTSTART:19700308T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=2SU\r\nEND:DAYLIGHT\r\n\
+BEGIN:STANDARD\r\nTZOFFSETFROM:-0400\r\nTZOFFSETTO:-0500\r\nTZNAME:EST\r\n\
+DTSTART:19701101T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=1SU\r\nEND:STANDARD\r\n\
+END:VTIMEZONE\r\n";
+
+/// One VCALENDAR with `n` events (one UID each) of mixed shapes; returns
+/// it and how many of each shape.
+fn seed_calendar(n: usize) -> (String, BTreeMap<&'static str, usize>) {
+    let today = Utc::now().date_naive();
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut out =
+        String::from("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//calbridge bench//EN\r\n");
+    out.push_str(VTIMEZONES);
+    for i in 0..n {
+        let day: NaiveDate = today + chrono::Duration::days(1 + (i % 300) as i64);
+        let hour = 7 + (i % 10) as u32;
+        let local = |d: NaiveDate, h: u32| format!("{}T{:02}0000", ical_date(d), h);
+        let utc = |d: NaiveDate, h: u32| {
+            ical_utc(Utc.from_utc_datetime(&d.and_hms_opt(h, 0, 0).expect("hour")))
+        };
+        let mut ev = |lines: Vec<String>| {
+            out.push_str("BEGIN:VEVENT\r\n");
+            out.push_str(&format!(
+                "UID:bench-{i}@example.com\r\nDTSTAMP:20260101T000000Z\r\n"
+            ));
+            out.push_str(&format!(
+                "SUMMARY:Bench event {i}\r\nDESCRIPTION:Seeded for the CalDAV sync benchmark\\, number {i}.\r\n"
+            ));
+            for l in lines {
+                out.push_str(&l);
+                out.push_str("\r\n");
+            }
+            out.push_str("END:VEVENT\r\n");
+        };
+        match i % 10 {
+            0 | 1 => {
+                *kinds.entry("all-day").or_default() += 1;
+                ev(vec![
+                    format!("DTSTART;VALUE=DATE:{}", ical_date(day)),
+                    format!(
+                        "DTEND;VALUE=DATE:{}",
+                        ical_date(day + chrono::Duration::days(1))
+                    ),
+                ]);
+            }
+            2..=4 => {
+                *kinds.entry("timed UTC").or_default() += 1;
+                ev(vec![
+                    format!("DTSTART:{}", utc(day, hour)),
+                    format!("DTEND:{}", utc(day, hour + 1)),
+                ]);
+            }
+            5 | 6 => {
+                *kinds.entry("timed Europe/Berlin").or_default() += 1;
+                ev(vec![
+                    format!("DTSTART;TZID=Europe/Berlin:{}", local(day, hour)),
+                    format!("DTEND;TZID=Europe/Berlin:{}", local(day, hour + 1)),
+                ]);
+            }
+            7 => {
+                *kinds.entry("timed America/New_York").or_default() += 1;
+                ev(vec![
+                    format!("DTSTART;TZID=America/New_York:{}", local(day, hour)),
+                    format!("DTEND;TZID=America/New_York:{}", local(day, hour + 1)),
+                    "LOCATION:New York".into(),
+                ]);
+            }
+            8 => {
+                *kinds.entry("weekly series (x6)").or_default() += 1;
+                ev(vec![
+                    format!("DTSTART:{}", utc(day, hour)),
+                    format!("DTEND:{}", utc(day, hour + 1)),
+                    "RRULE:FREQ=WEEKLY;COUNT=6".into(),
+                ]);
+            }
+            _ => {
+                *kinds.entry("daily series (x5, one moved)").or_default() += 1;
+                ev(vec![
+                    format!("DTSTART;TZID=Europe/Berlin:{}", local(day, hour)),
+                    format!("DTEND;TZID=Europe/Berlin:{}", local(day, hour + 1)),
+                    "RRULE:FREQ=DAILY;COUNT=5".into(),
+                ]);
+                let second = day + chrono::Duration::days(1);
+                ev(vec![
+                    format!("RECURRENCE-ID;TZID=Europe/Berlin:{}", local(second, hour)),
+                    format!("DTSTART;TZID=Europe/Berlin:{}", local(second, hour + 2)),
+                    format!("DTEND;TZID=Europe/Berlin:{}", local(second, hour + 3)),
+                ]);
+            }
+        }
+    }
+    out.push_str("END:VCALENDAR\r\n");
+    (out, kinds)
+}
+
+/// Requests between two snapshots of the server's counts.
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(m, n)| (m.clone(), n - before.get(m).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+fn total(c: &BTreeMap<String, u64>) -> u64 {
+    c.values().sum()
+}
+
+fn by_method(c: &BTreeMap<String, u64>) -> String {
+    c.iter()
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+struct Row {
+    what: String,
+    time: Duration,
+    requests: BTreeMap<String, u64>,
+}
+
+/// Runs vdirsyncer with `args`; fails with its output when it fails.
+async fn vdirsyncer(bin: &std::path::Path, config: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "vdirsyncer {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// vdirsyncer's first sync and no-change re-sync of the collection, with
+/// its start-up cost measured apart.
+async fn run_vdirsyncer(server: &DavServer, rows: &mut Vec<Row>) -> Result<()> {
+    let bin = calbridge_e2e::caldav::venv_bin()?.join("vdirsyncer");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing (tests/python/requirements.txt lists vdirsyncer; run scripts/test-env)",
+            bin.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local)?;
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\n\
+             status_path = \"{status}/\"\n\n\
+             [pair bench]\n\
+             a = \"bench_remote\"\n\
+             b = \"bench_local\"\n\
+             collections = null\n\
+             conflict_resolution = \"a wins\"\n\n\
+             [storage bench_remote]\n\
+             type = \"caldav\"\n\
+             url = \"{url}\"\n\
+             username = \"{user}\"\n\
+             password = \"{password}\"\n\n\
+             [storage bench_local]\n\
+             type = \"filesystem\"\n\
+             path = \"{local}/\"\n\
+             fileext = \".ics\"\n",
+            status = dir.path().join("status").display(),
+            url = server.url(&server.calendar)?,
+            user = server.username,
+            password = server.password,
+            local = local.display(),
+        ),
+    )?;
+
+    let t = Instant::now();
+    let out = tokio::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .await?;
+    let startup = t.elapsed();
+    if !out.status.success() {
+        bail!("vdirsyncer --version failed");
+    }
+
+    let c0 = server.request_counts();
+    let t = Instant::now();
+    vdirsyncer(&bin, &config, &["discover"]).await?;
+    let discover = t.elapsed();
+    let c1 = server.request_counts();
+    rows.push(Row {
+        what: "vdirsyncer discover (not in the ratios)".into(),
+        time: discover,
+        requests: delta(&c0, &c1),
+    });
+
+    let t = Instant::now();
+    vdirsyncer(&bin, &config, &["sync"]).await?;
+    let first = t.elapsed();
+    let c2 = server.request_counts();
+    let files = std::fs::read_dir(&local)?.count();
+    rows.push(Row {
+        what: format!("vdirsyncer first full sync ({files} files)"),
+        time: first,
+        requests: delta(&c1, &c2),
+    });
+
+    let t = Instant::now();
+    vdirsyncer(&bin, &config, &["sync"]).await?;
+    let again = t.elapsed();
+    let c3 = server.request_counts();
+    rows.push(Row {
+        what: "vdirsyncer no-change re-sync".into(),
+        time: again,
+        requests: delta(&c2, &c3),
+    });
+    rows.push(Row {
+        what: "(vdirsyncer --version: Python start-up)".into(),
+        time: startup,
+        requests: BTreeMap::new(),
+    });
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    if std::env::var_os("CALBRIDGE_TEST_PYTHON").is_none() {
+        println!(
+            "caldav_sync: CALBRIDGE_TEST_PYTHON is not set; run scripts/test-env and set it to \
+             target/test-env/bin/python to run this benchmark"
+        );
+        return Ok(());
+    }
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+
+    let server = DavServer::start(ServerKind::Radicale).await?;
+    let (ics, kinds) = seed_calendar(n);
+    let t = Instant::now();
+    server.put_collection(&ics).await?;
+    let seeded_in = t.elapsed();
+    let members = server.members().await?.len();
+    println!(
+        "Radicale seeded with {n} events in {members} resources by one {} KiB VCALENDAR PUT in {:.2} s: {}",
+        ics.len() / 1024,
+        seeded_in.as_secs_f64(),
+        kinds
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if members != n {
+        bail!("expected {n} resources on the server, found {members}");
+    }
+
+    // An hour between polls: only our SyncNow syncs during the run.
+    let stack = CaldavStack::start(3600).await?;
+    let (_, key) = stack.tenant("bench").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let mut rows = Vec::new();
+
+    // (a) initial sync, discovery included.
+    let c0 = server.request_counts();
+    let t = Instant::now();
+    let account = connect(&mut c, &server, &server.password).await?.account_id;
+    wait_initial_sync(
+        &mut c,
+        &account,
+        Duration::from_secs(600),
+        Duration::from_millis(2),
+    )
+    .await?;
+    let initial = t.elapsed();
+    let c1 = server.request_counts();
+    let status = sync_status(&mut c, &account).await?;
+    let mirrored: u64 = status.iter().map(|s| s.events).sum();
+    let calendars = status.len();
+    if status.iter().any(|s| !s.last_error.is_empty()) {
+        bail!("the initial sync failed: {status:?}");
+    }
+    rows.push(Row {
+        what: format!(
+            "calbridge initial sync ({calendars} calendar(s), {mirrored} events in the mirror)"
+        ),
+        time: initial,
+        requests: delta(&c0, &c1),
+    });
+
+    // (b) no-change re-sync.
+    let before = status
+        .iter()
+        .map(last_success_ms)
+        .max()
+        .unwrap_or(0)
+        .max(Utc::now().timestamp_millis());
+    let t = Instant::now();
+    c.sync_now(pb::SyncNowRequest {
+        account_id: account.clone(),
+        calendar_id: String::new(),
+    })
+    .await?;
+    wait_synced_after(
+        &mut c,
+        &account,
+        before,
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+    )
+    .await?;
+    let resync = t.elapsed();
+    let c2 = server.request_counts();
+    rows.push(Row {
+        what: "calbridge no-change re-sync (SyncNow)".into(),
+        time: resync,
+        requests: delta(&c1, &c2),
+    });
+
+    // (c) the peer.
+    let peer = run_vdirsyncer(&server, &mut rows).await;
+
+    println!();
+    println!("{:<72} {:>10} {:>9}  by method", "run", "time", "requests");
+    for r in &rows {
+        println!(
+            "{:<72} {:>8.3} s {:>9}  {}",
+            r.what,
+            r.time.as_secs_f64(),
+            total(&r.requests),
+            by_method(&r.requests)
+        );
+    }
+    println!();
+    match peer {
+        Ok(()) => {
+            let find = |prefix: &str| rows.iter().find(|r| r.what.starts_with(prefix));
+            if let (Some(ci), Some(cr), Some(vi), Some(vr)) = (
+                find("calbridge initial"),
+                find("calbridge no-change"),
+                find("vdirsyncer first"),
+                find("vdirsyncer no-change"),
+            ) {
+                println!(
+                    "initial sync: calbridge / vdirsyncer time = {:.2}x; requests {} vs {}",
+                    ci.time.as_secs_f64() / vi.time.as_secs_f64(),
+                    total(&ci.requests),
+                    total(&vi.requests)
+                );
+                println!(
+                    "no-change re-sync: calbridge / vdirsyncer time = {:.3}x; requests {} vs {} \
+                     (target for calbridge: one request per calendar = {calendars})",
+                    cr.time.as_secs_f64() / vr.time.as_secs_f64(),
+                    total(&cr.requests),
+                    total(&vr.requests)
+                );
+                println!(
+                    "note: vdirsyncer's times include its Python start-up (see the --version row); \
+                     calbridge's initial sync includes account discovery and writing the mirror"
+                );
+            }
+        }
+        Err(e) => println!("vdirsyncer could not be run here, so no ratios: {e:#}"),
+    }
+    Ok(())
+}
