@@ -30,7 +30,7 @@ use anyhow::{bail, Context, Result};
 use calbridge::pb;
 use calbridge_e2e::caldav::{
     connect, ical_date, ical_utc, last_success_ms, sync_status, wait_initial_sync,
-    wait_synced_after, CaldavStack, DavServer, ServerKind,
+    wait_synced_after, CaldavStack, DavServer, LoggedRequest, ServerKind,
 };
 use chrono::{NaiveDate, TimeZone, Utc};
 
@@ -137,30 +137,77 @@ fn seed_calendar(n: usize) -> (String, BTreeMap<&'static str, usize>) {
     (out, kinds)
 }
 
-/// Requests between two snapshots of the server's counts.
-fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(m, n)| (m.clone(), n - before.get(m).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect()
+/// What the server had logged at one moment.
+struct Snap {
+    requests: usize,
+    seconds: BTreeMap<String, f64>,
 }
 
-fn total(c: &BTreeMap<String, u64>) -> u64 {
-    c.values().sum()
+fn snap(server: &DavServer) -> Snap {
+    Snap {
+        requests: server.logged_requests().len(),
+        seconds: server.server_seconds(),
+    }
 }
 
-fn by_method(c: &BTreeMap<String, u64>) -> String {
-    c.iter()
-        .map(|(m, n)| format!("{m} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
+/// One measured run: its time, and the requests the server saw meanwhile.
 struct Row {
     what: String,
     time: Duration,
-    requests: BTreeMap<String, u64>,
+    requests: Vec<LoggedRequest>,
+    server_seconds: f64,
+}
+
+impl Row {
+    fn new(what: impl Into<String>, time: Duration, server: &DavServer, from: &Snap) -> Row {
+        let all = server.logged_requests();
+        let now = server.server_seconds();
+        let server_seconds = now
+            .iter()
+            .map(|(m, s)| s - from.seconds.get(m).copied().unwrap_or(0.0))
+            .sum();
+        Row {
+            what: what.into(),
+            time,
+            requests: all[from.requests.min(all.len())..].to_vec(),
+            server_seconds,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.requests.len()
+    }
+
+    fn by_method(&self) -> String {
+        let mut m: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &self.requests {
+            *m.entry(r.method.as_str()).or_default() += 1;
+        }
+        m.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Requests grouped by method, path and depth, most frequent first.
+    fn pattern(&self) -> String {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &self.requests {
+            let depth = r
+                .depth
+                .as_ref()
+                .map(|d| format!(" depth {d}"))
+                .unwrap_or_default();
+            *m.entry(format!("{} {}{depth}", r.method, r.path))
+                .or_default() += 1;
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.iter()
+            .map(|(k, n)| format!("{n} x {k}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Runs vdirsyncer with `args`; fails with its output when it fails.
@@ -235,43 +282,76 @@ async fn run_vdirsyncer(server: &DavServer, rows: &mut Vec<Row>) -> Result<()> {
         bail!("vdirsyncer --version failed");
     }
 
-    let c0 = server.request_counts();
+    let s0 = snap(server);
     let t = Instant::now();
     vdirsyncer(&bin, &config, &["discover"]).await?;
-    let discover = t.elapsed();
-    let c1 = server.request_counts();
-    rows.push(Row {
-        what: "vdirsyncer discover (not in the ratios)".into(),
-        time: discover,
-        requests: delta(&c0, &c1),
-    });
+    rows.push(Row::new(
+        "vdirsyncer discover (not in the ratios)",
+        t.elapsed(),
+        server,
+        &s0,
+    ));
 
+    let s1 = snap(server);
     let t = Instant::now();
     vdirsyncer(&bin, &config, &["sync"]).await?;
     let first = t.elapsed();
-    let c2 = server.request_counts();
     let files = std::fs::read_dir(&local)?.count();
-    rows.push(Row {
-        what: format!("vdirsyncer first full sync ({files} files)"),
-        time: first,
-        requests: delta(&c1, &c2),
-    });
+    rows.push(Row::new(
+        format!("vdirsyncer first full sync ({files} files)"),
+        first,
+        server,
+        &s1,
+    ));
 
+    let s2 = snap(server);
     let t = Instant::now();
     vdirsyncer(&bin, &config, &["sync"]).await?;
-    let again = t.elapsed();
-    let c3 = server.request_counts();
-    rows.push(Row {
-        what: "vdirsyncer no-change re-sync".into(),
-        time: again,
-        requests: delta(&c2, &c3),
-    });
-    rows.push(Row {
-        what: "(vdirsyncer --version: Python start-up)".into(),
-        time: startup,
-        requests: BTreeMap::new(),
-    });
+    rows.push(Row::new(
+        "vdirsyncer no-change re-sync",
+        t.elapsed(),
+        server,
+        &s2,
+    ));
+    let s3 = snap(server);
+    rows.push(Row::new(
+        "(vdirsyncer --version alone: its Python start-up)",
+        startup,
+        server,
+        &s3,
+    ));
     Ok(())
+}
+
+/// SyncNow (one calendar, or the account when `calendar` is empty) and
+/// waits, polling every 2 ms, until the sync finished.
+async fn sync_now(
+    c: &mut calbridge_e2e::SchedulerClient,
+    account: &str,
+    calendar: &str,
+) -> Result<Duration> {
+    let before = sync_status(c, account)
+        .await?
+        .iter()
+        .map(last_success_ms)
+        .max()
+        .unwrap_or(0)
+        .max(Utc::now().timestamp_millis());
+    let t = Instant::now();
+    c.sync_now(pb::SyncNowRequest {
+        account_id: account.to_string(),
+        calendar_id: calendar.to_string(),
+    })
+    .await?;
+    wait_synced_after(
+        c,
+        account,
+        before,
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+    )
+    .await?;
+    Ok(t.elapsed())
 }
 
 #[tokio::main]
@@ -295,7 +375,8 @@ async fn main() -> Result<()> {
     let seeded_in = t.elapsed();
     let members = server.members().await?.len();
     println!(
-        "Radicale seeded with {n} events in {members} resources by one {} KiB VCALENDAR PUT in {:.2} s: {}",
+        "Radicale 3.9 seeded with {n} events in {members} resources by one {} KiB VCALENDAR PUT \
+         to the collection in {:.2} s: {}",
         ics.len() / 1024,
         seeded_in.as_secs_f64(),
         kinds
@@ -315,7 +396,7 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
 
     // (a) initial sync, discovery included.
-    let c0 = server.request_counts();
+    let s0 = snap(&server);
     let t = Instant::now();
     let account = connect(&mut c, &server, &server.password).await?.account_id;
     wait_initial_sync(
@@ -326,90 +407,92 @@ async fn main() -> Result<()> {
     )
     .await?;
     let initial = t.elapsed();
-    let c1 = server.request_counts();
     let status = sync_status(&mut c, &account).await?;
     let mirrored: u64 = status.iter().map(|s| s.events).sum();
     let calendars = status.len();
     if status.iter().any(|s| !s.last_error.is_empty()) {
         bail!("the initial sync failed: {status:?}");
     }
-    rows.push(Row {
-        what: format!(
-            "calbridge initial sync ({calendars} calendar(s), {mirrored} events in the mirror)"
+    rows.push(Row::new(
+        format!(
+            "calbridge connect + initial sync ({calendars} calendar(s), {mirrored} events mirrored)"
         ),
-        time: initial,
-        requests: delta(&c0, &c1),
-    });
+        initial,
+        &server,
+        &s0,
+    ));
 
-    // (b) no-change re-sync.
-    let before = status
-        .iter()
-        .map(last_success_ms)
-        .max()
-        .unwrap_or(0)
-        .max(Utc::now().timestamp_millis());
-    let t = Instant::now();
-    c.sync_now(pb::SyncNowRequest {
-        account_id: account.clone(),
-        calendar_id: String::new(),
-    })
-    .await?;
-    wait_synced_after(
-        &mut c,
-        &account,
-        before,
-        Duration::from_secs(60),
-        Duration::from_millis(2),
-    )
-    .await?;
-    let resync = t.elapsed();
-    let c2 = server.request_counts();
-    rows.push(Row {
-        what: "calbridge no-change re-sync (SyncNow)".into(),
-        time: resync,
-        requests: delta(&c1, &c2),
-    });
+    // (b) no-change re-sync: one calendar (what a poll does), then the
+    // whole account (SyncNow also refreshes the calendar list).
+    let s1 = snap(&server);
+    let took = sync_now(&mut c, &account, &server.calendar).await?;
+    rows.push(Row::new(
+        "calbridge no-change re-sync (SyncNow, the calendar)",
+        took,
+        &server,
+        &s1,
+    ));
+    let s2 = snap(&server);
+    let took = sync_now(&mut c, &account, "").await?;
+    rows.push(Row::new(
+        "calbridge no-change re-sync (SyncNow, the whole account)",
+        took,
+        &server,
+        &s2,
+    ));
 
     // (c) the peer.
     let peer = run_vdirsyncer(&server, &mut rows).await;
 
     println!();
-    println!("{:<72} {:>10} {:>9}  by method", "run", "time", "requests");
+    println!(
+        "{:<76} {:>9} {:>9} {:>10}  by method",
+        "run", "time", "requests", "in server"
+    );
     for r in &rows {
         println!(
-            "{:<72} {:>8.3} s {:>9}  {}",
+            "{:<76} {:>7.3} s {:>9} {:>8.3} s  {}",
             r.what,
             r.time.as_secs_f64(),
-            total(&r.requests),
-            by_method(&r.requests)
+            r.total(),
+            r.server_seconds,
+            r.by_method()
         );
+    }
+    println!();
+    for r in &rows {
+        if r.total() > 0 {
+            println!("{}: {}", r.what, r.pattern());
+        }
     }
     println!();
     match peer {
         Ok(()) => {
             let find = |prefix: &str| rows.iter().find(|r| r.what.starts_with(prefix));
             if let (Some(ci), Some(cr), Some(vi), Some(vr)) = (
-                find("calbridge initial"),
-                find("calbridge no-change"),
+                find("calbridge connect + initial"),
+                find("calbridge no-change re-sync (SyncNow, the calendar)"),
                 find("vdirsyncer first"),
                 find("vdirsyncer no-change"),
             ) {
                 println!(
                     "initial sync: calbridge / vdirsyncer time = {:.2}x; requests {} vs {}",
                     ci.time.as_secs_f64() / vi.time.as_secs_f64(),
-                    total(&ci.requests),
-                    total(&vi.requests)
+                    ci.total(),
+                    vi.total()
                 );
                 println!(
                     "no-change re-sync: calbridge / vdirsyncer time = {:.3}x; requests {} vs {} \
                      (target for calbridge: one request per calendar = {calendars})",
                     cr.time.as_secs_f64() / vr.time.as_secs_f64(),
-                    total(&cr.requests),
-                    total(&vr.requests)
+                    cr.total(),
+                    vr.total()
                 );
                 println!(
-                    "note: vdirsyncer's times include its Python start-up (see the --version row); \
-                     calbridge's initial sync includes account discovery and writing the mirror"
+                    "notes: vdirsyncer's times include its Python start-up (see its --version \
+                     row); calbridge's initial sync includes account discovery, recurrence \
+                     expansion and the encrypted mirror writes; \"in server\" sums Radicale's \
+                     own response times from its log"
                 );
             }
         }

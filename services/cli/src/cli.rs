@@ -80,6 +80,12 @@ pub struct UpArgs {
     /// The sandbox adapter's listening address.
     #[arg(long, default_value = "127.0.0.1:50061")]
     pub sandbox_listen: String,
+    /// The CalDAV/iCloud adapter's listening address.
+    #[arg(long, default_value = "127.0.0.1:50062")]
+    pub caldav_listen: String,
+    /// Do not start the CalDAV/iCloud adapter.
+    #[arg(long)]
+    pub no_caldav: bool,
     /// OTLP/gRPC endpoint to export traces to, passed to both processes.
     #[arg(long)]
     pub otlp_endpoint: Option<String>,

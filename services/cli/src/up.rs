@@ -18,6 +18,7 @@ use crate::cli::{UpArgs, DEFAULT_SANDBOX, DEFAULT_SERVER};
 
 const SANDBOX_BIN: &str = "calbridge-adapter-sandbox";
 const SCHEDULER_BIN: &str = "calbridge-scheduler";
+const CALDAV_BIN: &str = "calbridge-adapter-caldav";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const TAIL_LINES: usize = 20;
@@ -186,7 +187,12 @@ async fn start_or_stop(name: &'static str, cmd: Command) -> Result<Option<Servic
     }
 }
 
-fn summary(args: &UpArgs, scheduler: &Service, sandbox: &Service) -> String {
+fn summary(
+    args: &UpArgs,
+    scheduler: &Service,
+    sandbox: &Service,
+    caldav: Option<&Service>,
+) -> String {
     let server = format!("http://{}", scheduler.addr);
     let sandbox_url = format!("http://{}", sandbox.addr);
     let token_file = args.data_dir.join("admin.token");
@@ -194,6 +200,12 @@ fn summary(args: &UpArgs, scheduler: &Service, sandbox: &Service) -> String {
     s.push_str("calbridge is running (Ctrl-C to stop)\n\n");
     s.push_str(&format!("  scheduler    {server}\n"));
     s.push_str(&format!("  sandbox      {sandbox_url}\n"));
+    if let Some(c) = caldav {
+        s.push_str(&format!(
+            "  caldav       http://{} (also serves iCloud)\n",
+            c.addr
+        ));
+    }
     s.push_str(&format!("  data dir     {}\n", args.data_dir.display()));
     s.push_str(&format!("  admin token  {}\n", token_file.display()));
     s.push_str("\nnext steps, in another terminal:\n");
@@ -236,6 +248,33 @@ pub async fn run(args: UpArgs) -> Result<()> {
         return Ok(());
     };
 
+    let mut caldav = None;
+    if !args.no_caldav {
+        let caldav_bin = match sibling(dir, CALDAV_BIN) {
+            Ok(b) => b,
+            Err(e) => {
+                sandbox.stop().await;
+                return Err(e);
+            }
+        };
+        let mut cmd = Command::new(&caldav_bin);
+        cmd.arg("--listen").arg(&args.caldav_listen);
+        if let Some(otlp) = &args.otlp_endpoint {
+            cmd.arg("--otlp-endpoint").arg(otlp);
+        }
+        match start_or_stop("caldav", cmd).await {
+            Ok(Some(s)) => caldav = Some(s),
+            Ok(None) => {
+                sandbox.stop().await;
+                return Ok(());
+            }
+            Err(e) => {
+                sandbox.stop().await;
+                return Err(e);
+            }
+        }
+    }
+
     let mut cmd = Command::new(&scheduler_bin);
     cmd.arg("--listen")
         .arg(&args.listen)
@@ -245,30 +284,52 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .arg("local")
         .arg("--adapter")
         .arg(format!("sandbox=http://{}", sandbox.addr));
+    if let Some(c) = &caldav {
+        cmd.arg("--adapter")
+            .arg(format!("caldav=http://{}", c.addr))
+            .arg("--adapter")
+            .arg(format!("icloud=http://{}", c.addr));
+    }
     if let Some(otlp) = &args.otlp_endpoint {
         cmd.arg("--otlp-endpoint").arg(otlp);
     }
     let mut scheduler = match start_or_stop("scheduler", cmd).await {
         Ok(Some(s)) => s,
         Ok(None) => {
+            if let Some(c) = caldav.as_mut() {
+                c.stop().await;
+            }
             sandbox.stop().await;
             return Ok(());
         }
         Err(e) => {
+            if let Some(c) = caldav.as_mut() {
+                c.stop().await;
+            }
             sandbox.stop().await;
             return Err(e);
         }
     };
 
-    println!("{}", summary(&args, &scheduler, &sandbox));
+    println!("{}", summary(&args, &scheduler, &sandbox, caldav.as_ref()));
 
+    let caldav_died = async {
+        match caldav.as_mut() {
+            Some(c) => c.child.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     let died = tokio::select! {
         _ = calbridge_runtime::shutdown_signal() => None,
         s = sandbox.child.wait() => Some(("sandbox", s)),
         s = scheduler.child.wait() => Some(("scheduler", s)),
+        s = caldav_died => Some(("caldav adapter", s)),
     };
     eprintln!("stopping calbridge");
     scheduler.stop().await;
+    if let Some(c) = caldav.as_mut() {
+        c.stop().await;
+    }
     sandbox.stop().await;
     match died {
         None => Ok(()),

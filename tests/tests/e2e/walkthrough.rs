@@ -50,7 +50,7 @@ impl Cli {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (sp, bp) = (free_port(), free_port());
+    let (sp, bp, cp) = (free_port(), free_port(), free_port());
     let mut up = Command::new(bin("calbridge"))
         .args([
             "up",
@@ -60,6 +60,8 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
             &format!("127.0.0.1:{sp}"),
             "--sandbox-listen",
             &format!("127.0.0.1:{bp}"),
+            "--caldav-listen",
+            &format!("127.0.0.1:{cp}"),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
