@@ -197,7 +197,11 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         .unwrap_or_default();
     let mut cursor = st.cursor.clone();
     let mut seen: HashSet<String> = HashSet::new();
+    let mut skipped: Vec<(String, String)> = Vec::new();
     let mut restarted = false;
+    // FREE_BUSY accounts on providers that answer free/busy natively are
+    // synced from free/busy alone: no event is ever fetched.
+    let native_busy = busy_only && caps.native_free_busy;
     loop {
         let request = pb::SyncEventsRequest {
             credentials: Some(credentials.clone()),
@@ -207,14 +211,20 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
             page_size: shared.config.sync.page_size.min(caps.max_page_size.max(1)),
             busy_only,
         };
-        let page = match client.sync_events(request).await {
-            Ok(r) => r.into_inner(),
+        let result = if native_busy {
+            free_busy_page(&mut client, request).await
+        } else {
+            client.sync_events(request).await.map(|r| r.into_inner())
+        };
+        let page = match result {
+            Ok(p) => p,
             Err(status) => match adapter_error(&status) {
                 ErrorKind::OutOfRange(_) if !restarted => {
                     tracing::info!("provider cursor expired; resyncing from scratch");
                     restarted = true;
                     cursor.clear();
                     seen.clear();
+                    skipped.clear();
                     continue;
                 }
                 e => return Err(e),
@@ -224,6 +234,12 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         let mut puts = Vec::new();
         let mut removes = Vec::new();
         let mut changes = Vec::new();
+        let full_listing = page.full_listing;
+        skipped.extend(
+            page.skipped
+                .iter()
+                .map(|s| (s.item_id.clone(), s.reason.clone())),
+        );
         for mut e in page.upserted {
             if busy_only {
                 strip_content(&mut e);
@@ -297,7 +313,7 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
                 .event_ids(account_id, calendar_id)
                 .map_err(store_err)?
             {
-                if !seen.contains(&pid) {
+                if !seen.contains(&pid) && !is_of_skipped(&pid, &skipped) {
                     deleted.push(pid);
                 }
             }
@@ -336,6 +352,23 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         st.cursor = page.next_cursor.clone();
         if !page.more {
             let now = now_ms();
+            if full_listing {
+                st.skipped = std::mem::take(&mut skipped);
+            } else {
+                // Items read (or deleted) now are no longer broken; newly
+                // broken ones join the list.
+                st.skipped.retain(|(id, _)| {
+                    !puts.iter().any(|p| {
+                        p.provider_event_id == *id
+                            || p.provider_event_id.starts_with(&format!("{id}#"))
+                    }) && !removes.iter().any(|r| r.provider_event_id == *id)
+                });
+                for item in std::mem::take(&mut skipped) {
+                    if !st.skipped.iter().any(|(id, _)| *id == item.0) {
+                        st.skipped.push(item);
+                    }
+                }
+            }
             st.last_success_ms = Some(now);
             st.failures = 0;
             st.last_error.clear();
@@ -367,6 +400,80 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
     }
 }
 
+/// True when a mirrored event belongs to a skipped (unreadable) item: its id
+/// is the item's id, or the item's id followed by "#".
+fn is_of_skipped(pid: &str, skipped: &[(String, String)]) -> bool {
+    skipped.iter().any(|(id, _)| {
+        pid == id
+            || pid
+                .strip_prefix(id.as_str())
+                .is_some_and(|rest| rest.starts_with('#'))
+    })
+}
+
+/// A FREE_BUSY calendar's "page": the provider's busy intervals over the
+/// window as content-free events, listed in full so the mirror is diffed
+/// against them. An interval's id is derived from its times and status, so a
+/// moved meeting is one interval gone and one new.
+async fn free_busy_page(
+    client: &mut crate::adapters::AdapterClient,
+    request: pb::SyncEventsRequest,
+) -> Result<pb::SyncEventsResponse, tonic::Status> {
+    let bounds = request.window.as_ref().and_then(|w| {
+        Some((
+            calbridge::time::from_timestamp(w.start.as_ref()?)?,
+            calbridge::time::from_timestamp(w.end.as_ref()?)?,
+        ))
+    });
+    let busy = client
+        .query_free_busy(pb::ProviderFreeBusyRequest {
+            credentials: request.credentials,
+            calendar_ids: vec![request.calendar_id],
+            window: request.window,
+        })
+        .await?
+        .into_inner()
+        .busy;
+    let upserted = busy
+        .into_iter()
+        .filter_map(|b| {
+            let (start, end) = (
+                calbridge::time::from_timestamp(b.start.as_ref()?)?,
+                calbridge::time::from_timestamp(b.end.as_ref()?)?,
+            );
+            // Intervals clipped by the sliding window's edges would get a
+            // new id at every poll; the edges are a month back and a year
+            // ahead, where nobody looks for a meeting.
+            if bounds.is_some_and(|(ws, we)| start <= ws || end >= we) {
+                return None;
+            }
+            let mut e = pb::Event {
+                provider_event_id: format!(
+                    "busy:{}:{}:{}",
+                    start.timestamp_millis(),
+                    end.timestamp_millis(),
+                    b.status
+                ),
+                version: "1".into(),
+                start: Some(calbridge::time::instant(start, "")),
+                end: Some(calbridge::time::instant(end, "")),
+                ..Default::default()
+            };
+            match pb::BusyStatus::try_from(b.status) {
+                Ok(pb::BusyStatus::Tentative) => e.status = pb::EventStatus::Tentative as i32,
+                Ok(pb::BusyStatus::OutOfOffice) => e.event_type = pb::EventType::OutOfOffice as i32,
+                _ => {}
+            }
+            Some(e)
+        })
+        .collect();
+    Ok(pb::SyncEventsResponse {
+        upserted,
+        full_listing: true,
+        ..Default::default()
+    })
+}
+
 /// Keeps sync state consistent after an account's credentials are fixed:
 /// unpauses its calendars and makes them due now.
 pub fn resume_account(shared: &Shared, account_id: &str) -> Result<(), ErrorKind> {
@@ -389,6 +496,15 @@ pub fn initial_state() -> SyncRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_of_skipped_items_are_recognised_by_id_or_instance_prefix() {
+        let skipped = vec![("/cal/a.ics".to_string(), "broken".to_string())];
+        assert!(is_of_skipped("/cal/a.ics", &skipped));
+        assert!(is_of_skipped("/cal/a.ics#20261201T090000Z", &skipped));
+        assert!(!is_of_skipped("/cal/a.ics2", &skipped));
+        assert!(!is_of_skipped("/cal/b.ics", &skipped));
+    }
 
     #[test]
     fn backoff_grows_exponentially_is_capped_and_honours_retry_after() {
