@@ -3,7 +3,9 @@
 //! Run with
 //! `cargo build --release -p calbridge-scheduler -p calbridge-adapter-caldav --bins &&
 //!  CALBRIDGE_TEST_PYTHON=$PWD/target/test-env/bin/python cargo bench -p calbridge-e2e --bench caldav_sync`
-//! (`BENCH_EVENTS`, default 2000, sets the number of seeded events).
+//! (`BENCH_EVENTS`, default 2000, sets the number of seeded events;
+//! `BENCH_KEEP_LOG=FILE` keeps Radicale's log; `BENCH_VDIRSYNCER_FIRST=1` runs
+//! the peer first).
 //!
 //! One Radicale (from the test venv, htpasswd auth, info-level log) is
 //! seeded with a mix of all-day, timed UTC, timed TZID (Europe/Berlin,
@@ -137,17 +139,11 @@ fn seed_calendar(n: usize) -> (String, BTreeMap<&'static str, usize>) {
     (out, kinds)
 }
 
-/// What the server had logged at one moment.
-struct Snap {
-    requests: usize,
-    seconds: BTreeMap<String, f64>,
-}
+/// How many requests the server had logged at one moment.
+struct Snap(usize);
 
 fn snap(server: &DavServer) -> Snap {
-    Snap {
-        requests: server.logged_requests().len(),
-        seconds: server.server_seconds(),
-    }
+    Snap(server.logged_requests().len())
 }
 
 /// One measured run: its time, and the requests the server saw meanwhile.
@@ -155,27 +151,25 @@ struct Row {
     what: String,
     time: Duration,
     requests: Vec<LoggedRequest>,
-    server_seconds: f64,
 }
 
 impl Row {
     fn new(what: impl Into<String>, time: Duration, server: &DavServer, from: &Snap) -> Row {
         let all = server.logged_requests();
-        let now = server.server_seconds();
-        let server_seconds = now
-            .iter()
-            .map(|(m, s)| s - from.seconds.get(m).copied().unwrap_or(0.0))
-            .sum();
         Row {
             what: what.into(),
             time,
-            requests: all[from.requests.min(all.len())..].to_vec(),
-            server_seconds,
+            requests: all[from.0.min(all.len())..].to_vec(),
         }
     }
 
     fn total(&self) -> usize {
         self.requests.len()
+    }
+
+    fn server_seconds(&self) -> f64 {
+        // (An empty f64 sum is -0.0.)
+        self.requests.iter().filter_map(|r| r.seconds).sum::<f64>() + 0.0
     }
 
     fn by_method(&self) -> String {
@@ -189,22 +183,26 @@ impl Row {
             .join(", ")
     }
 
-    /// Requests grouped by method, path and depth, most frequent first.
+    /// Requests grouped by method, path and depth, with the server's time
+    /// for each group, most frequent first.
     fn pattern(&self) -> String {
-        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        let mut m: BTreeMap<String, (usize, f64)> = BTreeMap::new();
         for r in &self.requests {
             let depth = r
                 .depth
                 .as_ref()
                 .map(|d| format!(" depth {d}"))
                 .unwrap_or_default();
-            *m.entry(format!("{} {}{depth}", r.method, r.path))
-                .or_default() += 1;
+            let e = m
+                .entry(format!("{} {}{depth}", r.method, r.path))
+                .or_default();
+            e.0 += 1;
+            e.1 += r.seconds.unwrap_or(0.0);
         }
         let mut v: Vec<_> = m.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
         v.iter()
-            .map(|(k, n)| format!("{n} x {k}"))
+            .map(|(k, (n, s))| format!("{n} x {k} ({s:.2} s)"))
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -389,11 +387,20 @@ async fn main() -> Result<()> {
         bail!("expected {n} resources on the server, found {members}");
     }
 
+    // BENCH_VDIRSYNCER_FIRST=1 runs the peer before calbridge, to see which
+    // one-off server costs (caches, sync-token state) land on whoever comes
+    // first.
+    let peer_first = std::env::var_os("BENCH_VDIRSYNCER_FIRST").is_some();
+    let mut rows = Vec::new();
+    let mut peer = None;
+    if peer_first {
+        peer = Some(run_vdirsyncer(&server, &mut rows).await);
+    }
+
     // An hour between polls: only our SyncNow syncs during the run.
     let stack = CaldavStack::start(3600).await?;
     let (_, key) = stack.tenant("bench").await?;
     let mut c = stack.client(Some(&key)).await?;
-    let mut rows = Vec::new();
 
     // (a) initial sync, discovery included.
     let s0 = snap(&server);
@@ -442,7 +449,10 @@ async fn main() -> Result<()> {
     ));
 
     // (c) the peer.
-    let peer = run_vdirsyncer(&server, &mut rows).await;
+    let peer = match peer {
+        Some(p) => p,
+        None => run_vdirsyncer(&server, &mut rows).await,
+    };
 
     println!();
     println!(
@@ -455,7 +465,7 @@ async fn main() -> Result<()> {
             r.what,
             r.time.as_secs_f64(),
             r.total(),
-            r.server_seconds,
+            r.server_seconds(),
             r.by_method()
         );
     }
@@ -497,6 +507,10 @@ async fn main() -> Result<()> {
             }
         }
         Err(e) => println!("vdirsyncer could not be run here, so no ratios: {e:#}"),
+    }
+    if let Some(path) = std::env::var_os("BENCH_KEEP_LOG") {
+        std::fs::write(&path, server.log())?;
+        println!("Radicale's log kept in {}", path.to_string_lossy());
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ pub fn venv_bin() -> Result<PathBuf> {
 }
 
 /// One request as a server logged it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoggedRequest {
     /// The HTTP method.
     pub method: String,
@@ -61,6 +61,8 @@ pub struct LoggedRequest {
     pub path: String,
     /// The Depth header, when one was sent.
     pub depth: Option<String>,
+    /// How long the server took to answer, once the answer is logged.
+    pub seconds: Option<f64>,
 }
 
 /// A running CalDAV server; killed (and its storage deleted) when dropped.
@@ -224,34 +226,47 @@ impl DavServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Requests the server received so far, in order, read from its log.
-    /// Radicale only (at info level it logs `METHOD request for '...' [with
-    /// depth 'N'] received` for each); empty for Xandikos.
+    /// Requests the server received so far, in order, read from its log,
+    /// each with the time the server took to answer it when that is logged
+    /// yet. Radicale only (at info level it logs `METHOD request for '...'
+    /// [with depth 'N'] received` and `METHOD response status for '...' in
+    /// S seconds`, both tagged with the handling thread); empty for
+    /// Xandikos.
     pub fn logged_requests(&self) -> Vec<LoggedRequest> {
-        let mut out = Vec::new();
+        let mut out: Vec<LoggedRequest> = Vec::new();
+        let mut open: BTreeMap<String, usize> = BTreeMap::new();
         for line in self.log().lines() {
-            // "[time] [pid/thread] [INFO] PROPFIND request for '/user/cal/' with depth '1' received from ..."
-            let Some((head, rest)) = line.split_once(" request for '") else {
-                continue;
-            };
-            let Some(method) = head.rsplit(' ').next() else {
-                continue;
-            };
-            if method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
-                continue;
+            // "[time] [pid/Thread-7 (process_request_thread)] [INFO] PROPFIND request for
+            // '/user/cal/' with depth '1' received from ..."
+            let thread = line.split("] [").nth(1).unwrap_or_default().to_string();
+            if let Some((head, rest)) = line.split_once(" request for '") {
+                let method = head.rsplit(' ').next().unwrap_or_default();
+                if method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
+                    continue;
+                }
+                let Some((path, rest)) = rest.split_once('\'') else {
+                    continue;
+                };
+                let depth = rest
+                    .strip_prefix(" with depth '")
+                    .and_then(|d| d.split_once('\''))
+                    .map(|(d, _)| d.to_string());
+                open.insert(thread, out.len());
+                out.push(LoggedRequest {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    depth,
+                    seconds: None,
+                });
+            } else if let Some((_, rest)) = line.split_once(" response status for '") {
+                let secs = rest
+                    .rsplit_once(" in ")
+                    .and_then(|(_, r)| r.split_once(" seconds"))
+                    .and_then(|(n, _)| n.trim().parse::<f64>().ok());
+                if let Some(i) = open.remove(&thread) {
+                    out[i].seconds = secs;
+                }
             }
-            let Some((path, rest)) = rest.split_once('\'') else {
-                continue;
-            };
-            let depth = rest
-                .strip_prefix(" with depth '")
-                .and_then(|d| d.split_once('\''))
-                .map(|(d, _)| d.to_string());
-            out.push(LoggedRequest {
-                method: method.to_string(),
-                path: path.to_string(),
-                depth,
-            });
         }
         out
     }
@@ -266,29 +281,6 @@ impl DavServer {
         counts
     }
 
-    /// The time the server spent answering, by HTTP method, in seconds, for
-    /// the responses logged so far (Radicale only: `METHOD response status
-    /// for '...' in 0.024 seconds`).
-    pub fn server_seconds(&self) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        for line in self.log().lines() {
-            let Some((head, rest)) = line.split_once(" response status for '") else {
-                continue;
-            };
-            let Some(method) = head.rsplit(' ').next() else {
-                continue;
-            };
-            let secs = rest
-                .split_once(" in ")
-                .and_then(|(_, r)| r.split_once(" seconds"))
-                .and_then(|(n, _)| n.trim().parse::<f64>().ok());
-            if let Some(secs) = secs {
-                *out.entry(method.to_string()).or_default() += secs;
-            }
-        }
-        out
-    }
-
     /// The absolute URL of `href` (a path such as `/user/cal/a.ics`).
     pub fn url(&self, href: &str) -> Result<reqwest::Url> {
         Ok(reqwest::Url::parse(&self.base)?.join(href)?)
@@ -300,7 +292,7 @@ impl DavServer {
     }
 
     /// One request "as another client" (basic auth with the user's
-    /// password); `body` is (content type, body).
+    /// password); `body` is (content type, body). Times out after 60 s.
     pub async fn request(
         &self,
         method: &str,
@@ -308,6 +300,16 @@ impl DavServer {
         body: Option<(&str, String)>,
         headers: &[(&str, &str)],
     ) -> Result<reqwest::Response> {
+        Ok(self.builder(method, href, body, headers)?.send().await?)
+    }
+
+    fn builder(
+        &self,
+        method: &str,
+        href: &str,
+        body: Option<(&str, String)>,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::RequestBuilder> {
         let mut req = self
             .http
             .request(
@@ -323,7 +325,7 @@ impl DavServer {
                 .header("Content-Type", format!("{content_type}; charset=utf-8"))
                 .body(b);
         }
-        Ok(req.send().await?)
+        Ok(req)
     }
 
     /// PUTs `ics` as resource `name` of the test calendar (creating or
@@ -354,7 +356,10 @@ impl DavServer {
     pub async fn put_collection(&self, ics: &str) -> Result<()> {
         let href = self.calendar.clone();
         let resp = self
-            .request("PUT", &href, Some(("text/calendar", ics.to_string())), &[])
+            .builder("PUT", &href, Some(("text/calendar", ics.to_string())), &[])?
+            // Thousands of events take Radicale a while.
+            .timeout(Duration::from_secs(900))
+            .send()
             .await?;
         let status = resp.status();
         if !status.is_success() {
