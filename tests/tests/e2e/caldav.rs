@@ -1022,3 +1022,103 @@ async fn an_invalid_caldav_sync_token_on_radicale_resyncs_without_spurious_chang
 async fn an_invalid_caldav_sync_token_on_xandikos_resyncs_without_spurious_changes() -> Result<()> {
     invalid_sync_token(ServerKind::Xandikos).await
 }
+
+// ---- 5. FREE_BUSY accounts read free/busy only ----
+
+/// A FREE_BUSY CalDAV account is synced from the server's free-busy-query
+/// alone: the intervals answer QueryFreeBusy, an outside edit moves them, and
+/// no title reaches the store.
+async fn free_busy_only(kind: ServerKind) -> Result<()> {
+    let server = DavServer::start(kind).await?;
+    let start = Utc.from_utc_datetime(
+        &(Utc::now() + chrono::Duration::days(2))
+            .date_naive()
+            .and_hms_opt(9, 0, 0)
+            .expect("09:00"),
+    );
+    server
+        .put(
+            "fb.ics",
+            &vcalendar(&[timed_lines("fb-1@test", "Secret Zanzibar plan", start, 60)]),
+        )
+        .await?;
+    let stack = CaldavStack::start(POLL_SECONDS).await?;
+    let (_, key) = stack.tenant("caldav-freebusy").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let account = c
+        .connect_password_account(pb::ConnectPasswordAccountRequest {
+            provider: pb::Provider::Caldav as i32,
+            server_url: server.base.clone(),
+            username: server.username.clone(),
+            password: server.password.clone(),
+            access_level: pb::AccessLevel::FreeBusy as i32,
+        })
+        .await?
+        .into_inner();
+    wait_synced(&mut c, &account.account_id).await?;
+    let day = pb::TimeWindow {
+        start: Some(to_timestamp(start - chrono::Duration::hours(9))),
+        end: Some(to_timestamp(start + chrono::Duration::hours(15))),
+    };
+    let busy = |c: &mut SchedulerClient| {
+        let mut c = c.clone();
+        let account_id = account.account_id.clone();
+        async move {
+            let r = c
+                .query_free_busy(pb::QueryFreeBusyRequest {
+                    account_ids: vec![account_id],
+                    window: Some(day),
+                })
+                .await?
+                .into_inner();
+            Ok::<_, anyhow::Error>(
+                r.accounts[0]
+                    .busy
+                    .iter()
+                    .map(|b| (b.start.map(|t| t.seconds), b.end.map(|t| t.seconds)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let secs = |t: DateTime<Utc>| Some(t.timestamp());
+    assert_eq!(
+        busy(&mut c).await?,
+        vec![(secs(start), secs(start + chrono::Duration::hours(1)))]
+    );
+
+    // Moved outside: the interval moves.
+    let moved = start + chrono::Duration::hours(3);
+    server
+        .put(
+            "fb.ics",
+            &vcalendar(&[timed_lines("fb-1@test", "Secret Zanzibar plan", moved, 60)]),
+        )
+        .await?;
+    sync_now_and_wait(&mut c, &account.account_id).await?;
+    assert_eq!(
+        busy(&mut c).await?,
+        vec![(secs(moved), secs(moved + chrono::Duration::hours(1)))]
+    );
+
+    drop(c);
+    let mut stack = stack;
+    assert!(
+        stack.scheduler.terminate().await?,
+        "the scheduler stops cleanly"
+    );
+    assert!(
+        !calbridge_e2e::dir_contains(&stack.store_dir(), b"Zanzibar")?,
+        "no event content in the store of a FREE_BUSY account"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_free_busy_caldav_account_on_radicale_keeps_only_intervals() -> Result<()> {
+    free_busy_only(ServerKind::Radicale).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_free_busy_caldav_account_on_xandikos_keeps_only_intervals() -> Result<()> {
+    free_busy_only(ServerKind::Xandikos).await
+}
