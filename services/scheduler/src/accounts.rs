@@ -5,20 +5,13 @@
 
 use calbridge::pb::{self, AccessLevel, AccountStatus, ChangeKind};
 use calbridge::ErrorKind;
-use rand::RngCore;
 
 use crate::adapters::adapter_error;
-use crate::state::{calendar_aad, hash_hex, identity_aad, now_ms, store_err, Shared};
+use crate::state::{calendar_aad, hash_hex, identity_aad, now_ms, random_hex, store_err, Shared};
 use crate::store::{AccountRecord, CalendarRecord, ChangeDraft, ChannelRecord};
 
 /// How long push channels are asked to live.
 const CHANNEL_TTL_SECONDS: u32 = 24 * 3600;
-
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
 
 /// Connects (or re-authorises) a password account for `tenant`.
 pub async fn connect_password(

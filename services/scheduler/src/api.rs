@@ -10,13 +10,13 @@ use std::sync::Arc;
 use base64::Engine;
 use calbridge::limits;
 use calbridge::pb::{self, AccessLevel, AccountStatus, Provider, SyncState};
-use calbridge::time::to_timestamp;
 use calbridge::validate::{check_event, check_id, check_window};
 use calbridge::{ErrorKind, Invalid};
-use rand::RngCore;
 use tonic::{Request, Response, Status};
 
-use crate::state::{event_aad, hash_hex, now_ms, open_event, store_err, Shared};
+use crate::state::{
+    event_aad, hash_hex, now_ms, open_event, random_hex, store_err, ts_ms as ts, Shared,
+};
 use crate::store::{ApiKeyRecord, TenantRecord};
 use crate::{accounts, feed, meetings, writes};
 
@@ -31,16 +31,6 @@ fn bearer<T>(req: &Request<T>) -> Option<String> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|s| s.trim().to_string())
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
-
-fn ts(ms: i64) -> Option<prost_types::Timestamp> {
-    chrono::DateTime::from_timestamp_millis(ms).map(to_timestamp)
 }
 
 /// The public Scheduler service.
@@ -71,6 +61,13 @@ impl SchedulerApi {
             )),
         }
     }
+}
+
+/// Checks a request's one id field.
+fn require_id(field: &str, value: &str) -> Result<(), ErrorKind> {
+    let mut inv = Invalid::default();
+    check_id(&mut inv, field, value, limits::MAX_ID_BYTES);
+    inv.into_result().map_err(ErrorKind::from)
 }
 
 fn account_id_field(inv: &mut Invalid, id: &str) {
@@ -596,14 +593,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         req: Request<pb::ReleaseHoldRequest>,
     ) -> Reply<pb::ReleaseHoldResponse> {
         let tenant = self.tenant(&req)?;
-        let mut inv = Invalid::default();
-        check_id(
-            &mut inv,
-            "hold_id",
-            &req.get_ref().hold_id,
-            limits::MAX_ID_BYTES,
-        );
-        inv.into_result().map_err(ErrorKind::from)?;
+        require_id("hold_id", &req.get_ref().hold_id)?;
         meetings::release_hold(&self.shared, &tenant, &req.get_ref().hold_id).await?;
         Ok(Response::new(pb::ReleaseHoldResponse {}))
     }
@@ -631,14 +621,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         req: Request<pb::GetWorkingHoursRequest>,
     ) -> Reply<pb::StoredWorkingHours> {
         let tenant = self.tenant(&req)?;
-        let mut inv = Invalid::default();
-        check_id(
-            &mut inv,
-            "working_hours_id",
-            &req.get_ref().working_hours_id,
-            limits::MAX_ID_BYTES,
-        );
-        inv.into_result().map_err(ErrorKind::from)?;
+        require_id("working_hours_id", &req.get_ref().working_hours_id)?;
         Ok(Response::new(meetings::get_working_hours(
             &self.shared,
             &tenant,
@@ -661,14 +644,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         req: Request<pb::DeleteWorkingHoursRequest>,
     ) -> Reply<pb::DeleteWorkingHoursResponse> {
         let tenant = self.tenant(&req)?;
-        let mut inv = Invalid::default();
-        check_id(
-            &mut inv,
-            "working_hours_id",
-            &req.get_ref().working_hours_id,
-            limits::MAX_ID_BYTES,
-        );
-        inv.into_result().map_err(ErrorKind::from)?;
+        require_id("working_hours_id", &req.get_ref().working_hours_id)?;
         meetings::delete_working_hours(&self.shared, &tenant, &req.get_ref().working_hours_id)
             .await?;
         Ok(Response::new(pb::DeleteWorkingHoursResponse {}))

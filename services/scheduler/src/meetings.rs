@@ -15,10 +15,9 @@ use calbridge::{limits, ErrorKind, Invalid};
 use chrono::{NaiveDate, NaiveTime, Timelike, Weekday};
 use chrono_tz::Tz;
 use prost::Message;
-use rand::RngCore;
 
 use crate::availability as engine;
-use crate::state::{now_ms, store_err, Shared, Timeline};
+use crate::state::{now_ms, random_hex, store_err, ts_ms as ts, Shared, Timeline};
 use crate::store::{AccountRecord, HoldRecord};
 
 /// How far around the query periods busy time is read: a local week for
@@ -449,10 +448,6 @@ fn engine_errors(errors: Vec<engine::FieldError>) -> ErrorKind {
     ErrorKind::Invalid(inv)
 }
 
-fn ts(ms: i64) -> Option<prost_types::Timestamp> {
-    chrono::DateTime::from_timestamp_millis(ms).map(to_timestamp)
-}
-
 fn slot_pb(g: &Gathered, s: &engine::Slot) -> pb::AvailableSlot {
     pb::AvailableSlot {
         start: ts(s.start_ms),
@@ -749,15 +744,13 @@ pub async fn create_hold(
         shared.tenant_account(tenant, a)?;
     }
     let (s, e) = slot.expect("validated");
-    let mut id = [0u8; 12];
-    rand::thread_rng().fill_bytes(&mut id);
     let ttl = if req.ttl_minutes == 0 {
         15
     } else {
         req.ttl_minutes
     };
     let h = HoldRecord {
-        hold_id: format!("hold_{}", hex::encode(id)),
+        hold_id: format!("hold_{}", random_hex(12)),
         account_ids: req.account_ids.clone(),
         start_ms: s.timestamp_millis(),
         end_ms: e.timestamp_millis(),

@@ -30,6 +30,18 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// `bytes` random bytes as lowercase hex, for ids and tokens.
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+    hex::encode(b)
+}
+
+/// A `Timestamp` for ms since the epoch (`None` out of range).
+pub fn ts_ms(ms: i64) -> Option<prost_types::Timestamp> {
+    chrono::DateTime::from_timestamp_millis(ms).map(calbridge::time::to_timestamp)
+}
+
 /// Lowercase hex SHA-256 of `parts` joined by NUL.
 pub fn hash_hex(parts: &[&str]) -> String {
     let mut h = Sha256::new();

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::adapters::adapter_error;
 use crate::mirror::{put_for, same_content, strip_content};
 use crate::state::{change_aad, event_aad, now_ms, open_event, seal_event, store_err, Shared};
-use crate::store::{ChangeDraft, MirrorRemove, PageCommit, SyncRecord};
+use crate::store::{ChangeDraft, MirrorRemove, PageCommit};
 
 /// Runs the sync loop until `shutdown` turns true.
 pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -483,14 +483,6 @@ pub fn resume_account(shared: &Shared, account_id: &str) -> Result<(), ErrorKind
         .map_err(store_err)?;
     shared.sync_wake.notify_one();
     Ok(())
-}
-
-/// The default sync state of a calendar that was never synced.
-pub fn initial_state() -> SyncRecord {
-    SyncRecord {
-        next_due_ms: now_ms(),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]

@@ -150,49 +150,28 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
         .unwrap();
     let start = day.to_rfc3339();
     let end = (day + Days::hours(1)).to_rfc3339();
-    let upsert = cli
-        .run(&[
-            "events",
-            "upsert",
-            "--account",
-            &account_id,
-            "--calendar",
-            &calendar,
-            "--id",
-            "interview-42",
-            "--title",
-            title,
-            "--start",
-            &start,
-            "--end",
-            &end,
-            "--attendee",
-            attendee,
-            "--json",
-        ])
-        .await?;
+    let upsert_args = [
+        "events",
+        "upsert",
+        "--account",
+        &account_id,
+        "--calendar",
+        &calendar,
+        "--id",
+        "interview-42",
+        "--title",
+        title,
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--attendee",
+        attendee,
+        "--json",
+    ];
+    let upsert = cli.run(&upsert_args).await?;
     assert_eq!(upsert["outcome"], "WRITE_OUTCOME_CREATED", "{upsert}");
-    let again = cli
-        .run(&[
-            "events",
-            "upsert",
-            "--account",
-            &account_id,
-            "--calendar",
-            &calendar,
-            "--id",
-            "interview-42",
-            "--title",
-            title,
-            "--start",
-            &start,
-            "--end",
-            &end,
-            "--attendee",
-            attendee,
-            "--json",
-        ])
-        .await?;
+    let again = cli.run(&upsert_args).await?;
     assert_eq!(again["outcome"], "WRITE_OUTCOME_UNCHANGED", "{again}");
     let at_provider = cli
         .run(&["sandbox", "events", "--user", "alice@example.com", "--json"])
