@@ -1,0 +1,1 @@
+//! The calbridge Google Calendar adapter.

@@ -1,0 +1,3 @@
+//! The `calbridge-adapter-google` binary.
+
+fn main() {}

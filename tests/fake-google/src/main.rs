@@ -1,0 +1,3 @@
+//! The `calbridge-fake-google` binary.
+
+fn main() {}
