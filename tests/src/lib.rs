@@ -209,6 +209,8 @@ pub struct Stack {
     pub scheduler: Proc,
     /// The scheduler's port (kept across restarts).
     pub scheduler_port: u16,
+    /// Extra scheduler flags, kept across restarts.
+    pub scheduler_extra: Vec<String>,
 }
 
 impl Stack {
@@ -231,6 +233,32 @@ impl Stack {
             sandbox,
             scheduler,
             scheduler_port,
+            scheduler_extra: Vec::new(),
+        })
+    }
+
+    /// Starts the sandbox adapter, then the scheduler with extra flags of
+    /// its own (more `--adapter PROVIDER=URL`, OAuth settings, ...), which
+    /// [`Stack::restart_scheduler`] keeps.
+    pub async fn start_with_scheduler_flags(scheduler_extra: &[String]) -> Result<Stack> {
+        let dir = tempfile::tempdir()?;
+        let args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+        let sandbox = Proc::start("calbridge-adapter-sandbox", &args).await?;
+        let scheduler_port = free_port();
+        let scheduler = Self::start_scheduler(
+            dir.path(),
+            scheduler_port,
+            &sandbox.url(),
+            scheduler_extra,
+            &[],
+        )
+        .await?;
+        Ok(Stack {
+            dir,
+            sandbox,
+            scheduler,
+            scheduler_port,
+            scheduler_extra: scheduler_extra.to_vec(),
         })
     }
 
@@ -264,7 +292,7 @@ impl Stack {
                 self.dir.path(),
                 self.scheduler_port,
                 &self.sandbox.url(),
-                &[],
+                &self.scheduler_extra,
                 &[],
             )
             .await

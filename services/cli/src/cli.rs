@@ -280,9 +280,11 @@ pub struct AuthorizeArgs {
     /// The provider.
     #[arg(long, value_enum)]
     pub provider: OAuthProvider,
-    /// The redirect URI registered with the provider.
+    /// The redirect URI registered with the provider. Default: the
+    /// scheduler's own OAuth callback endpoint, which completes the
+    /// authorisation by itself when the browser comes back.
     #[arg(long)]
-    pub redirect_uri: String,
+    pub redirect_uri: Option<String>,
     /// The access level.
     #[arg(long, value_enum, default_value = "read-write")]
     pub access: Access,
@@ -292,6 +294,11 @@ pub struct AuthorizeArgs {
     /// Re-authorise this existing account.
     #[arg(long)]
     pub account: Option<String>,
+    /// After printing the URL, wait until the scheduler's callback endpoint
+    /// has completed the authorisation, then show the account and its
+    /// initial sync.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// The calendars subcommands.

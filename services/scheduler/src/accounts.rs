@@ -35,7 +35,47 @@ pub async fn connect_password(
             other => other,
         })?
         .into_inner();
-    let calendars = client
+    store_connected(
+        shared,
+        tenant,
+        Connected {
+            provider: req.provider,
+            access_level: req.access_level,
+            server_url: &req.server_url,
+            credentials,
+            expected_account: None,
+        },
+    )
+    .await
+}
+
+/// What a provider confirmed about an account being connected.
+pub struct Connected<'a> {
+    /// `pb::Provider` value.
+    pub provider: i32,
+    /// `pb::AccessLevel` value.
+    pub access_level: i32,
+    /// The server URL asked for (CalDAV), used when the credentials carry none.
+    pub server_url: &'a str,
+    /// The credentials the provider accepted.
+    pub credentials: pb::ProviderCredentials,
+    /// When re-authorising a known account: its id. Credentials of another
+    /// provider identity are then refused, and nothing is stored.
+    pub expected_account: Option<&'a str>,
+}
+
+/// Lists the calendars of a freshly connected account and stores it (a new
+/// account, or a known identity reconnected: its mirror is kept and a
+/// paused sync resumes), then starts push channels and the first syncs.
+pub async fn store_connected(
+    shared: &Shared,
+    tenant: &str,
+    c: Connected<'_>,
+) -> Result<pb::Account, ErrorKind> {
+    let credentials = c.credentials;
+    let calendars = shared
+        .adapters
+        .client(c.provider)?
         .list_calendars(pb::ListProviderCalendarsRequest {
             credentials: Some(credentials.clone()),
         })
@@ -46,7 +86,7 @@ pub async fn connect_password(
 
     let identity_hash = hash_hex(&[
         tenant,
-        &req.provider.to_string(),
+        &c.provider.to_string(),
         &credentials.provider_account_id.to_ascii_lowercase(),
     ]);
     let existing = match shared
@@ -57,6 +97,14 @@ pub async fn connect_password(
         Some(id) => shared.store.account(&id).map_err(store_err)?,
         None => None,
     };
+    if let Some(expected) = c.expected_account {
+        if existing.as_ref().map(|a| a.account_id.as_str()) != Some(expected) {
+            return Err(ErrorKind::FailedPrecondition(format!(
+                "the user signed in as a different {} account than account {expected:?}; nothing was changed",
+                provider_name(c.provider)
+            )));
+        }
+    }
     let was_reauth = existing
         .as_ref()
         .is_some_and(|a| a.status == AccountStatus::ReauthRequired as i32);
@@ -72,8 +120,8 @@ pub async fn connect_password(
                 AccountRecord {
                     account_id: account_id.clone(),
                     tenant_id: tenant.to_string(),
-                    provider: req.provider,
-                    access_level: req.access_level,
+                    provider: c.provider,
+                    access_level: c.access_level,
                     status: AccountStatus::Active as i32,
                     status_reason: String::new(),
                     created_ms: now_ms(),
@@ -87,12 +135,12 @@ pub async fn connect_password(
             )
         }
     };
-    account.access_level = req.access_level;
+    account.access_level = c.access_level;
     account.status = AccountStatus::Active as i32;
     account.status_reason.clear();
     account.server_url = match &credentials.secret {
         Some(pb::provider_credentials::Secret::Password(p)) => p.server_url.clone(),
-        _ => req.server_url.clone(),
+        _ => c.server_url.to_string(),
     };
     account.sealed_credentials = Shared::seal_credentials(&key, &account.account_id, &credentials);
     account.sealed_identity = key.seal(
@@ -116,6 +164,18 @@ pub async fn connect_password(
         }
     }
     Ok(shared.account_pb(&account))
+}
+
+/// A provider's name for messages.
+pub fn provider_name(provider: i32) -> &'static str {
+    match pb::Provider::try_from(provider) {
+        Ok(pb::Provider::Google) => "Google",
+        Ok(pb::Provider::Microsoft) => "Microsoft",
+        Ok(pb::Provider::Icloud) => "iCloud",
+        Ok(pb::Provider::Caldav) => "CalDAV",
+        Ok(pb::Provider::Sandbox) => "sandbox",
+        _ => "provider",
+    }
 }
 
 /// Merges the provider's calendar list with what is stored: new calendars
@@ -157,7 +217,7 @@ fn calendar_records(
 /// Asks the provider for the account's calendars again and stores them.
 pub async fn refresh_calendars(shared: &Shared, account: &AccountRecord) -> Result<(), ErrorKind> {
     let key = shared.live_key(account)?;
-    let credentials = shared.credentials(account)?;
+    let credentials = crate::oauth::usable_credentials(shared, account).await?;
     let calendars = shared
         .adapters
         .client(account.provider)?
@@ -169,9 +229,15 @@ pub async fn refresh_calendars(shared: &Shared, account: &AccountRecord) -> Resu
         .into_inner()
         .calendars;
     let records = calendar_records(shared, &key, &account.account_id, &calendars)?;
+    // Re-read: the credentials may have been refreshed (and stored) above.
+    let account = shared
+        .store
+        .account(&account.account_id)
+        .map_err(store_err)?
+        .ok_or_else(|| ErrorKind::NotFound("the account is gone".into()))?;
     shared
         .store
-        .put_account_with_calendars(account, &records, now_ms())
+        .put_account_with_calendars(&account, &records, now_ms())
         .map_err(store_err)?;
     Ok(())
 }
@@ -186,7 +252,7 @@ pub async fn start_watches(shared: &Shared, account: &AccountRecord) {
         return;
     }
     let (Ok(credentials), Ok(calendars), Ok(channels)) = (
-        shared.credentials(account),
+        crate::oauth::usable_credentials(shared, account).await,
         shared.store.calendars(&account.account_id),
         shared.store.channels(),
     ) else {
@@ -255,7 +321,7 @@ pub async fn stop_watches(shared: &Shared, account: &AccountRecord, calendar: Op
     let Ok(channels) = shared.store.channels() else {
         return;
     };
-    let credentials = shared.credentials(account).ok();
+    let credentials = crate::oauth::usable_credentials(shared, account).await.ok();
     for ch in channels.into_iter().filter(|c| {
         c.account_id == account.account_id && calendar.is_none_or(|cal| cal == c.calendar_id)
     }) {
@@ -292,7 +358,7 @@ pub async fn renew_channels(shared: &Shared) {
             let _ = shared.store.remove_channel(&ch.channel_id);
             continue;
         };
-        let Ok(credentials) = shared.credentials(&account) else {
+        let Ok(credentials) = crate::oauth::usable_credentials(shared, &account).await else {
             continue;
         };
         if start_watch(shared, &account, &credentials, &ch.calendar_id)
@@ -376,7 +442,7 @@ pub async fn revoke(
     }
     stop_watches(shared, &account, None).await;
     if let (Ok(credentials), Ok(mut client)) = (
-        shared.credentials(&account),
+        crate::oauth::usable_credentials(shared, &account).await,
         shared.adapters.client(account.provider),
     ) {
         if let Err(s) = client

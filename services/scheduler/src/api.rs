@@ -151,26 +151,34 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         ))
     }
 
+    #[tracing::instrument(skip_all, fields(provider = req.get_ref().provider))]
     async fn begin_authorization(
         &self,
         req: Request<pb::BeginAuthorizationRequest>,
     ) -> Reply<pb::BeginAuthorizationResponse> {
-        self.tenant(&req)?;
-        Err(ErrorKind::Unimplemented(
-            "OAuth authorisation (Google, Microsoft) is not implemented in this build yet; password providers work through ConnectPasswordAccount".into(),
-        )
-        .into())
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            crate::oauth::begin(&self.shared, &tenant, req.into_inner()).await?,
+        ))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn complete_authorization(
         &self,
         req: Request<pb::CompleteAuthorizationRequest>,
     ) -> Reply<pb::Account> {
-        self.tenant(&req)?;
-        Err(ErrorKind::Unimplemented(
-            "OAuth authorisation (Google, Microsoft) is not implemented in this build yet".into(),
-        )
-        .into())
+        let tenant = self.tenant(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(
+            crate::oauth::complete(
+                &self.shared,
+                Some(&tenant),
+                &r.state,
+                &r.code,
+                &r.redirect_uri,
+            )
+            .await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id))]

@@ -89,6 +89,49 @@ impl Default for SyncConfig {
     }
 }
 
+/// OAuth settings: the optional HTTP endpoint that completes consent
+/// redirects, and token handling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// Where the HTTP callback endpoint listens (`None`: no endpoint; the
+    /// platform completes authorisations through CompleteAuthorization).
+    pub callback_listen: Option<SocketAddr>,
+    /// The public URL of the callback endpoint as registered with providers
+    /// (default `http://<callback_listen>/oauth/callback`). It is the
+    /// redirect URI used when BeginAuthorization leaves it empty.
+    pub callback_url: Option<String>,
+    /// Where the browser is sent after the callback, with `account_id` or
+    /// `error` added to the query (`None`: a short built-in page).
+    pub return_url: Option<String>,
+    /// How long a consent (its state and PKCE verifier) stays valid, seconds.
+    pub state_ttl_seconds: u64,
+    /// Access tokens are refreshed this many seconds before they expire.
+    pub refresh_margin_seconds: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            callback_listen: None,
+            callback_url: None,
+            return_url: None,
+            state_ttl_seconds: 600,
+            refresh_margin_seconds: 300,
+        }
+    }
+}
+
+impl OAuthConfig {
+    /// The redirect URI of the callback endpoint, when there is one.
+    pub fn callback_redirect_uri(&self) -> Option<String> {
+        self.callback_url.clone().or_else(|| {
+            self.callback_listen
+                .map(|a| format!("http://{a}/oauth/callback"))
+        })
+    }
+}
+
 /// The file form of the configuration (every key optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +147,7 @@ struct FileConfig {
     change_retention_hours: Option<u64>,
     write_timeout_seconds: Option<u64>,
     sync: Option<SyncConfig>,
+    oauth: Option<OAuthConfig>,
 }
 
 /// Command-line flags of `calbridge-scheduler`.
@@ -140,6 +184,15 @@ pub struct Flags {
     /// The URL adapters use to reach this scheduler (default: http://LISTEN).
     #[arg(long)]
     pub advertise_url: Option<String>,
+    /// Address of the HTTP endpoint completing OAuth consent redirects.
+    #[arg(long)]
+    pub oauth_callback_listen: Option<String>,
+    /// Public URL of that endpoint, as registered with the providers.
+    #[arg(long)]
+    pub oauth_callback_url: Option<String>,
+    /// Where the browser goes after the callback (account_id or error added).
+    #[arg(long)]
+    pub oauth_return_url: Option<String>,
 }
 
 /// The scheduler's validated configuration.
@@ -169,6 +222,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Sync loop settings.
     pub sync: SyncConfig,
+    /// OAuth settings.
+    pub oauth: OAuthConfig,
 }
 
 /// A provider as a map key.
@@ -308,6 +363,40 @@ impl Config {
             return Err(invalid("sync.window_future_days", "must be at least 1"));
         }
 
+        let mut oauth = file.oauth.unwrap_or_default();
+        if let Some(l) = flags
+            .oauth_callback_listen
+            .or_else(|| e("CALBRIDGE_OAUTH_CALLBACK_LISTEN"))
+        {
+            oauth.callback_listen = Some(l.parse().map_err(|_| {
+                invalid(
+                    "oauth.callback_listen",
+                    format!("{l:?} is not an address like 127.0.0.1:50052"),
+                )
+            })?);
+        }
+        if let Some(u) = flags
+            .oauth_callback_url
+            .or_else(|| e("CALBRIDGE_OAUTH_CALLBACK_URL"))
+        {
+            oauth.callback_url = Some(u);
+        }
+        if let Some(u) = flags
+            .oauth_return_url
+            .or_else(|| e("CALBRIDGE_OAUTH_RETURN_URL"))
+        {
+            oauth.return_url = Some(u);
+        }
+        if let Some(u) = &oauth.callback_url {
+            check_url("oauth.callback_url", u)?;
+        }
+        if let Some(u) = &oauth.return_url {
+            check_url("oauth.return_url", u)?;
+        }
+        if oauth.state_ttl_seconds == 0 || oauth.state_ttl_seconds > 3600 {
+            return Err(invalid("oauth.state_ttl_seconds", "must be 1..=3600"));
+        }
+
         if mode == Mode::Production {
             if master_key.is_none() && master_key_file.is_none() {
                 return Err(invalid(
@@ -336,6 +425,7 @@ impl Config {
             change_retention: Duration::from_secs(retention_hours * 3600),
             write_timeout: Duration::from_secs(write_timeout),
             sync,
+            oauth,
         })
     }
 

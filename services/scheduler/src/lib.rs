@@ -13,6 +13,8 @@ pub mod feed;
 pub mod freebusy;
 pub mod meetings;
 pub mod mirror;
+pub mod oauth;
+pub mod oauth_http;
 pub mod secrets;
 pub mod state;
 pub mod store;
@@ -113,9 +115,39 @@ pub async fn run(
     ];
     calbridge_runtime::set_serving(&health, &served).await;
     let (reflection_v1, reflection_v1alpha) = calbridge_runtime::reflection_services();
+    let callback_listener = match shared.config.oauth.callback_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| RunError::Serve {
+                    addr: a.to_string(),
+                    detail: format!("OAuth callback endpoint: {e}"),
+                })?,
+        ),
+        None => None,
+    };
     let addr = bound.addr;
     calbridge_runtime::announce("scheduler", addr);
     tracing::info!(%addr, "scheduler listening");
+    let callback_task = callback_listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        if let Some(a) = addr {
+            calbridge_runtime::announce("scheduler-oauth-callback", a);
+            tracing::info!(addr = %a, "OAuth callback endpoint listening");
+        }
+        let mut stop = stop_rx.clone();
+        let app = oauth_http::router(shared.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "OAuth callback endpoint failed");
+            }
+        })
+    });
 
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let health_for_drain = health.clone();
@@ -147,6 +179,9 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = sync_task.await;
         let _ = upkeep_task.await;
+        if let Some(t) = callback_task {
+            let _ = t.await;
+        }
     })
     .await;
     shared.store.flush().await?;
@@ -168,6 +203,9 @@ async fn upkeep(shared: Arc<state::Shared>, mut stop: tokio::sync::watch::Receiv
         accounts::renew_channels(&shared).await;
         if let Err(e) = shared.store.prune_holds(state::now_ms()) {
             tracing::warn!(error = %e, "expired holds not pruned");
+        }
+        if let Err(e) = shared.store.prune_auth_states(state::now_ms()) {
+            tracing::warn!(error = %e, "expired authorisations not pruned");
         }
         match feed::prune(&shared) {
             Ok(0) => {}

@@ -404,6 +404,30 @@ fn tx_get<T: DeserializeOwned>(t: &TransactionalTree, k: &[u8]) -> TxResult<Opti
     Ok(t.get(k)?.and_then(|v| serde_json::from_slice(&v).ok()))
 }
 
+/// A pending OAuth authorisation, stored under the hash of its `state` until
+/// it is completed (once) or expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthStateRecord {
+    /// The tenant that began it.
+    pub tenant_id: String,
+    /// `pb::Provider` value.
+    pub provider: i32,
+    /// `pb::AccessLevel` value.
+    pub access_level: i32,
+    /// The exact redirect URI of the consent URL.
+    pub redirect_uri: String,
+    /// The account being re-authorised; empty for a new account.
+    pub account_id: String,
+    /// A data key for this authorisation, wrapped by the master key.
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    /// The PKCE code verifier, sealed with that key.
+    #[serde(with = "b64")]
+    pub sealed_verifier: Vec<u8>,
+    /// When it expires, ms.
+    pub expires_ms: i64,
+}
+
 /// The store.
 #[derive(Clone)]
 pub struct Store {
@@ -426,6 +450,7 @@ pub struct Store {
     channels: sled::Tree,
     holds: sled::Tree,
     working_hours: sled::Tree,
+    auth_states: sled::Tree,
 }
 
 impl Store {
@@ -463,6 +488,7 @@ impl Store {
             channels: t("channels")?,
             holds: t("holds")?,
             working_hours: t("working_hours")?,
+            auth_states: t("auth_states")?,
             db,
         };
         match store.meta.get("schema_version")? {
@@ -1050,6 +1076,39 @@ impl Store {
             .values()
             .map(|v| dec("channel", &v?))
             .collect()
+    }
+
+    // ---- pending OAuth authorisations ----
+
+    /// Stores a pending authorisation under the hash of its state.
+    pub fn put_auth_state(&self, state_hash: &str, r: &AuthStateRecord) -> Result<(), StoreError> {
+        self.auth_states.insert(state_hash.as_bytes(), enc(r))?;
+        Ok(())
+    }
+
+    /// Removes and returns a pending authorisation: of two callers with the
+    /// same state, only one gets it.
+    pub fn take_auth_state(&self, state_hash: &str) -> Result<Option<AuthStateRecord>, StoreError> {
+        self.auth_states
+            .remove(state_hash.as_bytes())?
+            .map(|v| dec("auth state", &v))
+            .transpose()
+    }
+
+    /// Removes pending authorisations that expired before `now_ms`.
+    pub fn prune_auth_states(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.auth_states.iter() {
+            let (k, v) = item?;
+            let r: AuthStateRecord = dec("auth state", &v)?;
+            if r.expires_ms <= now_ms {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.auth_states.apply_batch(batch)?;
+        Ok(n)
     }
 
     // ---- holds and working hours ----

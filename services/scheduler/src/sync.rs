@@ -169,7 +169,7 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         return Ok(());
     }
     let key = shared.live_key(&account)?;
-    let credentials = shared.credentials(&account)?;
+    let credentials = crate::oauth::usable_credentials(shared, &account).await?;
     let zone = calendar.time_zone.parse::<chrono_tz::Tz>().ok();
     let caps = shared.adapters.capabilities(account.provider).await?;
     let poll_s = match shared.config.sync.poll_interval_seconds {

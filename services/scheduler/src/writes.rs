@@ -249,7 +249,7 @@ async fn execute_upsert(
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
     let lock = shared.calendar_lock(acc, cal);
     let _no_sync_meanwhile = lock.read().await;
-    let credentials = shared.credentials(account)?;
+    let credentials = crate::oauth::usable_credentials(shared, account).await?;
     let mut client = shared.adapters.client(account.provider)?;
     let zone = shared
         .store
@@ -354,7 +354,7 @@ async fn execute_delete(
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
     let lock = shared.calendar_lock(acc, cal);
     let _no_sync_meanwhile = lock.read().await;
-    let credentials = shared.credentials(account)?;
+    let credentials = crate::oauth::usable_credentials(shared, account).await?;
     let outcome = match shared
         .adapters
         .client(account.provider)?

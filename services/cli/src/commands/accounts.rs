@@ -198,23 +198,7 @@ async fn wait_for_initial_sync(
 }
 
 async fn list(ctx: &Ctx) -> Result<()> {
-    let mut client = ctx.scheduler().await?;
-    let mut accounts = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let r = client
-            .list_accounts(pb::ListAccountsRequest {
-                page_size: 1000,
-                page_token,
-            })
-            .await
-            .rpc(Api::Scheduler)?;
-        accounts.extend(r.accounts);
-        if r.next_page_token.is_empty() {
-            break;
-        }
-        page_token = r.next_page_token;
-    }
+    let accounts = all_accounts(&mut ctx.scheduler().await?).await?;
     if ctx.out.json {
         ctx.out.json(&json!({
             "accounts": accounts.iter().map(account_json).collect::<Vec<_>>()
@@ -228,37 +212,125 @@ async fn list(ctx: &Ctx) -> Result<()> {
 }
 
 async fn authorize(ctx: &Ctx, args: AuthorizeArgs) -> Result<()> {
-    let r = ctx
-        .scheduler()
-        .await?
+    let mut client = ctx.scheduler().await?;
+    let before: Vec<pb::Account> = if args.wait {
+        all_accounts(&mut client).await?
+    } else {
+        Vec::new()
+    };
+    let r = client
         .begin_authorization(pb::BeginAuthorizationRequest {
             provider: pb::Provider::from(args.provider) as i32,
             access_level: pb::AccessLevel::from(args.access) as i32,
-            redirect_uri: args.redirect_uri.clone(),
-            login_hint: args.login_hint.unwrap_or_default(),
-            account_id: args.account.unwrap_or_default(),
+            redirect_uri: args.redirect_uri.clone().unwrap_or_default(),
+            login_hint: args.login_hint.clone().unwrap_or_default(),
+            account_id: args.account.clone().unwrap_or_default(),
         })
         .await
         .rpc(Api::Scheduler)?;
     if ctx.out.json {
-        ctx.out.json(&json!({
+        let v = json!({
             "authorization_url": r.authorization_url,
             "state": r.state,
             "expires_at": output::ts(r.expires_at.as_ref()),
-        }));
+        });
+        if args.wait {
+            // One document per line: the URL first (so a script can open
+            // it at once), then the account.
+            ctx.out.json_line(&v);
+        } else {
+            ctx.out.json(&v);
+        }
     } else {
         println!("open this URL and grant access:");
         println!();
         println!("  {}", r.authorization_url);
         println!();
-        println!(
-            "the state expires at {}; after the redirect, run:",
-            output::ts_cell(r.expires_at.as_ref())
-        );
-        println!(
-            "  calbridge accounts complete --state {} --code CODE --redirect-uri {}",
-            r.state, args.redirect_uri
+        match (&args.redirect_uri, args.wait) {
+            (Some(uri), _) => {
+                println!(
+                    "the state expires at {}; after the redirect, run:",
+                    output::ts_cell(r.expires_at.as_ref())
+                );
+                println!(
+                    "  calbridge accounts complete --state {} --code CODE --redirect-uri {uri}",
+                    r.state
+                );
+            }
+            (None, false) => println!(
+                "the scheduler completes the authorisation when the browser comes back (before {}); then see `calbridge accounts list`",
+                output::ts_cell(r.expires_at.as_ref())
+            ),
+            (None, true) => eprintln!(
+                "waiting for the browser to come back (until {}) ...",
+                output::ts_cell(r.expires_at.as_ref())
+            ),
+        }
+    }
+    let _ = std::io::stdout().flush();
+    if !args.wait {
+        return Ok(());
+    }
+    let deadline = r
+        .expires_at
+        .as_ref()
+        .and_then(calbridge::time::from_timestamp)
+        .unwrap_or_else(chrono::Utc::now);
+    let account = loop {
+        let now = all_accounts(&mut client).await?;
+        let connected = now.iter().find(|a| {
+            let was = before.iter().find(|b| b.account_id == a.account_id);
+            a.provider == pb::Provider::from(args.provider) as i32
+                && a.status() == pb::AccountStatus::Active
+                && match was {
+                    None => true,
+                    Some(b) => b.status() != pb::AccountStatus::Active,
+                }
+        });
+        if let Some(a) = connected {
+            break a.clone();
+        }
+        if chrono::Utc::now() >= deadline {
+            bail!("the authorisation was not completed before the state expired; run `calbridge accounts authorize` again");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if !ctx.out.json {
+        eprintln!(
+            "connected {} as account {}",
+            account.provider_account_id, account.account_id
         );
     }
+    let statuses = wait_for_initial_sync(&mut client, &account.account_id).await?;
+    if ctx.out.json {
+        let mut v = account_json(&account);
+        v["sync"] = json!(statuses
+            .iter()
+            .map(output::sync_status_json)
+            .collect::<Vec<_>>());
+        ctx.out.json_line(&v);
+    } else {
+        println!("{}", output::accounts_table(std::slice::from_ref(&account)));
+        println!("{}", super::sync::status_table(&statuses));
+    }
     Ok(())
+}
+
+async fn all_accounts(client: &mut Scheduler) -> Result<Vec<pb::Account>> {
+    let mut accounts = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let r = client
+            .list_accounts(pb::ListAccountsRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .rpc(Api::Scheduler)?;
+        accounts.extend(r.accounts);
+        if r.next_page_token.is_empty() {
+            return Ok(accounts);
+        }
+        page_token = r.next_page_token;
+    }
 }

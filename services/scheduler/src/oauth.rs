@@ -1,0 +1,425 @@
+//! OAuth 2.0 accounts (Google, Microsoft).
+//!
+//! - **Begin**: a single-use `state` and a PKCE S256 verifier are made here;
+//!   the verifier is sealed with a data key of its own (wrapped by the master
+//!   key) and kept under the hash of the state, with a short expiry. The
+//!   adapter builds the consent URL.
+//! - **Complete**: the state is taken out of the store (so a second attempt
+//!   with the same state finds nothing), checked for expiry, tenant and the
+//!   exact redirect URI, and only then is the code exchanged.
+//! - **Use**: every adapter call gets credentials through
+//!   [`usable_credentials`], which refreshes an access token that expires
+//!   within the configured margin, one refresh per account at a time, and
+//!   stores the new tokens (with a rotated refresh token, when the provider
+//!   sent one) in one write. A refresh the provider refuses (`invalid_grant`)
+//!   marks the account REAUTH_REQUIRED.
+
+use base64::Engine;
+use calbridge::pb::{self, AccessLevel, AccountStatus, Provider};
+use calbridge::{ErrorKind, Invalid};
+use sha2::{Digest, Sha256};
+
+use crate::accounts::{provider_name, store_connected, Connected};
+use crate::adapters::adapter_error;
+use crate::state::{hash_hex, now_ms, random_hex, store_err, ts_ms, Shared};
+use crate::store::{AccountRecord, AuthStateRecord};
+
+/// Longest redirect URI accepted.
+const MAX_REDIRECT_URI_BYTES: usize = 2048;
+
+/// The key a pending authorisation is stored under.
+pub fn state_hash(state: &str) -> String {
+    hash_hex(&["oauth-state", state])
+}
+
+fn verifier_aad(state_hash: &str) -> String {
+    format!("oauth-verifier\0{state_hash}")
+}
+
+/// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// A new PKCE verifier: 32 random bytes, base64url (43 characters).
+fn pkce_verifier() -> String {
+    let mut b = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Checks that `uri` is an absolute http(s) URL without a fragment.
+fn check_redirect_uri(inv: &mut Invalid, field: &str, uri: &str) {
+    if uri.len() > MAX_REDIRECT_URI_BYTES {
+        inv.push(
+            field,
+            format!("must be at most {MAX_REDIRECT_URI_BYTES} bytes"),
+        );
+        return;
+    }
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => {
+            if uri.contains('#') {
+                inv.push(field, "must not contain a fragment (#)");
+            } else if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                inv.push(field, "must not contain spaces or control characters");
+            }
+        }
+        _ => inv.push(field, "must be an absolute http:// or https:// URL"),
+    }
+}
+
+/// BeginAuthorization: validates, keeps the state and sealed verifier, and
+/// asks the adapter for the consent URL.
+pub async fn begin(
+    shared: &Shared,
+    tenant: &str,
+    mut req: pb::BeginAuthorizationRequest,
+) -> Result<pb::BeginAuthorizationResponse, ErrorKind> {
+    let mut inv = Invalid::default();
+    match Provider::try_from(req.provider) {
+        Ok(Provider::Google | Provider::Microsoft) => {}
+        Ok(Provider::Icloud | Provider::Caldav | Provider::Sandbox) => inv.push(
+            "provider",
+            "connects with a user name and password: call ConnectPasswordAccount instead",
+        ),
+        _ => inv.push("provider", "must be PROVIDER_GOOGLE or PROVIDER_MICROSOFT"),
+    }
+    if AccessLevel::try_from(req.access_level).unwrap_or(AccessLevel::Unspecified)
+        == AccessLevel::Unspecified
+    {
+        inv.push("access_level", "must be FREE_BUSY, READ or READ_WRITE");
+    }
+    if req.redirect_uri.is_empty() {
+        match shared.config.oauth.callback_redirect_uri() {
+            Some(u) => req.redirect_uri = u,
+            None => inv.push(
+                "redirect_uri",
+                "is required: this scheduler has no OAuth callback endpoint configured (oauth.callback_listen)",
+            ),
+        }
+    } else {
+        check_redirect_uri(&mut inv, "redirect_uri", &req.redirect_uri);
+    }
+    if req.login_hint.len() > calbridge::limits::MAX_EMAIL_BYTES {
+        inv.push(
+            "login_hint",
+            format!(
+                "must be at most {} bytes",
+                calbridge::limits::MAX_EMAIL_BYTES
+            ),
+        );
+    } else if req.login_hint.chars().any(char::is_control) {
+        inv.push("login_hint", "must not contain control characters");
+    }
+    inv.into_result().map_err(ErrorKind::from)?;
+    if !req.account_id.is_empty() {
+        let account = shared.tenant_account(tenant, &req.account_id)?;
+        if account.provider != req.provider {
+            return Err(Invalid::field(
+                "account_id",
+                format!(
+                    "is a {} account, not a {} one",
+                    provider_name(account.provider),
+                    provider_name(req.provider)
+                ),
+            )
+            .into());
+        }
+        if account.status == AccountStatus::Revoked as i32 {
+            return Err(ErrorKind::FailedPrecondition(
+                "the account is revoked: connect a new account instead".into(),
+            ));
+        }
+    }
+    let caps = shared.adapters.capabilities(req.provider).await?;
+    if !caps.oauth {
+        return Err(Invalid::field(
+            "provider",
+            format!(
+                "the {} adapter does not connect through OAuth",
+                provider_name(req.provider)
+            ),
+        )
+        .into());
+    }
+
+    let state = random_hex(32);
+    let verifier = pkce_verifier();
+    let hash = state_hash(&state);
+    let response = shared
+        .adapters
+        .client(req.provider)?
+        .build_authorization_url(pb::BuildAuthorizationUrlRequest {
+            access_level: req.access_level,
+            redirect_uri: req.redirect_uri.clone(),
+            state: state.clone(),
+            code_challenge: pkce_challenge(&verifier),
+            login_hint: req.login_hint.clone(),
+        })
+        .await
+        .map_err(|s| adapter_error(&s))?
+        .into_inner();
+    let (key, wrapped_key) = shared.master.new_data_key(&hash);
+    let expires_ms =
+        now_ms() + i64::try_from(shared.config.oauth.state_ttl_seconds).unwrap_or(600) * 1000;
+    shared
+        .store
+        .put_auth_state(
+            &hash,
+            &AuthStateRecord {
+                tenant_id: tenant.to_string(),
+                provider: req.provider,
+                access_level: req.access_level,
+                redirect_uri: req.redirect_uri,
+                account_id: req.account_id,
+                wrapped_key,
+                sealed_verifier: key.seal(verifier_aad(&hash).as_bytes(), verifier.as_bytes()),
+                expires_ms,
+            },
+        )
+        .map_err(store_err)?;
+    shared.store.flush().await.map_err(store_err)?;
+    Ok(pb::BeginAuthorizationResponse {
+        authorization_url: response.authorization_url,
+        state,
+        expires_at: ts_ms(expires_ms),
+    })
+}
+
+/// CompleteAuthorization: takes the state (once), checks it, exchanges the
+/// code and stores the account. `tenant` is the caller's tenant on the gRPC
+/// path, `None` on the HTTP callback (where the state names the tenant).
+pub async fn complete(
+    shared: &Shared,
+    tenant: Option<&str>,
+    state: &str,
+    code: &str,
+    redirect_uri: &str,
+) -> Result<pb::Account, ErrorKind> {
+    let mut inv = Invalid::default();
+    if state.is_empty() || state.len() > 256 {
+        inv.push("state", "must be the state BeginAuthorization returned");
+    }
+    if code.is_empty() {
+        inv.push("code", "must not be empty");
+    } else if code.len() > 4096 {
+        inv.push("code", "must be at most 4096 bytes");
+    }
+    check_redirect_uri(&mut inv, "redirect_uri", redirect_uri);
+    inv.into_result().map_err(ErrorKind::from)?;
+
+    let hash = state_hash(state);
+    let unknown = || {
+        ErrorKind::from(Invalid::field(
+            "state",
+            "is unknown, expired or already used: begin the authorisation again",
+        ))
+    };
+    // Taken out before anything else: a state is good for one attempt.
+    let record = shared
+        .store
+        .take_auth_state(&hash)
+        .map_err(store_err)?
+        .ok_or_else(unknown)?;
+    shared.store.flush().await.map_err(store_err)?;
+    if tenant.is_some_and(|t| t != record.tenant_id) || record.expires_ms <= now_ms() {
+        return Err(unknown());
+    }
+    if record.redirect_uri != redirect_uri {
+        return Err(Invalid::field(
+            "redirect_uri",
+            "differs from the one given to BeginAuthorization; the state is now used up",
+        )
+        .into());
+    }
+    let verifier = shared
+        .master
+        .unwrap_data_key(&hash, &record.wrapped_key)
+        .and_then(|k| k.open(verifier_aad(&hash).as_bytes(), &record.sealed_verifier))
+        .map_err(|_| ErrorKind::Internal("a pending authorisation cannot be opened".into()))?;
+    let verifier = String::from_utf8(verifier)
+        .map_err(|_| ErrorKind::Internal("a pending authorisation is damaged".into()))?;
+    let credentials = shared
+        .adapters
+        .client(record.provider)?
+        .exchange_code(pb::ExchangeCodeRequest {
+            code: code.to_string(),
+            code_verifier: verifier,
+            redirect_uri: record.redirect_uri.clone(),
+            access_level: record.access_level,
+        })
+        .await
+        .map_err(|s| match adapter_error(&s) {
+            ErrorKind::Unauthenticated(_) => ErrorKind::Unauthenticated(format!(
+                "{} refused the authorisation code (expired, already used, or not issued for this redirect URI): begin again",
+                provider_name(record.provider)
+            )),
+            other => other,
+        })?
+        .into_inner();
+    let expected = (!record.account_id.is_empty()).then_some(record.account_id.as_str());
+    store_connected(
+        shared,
+        &record.tenant_id,
+        Connected {
+            provider: record.provider,
+            access_level: record.access_level,
+            server_url: "",
+            credentials,
+            expected_account: expected,
+        },
+    )
+    .await
+}
+
+/// When the OAuth access token of `c` expires, ms (`None`: not OAuth, or no
+/// expiry given).
+fn access_expiry_ms(c: &pb::ProviderCredentials) -> Option<i64> {
+    match &c.secret {
+        Some(pb::provider_credentials::Secret::Oauth(t)) => t
+            .expires_at
+            .as_ref()
+            .and_then(calbridge::time::from_timestamp)
+            .map(|t| t.timestamp_millis()),
+        _ => None,
+    }
+}
+
+/// The account's credentials, ready to hand to its adapter: an OAuth access
+/// token that expires within the refresh margin is refreshed first (see the
+/// module comment). UNAUTHENTICATED when the provider refused the refresh;
+/// the account is then REAUTH_REQUIRED.
+pub async fn usable_credentials(
+    shared: &Shared,
+    account: &AccountRecord,
+) -> Result<pb::ProviderCredentials, ErrorKind> {
+    let credentials = shared.credentials(account)?;
+    if !needs_refresh(shared, &credentials) {
+        return Ok(credentials);
+    }
+    let lock = shared.client_lock(&account.account_id, "", "");
+    let _guard = lock.lock().await;
+    // Another task may have refreshed while this one waited.
+    let account = shared
+        .store
+        .account(&account.account_id)
+        .map_err(store_err)?
+        .ok_or_else(|| ErrorKind::NotFound("the account is gone".into()))?;
+    let credentials = shared.credentials(&account)?;
+    if !needs_refresh(shared, &credentials) {
+        return Ok(credentials);
+    }
+    refresh(shared, account, credentials).await
+}
+
+fn needs_refresh(shared: &Shared, c: &pb::ProviderCredentials) -> bool {
+    let margin = i64::try_from(shared.config.oauth.refresh_margin_seconds).unwrap_or(300) * 1000;
+    access_expiry_ms(c).is_some_and(|exp| exp - now_ms() <= margin)
+}
+
+async fn refresh(
+    shared: &Shared,
+    mut account: AccountRecord,
+    old: pb::ProviderCredentials,
+) -> Result<pb::ProviderCredentials, ErrorKind> {
+    let result = shared
+        .adapters
+        .client(account.provider)?
+        .refresh_credentials(pb::RefreshCredentialsRequest {
+            credentials: Some(old.clone()),
+        })
+        .await;
+    let mut fresh = match result {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            let e = adapter_error(&s);
+            if let ErrorKind::Unauthenticated(_) = e {
+                crate::accounts::mark_reauth_required(
+                    shared,
+                    &account.account_id,
+                    "the provider refused to refresh the access token (access revoked or expired)",
+                )
+                .await?;
+                shared.sync_wake.notify_one();
+                return Err(ErrorKind::Unauthenticated(
+                    "the provider refused to refresh the account's access: it needs re-authorisation"
+                        .into(),
+                ));
+            }
+            return Err(e);
+        }
+    };
+    // Providers that do not rotate refresh tokens send none back: keep the
+    // stored one. Identity and access level are the account's.
+    if let (
+        Some(pb::provider_credentials::Secret::Oauth(new)),
+        Some(pb::provider_credentials::Secret::Oauth(prev)),
+    ) = (&mut fresh.secret, &old.secret)
+    {
+        if new.refresh_token.is_empty() {
+            new.refresh_token = prev.refresh_token.clone();
+        }
+        if new.scopes.is_empty() {
+            new.scopes = prev.scopes.clone();
+        }
+    }
+    fresh.provider_account_id = old.provider_account_id.clone();
+    fresh.access_level = old.access_level;
+    let key = shared.live_key(&account)?;
+    account.sealed_credentials = Shared::seal_credentials(&key, &account.account_id, &fresh);
+    shared.store.put_account(&account).map_err(store_err)?;
+    shared.store.flush().await.map_err(store_err)?;
+    tracing::info!(account_id = %account.account_id, "access token refreshed");
+    Ok(fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_challenge_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn verifiers_are_long_random_and_unreserved() {
+        let a = pkce_verifier();
+        let b = pkce_verifier();
+        assert_ne!(a, b);
+        assert!((43..=128).contains(&a.len()));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn redirect_uris_must_be_absolute_without_fragment() {
+        for bad in [
+            "",
+            "/callback",
+            "ftp://x.example/cb",
+            "https:///cb",
+            "https://x.example/cb#frag",
+            "https://x.example/c b",
+        ] {
+            let mut inv = Invalid::default();
+            check_redirect_uri(&mut inv, "redirect_uri", bad);
+            assert!(inv.into_result().is_err(), "{bad:?} accepted");
+        }
+        let mut inv = Invalid::default();
+        check_redirect_uri(
+            &mut inv,
+            "redirect_uri",
+            "http://127.0.0.1:8080/oauth/callback?x=1",
+        );
+        assert!(inv.into_result().is_ok());
+    }
+}
