@@ -415,6 +415,51 @@ pub async fn wait_synced(client: &mut SchedulerClient, account_id: &str) -> Resu
     .await
 }
 
+/// Waits for a change after `cursor` matching `pred` (read with
+/// ListChanges); returns it.
+pub async fn next_change(
+    c: &mut SchedulerClient,
+    cursor: &str,
+    pred: impl Fn(&pb::Change) -> bool,
+) -> Result<pb::Change> {
+    eventually(Duration::from_secs(30), "a change on the feed", || {
+        let mut c = c.clone();
+        let cursor = cursor.to_string();
+        let pred = &pred;
+        async move {
+            let r = c
+                .list_changes(pb::ListChangesRequest {
+                    cursor,
+                    page_size: 1000,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            r.changes.into_iter().find(|ch| pred(ch))
+        }
+    })
+    .await
+}
+
+/// Every change after `cursor` (one page of up to 1,000).
+pub async fn changes_after(c: &mut SchedulerClient, cursor: &str) -> Result<Vec<pb::Change>> {
+    Ok(c.list_changes(pb::ListChangesRequest {
+        cursor: cursor.to_string(),
+        page_size: 1000,
+    })
+    .await?
+    .into_inner()
+    .changes)
+}
+
+/// The tenant's current change-feed cursor.
+pub async fn change_cursor(c: &mut SchedulerClient) -> Result<String> {
+    Ok(c.get_change_cursor(pb::GetChangeCursorRequest {})
+        .await?
+        .into_inner()
+        .cursor)
+}
+
 /// A timed event from `start` lasting `minutes`.
 pub fn timed_event(title: &str, start: chrono::DateTime<chrono::Utc>, minutes: i64) -> pb::Event {
     pb::Event {
@@ -447,3 +492,4 @@ pub fn dir_contains(dir: &Path, needle: &[u8]) -> Result<bool> {
 }
 
 pub mod caldav;
+pub mod google;

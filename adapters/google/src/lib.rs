@@ -1,1 +1,129 @@
-//! The calbridge Google Calendar adapter.
+//! The calbridge Google Calendar adapter: Google Calendar API v3 and Google
+//! OAuth 2.0 behind the `CalendarAdapter` contract. Stateless: every call
+//! carries the account's tokens, sync state lives in the opaque cursor, and
+//! push channels carry their routing in Google's channel token. Besides the
+//! gRPC server, the process serves Google's push webhook (HTTPS) when a
+//! public webhook URL is configured.
+
+use std::future::Future;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+
+use calbridge::pb::calendar_adapter_server::CalendarAdapterServer;
+use calbridge::services::CALENDAR_ADAPTER;
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod limiter;
+pub mod mapping;
+pub mod model;
+pub mod oauth;
+pub mod push;
+pub mod recurrence;
+pub mod retry;
+pub mod service;
+pub mod sync;
+
+pub use config::Config;
+pub use error::GoogleError;
+
+/// The name the process announces itself under.
+pub const SERVICE_NAME: &str = "adapter-google";
+
+/// Checks the configuration, binds `config.listen` (and the webhook's
+/// address when push is configured), announces the gRPC address on stdout
+/// and serves until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().context("invalid configuration")?;
+    let bound = calbridge_runtime::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    serve(bound, None, config, shutdown).await
+}
+
+/// Serves on an already bound gRPC listener (tests bind `127.0.0.1:0` and
+/// read the address first): CalendarAdapter, gRPC health and reflection;
+/// plus the push webhook on `webhook` (or on `config.webhook_listen` when
+/// none is given) when `config.webhook_public_url` is set. When `shutdown`
+/// resolves, health turns NOT_SERVING and both servers drain and stop.
+pub async fn serve(
+    bound: calbridge_runtime::Bound,
+    webhook: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let validated = config.validate().context("invalid configuration")?;
+    let adapter = service::GoogleAdapter::new(&config, &validated);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let webhook_task = match &validated.webhook_public_url {
+        Some(public) => {
+            let listener = match webhook {
+                Some(l) => l,
+                None => TcpListener::bind(config.webhook_listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.webhook_listen))?,
+            };
+            let tls = match (&config.webhook_tls_cert, &config.webhook_tls_key) {
+                (Some(cert), Some(key)) => Some(push::tls_config(cert, key)?),
+                _ => {
+                    tracing::warn!("the webhook serves plain HTTP: terminate TLS in front of it (Google delivers only over HTTPS)");
+                    None
+                }
+            };
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, public_url = %public, tls = tls.is_some(), "google webhook listening");
+            let router = push::router(push::Notifier::new(
+                config.allowed_callback_endpoints.clone(),
+            ));
+            Some(tokio::spawn(push::serve_webhook(
+                listener,
+                tls,
+                router,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let services = [CALENDAR_ADAPTER];
+    calbridge_runtime::set_serving(&reporter, &services).await;
+    let (reflection_v1, reflection_v1alpha) = calbridge_runtime::reflection_services();
+
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    calbridge_runtime::announce(SERVICE_NAME, bound.addr);
+    tracing::info!(addr = %bound.addr, "google adapter listening");
+    let grpc_stop = stopped(stop_rx);
+    let signal = async move {
+        grpc_stop.await;
+        calbridge_runtime::set_not_serving(&reporter, &services).await;
+        tracing::info!("google adapter stopping");
+    };
+    let result = Server::builder()
+        .trace_fn(calbridge_runtime::server_span)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(CalendarAdapterServer::new(adapter))
+        .serve_with_incoming_shutdown(bound.incoming, signal)
+        .await
+        .context("gRPC server failed");
+    if let Some(task) = webhook_task {
+        let _ = task.await;
+    }
+    result
+}

@@ -1,3 +1,21 @@
-//! The `calbridge-adapter-google` binary.
+//! The `calbridge-adapter-google` binary: telemetry, configuration, then
+//! [`calbridge_adapter_google::run`] until SIGTERM or Ctrl-C.
 
-fn main() {}
+use clap::Parser;
+
+use calbridge_adapter_google::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let telemetry = calbridge_runtime::init_telemetry(
+        "calbridge-adapter-google",
+        config.otlp_endpoint.as_deref(),
+    );
+    let result = calbridge_adapter_google::run(config, calbridge_runtime::shutdown_signal()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "google adapter failed");
+    }
+    telemetry.shutdown();
+    result
+}

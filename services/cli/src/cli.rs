@@ -86,6 +86,23 @@ pub struct UpArgs {
     /// Do not start the CalDAV/iCloud adapter.
     #[arg(long)]
     pub no_caldav: bool,
+    /// The Google adapter's listening address.
+    #[arg(long, default_value = "127.0.0.1:50063")]
+    pub google_listen: String,
+    /// The Google adapter's push webhook (HTTPS, with a development
+    /// certificate generated in the data directory).
+    #[arg(long, default_value = "127.0.0.1:50064")]
+    pub google_webhook_listen: String,
+    /// The fake Google (OAuth consent, token and Calendar API endpoints)
+    /// the local Google adapter talks to.
+    #[arg(long, default_value = "127.0.0.1:50065")]
+    pub fake_google_listen: String,
+    /// The scheduler's OAuth callback endpoint.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub oauth_callback_listen: String,
+    /// Do not start the fake Google and the Google adapter.
+    #[arg(long)]
+    pub no_google: bool,
     /// OTLP/gRPC endpoint to export traces to, passed to both processes.
     #[arg(long)]
     pub otlp_endpoint: Option<String>,

@@ -1,7 +1,8 @@
-//! `calbridge up`: the local stack. Starts the sandbox adapter and then the
-//! scheduler as child processes on loopback, learns their ports from the one
-//! JSON line each prints when ready, forwards their logs, and stops both on
-//! Ctrl-C / SIGTERM or when either dies.
+//! `calbridge up`: the local stack. Starts the adapters (sandbox, CalDAV /
+//! iCloud, and Google against a local fake Google) and then the scheduler as
+//! child processes on loopback, learns their ports from the one JSON line
+//! each prints when ready, forwards their logs, and stops them all on
+//! Ctrl-C / SIGTERM or when one dies.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,12 @@ use crate::cli::{UpArgs, DEFAULT_SANDBOX, DEFAULT_SERVER};
 const SANDBOX_BIN: &str = "calbridge-adapter-sandbox";
 const SCHEDULER_BIN: &str = "calbridge-scheduler";
 const CALDAV_BIN: &str = "calbridge-adapter-caldav";
+const GOOGLE_BIN: &str = "calbridge-adapter-google";
+const FAKE_GOOGLE_BIN: &str = "calbridge-fake-google";
+/// The OAuth client the local Google adapter and fake Google share.
+const LOCAL_CLIENT_ID: &str = "calbridge-local.apps.example";
+/// The user the local fake Google knows (and consents as).
+const LOCAL_GOOGLE_USER: &str = "ada@gmail.example";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const TAIL_LINES: usize = 20;
@@ -187,23 +194,31 @@ async fn start_or_stop(name: &'static str, cmd: Command) -> Result<Option<Servic
     }
 }
 
-fn summary(
-    args: &UpArgs,
-    scheduler: &Service,
-    sandbox: &Service,
-    caldav: Option<&Service>,
-) -> String {
-    let server = format!("http://{}", scheduler.addr);
-    let sandbox_url = format!("http://{}", sandbox.addr);
+fn summary(args: &UpArgs, started: &[Service]) -> String {
+    let addr = |name: &str| {
+        started
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| format!("http://{}", s.addr))
+    };
+    let server = addr("scheduler").unwrap_or_default();
+    let sandbox_url = addr("sandbox").unwrap_or_default();
     let token_file = args.data_dir.join("admin.token");
     let mut s = String::new();
     s.push_str("calbridge is running (Ctrl-C to stop)\n\n");
     s.push_str(&format!("  scheduler    {server}\n"));
     s.push_str(&format!("  sandbox      {sandbox_url}\n"));
-    if let Some(c) = caldav {
+    if let Some(c) = addr("caldav") {
+        s.push_str(&format!("  caldav       {c} (also serves iCloud)\n"));
+    }
+    if let (Some(g), Some(f)) = (addr("google"), addr("fake-google")) {
         s.push_str(&format!(
-            "  caldav       http://{} (also serves iCloud)\n",
-            c.addr
+            "  google       {g} (against the fake Google at {f}; push webhook https://{})\n",
+            args.google_webhook_listen
+        ));
+        s.push_str(&format!(
+            "  oauth        http://{}/oauth/callback\n",
+            args.oauth_callback_listen
         ));
     }
     s.push_str(&format!("  data dir     {}\n", args.data_dir.display()));
@@ -225,7 +240,88 @@ fn summary(
     s.push_str("  calbridge admin create-key --tenant <TENANT_ID> --label demo\n");
     s.push_str("  export CALBRIDGE_API_KEY=<KEY>\n");
     s.push_str("  calbridge accounts connect --provider sandbox --username ada@example.com --password secret\n");
+    if addr("google").is_some() {
+        s.push_str(&format!(
+            "  calbridge accounts authorize --provider google --wait   # open the URL: the fake Google consents as {LOCAL_GOOGLE_USER}\n"
+        ));
+    }
     s
+}
+
+/// Files the local Google pair needs, made once in `DATA_DIR/google`: the
+/// OAuth client's id and secret, and a development CA with a certificate
+/// for 127.0.0.1 for the push webhook (the fake Google trusts only that CA).
+struct LocalGoogle {
+    client_id_file: PathBuf,
+    client_secret_file: PathBuf,
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn local_google(data_dir: &Path) -> Result<LocalGoogle> {
+    let dir = data_dir.join("google");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let g = LocalGoogle {
+        client_id_file: dir.join("client_id"),
+        client_secret_file: dir.join("client_secret"),
+        ca_file: dir.join("dev-ca.pem"),
+        cert_file: dir.join("webhook.crt"),
+        key_file: dir.join("webhook.key"),
+    };
+    if !g.client_secret_file.is_file() {
+        let mut secret = [0u8; 24];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&g.client_id_file, LOCAL_CLIENT_ID.as_bytes())?;
+        write_private(&g.client_secret_file, hex.as_bytes())?;
+    }
+    if !(g.ca_file.is_file() && g.cert_file.is_file() && g.key_file.is_file()) {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "calbridge local development CA");
+        let ca = ca_params.self_signed(&ca_key)?;
+        let leaf_key = rcgen::KeyPair::generate()?;
+        let leaf =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?
+                .signed_by(&leaf_key, &ca, &ca_key)?;
+        write_private(&g.ca_file, ca.pem().as_bytes())?;
+        write_private(&g.cert_file, leaf.pem().as_bytes())?;
+        write_private(&g.key_file, leaf_key.serialize_pem().as_bytes())?;
+    }
+    Ok(g)
+}
+
+/// Adds `--otlp-endpoint` when one is configured.
+fn with_otlp(mut cmd: Command, args: &UpArgs) -> Command {
+    if let Some(otlp) = &args.otlp_endpoint {
+        cmd.arg("--otlp-endpoint").arg(otlp);
+    }
+    cmd
+}
+
+/// Stops started services, last first.
+async fn stop_all(started: &mut [Service]) {
+    for s in started.iter_mut().rev() {
+        s.stop().await;
+    }
 }
 
 /// Runs the local stack until Ctrl-C / SIGTERM or a child's death.
@@ -234,42 +330,75 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let dir = exe
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
-    let sandbox_bin = sibling(dir, SANDBOX_BIN)?;
     let scheduler_bin = sibling(dir, SCHEDULER_BIN)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir: creating {}", args.data_dir.display()))?;
 
-    let mut cmd = Command::new(&sandbox_bin);
+    // What to start, in order; the scheduler last, with every adapter.
+    let mut plan: Vec<(&'static str, Command)> = Vec::new();
+    let mut cmd = Command::new(sibling(dir, SANDBOX_BIN)?);
     cmd.arg("--listen").arg(&args.sandbox_listen);
-    if let Some(otlp) = &args.otlp_endpoint {
-        cmd.arg("--otlp-endpoint").arg(otlp);
-    }
-    let Some(mut sandbox) = start_or_stop("sandbox", cmd).await? else {
-        return Ok(());
-    };
-
-    let mut caldav = None;
+    plan.push(("sandbox", with_otlp(cmd, &args)));
     if !args.no_caldav {
-        let caldav_bin = match sibling(dir, CALDAV_BIN) {
-            Ok(b) => b,
-            Err(e) => {
-                sandbox.stop().await;
-                return Err(e);
-            }
-        };
-        let mut cmd = Command::new(&caldav_bin);
+        let mut cmd = Command::new(sibling(dir, CALDAV_BIN)?);
         cmd.arg("--listen").arg(&args.caldav_listen);
-        if let Some(otlp) = &args.otlp_endpoint {
-            cmd.arg("--otlp-endpoint").arg(otlp);
-        }
-        match start_or_stop("caldav", cmd).await {
-            Ok(Some(s)) => caldav = Some(s),
+        plan.push(("caldav", with_otlp(cmd, &args)));
+    }
+    if !args.no_google {
+        let google_bin = sibling(dir, GOOGLE_BIN)?;
+        let fake_bin = sibling(dir, FAKE_GOOGLE_BIN)?;
+        let files = local_google(&args.data_dir)?;
+        let callback = format!("http://{}/oauth/callback", args.oauth_callback_listen);
+        let mut cmd = Command::new(fake_bin);
+        cmd.arg("--listen")
+            .arg(&args.fake_google_listen)
+            .arg("--webhook-ca-file")
+            .arg(&files.ca_file)
+            .arg("--client")
+            .arg(format!(
+                "{LOCAL_CLIENT_ID}:{}:{callback}",
+                files.client_secret_file.display()
+            ))
+            .arg("--user")
+            .arg(LOCAL_GOOGLE_USER);
+        plan.push(("fake-google", cmd));
+        let fake = format!("http://{}", args.fake_google_listen);
+        let mut cmd = Command::new(google_bin);
+        cmd.arg("--listen")
+            .arg(&args.google_listen)
+            .arg("--client-id-file")
+            .arg(&files.client_id_file)
+            .arg("--client-secret-file")
+            .arg(&files.client_secret_file)
+            .arg("--auth-url")
+            .arg(format!("{fake}/o/oauth2/v2/auth"))
+            .arg("--token-url")
+            .arg(format!("{fake}/token"))
+            .arg("--revoke-url")
+            .arg(format!("{fake}/revoke"))
+            .arg("--api-base-url")
+            .arg(format!("{fake}/calendar/v3/"))
+            .arg("--webhook-listen")
+            .arg(&args.google_webhook_listen)
+            .arg("--webhook-public-url")
+            .arg(format!("https://{}/", args.google_webhook_listen))
+            .arg("--webhook-tls-cert")
+            .arg(&files.cert_file)
+            .arg("--webhook-tls-key")
+            .arg(&files.key_file);
+        plan.push(("google", with_otlp(cmd, &args)));
+    }
+
+    let mut started: Vec<Service> = Vec::new();
+    for (name, cmd) in plan {
+        match start_or_stop(name, cmd).await {
+            Ok(Some(s)) => started.push(s),
             Ok(None) => {
-                sandbox.stop().await;
+                stop_all(&mut started).await;
                 return Ok(());
             }
             Err(e) => {
-                sandbox.stop().await;
+                stop_all(&mut started).await;
                 return Err(e);
             }
         }
@@ -281,56 +410,54 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .arg("--data-dir")
         .arg(&args.data_dir)
         .arg("--mode")
-        .arg("local")
-        .arg("--adapter")
-        .arg(format!("sandbox=http://{}", sandbox.addr));
-    if let Some(c) = &caldav {
-        cmd.arg("--adapter")
-            .arg(format!("caldav=http://{}", c.addr))
-            .arg("--adapter")
-            .arg(format!("icloud=http://{}", c.addr));
-    }
-    if let Some(otlp) = &args.otlp_endpoint {
-        cmd.arg("--otlp-endpoint").arg(otlp);
-    }
-    let mut scheduler = match start_or_stop("scheduler", cmd).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            if let Some(c) = caldav.as_mut() {
-                c.stop().await;
+        .arg("local");
+    for s in &started {
+        let url = format!("http://{}", s.addr);
+        match s.name {
+            "sandbox" => {
+                cmd.arg("--adapter").arg(format!("sandbox={url}"));
             }
-            sandbox.stop().await;
+            "caldav" => {
+                cmd.arg("--adapter")
+                    .arg(format!("caldav={url}"))
+                    .arg("--adapter")
+                    .arg(format!("icloud={url}"));
+            }
+            "google" => {
+                cmd.arg("--adapter")
+                    .arg(format!("google={url}"))
+                    .arg("--oauth-callback-listen")
+                    .arg(&args.oauth_callback_listen);
+            }
+            _ => {}
+        }
+    }
+    match start_or_stop("scheduler", with_otlp(cmd, &args)).await {
+        Ok(Some(s)) => started.push(s),
+        Ok(None) => {
+            stop_all(&mut started).await;
             return Ok(());
         }
         Err(e) => {
-            if let Some(c) = caldav.as_mut() {
-                c.stop().await;
-            }
-            sandbox.stop().await;
+            stop_all(&mut started).await;
             return Err(e);
         }
-    };
+    }
 
-    println!("{}", summary(&args, &scheduler, &sandbox, caldav.as_ref()));
+    println!("{}", summary(&args, &started));
 
-    let caldav_died = async {
-        match caldav.as_mut() {
-            Some(c) => c.child.wait().await,
-            None => std::future::pending().await,
+    let died = {
+        let waits = started.iter_mut().map(|s| {
+            let name = s.name;
+            Box::pin(async move { (name, s.child.wait().await) })
+        });
+        tokio::select! {
+            _ = calbridge_runtime::shutdown_signal() => None,
+            (first, _, _) = futures::future::select_all(waits) => Some(first),
         }
     };
-    let died = tokio::select! {
-        _ = calbridge_runtime::shutdown_signal() => None,
-        s = sandbox.child.wait() => Some(("sandbox", s)),
-        s = scheduler.child.wait() => Some(("scheduler", s)),
-        s = caldav_died => Some(("caldav adapter", s)),
-    };
     eprintln!("stopping calbridge");
-    scheduler.stop().await;
-    if let Some(c) = caldav.as_mut() {
-        c.stop().await;
-    }
-    sandbox.stop().await;
+    stop_all(&mut started).await;
     match died {
         None => Ok(()),
         Some((name, status)) => {

@@ -401,13 +401,14 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
 }
 
 /// True when a mirrored event belongs to a skipped (unreadable) item: its id
-/// is the item's id, or the item's id followed by "#".
+/// is the item's id, or the item's id followed by "#" (CalDAV instances) or
+/// "_" (Google instances).
 fn is_of_skipped(pid: &str, skipped: &[(String, String)]) -> bool {
     skipped.iter().any(|(id, _)| {
         pid == id
             || pid
                 .strip_prefix(id.as_str())
-                .is_some_and(|rest| rest.starts_with('#'))
+                .is_some_and(|rest| rest.starts_with('#') || rest.starts_with('_'))
     })
 }
 

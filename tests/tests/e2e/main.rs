@@ -6,6 +6,7 @@ mod availability;
 mod bad_input;
 mod caldav;
 mod crash;
+mod google;
 mod oauth;
 mod python_client;
 mod sync;

@@ -8,40 +8,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use calbridge::pb::{self, ChangeKind};
-use calbridge_e2e::{eventually, timed_event, SchedulerClient, Stack};
+use calbridge_e2e::{change_cursor as cursor, eventually, next_change, timed_event, Stack};
 use chrono::{TimeZone, Utc};
-
-/// Waits for a change after `cursor` matching `pred`; returns it.
-async fn next_change(
-    c: &mut SchedulerClient,
-    cursor: &str,
-    pred: impl Fn(&pb::Change) -> bool,
-) -> Result<pb::Change> {
-    eventually(Duration::from_secs(30), "a change on the feed", || {
-        let mut c = c.clone();
-        let cursor = cursor.to_string();
-        let pred = &pred;
-        async move {
-            let r = c
-                .list_changes(pb::ListChangesRequest {
-                    cursor,
-                    page_size: 1000,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            r.changes.into_iter().find(|ch| pred(ch))
-        }
-    })
-    .await
-}
-
-async fn cursor(c: &mut SchedulerClient) -> Result<String> {
-    Ok(c.get_change_cursor(pb::GetChangeCursorRequest {})
-        .await?
-        .into_inner()
-        .cursor)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outside_edits_arrive_with_the_right_kinds_and_own_writes_do_not_echo() -> Result<()> {

@@ -51,6 +51,7 @@ impl Cli {
 async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (sp, bp, cp) = (free_port(), free_port(), free_port());
+    let (gp, wp, fp, op) = (free_port(), free_port(), free_port(), free_port());
     let mut up = Command::new(bin("calbridge"))
         .args([
             "up",
@@ -62,6 +63,14 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
             &format!("127.0.0.1:{bp}"),
             "--caldav-listen",
             &format!("127.0.0.1:{cp}"),
+            "--google-listen",
+            &format!("127.0.0.1:{gp}"),
+            "--google-webhook-listen",
+            &format!("127.0.0.1:{wp}"),
+            "--fake-google-listen",
+            &format!("127.0.0.1:{fp}"),
+            "--oauth-callback-listen",
+            &format!("127.0.0.1:{op}"),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -308,7 +317,47 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     .await?;
     assert!(events.to_string().contains(title));
 
-    // 7. Stop everything cleanly.
+    // 7. Connect Google (the local fake Google) through the consent URL and
+    // the scheduler's callback, the way a browser would.
+    let mut authorize = Command::new(bin("calbridge"))
+        .args([
+            "accounts",
+            "authorize",
+            "--provider",
+            "google",
+            "--wait",
+            "--json",
+        ])
+        .env("CALBRIDGE_SERVER", &cli.server)
+        .env(
+            "CALBRIDGE_API_KEY",
+            cli.api_key.as_deref().unwrap_or_default(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(authorize.stdout.take().context("stdout")?).lines();
+    let first: Value = serde_json::from_str(&lines.next_line().await?.context("no URL")?)?;
+    let url = first["authorization_url"]
+        .as_str()
+        .context("authorization_url")?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .no_proxy()
+        .build()?;
+    let page = http.get(url).send().await?.text().await?;
+    assert!(page.contains("Calendar connected"), "{page}");
+    let google: Value = serde_json::from_str(
+        &tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await??
+            .context("no account line")?,
+    )?;
+    assert_eq!(google["provider"], "PROVIDER_GOOGLE", "{google}");
+    assert_eq!(google["status"], "ACCOUNT_STATUS_ACTIVE", "{google}");
+    assert!(authorize.wait().await?.success());
+
+    // 8. Stop everything cleanly.
     let pid = up.id().context("up pid")?;
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

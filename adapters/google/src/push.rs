@@ -1,0 +1,509 @@
+//! Push: Google delivers channel notifications to the adapter's webhook
+//! (HTTPS, served here with rustls, or plain HTTP behind a TLS-terminating
+//! proxy), and the adapter forwards each to the scheduler replica that owns
+//! the channel, through `AdapterCallback.NotifyProviderChange`.
+//!
+//! The adapter stores nothing: the channel token it gives Google carries
+//! the scheduler's callback endpoint and the scheduler's own channel token
+//! (URL-encoded `e=...&t=...`, at most 256 characters), which Google echoes
+//! in `X-Goog-Channel-Token`. The webhook answers at once: 200 when the
+//! scheduler took the notification or does not know the channel (it lets it
+//! lapse), 503 when the scheduler cannot be reached (Google retries), 400
+//! for a request that is not a well-formed notification.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use calbridge::pb::adapter_callback_client::AdapterCallbackClient;
+use calbridge::pb::ProviderNotification;
+use calbridge::Invalid;
+use calbridge_runtime::TracePropagation;
+
+/// Google's limit on a channel token.
+pub const MAX_CHANNEL_TOKEN: usize = 256;
+/// Google's limit on a channel id.
+pub const MAX_CHANNEL_ID: usize = 64;
+/// Callback clients kept at once.
+const MAX_CLIENTS: usize = 64;
+/// How long one forward to the scheduler may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The routing data a channel token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The scheduler's AdapterCallback endpoint.
+    pub callback_endpoint: String,
+    /// The scheduler's channel token (secret).
+    pub channel_token: String,
+}
+
+/// Encodes a route as the channel token given to Google.
+pub fn encode_token(route: &Route) -> Result<String, Invalid> {
+    let token = form_urlencoded::Serializer::new(String::new())
+        .append_pair("e", &route.callback_endpoint)
+        .append_pair("t", &route.channel_token)
+        .finish();
+    if token.len() > MAX_CHANNEL_TOKEN {
+        return Err(Invalid::field(
+            "callback_endpoint",
+            format!(
+                "with channel_token, must fit Google's {MAX_CHANNEL_TOKEN}-character channel token once URL-encoded"
+            ),
+        ));
+    }
+    Ok(token)
+}
+
+/// Reads a channel token back; `None` when it is not one of ours.
+pub fn decode_token(token: &str) -> Option<Route> {
+    if token.len() > MAX_CHANNEL_TOKEN {
+        return None;
+    }
+    let (mut endpoint, mut secret) = (None, None);
+    for (k, v) in form_urlencoded::parse(token.as_bytes()) {
+        match k.as_ref() {
+            "e" if endpoint.is_none() => endpoint = Some(v.into_owned()),
+            "t" if secret.is_none() => secret = Some(v.into_owned()),
+            _ => return None,
+        }
+    }
+    Some(Route {
+        callback_endpoint: endpoint.filter(|e| !e.is_empty())?,
+        channel_token: secret.filter(|t| !t.is_empty())?,
+    })
+}
+
+/// A notification as Google delivers it (headers only, no body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// `X-Goog-Channel-ID`.
+    pub channel_id: String,
+    /// Decoded `X-Goog-Channel-Token`.
+    pub route: Route,
+    /// `X-Goog-Resource-State` (`sync`, `exists`, `not_exists`).
+    pub resource_state: String,
+    /// `X-Goog-Message-Number`.
+    pub message_number: u64,
+}
+
+/// Reads a delivery from its headers; `Err` names what is wrong (without
+/// quoting the token).
+pub fn parse_delivery(headers: &HeaderMap) -> Result<Delivery, &'static str> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let channel_id = get("x-goog-channel-id").ok_or("missing X-Goog-Channel-ID")?;
+    if channel_id.len() > MAX_CHANNEL_ID {
+        return Err("X-Goog-Channel-ID is too long");
+    }
+    let token = get("x-goog-channel-token").ok_or("missing X-Goog-Channel-Token")?;
+    let route = decode_token(token).ok_or("X-Goog-Channel-Token is not one of this adapter's")?;
+    let resource_state = get("x-goog-resource-state").ok_or("missing X-Goog-Resource-State")?;
+    let message_number = match get("x-goog-message-number") {
+        Some(n) => n
+            .parse()
+            .map_err(|_| "X-Goog-Message-Number is not a number")?,
+        None => 0,
+    };
+    Ok(Delivery {
+        channel_id: channel_id.to_string(),
+        route,
+        resource_state: resource_state.to_string(),
+        message_number,
+    })
+}
+
+type CallbackClient = AdapterCallbackClient<InterceptedService<Channel, TracePropagation>>;
+
+/// What became of a forwarded notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// The scheduler took it.
+    Delivered,
+    /// The scheduler does not know the channel (or the token is wrong).
+    UnknownChannel,
+    /// The scheduler could not be reached or failed; Google should retry.
+    Unreachable,
+    /// The scheduler refused it for good.
+    Refused,
+}
+
+/// Forwards notifications to schedulers, one lazily connected client per
+/// callback endpoint; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    clients: Arc<Mutex<HashMap<String, CallbackClient>>>,
+    allowed: Arc<Vec<String>>,
+}
+
+/// The URI of a callback endpoint (`host:port` means plain HTTP/2).
+fn endpoint_uri(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+impl Notifier {
+    /// A notifier that forwards only to `allowed` endpoints (any when
+    /// empty).
+    pub fn new(allowed: Vec<String>) -> Self {
+        Notifier {
+            clients: Arc::default(),
+            allowed: Arc::new(allowed),
+        }
+    }
+
+    /// True when notifications may be forwarded to `endpoint`.
+    pub fn allows(&self, endpoint: &str) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|a| a == endpoint)
+    }
+
+    fn client(&self, endpoint: &str) -> Option<CallbackClient> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(endpoint) {
+            return Some(c.clone());
+        }
+        let channel = Endpoint::from_shared(endpoint_uri(endpoint))
+            .ok()?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(FORWARD_TIMEOUT)
+            .connect_lazy();
+        if clients.len() >= MAX_CLIENTS {
+            // Endpoints are few (one per scheduler replica); a flood of
+            // unknown ones must not grow the cache without bound.
+            if let Some(k) = clients.keys().next().cloned() {
+                clients.remove(&k);
+            }
+        }
+        let client = AdapterCallbackClient::with_interceptor(channel, TracePropagation);
+        clients.insert(endpoint.to_string(), client.clone());
+        Some(client)
+    }
+
+    /// Forwards one delivery and waits for the scheduler's answer.
+    pub async fn forward(&self, d: Delivery) -> Forwarded {
+        let Some(mut client) = self.client(&d.route.callback_endpoint) else {
+            return Forwarded::Refused;
+        };
+        let request = ProviderNotification {
+            channel_id: d.channel_id,
+            channel_token: d.route.channel_token,
+            resource_state: d.resource_state,
+            message_number: d.message_number,
+        };
+        match tokio::time::timeout(FORWARD_TIMEOUT, client.notify_provider_change(request)).await {
+            Ok(Ok(_)) => Forwarded::Delivered,
+            Ok(Err(s)) => match s.code() {
+                tonic::Code::NotFound => Forwarded::UnknownChannel,
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::Internal => {
+                    tracing::debug!(code = ?s.code(), "scheduler did not take the notification");
+                    Forwarded::Unreachable
+                }
+                code => {
+                    tracing::warn!(?code, "scheduler refused a notification");
+                    Forwarded::Refused
+                }
+            },
+            Err(_) => Forwarded::Unreachable,
+        }
+    }
+}
+
+/// Answers one webhook request.
+async fn notification(
+    State(notifier): State<Notifier>,
+    method: Method,
+    headers: HeaderMap,
+) -> StatusCode {
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED;
+    }
+    let delivery = match parse_delivery(&headers) {
+        Ok(d) => d,
+        Err(problem) => {
+            tracing::debug!(problem, "malformed push notification");
+            return StatusCode::BAD_REQUEST;
+        }
+    };
+    if !notifier.allows(&delivery.route.callback_endpoint) {
+        tracing::warn!("push notification names a callback endpoint that is not allowed");
+        return StatusCode::BAD_REQUEST;
+    }
+    let span = tracing::info_span!(
+        "google.push",
+        channel_id = %delivery.channel_id,
+        resource_state = %delivery.resource_state,
+        message_number = delivery.message_number,
+    );
+    let outcome = tracing::Instrument::instrument(notifier.forward(delivery), span).await;
+    match outcome {
+        Forwarded::Delivered => StatusCode::OK,
+        Forwarded::UnknownChannel => {
+            tracing::debug!("scheduler does not know the channel; letting it lapse");
+            StatusCode::OK
+        }
+        Forwarded::Refused => StatusCode::OK,
+        Forwarded::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The webhook's HTTP service: POST on any path is a notification.
+pub fn router(notifier: Notifier) -> Router {
+    Router::new().fallback(notification).with_state(notifier)
+}
+
+/// The TLS configuration of the webhook from PEM files (ring provider,
+/// HTTP/1.1 and HTTP/2).
+pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} holds no valid PEM certificate", cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert.display());
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the webhook certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the webhook on `listener` (TLS when `tls` is given) until
+/// `shutdown` resolves; in-flight requests get a few seconds to finish.
+pub async fn serve_webhook(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(c) => c,
+                    Err(error) => {
+                        tracing::debug!(%error, "webhook accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                let stop = stop_rx.clone();
+                connections.spawn(async move {
+                    match acceptor {
+                        Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(stream)).await {
+                            Ok(Ok(tls)) => serve_connection(tls, router, stop).await,
+                            Ok(Err(error)) => tracing::debug!(%error, "webhook TLS handshake failed"),
+                            Err(_) => tracing::debug!("webhook TLS handshake timed out"),
+                        },
+                        None => serve_connection(stream, router, stop).await,
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+    }
+}
+
+async fn serve_connection<S>(io: S, router: Router, mut stop: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "webhook connection ended with an error");
+            }
+        }
+        _ = async { drop(stop.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> Route {
+        Route {
+            callback_endpoint: "http://scheduler-0.scheduler:50051".into(),
+            channel_token: "9f2c1d0e8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a".into(),
+        }
+    }
+
+    #[test]
+    fn channel_tokens_round_trip_url_encoded() {
+        let t = encode_token(&route()).unwrap();
+        assert!(t.starts_with("e=http%3A%2F%2Fscheduler-0.scheduler%3A50051&t=9f2c"));
+        assert!(t.len() <= MAX_CHANNEL_TOKEN);
+        assert_eq!(decode_token(&t), Some(route()));
+        let odd = Route {
+            callback_endpoint: "127.0.0.1:7&x=1".into(),
+            channel_token: "a b+c=d".into(),
+        };
+        assert_eq!(decode_token(&encode_token(&odd).unwrap()), Some(odd));
+    }
+
+    #[test]
+    fn tokens_over_googles_limit_are_refused() {
+        let long = Route {
+            callback_endpoint: format!("http://{}.example:1", "s".repeat(200)),
+            channel_token: "t".repeat(60),
+        };
+        assert_eq!(
+            encode_token(&long).unwrap_err().0[0].field,
+            "callback_endpoint"
+        );
+    }
+
+    #[test]
+    fn foreign_tokens_are_not_decoded() {
+        for bad in [
+            "",
+            "e=",
+            "t=x",
+            "e=x",
+            "e=x&t=",
+            "e=x&t=y&z=1",
+            "e=x&e=y&t=z",
+        ] {
+            assert_eq!(decode_token(bad), None, "{bad:?}");
+        }
+        assert_eq!(decode_token(&format!("e=x&t={}", "y".repeat(300))), None);
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn deliveries_are_read_from_googles_headers() {
+        let token = encode_token(&route()).unwrap();
+        let d = parse_delivery(&headers(&[
+            ("X-Goog-Channel-ID", "ch_1"),
+            ("X-Goog-Channel-Token", &token),
+            ("X-Goog-Resource-State", "exists"),
+            ("X-Goog-Message-Number", "417"),
+            ("X-Goog-Resource-ID", "ret08u3rv24htgh289g"),
+        ]))
+        .unwrap();
+        assert_eq!(d.channel_id, "ch_1");
+        assert_eq!(d.route, route());
+        assert_eq!(d.resource_state, "exists");
+        assert_eq!(d.message_number, 417);
+
+        for (missing, problem) in [
+            ("X-Goog-Channel-ID", "missing X-Goog-Channel-ID"),
+            ("X-Goog-Channel-Token", "missing X-Goog-Channel-Token"),
+            ("X-Goog-Resource-State", "missing X-Goog-Resource-State"),
+        ] {
+            let all = [
+                ("X-Goog-Channel-ID", "ch_1"),
+                ("X-Goog-Channel-Token", token.as_str()),
+                ("X-Goog-Resource-State", "sync"),
+            ];
+            let some: Vec<(&str, &str)> =
+                all.iter().copied().filter(|(k, _)| *k != missing).collect();
+            assert_eq!(parse_delivery(&headers(&some)), Err(problem));
+        }
+        assert!(parse_delivery(&headers(&[
+            ("X-Goog-Channel-ID", "ch_1"),
+            ("X-Goog-Channel-Token", "opaque-foreign-token"),
+            ("X-Goog-Resource-State", "sync"),
+        ]))
+        .is_err());
+        assert!(parse_delivery(&headers(&[
+            ("X-Goog-Channel-ID", "ch_1"),
+            ("X-Goog-Channel-Token", &token),
+            ("X-Goog-Resource-State", "sync"),
+            ("X-Goog-Message-Number", "one"),
+        ]))
+        .is_err());
+    }
+
+    #[test]
+    fn the_allow_list_limits_endpoints_when_set() {
+        assert!(Notifier::new(vec![]).allows("http://anything:1"));
+        let n = Notifier::new(vec!["http://scheduler:50051".into()]);
+        assert!(n.allows("http://scheduler:50051"));
+        assert!(!n.allows("http://elsewhere:50051"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_scheduler_is_reported_for_a_retry() {
+        // Nothing listens on port 1 of the loopback.
+        let n = Notifier::new(vec![]);
+        let d = Delivery {
+            channel_id: "ch".into(),
+            route: Route {
+                callback_endpoint: "127.0.0.1:1".into(),
+                channel_token: "t".into(),
+            },
+            resource_state: "exists".into(),
+            message_number: 2,
+        };
+        assert_eq!(n.forward(d).await, Forwarded::Unreachable);
+    }
+}

@@ -1,0 +1,880 @@
+//! SyncEvents for a stateless adapter: what the opaque cursor carries and
+//! how one page is computed from `events.list` (`showDeleted=true`,
+//! `singleEvents=false`).
+//!
+//! The cursor holds Google's sync token, the `maxResults` every listing of
+//! the calendar repeats, the end of the window the last full listing covered
+//! (its horizon), short hashes of the ids of the calendar's series masters,
+//! and — while a listing is in progress — the Google page token being read,
+//! how many of its items were already answered, and for a full listing its
+//! `timeMin`/`timeMax` and the hashes of the exceptions met so far.
+//!
+//! - A full listing (empty cursor, or the adapter's own choice) names every
+//!   event of the window: singles, exceptions as the instances they replace,
+//!   and series masters expanded locally into instances (skipping those an
+//!   exception already named; a cancelled exception met after its master
+//!   removes the instance through `deleted`). The scheduler diffs it
+//!   against its mirror.
+//! - An incremental listing (sync token) answers changes: cancelled items as
+//!   `deleted` (a cancelled exception as its instance id), others as
+//!   upserts, or as `deleted` when they left the window. A change to a series
+//!   master (new, edited, cancelled, or made single) cannot be expressed
+//!   instance by instance, so the adapter lists the calendar again from
+//!   scratch (`full_listing`). So it does when the request's window has
+//!   moved a day past the horizon, since instances entering the window are
+//!   no change at Google.
+//! - Only the absence of `nextPageToken` ends a listing; pages may be empty.
+//!   One call reads at most a few Google pages and answers `more` when it
+//!   stops early. A page whose expansion exceeds `page_size` is answered in
+//!   parts: the cursor then keeps the same page token and an item offset.
+//!
+//! A sync token Google no longer accepts (410) or a cursor that is not ours
+//! is OUT_OF_RANGE: the scheduler restarts with an empty cursor.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use calbridge::pb;
+
+use crate::error::GoogleError;
+use crate::mapping::{
+    event_from_google, event_overlaps, instance_id, parse_instance_id, parse_when, Context,
+    MapError,
+};
+use crate::model;
+use crate::recurrence::{expand, Window};
+
+/// The most events the adapter returns in one page (a single series'
+/// expansion may exceed it when it alone fills the page).
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// Google's cap on `maxResults`.
+const GOOGLE_MAX_RESULTS: u32 = 2500;
+/// The most Google requests one SyncEvents call makes.
+const MAX_REQUESTS_PER_CALL: usize = 8;
+/// How far the window's end may move past the last full listing's before
+/// the calendar is listed again, in seconds.
+const HORIZON_SLACK_SECONDS: i64 = 24 * 3600;
+/// Marks (and versions) our cursors.
+const CURSOR_PREFIX: &str = "g1.";
+
+/// A short, stable hash of an event id (a collision costs at most a
+/// needless full listing or, within one listing, a hidden instance with a
+/// chance of 2^-48).
+pub fn id_hash(id: &str) -> String {
+    hex::encode(&Sha256::digest(id.as_bytes())[..6])
+}
+
+/// A listing in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// True for a full listing (no sync token), false for an incremental
+    /// one (with the cursor's sync token).
+    #[serde(rename = "f")]
+    pub full: bool,
+    /// The page being read; none for the first.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+    /// Items of that page already answered.
+    #[serde(rename = "o", default)]
+    pub offset: usize,
+    /// `timeMin` of a full listing, Unix seconds.
+    #[serde(rename = "a", default)]
+    pub time_min: i64,
+    /// `timeMax` of a full listing, Unix seconds.
+    #[serde(rename = "b", default)]
+    pub time_max: i64,
+    /// Hashes of the instance ids exceptions named so far (full listing).
+    #[serde(rename = "x", default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub exceptions: BTreeSet<String>,
+    /// Hashes of the series masters met so far (full listing).
+    #[serde(rename = "s", default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub series: BTreeSet<String>,
+}
+
+/// The decoded cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Google's sync token, once a listing ended with one.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub sync_token: Option<String>,
+    /// `maxResults` of every listing of this calendar.
+    #[serde(rename = "m")]
+    pub max_results: u32,
+    /// The window end the last full listing covered, Unix seconds.
+    #[serde(rename = "h", default)]
+    pub horizon: i64,
+    /// Hashes of the calendar's series masters at the last full listing.
+    #[serde(rename = "r", default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub series: BTreeSet<String>,
+    /// The listing in progress.
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
+}
+
+impl Cursor {
+    /// The cursor's string form.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a cursor serializes");
+        format!("{CURSOR_PREFIX}{}", URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// Reads a cursor; `None` when it is not one of ours.
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s.strip_prefix(CURSOR_PREFIX)?)
+            .ok()?;
+        let c: Cursor = serde_json::from_slice(&bytes).ok()?;
+        (c.max_results >= 1 && c.max_results <= GOOGLE_MAX_RESULTS).then_some(c)
+    }
+
+    fn start_full(&mut self, window: Window) {
+        self.listing = Some(Listing {
+            full: true,
+            page_token: None,
+            offset: 0,
+            time_min: window.start.timestamp(),
+            time_max: window.end.timestamp(),
+            exceptions: BTreeSet::new(),
+            series: BTreeSet::new(),
+        });
+    }
+}
+
+/// The parameters of one `events.list` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Incremental: the sync token (then no time bounds are sent).
+    pub sync_token: Option<String>,
+    /// The page to read.
+    pub page_token: Option<String>,
+    /// Full listing: `timeMin`.
+    pub time_min: Option<DateTime<Utc>>,
+    /// Full listing: `timeMax`.
+    pub time_max: Option<DateTime<Utc>>,
+    /// `maxResults`.
+    pub max_results: u32,
+}
+
+/// Where event pages come from (Google, or a test's list of pages).
+pub trait EventSource {
+    /// One page of `events.list`.
+    fn page(
+        &self,
+        q: &ListQuery,
+    ) -> impl Future<Output = Result<model::EventsPage, GoogleError>> + Send;
+}
+
+/// One SyncEvents request, decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRequest<'a> {
+    /// The cursor, empty for a listing from scratch.
+    pub cursor: &'a str,
+    /// The sync window.
+    pub window: Window,
+    /// The most events wanted (at least 1).
+    pub page_size: usize,
+    /// Strip content.
+    pub busy_only: bool,
+}
+
+/// What one item contributes.
+enum Step {
+    Emit {
+        upserted: Vec<pb::Event>,
+        deleted: Vec<String>,
+        skipped: Option<pb::SkippedItem>,
+    },
+    /// A series master changed in an incremental listing.
+    Restart,
+}
+
+impl Step {
+    fn empty() -> Step {
+        Step::Emit {
+            upserted: Vec::new(),
+            deleted: Vec::new(),
+            skipped: None,
+        }
+    }
+    fn upsert(e: pb::Event) -> Step {
+        Step::Emit {
+            upserted: vec![e],
+            deleted: Vec::new(),
+            skipped: None,
+        }
+    }
+    fn delete(id: String) -> Step {
+        Step::Emit {
+            upserted: Vec::new(),
+            deleted: vec![id],
+            skipped: None,
+        }
+    }
+    fn skip(id: &str, reason: impl ToString) -> Step {
+        tracing::warn!(reason = %reason.to_string(), "skipping an unreadable google item");
+        Step::Emit {
+            upserted: Vec::new(),
+            deleted: Vec::new(),
+            skipped: Some(pb::SkippedItem {
+                item_id: id.to_string(),
+                reason: reason.to_string(),
+            }),
+        }
+    }
+}
+
+/// The instance id an exception (or a cancelled instance) stands for.
+fn exception_instance_id(g: &model::Event, ctx: &Context) -> Option<String> {
+    if let (Some(series), Some(original)) = (
+        g.recurring_event_id.as_deref().filter(|s| !s.is_empty()),
+        g.original_start_time.as_ref(),
+    ) {
+        if let Ok(o) = parse_when(original, "originalStartTime", ctx.calendar_zone) {
+            return Some(instance_id(series, &o));
+        }
+    }
+    parse_instance_id(g.id()).map(|_| g.id().to_string())
+}
+
+fn read_item(value: &Value) -> Result<model::Event, Step> {
+    match serde_json::from_value::<model::Event>(value.clone()) {
+        Ok(g) if !g.id().is_empty() => Ok(g),
+        Ok(_) => Err(Step::skip("", MapError::MissingId)),
+        Err(_) => Err(Step::skip(
+            value.get("id").and_then(Value::as_str).unwrap_or(""),
+            "the item is not a readable event",
+        )),
+    }
+}
+
+fn full_item(value: &Value, listing: &mut Listing, ctx: &Context, window: Window) -> Step {
+    let g = match read_item(value) {
+        Ok(g) => g,
+        Err(step) => return step,
+    };
+    if g.is_cancelled() {
+        // A cancelled exception hides its instance, whether the master
+        // came before (remove what it emitted) or comes later (skip it).
+        return match exception_instance_id(&g, ctx) {
+            Some(iid) => {
+                listing.exceptions.insert(id_hash(&iid));
+                Step::delete(iid)
+            }
+            None => Step::empty(),
+        };
+    }
+    if g.is_master() {
+        listing.series.insert(id_hash(g.id()));
+        let seen = &listing.exceptions;
+        return match expand(&g, ctx, window, &|iid| seen.contains(&id_hash(iid))) {
+            Ok(upserted) => Step::Emit {
+                upserted,
+                deleted: Vec::new(),
+                skipped: None,
+            },
+            Err(e) => Step::skip(g.id(), e),
+        };
+    }
+    let e = match event_from_google(&g, ctx) {
+        Ok(e) => e,
+        Err(e) => return Step::skip(g.id(), e),
+    };
+    let inside = event_overlaps(&e, ctx.calendar_zone, window.start, window.end);
+    if e.recurrence_link.is_some() {
+        listing.exceptions.insert(id_hash(&e.provider_event_id));
+        if !inside {
+            // Moved out of the window: its master may have named it.
+            return Step::delete(e.provider_event_id);
+        }
+    }
+    if inside {
+        Step::upsert(e)
+    } else {
+        Step::empty()
+    }
+}
+
+fn incremental_item(
+    value: &Value,
+    series: &BTreeSet<String>,
+    ctx: &Context,
+    window: Window,
+) -> Step {
+    let g = match read_item(value) {
+        Ok(g) => g,
+        Err(step) => return step,
+    };
+    if g.is_master() || series.contains(&id_hash(g.id())) {
+        return Step::Restart;
+    }
+    if g.is_cancelled() {
+        return Step::delete(exception_instance_id(&g, ctx).unwrap_or_else(|| g.id().to_string()));
+    }
+    match event_from_google(&g, ctx) {
+        Ok(e) if event_overlaps(&e, ctx.calendar_zone, window.start, window.end) => Step::upsert(e),
+        Ok(e) => Step::delete(e.provider_event_id),
+        Err(e) => Step::skip(g.id(), e),
+    }
+}
+
+fn from_unix(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(s, 0).unwrap_or_default()
+}
+
+/// Computes one page.
+pub async fn sync<S: EventSource>(
+    source: &S,
+    req: &SyncRequest<'_>,
+) -> Result<pb::SyncEventsResponse, GoogleError> {
+    let page_size = req.page_size.max(1);
+    let mut cursor = if req.cursor.is_empty() {
+        Cursor {
+            sync_token: None,
+            max_results: (page_size as u32).clamp(1, GOOGLE_MAX_RESULTS),
+            horizon: 0,
+            series: BTreeSet::new(),
+            listing: None,
+        }
+    } else {
+        Cursor::decode(req.cursor).ok_or(GoogleError::SyncTokenExpired)?
+    };
+    if cursor.listing.is_none() {
+        let within_horizon =
+            req.window.end.timestamp() <= cursor.horizon.saturating_add(HORIZON_SLACK_SECONDS);
+        if cursor.sync_token.is_some() && within_horizon {
+            cursor.listing = Some(Listing {
+                full: false,
+                page_token: None,
+                offset: 0,
+                time_min: 0,
+                time_max: 0,
+                exceptions: BTreeSet::new(),
+                series: BTreeSet::new(),
+            });
+        } else {
+            cursor.start_full(req.window);
+        }
+    }
+
+    let mut upserted: Vec<pb::Event> = Vec::new();
+    let mut deleted: Vec<String> = Vec::new();
+    let mut skipped: Vec<pb::SkippedItem> = Vec::new();
+    let mut requests = 0;
+    'pages: while requests < MAX_REQUESTS_PER_CALL {
+        requests += 1;
+        let listing = cursor.listing.as_ref().expect("a listing is in progress");
+        let query = ListQuery {
+            sync_token: if listing.full {
+                None
+            } else {
+                cursor.sync_token.clone()
+            },
+            page_token: listing.page_token.clone(),
+            time_min: listing.full.then(|| from_unix(listing.time_min)),
+            time_max: listing.full.then(|| from_unix(listing.time_max)),
+            max_results: cursor.max_results,
+        };
+        let page = source.page(&query).await?;
+        let ctx = Context {
+            calendar_zone: page.time_zone.as_deref().and_then(|z| z.parse::<Tz>().ok()),
+            busy_only: req.busy_only,
+        };
+        let items = page.items.unwrap_or_default();
+        let mut i = listing.offset;
+        while i < items.len() {
+            let listing = cursor.listing.as_mut().expect("a listing is in progress");
+            let step = if listing.full {
+                full_item(&items[i], listing, &ctx, req.window)
+            } else {
+                incremental_item(&items[i], &cursor.series, &ctx, req.window)
+            };
+            match step {
+                Step::Restart => {
+                    tracing::debug!("a series changed; listing the calendar again");
+                    upserted.clear();
+                    deleted.clear();
+                    skipped.clear();
+                    cursor.start_full(req.window);
+                    continue 'pages;
+                }
+                Step::Emit {
+                    upserted: u,
+                    deleted: d,
+                    skipped: s,
+                } => {
+                    if !upserted.is_empty() && upserted.len() + u.len() > page_size {
+                        listing.offset = i;
+                        return Ok(answer(&cursor, upserted, deleted, skipped, true));
+                    }
+                    upserted.extend(u);
+                    deleted.extend(d);
+                    skipped.extend(s);
+                    i += 1;
+                }
+            }
+        }
+        let listing = cursor.listing.as_mut().expect("a listing is in progress");
+        match page.next_page_token.filter(|t| !t.is_empty()) {
+            Some(next) => {
+                listing.page_token = Some(next);
+                listing.offset = 0;
+                if upserted.len() >= page_size {
+                    return Ok(answer(&cursor, upserted, deleted, skipped, true));
+                }
+            }
+            None => {
+                let done = cursor.listing.take().expect("a listing is in progress");
+                if done.full {
+                    cursor.series = done.series;
+                    cursor.horizon = done.time_max;
+                }
+                cursor.sync_token = page.next_sync_token.filter(|t| !t.is_empty());
+                let mut resp = answer(&cursor, upserted, deleted, skipped, false);
+                resp.full_listing = done.full;
+                return Ok(resp);
+            }
+        }
+    }
+    Ok(answer(&cursor, upserted, deleted, skipped, true))
+}
+
+fn answer(
+    cursor: &Cursor,
+    upserted: Vec<pb::Event>,
+    deleted: Vec<String>,
+    skipped: Vec<pb::SkippedItem>,
+    more: bool,
+) -> pb::SyncEventsResponse {
+    pb::SyncEventsResponse {
+        upserted,
+        deleted,
+        next_cursor: cursor.encode(),
+        more,
+        full_listing: cursor.listing.as_ref().is_some_and(|l| l.full),
+        skipped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    /// Answers queued pages in order and records the queries.
+    struct Pages {
+        pages: Mutex<VecDeque<Result<Value, GoogleError>>>,
+        queries: Mutex<Vec<ListQuery>>,
+    }
+
+    impl Pages {
+        fn new(pages: Vec<Value>) -> Self {
+            Pages {
+                pages: Mutex::new(pages.into_iter().map(Ok).collect()),
+                queries: Mutex::new(Vec::new()),
+            }
+        }
+        fn push(&self, page: Value) {
+            self.pages.lock().unwrap().push_back(Ok(page));
+        }
+        fn fail(&self, e: GoogleError) {
+            self.pages.lock().unwrap().push_back(Err(e));
+        }
+        fn queries(&self) -> Vec<ListQuery> {
+            std::mem::take(&mut self.queries.lock().unwrap())
+        }
+    }
+
+    impl EventSource for Pages {
+        fn page(
+            &self,
+            q: &ListQuery,
+        ) -> impl Future<Output = Result<model::EventsPage, GoogleError>> + Send {
+            self.queries.lock().unwrap().push(q.clone());
+            let next = self
+                .pages
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("a page was queued");
+            async move { next.map(|v| serde_json::from_value(v).unwrap()) }
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn window() -> Window {
+        Window {
+            start: at("2026-01-01T00:00:00Z"),
+            end: at("2026-03-01T00:00:00Z"),
+        }
+    }
+
+    fn req(cursor: &str, page_size: usize) -> SyncRequest<'_> {
+        SyncRequest {
+            cursor,
+            window: window(),
+            page_size,
+            busy_only: false,
+        }
+    }
+
+    fn single(id: &str, day: u32) -> Value {
+        json!({
+            "kind": "calendar#event", "etag": format!("\"{id}-1\""), "id": id, "status": "confirmed",
+            "summary": format!("Event {id}"),
+            "start": {"dateTime": format!("2026-01-{day:02}T10:00:00Z"), "timeZone": "UTC"},
+            "end": {"dateTime": format!("2026-01-{day:02}T11:00:00Z"), "timeZone": "UTC"},
+        })
+    }
+
+    fn series() -> Value {
+        json!({
+            "kind": "calendar#event", "etag": "\"s-1\"", "id": "weekly", "status": "confirmed",
+            "summary": "Weekly",
+            "start": {"dateTime": "2026-01-05T09:00:00Z", "timeZone": "Europe/London"},
+            "end": {"dateTime": "2026-01-05T10:00:00Z", "timeZone": "Europe/London"},
+            "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"],
+        })
+    }
+
+    fn moved_exception() -> Value {
+        json!({
+            "kind": "calendar#event", "etag": "\"x-1\"", "id": "weekly_20260112T090000Z",
+            "status": "confirmed", "summary": "Weekly (moved)", "recurringEventId": "weekly",
+            "originalStartTime": {"dateTime": "2026-01-12T09:00:00Z", "timeZone": "Europe/London"},
+            "start": {"dateTime": "2026-01-12T14:00:00Z", "timeZone": "Europe/London"},
+            "end": {"dateTime": "2026-01-12T15:00:00Z", "timeZone": "Europe/London"},
+        })
+    }
+
+    fn cancelled_instance() -> Value {
+        json!({
+            "kind": "calendar#event", "etag": "\"c-1\"", "id": "weekly_20260119T090000Z",
+            "status": "cancelled", "recurringEventId": "weekly",
+            "originalStartTime": {"dateTime": "2026-01-19T09:00:00Z", "timeZone": "Europe/London"},
+        })
+    }
+
+    fn page(items: Vec<Value>, next_page: Option<&str>, next_sync: Option<&str>) -> Value {
+        let mut p = json!({"kind": "calendar#events", "timeZone": "Europe/London", "items": items});
+        if let Some(t) = next_page {
+            p["nextPageToken"] = json!(t);
+        }
+        if let Some(t) = next_sync {
+            p["nextSyncToken"] = json!(t);
+        }
+        p
+    }
+
+    fn ids(r: &pb::SyncEventsResponse) -> Vec<&str> {
+        r.upserted
+            .iter()
+            .map(|e| e.provider_event_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let c = Cursor {
+            sync_token: Some("CPDAlvWDx70CEPDAlvWDx70CGAU=|x".into()),
+            max_results: 250,
+            horizon: 1_800_000_000,
+            series: [id_hash("a"), id_hash("b")].into_iter().collect(),
+            listing: Some(Listing {
+                full: true,
+                page_token: Some("EjYKKD".into()),
+                offset: 3,
+                time_min: 1,
+                time_max: 2,
+                exceptions: [id_hash("a_20260101")].into_iter().collect(),
+                series: BTreeSet::new(),
+            }),
+        };
+        let s = c.encode();
+        assert!(s.starts_with("g1."));
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        assert_eq!(Cursor::decode(&s), Some(c));
+        for bad in ["", "garbage", "g1.!!!", "g2.e30", "g1.e30"] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_listing_follows_empty_pages_until_no_page_token_is_left() {
+        let src = Pages::new(vec![
+            page(vec![single("a1111", 5)], Some("p2"), None),
+            page(vec![], Some("p3"), None),
+            page(vec![], Some("p4"), None),
+            page(vec![single("b2222", 6)], None, Some("sync-1")),
+        ]);
+        let r = sync(&src, &req("", 100)).await.unwrap();
+        assert_eq!(ids(&r), vec!["a1111", "b2222"]);
+        assert!(r.full_listing && !r.more);
+        let q = src.queries();
+        assert_eq!(q.len(), 4);
+        assert_eq!(q[0].sync_token, None);
+        assert_eq!(q[0].time_min, Some(window().start));
+        assert_eq!(q[0].time_max, Some(window().end));
+        assert_eq!(q[0].max_results, 100);
+        assert_eq!(q[3].page_token.as_deref(), Some("p4"));
+        assert_eq!(
+            q[3].time_min,
+            Some(window().start),
+            "page requests repeat the parameters"
+        );
+
+        // The next sync is incremental, without time bounds.
+        src.push(page(vec![], None, Some("sync-2")));
+        let r2 = sync(&src, &req(&r.next_cursor, 100)).await.unwrap();
+        assert!(!r2.full_listing && !r2.more && r2.upserted.is_empty());
+        let q = src.queries();
+        assert_eq!(q[0].sync_token.as_deref(), Some("sync-1"));
+        assert_eq!((q[0].time_min, q[0].time_max), (None, None));
+        assert_eq!(q[0].max_results, 100);
+        assert_eq!(
+            Cursor::decode(&r2.next_cursor)
+                .unwrap()
+                .sync_token
+                .as_deref(),
+            Some("sync-2")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_run_of_empty_pages_answers_more_with_nothing() {
+        let src = Pages::new(
+            (0..MAX_REQUESTS_PER_CALL)
+                .map(|i| page(vec![], Some(&format!("p{i}")), None))
+                .collect(),
+        );
+        let r = sync(&src, &req("", 50)).await.unwrap();
+        assert!(r.more && r.full_listing && r.upserted.is_empty());
+        let c = Cursor::decode(&r.next_cursor).unwrap();
+        assert_eq!(
+            c.listing.unwrap().page_token.as_deref(),
+            Some(format!("p{}", MAX_REQUESTS_PER_CALL - 1).as_str())
+        );
+        src.push(page(vec![single("z9999", 9)], None, Some("s")));
+        let r2 = sync(&src, &req(&r.next_cursor, 50)).await.unwrap();
+        assert_eq!(ids(&r2), vec!["z9999"]);
+        assert!(r2.full_listing && !r2.more);
+    }
+
+    #[tokio::test]
+    async fn a_series_is_expanded_with_its_exceptions_in_any_order() {
+        // Exception and cancellation before the master, on earlier pages.
+        let src = Pages::new(vec![
+            page(vec![moved_exception()], Some("p2"), None),
+            page(vec![cancelled_instance(), series()], None, Some("s1")),
+        ]);
+        let r = sync(&src, &req("", 100)).await.unwrap();
+        assert_eq!(
+            ids(&r),
+            vec![
+                "weekly_20260112T090000Z",
+                "weekly_20260105T090000Z",
+                "weekly_20260126T090000Z"
+            ]
+        );
+        assert_eq!(r.upserted[0].title, "Weekly (moved)");
+        assert_eq!(r.upserted[0].version, "\"x-1\"");
+        assert_eq!(r.upserted[1].version, "\"s-1\"");
+        assert_eq!(r.deleted, vec!["weekly_20260119T090000Z"]);
+        let c = Cursor::decode(&r.next_cursor).unwrap();
+        assert!(c.series.contains(&id_hash("weekly")));
+        assert!(c.listing.is_none());
+
+        // Master first: the exception's upsert comes later and replaces
+        // the rule's instance; the cancellation removes one.
+        let src = Pages::new(vec![page(
+            vec![series(), moved_exception(), cancelled_instance()],
+            None,
+            Some("s1"),
+        )]);
+        let r = sync(&src, &req("", 100)).await.unwrap();
+        let last = r
+            .upserted
+            .iter()
+            .rev()
+            .find(|e| e.provider_event_id == "weekly_20260112T090000Z")
+            .unwrap();
+        assert_eq!(last.title, "Weekly (moved)");
+        assert_eq!(r.deleted, vec!["weekly_20260119T090000Z"]);
+    }
+
+    #[tokio::test]
+    async fn a_page_larger_than_page_size_is_answered_in_parts() {
+        let src = Pages::new(vec![
+            page(
+                vec![single("a1111", 5), single("b2222", 6), single("c3333", 7)],
+                None,
+                Some("s"),
+            ),
+            page(
+                vec![single("a1111", 5), single("b2222", 6), single("c3333", 7)],
+                None,
+                Some("s"),
+            ),
+        ]);
+        let r = sync(&src, &req("", 2)).await.unwrap();
+        assert_eq!(ids(&r), vec!["a1111", "b2222"]);
+        assert!(r.more && r.full_listing);
+        let r2 = sync(&src, &req(&r.next_cursor, 2)).await.unwrap();
+        assert_eq!(ids(&r2), vec!["c3333"]);
+        assert!(!r2.more && r2.full_listing);
+        let q = src.queries();
+        assert_eq!(q[1].page_token, None, "the same first page is read again");
+    }
+
+    fn synced_cursor(series_ids: &[&str]) -> String {
+        Cursor {
+            sync_token: Some("tok-1".into()),
+            max_results: 100,
+            horizon: window().end.timestamp(),
+            series: series_ids.iter().map(|s| id_hash(s)).collect(),
+            listing: None,
+        }
+        .encode()
+    }
+
+    #[tokio::test]
+    async fn incremental_changes_become_upserts_and_deletions() {
+        let mut out_of_window = single("o5555", 5);
+        out_of_window["start"]["dateTime"] = json!("2027-06-01T10:00:00Z");
+        out_of_window["end"]["dateTime"] = json!("2027-06-01T11:00:00Z");
+        let src = Pages::new(vec![
+            page(
+                vec![
+                    single("a1111", 5),
+                    json!({"kind": "calendar#event", "etag": "\"d\"", "id": "gone1", "status": "cancelled"}),
+                    cancelled_instance(),
+                ],
+                Some("p2"),
+                None,
+            ),
+            page(vec![], Some("p3"), None),
+            page(vec![out_of_window, moved_exception()], None, Some("tok-2")),
+        ]);
+        let r = sync(&src, &req(&synced_cursor(&["weekly"]), 100))
+            .await
+            .unwrap();
+        assert!(!r.full_listing && !r.more);
+        assert_eq!(ids(&r), vec!["a1111", "weekly_20260112T090000Z"]);
+        assert_eq!(r.deleted, vec!["gone1", "weekly_20260119T090000Z", "o5555"]);
+        let q = src.queries();
+        assert!(q.iter().all(|q| q.sync_token.as_deref() == Some("tok-1")));
+        assert_eq!(q[2].page_token.as_deref(), Some("p3"));
+        let c = Cursor::decode(&r.next_cursor).unwrap();
+        assert_eq!(c.sync_token.as_deref(), Some("tok-2"));
+        assert!(c.series.contains(&id_hash("weekly")), "kept");
+    }
+
+    #[tokio::test]
+    async fn a_changed_or_cancelled_master_falls_back_to_a_full_listing() {
+        for change in [
+            series(),
+            json!({"kind": "calendar#event", "etag": "\"d\"", "id": "weekly", "status": "cancelled"}),
+            single("weekly", 5),
+        ] {
+            let src = Pages::new(vec![
+                page(vec![single("a1111", 5), change], None, Some("tok-2")),
+                page(vec![single("a1111", 5), series()], None, Some("tok-3")),
+            ]);
+            let r = sync(&src, &req(&synced_cursor(&["weekly"]), 100))
+                .await
+                .unwrap();
+            assert!(r.full_listing && !r.more);
+            assert!(r.deleted.is_empty());
+            assert_eq!(r.upserted.len(), 5);
+            let q = src.queries();
+            assert_eq!(q[1].sync_token, None);
+            assert_eq!(q[1].time_min, Some(window().start));
+            assert_eq!(
+                Cursor::decode(&r.next_cursor)
+                    .unwrap()
+                    .sync_token
+                    .as_deref(),
+                Some("tok-3")
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_series_in_an_incremental_listing_lists_again() {
+        let src = Pages::new(vec![
+            page(vec![series()], None, Some("tok-2")),
+            page(vec![series()], None, Some("tok-3")),
+        ]);
+        let r = sync(&src, &req(&synced_cursor(&[]), 100)).await.unwrap();
+        assert!(r.full_listing);
+        assert_eq!(r.upserted.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_window_moved_past_the_horizon_lists_again() {
+        let src = Pages::new(vec![page(vec![], None, Some("tok-2"))]);
+        let c = synced_cursor(&[]);
+        let mut r = req(&c, 100);
+        r.window.end = window().end + chrono::Duration::days(2);
+        let resp = sync(&src, &r).await.unwrap();
+        assert!(resp.full_listing);
+        let q = src.queries();
+        assert_eq!(q[0].time_max, Some(r.window.end));
+        // Within a day of the horizon the sync stays incremental.
+        let src = Pages::new(vec![page(vec![], None, Some("tok-2"))]);
+        r.window.end = window().end + chrono::Duration::hours(12);
+        assert!(!sync(&src, &r).await.unwrap().full_listing);
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_and_foreign_cursors_are_out_of_range() {
+        let src = Pages::new(vec![]);
+        src.fail(GoogleError::SyncTokenExpired);
+        assert_eq!(
+            sync(&src, &req(&synced_cursor(&[]), 100))
+                .await
+                .unwrap_err(),
+            GoogleError::SyncTokenExpired
+        );
+        assert_eq!(
+            sync(&src, &req("v1|st|-||x", 100)).await.unwrap_err(),
+            GoogleError::SyncTokenExpired
+        );
+    }
+
+    #[tokio::test]
+    async fn busy_only_pages_carry_no_content_and_unreadable_items_are_skipped() {
+        let src = Pages::new(vec![page(
+            vec![
+                single("a1111", 5),
+                json!({"id": "broken1", "status": "confirmed", "start": {"dateTime": "yesterday"}}),
+                json!({"id": 17}),
+            ],
+            None,
+            Some("s"),
+        )]);
+        let mut r = req("", 100);
+        r.busy_only = true;
+        let resp = sync(&src, &r).await.unwrap();
+        assert_eq!(ids(&resp), vec!["a1111"]);
+        assert!(resp.upserted[0].title.is_empty());
+        assert_eq!(resp.skipped.len(), 2);
+        assert_eq!(resp.skipped[0].item_id, "broken1");
+        assert!(!resp.skipped[0].reason.contains("yesterday"));
+    }
+}
