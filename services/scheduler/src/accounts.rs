@@ -10,9 +10,6 @@ use crate::adapters::adapter_error;
 use crate::state::{calendar_aad, hash_hex, identity_aad, now_ms, random_hex, store_err, Shared};
 use crate::store::{AccountRecord, CalendarRecord, ChangeDraft, ChannelRecord};
 
-/// How long push channels are asked to live.
-const CHANNEL_TTL_SECONDS: u32 = 24 * 3600;
-
 /// Connects (or re-authorises) a password account for `tenant`.
 pub async fn connect_password(
     shared: &Shared,
@@ -291,7 +288,7 @@ pub async fn start_watch(
             channel_id: channel_id.clone(),
             channel_token: token.clone(),
             callback_endpoint: shared.callback_url.clone(),
-            ttl_seconds: CHANNEL_TTL_SECONDS,
+            ttl_seconds: shared.config.sync.push_channel_ttl_seconds,
         })
         .await
         .map_err(|s| adapter_error(&s))?
@@ -301,7 +298,9 @@ pub async fn start_watch(
         .as_ref()
         .and_then(calbridge::time::from_timestamp)
         .map(|t| t.timestamp_millis())
-        .unwrap_or_else(|| now_ms() + i64::from(CHANNEL_TTL_SECONDS) * 1000);
+        .unwrap_or_else(|| {
+            now_ms() + i64::from(shared.config.sync.push_channel_ttl_seconds) * 1000
+        });
     shared
         .store
         .put_channel(&ChannelRecord {
@@ -349,7 +348,7 @@ pub async fn renew_channels(shared: &Shared) {
     let Ok(channels) = shared.store.channels() else {
         return;
     };
-    let margin = i64::from(CHANNEL_TTL_SECONDS) * 1000 / 4;
+    let margin = i64::from(shared.config.sync.push_channel_ttl_seconds) * 1000 / 4;
     for ch in channels
         .into_iter()
         .filter(|c| c.expires_ms - now_ms() < margin)

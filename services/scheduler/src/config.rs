@@ -72,6 +72,9 @@ pub struct SyncConfig {
     pub backoff_max_seconds: u64,
     /// Events asked per sync page.
     pub page_size: u32,
+    /// Lifetime asked for push channels, seconds (the provider may shorten
+    /// it); channels are renewed when a quarter of it is left.
+    pub push_channel_ttl_seconds: u32,
 }
 
 impl Default for SyncConfig {
@@ -85,6 +88,7 @@ impl Default for SyncConfig {
             backoff_base_ms: 1000,
             backoff_max_seconds: 300,
             page_size: 250,
+            push_channel_ttl_seconds: 24 * 3600,
         }
     }
 }
@@ -358,6 +362,12 @@ impl Config {
         }
         if sync.page_size == 0 || sync.page_size > 2500 {
             return Err(invalid("sync.page_size", "must be 1..=2500"));
+        }
+        if !(4..=30 * 86_400).contains(&sync.push_channel_ttl_seconds) {
+            return Err(invalid(
+                "sync.push_channel_ttl_seconds",
+                "must be 4..=2592000 (30 days)",
+            ));
         }
         if sync.window_future_days == 0 {
             return Err(invalid("sync.window_future_days", "must be at least 1"));

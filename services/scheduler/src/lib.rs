@@ -192,9 +192,13 @@ pub async fn run(
     })
 }
 
-/// Periodic upkeep: renew push channels, prune the change log.
+/// Periodic upkeep: renew push channels, prune the change log. Runs every
+/// minute, or more often when channels live so briefly that renewing at a
+/// quarter of their lifetime needs it.
 async fn upkeep(shared: Arc<state::Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let ttl_ms = u64::from(shared.config.sync.push_channel_ttl_seconds) * 1000;
+    let period = Duration::from_millis((ttl_ms / 8).clamp(250, 60_000));
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {},

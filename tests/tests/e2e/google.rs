@@ -169,7 +169,19 @@ async fn sync_maps_series_and_outside_edits_arrive_by_push() -> Result<()> {
         Some(pb::event_time::Value::Date(_))
     ));
 
-    // Outside edits, with polling at its idle cadence (minutes): push.
+    // Outside edits, with polling at its idle cadence (minutes): push. The
+    // channel's first ("sync") message causes a sync of its own; let it
+    // pass first so it cannot be what picks the edits up.
+    eventually(Duration::from_secs(30), "the sync message", || async {
+        g.control
+            .channels()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|ch| ch.calendar == user && ch.delivered >= 1)
+    })
+    .await?;
+    g.settle(&mut c, &a.account_id).await?;
     let c0 = change_cursor(&mut c).await?;
     let created = g
         .control
@@ -232,14 +244,15 @@ async fn edits_arrive_by_polling_when_push_is_dropped() -> Result<()> {
     .await?;
     let user = "poll@gmail.example";
     g.user(user).await?;
-    let mut c = tenant(&g, "google-poll").await?;
-    g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    // Every notification is lost, from the first ("sync") on.
     g.control
         .set_push(&PushBehaviour {
             drop: true,
             ..Default::default()
         })
         .await?;
+    let mut c = tenant(&g, "google-poll").await?;
+    g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     let c0 = change_cursor(&mut c).await?;
     g.control
         .insert_event(user, &google_event("Unannounced", 5))
@@ -533,8 +546,74 @@ async fn a_free_busy_account_reads_only_free_busy_and_stores_no_content() -> Res
         "{requests:#?}"
     );
     assert!(requests.by_method.contains_key("calendar.freebusy.query"));
+    g.assert_valid_responses().await?;
     let mut stack = g.stack;
     stack.scheduler.kill9().await;
     assert!(!dir_contains(stack.dir.path(), b"Secret interview")?);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn channels_are_renewed_before_they_expire_and_stopped_on_deselect() -> Result<()> {
+    let config = tempfile::NamedTempFile::new()?;
+    std::fs::write(config.path(), "[sync]\npush_channel_ttl_seconds = 4\n")?;
+    let g = GoogleStack::start(GoogleOptions {
+        scheduler_flags: vec!["--config".into(), config.path().display().to_string()],
+        ..Default::default()
+    })
+    .await?;
+    let user = "renew@gmail.example";
+    g.user(user).await?;
+    let mut c = tenant(&g, "google-renew").await?;
+    let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let first = eventually(Duration::from_secs(30), "a live channel", || async {
+        g.control
+            .channels()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|ch| ch.calendar == user && !ch.stopped)
+    })
+    .await?;
+    // Renewed at a quarter of its 4 s life: a new channel, the old stopped,
+    // before the old one expired.
+    let renewed = eventually(Duration::from_secs(30), "a renewed channel", || async {
+        let channels = g.control.channels().await.ok()?;
+        let old_stopped = channels.iter().any(|ch| ch.id == first.id && ch.stopped);
+        let new = channels
+            .into_iter()
+            .find(|ch| ch.calendar == user && !ch.stopped && ch.id != first.id)?;
+        old_stopped.then_some(new)
+    })
+    .await?;
+    assert!(renewed.expiration > first.expiration);
+
+    // Outside edits still arrive through the renewed channel.
+    let c0 = change_cursor(&mut c).await?;
+    g.control
+        .insert_event(user, &google_event("After renewal", 2))
+        .await?;
+    next_change(&mut c, &c0, |ch| {
+        ch.event
+            .as_ref()
+            .is_some_and(|e| e.title == "After renewal")
+    })
+    .await?;
+
+    // Turning the calendar's sync off stops its channel.
+    c.set_calendar_sync(pb::SetCalendarSyncRequest {
+        account_id: a.account_id.clone(),
+        calendar_id: PRIMARY.into(),
+        synced: false,
+    })
+    .await?;
+    let channels = g.control.channels().await?;
+    assert!(
+        channels
+            .iter()
+            .filter(|ch| ch.calendar == user)
+            .all(|ch| ch.stopped),
+        "{channels:#?}"
+    );
+    g.assert_valid_responses().await
 }
