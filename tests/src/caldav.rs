@@ -505,6 +505,8 @@ pub struct CaldavStack {
     pub scheduler: Proc,
     /// The scheduler's port (kept across restarts).
     pub scheduler_port: u16,
+    /// The scheduler's configuration file, if one was given.
+    pub scheduler_config: Option<PathBuf>,
 }
 
 impl CaldavStack {
@@ -512,7 +514,24 @@ impl CaldavStack {
     /// `poll_interval_seconds`), then the scheduler in local mode with
     /// `--adapter caldav=URL`.
     pub async fn start(poll_interval_seconds: u32) -> Result<CaldavStack> {
+        Self::start_with_scheduler_config(poll_interval_seconds, None).await
+    }
+
+    /// Like [`CaldavStack::start`], with a TOML configuration file for the
+    /// scheduler holding `scheduler_toml` (e.g. `[sync]\npage_size = 2500`).
+    pub async fn start_with_scheduler_config(
+        poll_interval_seconds: u32,
+        scheduler_toml: Option<&str>,
+    ) -> Result<CaldavStack> {
         let dir = tempfile::tempdir()?;
+        let scheduler_config = match scheduler_toml {
+            Some(toml) => {
+                let path = dir.path().join("scheduler.toml");
+                std::fs::write(&path, toml)?;
+                Some(path)
+            }
+            None => None,
+        };
         let adapter = Proc::start(
             "calbridge-adapter-caldav",
             &[
@@ -524,17 +543,29 @@ impl CaldavStack {
         )
         .await?;
         let scheduler_port = free_port();
-        let scheduler = Self::start_scheduler(dir.path(), scheduler_port, &adapter.url()).await?;
+        let scheduler = Self::start_scheduler(
+            dir.path(),
+            scheduler_port,
+            &adapter.url(),
+            scheduler_config.as_deref(),
+        )
+        .await?;
         Ok(CaldavStack {
             dir,
             adapter,
             scheduler,
             scheduler_port,
+            scheduler_config,
         })
     }
 
-    async fn start_scheduler(dir: &Path, port: u16, adapter_url: &str) -> Result<Proc> {
-        let args = vec![
+    async fn start_scheduler(
+        dir: &Path,
+        port: u16,
+        adapter_url: &str,
+        config: Option<&Path>,
+    ) -> Result<Proc> {
+        let mut args = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--data-dir".into(),
@@ -544,6 +575,10 @@ impl CaldavStack {
             "--adapter".into(),
             format!("caldav={adapter_url}"),
         ];
+        if let Some(config) = config {
+            args.push("--config".into());
+            args.push(config.display().to_string());
+        }
         Proc::start("calbridge-scheduler", &args).await
     }
 
@@ -557,8 +592,13 @@ impl CaldavStack {
     pub async fn restart_scheduler(&mut self) -> Result<()> {
         let mut last = None;
         for _ in 0..50 {
-            match Self::start_scheduler(self.dir.path(), self.scheduler_port, &self.adapter.url())
-                .await
+            match Self::start_scheduler(
+                self.dir.path(),
+                self.scheduler_port,
+                &self.adapter.url(),
+                self.scheduler_config.as_deref(),
+            )
+            .await
             {
                 Ok(p) => {
                     self.scheduler = p;

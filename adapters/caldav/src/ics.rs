@@ -11,7 +11,7 @@ use calbridge::pb::{self, EventStatus, ResponseStatus, Transparency};
 use calbridge::time::{parse_event_time, parse_zone, Boundary};
 use calbridge::Invalid;
 
-use crate::mapping::parse_calendar;
+use crate::mapping::{parse_calendar, When};
 
 /// The iCalendar object for `event`, with `uid`, at revision `sequence`.
 pub fn event_to_ics(
@@ -101,6 +101,323 @@ pub fn event_to_ics(
         return Ok(body);
     }
     Ok(with_timezones(&body).unwrap_or(body))
+}
+
+/// The properties of a VEVENT that calbridge writes; everything else in a
+/// stored object (X- properties, VALARMs, categories, URLs, attachments,
+/// other components) belongs to other clients and is kept on updates.
+const OWNED: &[&str] = &[
+    "DTSTAMP",
+    "SEQUENCE",
+    "LAST-MODIFIED",
+    "DTSTART",
+    "DTEND",
+    "DURATION",
+    "SUMMARY",
+    "DESCRIPTION",
+    "LOCATION",
+    "STATUS",
+    "TRANSP",
+    "ORGANIZER",
+    "ATTENDEE",
+];
+
+/// `existing` (a stored single-event object) rewritten with `event`'s
+/// fields at revision `sequence`: only the properties calbridge owns
+/// ([`OWNED`]) of the event's VEVENT change, and of those only the ones
+/// whose value changed (an unchanged DTSTART keeps its TZID as written, an
+/// unchanged attendee its other parameters); DTSTAMP and SEQUENCE are
+/// renewed, LAST-MODIFIED too when present. Everything else is kept as it
+/// was, and VTIMEZONEs are added for new TZIDs. `None` when `existing` is no
+/// single event this can rewrite (the caller writes a fresh object then).
+pub fn merge_event(
+    existing: &str,
+    event: &pb::Event,
+    uid: &str,
+    sequence: u32,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, Invalid> {
+    let fresh = event_to_ics(event, uid, sequence, now)?;
+    let Ok(old_obj) = crate::mapping::parse_object(existing, None) else {
+        return Ok(None);
+    };
+    let Some(old) = old_obj.master.as_ref().filter(|_| !old_obj.is_recurring()) else {
+        return Ok(None);
+    };
+    let new_lines = logical_lines(&fresh);
+    let old_lines = logical_lines(existing);
+    let Some(target) = vevent_span(&old_lines) else {
+        return Ok(None);
+    };
+    let fresh_span = vevent_span(&new_lines).expect("our own object has a VEVENT");
+    let own = |lines: &[Line], span: (usize, usize), name: &str| -> Vec<Line> {
+        direct_props(lines, span)
+            .filter(|l| l.name == name)
+            .cloned()
+            .collect()
+    };
+    let fresh_own = |name: &str| own(&new_lines, fresh_span, name);
+    let old_own = |name: &str| own(&old_lines, target, name);
+
+    let (start, start_zone) = boundary("event.start", event.start.as_ref())?;
+    let (end, end_zone) = boundary("event.end", event.end.as_ref())?;
+    let when = |b: Boundary, z: Option<Tz>| match b {
+        Boundary::Date(d) => When::Date(d),
+        Boundary::Instant(t) => When::At(t, z.unwrap_or(Tz::UTC)),
+    };
+    let status = match event.status() {
+        EventStatus::Tentative => EventStatus::Tentative,
+        EventStatus::Cancelled => EventStatus::Cancelled,
+        _ => EventStatus::Confirmed,
+    };
+    let transparency = match event.transparency() {
+        Transparency::Transparent => Transparency::Transparent,
+        _ => Transparency::Opaque,
+    };
+    let organizer = event.organizer.clone().filter(|o| !o.email.is_empty());
+
+    let mut chosen: Vec<Line> = Vec::new();
+    let mut keep_or_write = |same: bool, names: &[&str]| {
+        for name in names {
+            chosen.extend(if same { old_own(name) } else { fresh_own(name) });
+        }
+    };
+    keep_or_write(false, &["DTSTAMP", "SEQUENCE"]);
+    let start_same = old.start == when(start, start_zone);
+    let end_same = old.end == when(end, end_zone);
+    keep_or_write(start_same, &["DTSTART"]);
+    keep_or_write(end_same, &["DTEND", "DURATION"]);
+    keep_or_write(old.summary == event.title, &["SUMMARY"]);
+    keep_or_write(old.description == event.description, &["DESCRIPTION"]);
+    keep_or_write(old.location == event.location, &["LOCATION"]);
+    keep_or_write(old.status == status, &["STATUS"]);
+    keep_or_write(old.transparency == transparency, &["TRANSP"]);
+    keep_or_write(old.organizer == organizer, &["ORGANIZER"]);
+    // Attendees one by one: an unchanged one keeps its line as written.
+    let old_attendees: Vec<(Line, Option<pb::Attendee>)> = old_own("ATTENDEE")
+        .into_iter()
+        .map(|l| {
+            let parsed = attendee_of(&l.text);
+            (l, parsed)
+        })
+        .collect();
+    for (i, line) in fresh_own("ATTENDEE").into_iter().enumerate() {
+        let kept = event.attendees.get(i).and_then(|a| {
+            old_attendees
+                .iter()
+                .find(|(_, parsed)| parsed.as_ref() == Some(a))
+                .map(|(l, _)| l.clone())
+        });
+        chosen.push(kept.unwrap_or(line));
+    }
+    if !old_own("LAST-MODIFIED").is_empty() {
+        chosen.push(Line::new(format!(
+            "LAST-MODIFIED:{}",
+            now.format("%Y%m%dT%H%M%SZ")
+        )));
+    }
+
+    // VTIMEZONEs for TZIDs the rewritten times use and the object lacks.
+    let defined: Vec<String> = tzids_defined(&old_lines);
+    let wanted: Vec<Tz> = [
+        (!start_same).then_some(start_zone).flatten(),
+        (!end_same).then_some(end_zone).flatten(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|z| !defined.iter().any(|d| d == z.name()))
+    .collect();
+    let zones: Vec<Line> = vtimezones(&new_lines)
+        .into_iter()
+        .filter(|(tzid, _)| wanted.iter().any(|z| z.name() == tzid))
+        .flat_map(|(_, lines)| lines)
+        .collect();
+
+    let mut out: Vec<Line> = Vec::with_capacity(old_lines.len() + chosen.len());
+    for (i, line) in old_lines.iter().enumerate() {
+        if i == target.0 {
+            out.extend(zones.iter().cloned());
+            out.push(line.clone());
+            out.extend(chosen.iter().cloned());
+            continue;
+        }
+        let direct = i > target.0 && i < target.1 && depth_in(&old_lines, target, i) == 0;
+        if direct && OWNED.contains(&line.name.as_str()) {
+            continue;
+        }
+        out.push(line.clone());
+    }
+    let merged: String = out.iter().map(|l| l.raw.clone() + "\r\n").collect();
+    // Only what still reads back as the event written is sent.
+    let reads_back = crate::mapping::parse_object(&merged, None)
+        .ok()
+        .and_then(|o| o.master)
+        .is_some_and(|m| m.summary == event.title && m.uid == old.uid);
+    Ok(reads_back.then_some(merged))
+}
+
+/// One logical content line: its text unfolded, as written (folds kept),
+/// and its property name in capitals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    text: String,
+    raw: String,
+    name: String,
+}
+
+impl Line {
+    fn new(text: String) -> Line {
+        Line {
+            name: prop_name(&text),
+            raw: render(std::slice::from_ref(&text))
+                .trim_end_matches("\r\n")
+                .to_string(),
+            text,
+        }
+    }
+}
+
+fn prop_name(text: &str) -> String {
+    text.split([';', ':'])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase()
+}
+
+/// Splits an object into logical lines (CRLF or LF; a line starting with a
+/// space or tab continues the previous one). Empty lines are dropped.
+fn logical_lines(data: &str) -> Vec<Line> {
+    let mut out: Vec<Line> = Vec::new();
+    for physical in data.split('\n') {
+        let physical = physical.strip_suffix('\r').unwrap_or(physical);
+        if let (Some(rest), Some(last)) = (
+            physical
+                .strip_prefix(' ')
+                .or_else(|| physical.strip_prefix('\t')),
+            out.last_mut(),
+        ) {
+            last.text.push_str(rest);
+            last.raw.push_str("\r\n");
+            last.raw.push_str(physical);
+            continue;
+        }
+        if physical.trim().is_empty() {
+            continue;
+        }
+        out.push(Line {
+            text: physical.to_string(),
+            raw: physical.to_string(),
+            name: prop_name(physical),
+        });
+    }
+    out
+}
+
+/// The component a BEGIN or END line opens or closes, in capitals.
+fn component(line: &Line, keyword: &str) -> Option<String> {
+    (line.name == keyword).then(|| {
+        line.text
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_ascii_uppercase())
+            .unwrap_or_default()
+    })
+}
+
+/// The indexes of the BEGIN and END lines of the first VEVENT directly in
+/// the VCALENDAR.
+fn vevent_span(lines: &[Line]) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    let mut begin = None;
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(c) = component(l, "BEGIN") {
+            depth += 1;
+            if depth == 2 && c == "VEVENT" && begin.is_none() {
+                begin = Some(i);
+            }
+        } else if component(l, "END").is_some() {
+            if depth == 2 {
+                if let Some(b) = begin {
+                    return Some((b, i));
+                }
+            }
+            depth = depth.saturating_sub(1);
+        }
+    }
+    None
+}
+
+/// How deep in sub-components (VALARM) of the span's component line `i`
+/// is: 0 for the component's own properties.
+fn depth_in(lines: &[Line], span: (usize, usize), i: usize) -> usize {
+    let mut depth = 0usize;
+    for l in &lines[span.0 + 1..i] {
+        if component(l, "BEGIN").is_some() {
+            depth += 1;
+        } else if component(l, "END").is_some() {
+            depth = depth.saturating_sub(1);
+        }
+    }
+    depth + usize::from(component(&lines[i], "BEGIN").is_some())
+}
+
+/// The component's own properties (not those of its sub-components).
+fn direct_props(lines: &[Line], span: (usize, usize)) -> impl Iterator<Item = &Line> {
+    (span.0 + 1..span.1)
+        .filter(move |i| depth_in(lines, span, *i) == 0)
+        .map(move |i| &lines[i])
+        .filter(|l| l.name != "BEGIN" && l.name != "END")
+}
+
+/// The TZIDs the object's VTIMEZONEs define.
+fn tzids_defined(lines: &[Line]) -> Vec<String> {
+    vtimezones(lines)
+        .into_iter()
+        .map(|(tzid, _)| tzid)
+        .collect()
+}
+
+/// The VTIMEZONE components of an object: TZID and lines.
+fn vtimezones(lines: &[Line]) -> Vec<(String, Vec<Line>)> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, Vec<Line>, usize)> = None;
+    for l in lines {
+        if let Some((tzid, body, depth)) = current.as_mut() {
+            body.push(l.clone());
+            if component(l, "BEGIN").is_some() {
+                *depth += 1;
+            } else if component(l, "END").is_some() {
+                if *depth == 0 {
+                    let (tzid, body, _) = current.take().expect("inside a VTIMEZONE");
+                    out.push((tzid, body));
+                    continue;
+                }
+                *depth -= 1;
+            } else if *depth == 0 && l.name == "TZID" && tzid.is_empty() {
+                *tzid = l
+                    .text
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_string())
+                    .unwrap_or_default();
+            }
+        } else if component(l, "BEGIN").as_deref() == Some("VTIMEZONE") {
+            current = Some((String::new(), vec![l.clone()], 0));
+        }
+    }
+    out
+}
+
+/// The attendee one ATTENDEE line stands for, read as a sync would.
+fn attendee_of(line: &str) -> Option<pb::Attendee> {
+    let ics = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//calbridge//EN\r\nBEGIN:VEVENT\r\nUID:a\r\n\
+         DTSTART:20260101T000000Z\r\n{line}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    );
+    crate::mapping::parse_object(&ics, None)
+        .ok()?
+        .master?
+        .attendees
+        .pop()
 }
 
 /// Adds the VTIMEZONEs for every TZID used (RFC 5545 requires one per
@@ -269,6 +586,158 @@ mod tests {
         assert!(event_to_ics(&utc, "u", 0, Utc::now())
             .unwrap()
             .contains("DTSTART:20260105T090000Z\r\n"));
+    }
+
+    /// An object as another client stored it: a Windows TZID, an alarm,
+    /// X- properties, a category, a summary with a language, an attendee
+    /// with RSVP, DURATION instead of DTEND, a folded description.
+    const STORED: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Other//EN\r\n\
+X-WR-CALNAME:Work\r\n\
+BEGIN:VTIMEZONE\r\nTZID:W. Europe Standard Time\r\nBEGIN:STANDARD\r\n\
+DTSTART:16010101T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\n\
+RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10\r\nEND:STANDARD\r\nBEGIN:DAYLIGHT\r\n\
+DTSTART:16010101T020000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\n\
+RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\n\
+BEGIN:VEVENT\r\nUID:other-1\r\nDTSTAMP:20260101T000000Z\r\nSEQUENCE:3\r\n\
+LAST-MODIFIED:20260101T000000Z\r\n\
+DTSTART;TZID=W. Europe Standard Time:20260701T100000\r\nDURATION:PT1H\r\n\
+SUMMARY;LANGUAGE=de:Planung\r\nLOCATION:Raum 1\r\n\
+DESCRIPTION:A long description that another client folded at a place of i\r\n ts choosing.\r\n\
+CATEGORIES:Work,Planning\r\nX-MOZ-GENERATION:7\r\nX-APPLE-TRAVEL-ADVISORY-BEHAVIOR:AUTOMATIC\r\n\
+ORGANIZER;CN=Boss:mailto:boss@example.com\r\n\
+ATTENDEE;CN=Ann;PARTSTAT=ACCEPTED;ROLE=REQ-PARTICIPANT;RSVP=TRUE;X-NUM-GUESTS=0:mailto:ann@example.com\r\n\
+ATTENDEE;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT:mailto:bob@example.com\r\n\
+BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:Reminder\r\nTRIGGER:-PT15M\r\nX-WR-ALARMUID:a1\r\nEND:VALARM\r\n\
+END:VEVENT\r\nEND:VCALENDAR\r\n";
+
+    /// The stored object as a sync reads it.
+    fn stored_event() -> pb::Event {
+        let obj = parse_object(STORED, None).unwrap();
+        single_event_of(&obj)
+    }
+
+    fn single_event_of(obj: &crate::mapping::CalendarObject) -> pb::Event {
+        let v = obj.master.as_ref().unwrap();
+        crate::mapping::EventParts {
+            vevent: v,
+            id: "/c/other-1.ics".into(),
+            etag: "\"1\"",
+            start: v.start,
+            end: v.end,
+            link: None,
+            busy_only: false,
+        }
+        .build()
+    }
+
+    #[test]
+    fn an_update_rewrites_only_the_owned_fields_that_changed() {
+        let mut e = stored_event();
+        assert_eq!(e.start.as_ref().unwrap().time_zone, "Europe/Berlin");
+        e.title = "Planning (moved)".into();
+        e.end = Some(at(2026, 7, 1, 10, "Europe/Berlin"));
+        e.attendees.retain(|a| a.email != "bob@example.com");
+        e.attendees.push(pb::Attendee {
+            email: "cy@example.com".into(),
+            response_status: ResponseStatus::NeedsAction as i32,
+            ..Default::default()
+        });
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap();
+        let out = merge_event(STORED, &e, "other-1", 4, now).unwrap().unwrap();
+        // Kept as written: everything calbridge does not own, and the owned
+        // fields that did not change.
+        for kept in [
+            "X-WR-CALNAME:Work\r\n",
+            "TZID:W. Europe Standard Time\r\n",
+            "DTSTART;TZID=W. Europe Standard Time:20260701T100000\r\n",
+            "LOCATION:Raum 1\r\n",
+            "DESCRIPTION:A long description that another client folded at a place of i\r\n ts choosing.\r\n",
+            "CATEGORIES:Work,Planning\r\n",
+            "X-MOZ-GENERATION:7\r\n",
+            "X-APPLE-TRAVEL-ADVISORY-BEHAVIOR:AUTOMATIC\r\n",
+            "ORGANIZER;CN=Boss:mailto:boss@example.com\r\n",
+            "ATTENDEE;CN=Ann;PARTSTAT=ACCEPTED;ROLE=REQ-PARTICIPANT;RSVP=TRUE;X-NUM-GUESTS=0:mailto:ann@example.com\r\n",
+            "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:Reminder\r\nTRIGGER:-PT15M\r\nX-WR-ALARMUID:a1\r\nEND:VALARM\r\n",
+            "UID:other-1\r\n",
+        ] {
+            assert!(out.contains(kept), "{kept:?} missing in\n{out}");
+        }
+        // Rewritten: the title, the end (DTEND replaces DURATION), the
+        // attendee list, the revision stamps.
+        for written in [
+            "SUMMARY:Planning (moved)\r\n",
+            "DTEND;TZID=Europe/Berlin:20260701T120000\r\n",
+            "mailto:cy@example.com\r\n",
+            "SEQUENCE:4\r\n",
+            "DTSTAMP:20260601T120000Z\r\n",
+            "LAST-MODIFIED:20260601T120000Z\r\n",
+            "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin",
+        ] {
+            assert!(out.contains(written), "{written:?} missing in\n{out}");
+        }
+        for gone in [
+            "DURATION",
+            "bob@example.com",
+            "LANGUAGE=de",
+            "SEQUENCE:3",
+            "20260101T000000Z",
+        ] {
+            assert!(!out.contains(gone), "{gone:?} left in\n{out}");
+        }
+        // It reads back as the event written.
+        let obj = parse_object(&out, None).unwrap();
+        let back = single_event_of(&obj);
+        assert_eq!(back.title, e.title);
+        assert_eq!(back.start, e.start);
+        assert_eq!(back.end, e.end);
+        assert_eq!(back.attendees, e.attendees);
+        assert_eq!(back.organizer, e.organizer);
+        assert_eq!(back.location, e.location);
+        assert_eq!(back.description, e.description);
+    }
+
+    #[test]
+    fn an_unchanged_update_keeps_the_object_but_its_revision() {
+        let e = stored_event();
+        let out = merge_event(STORED, &e, "other-1", 4, Utc::now())
+            .unwrap()
+            .unwrap();
+        let strip = |s: &str| {
+            s.lines()
+                .filter(|l| {
+                    !["DTSTAMP", "SEQUENCE", "LAST-MODIFIED"]
+                        .iter()
+                        .any(|p| l.starts_with(p))
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut a = strip(&out);
+        let mut b = strip(STORED);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn objects_that_cannot_be_merged_are_left_to_a_fresh_write() {
+        let e = pb::Event {
+            start: Some(at(2026, 1, 5, 9, "")),
+            end: Some(at(2026, 1, 5, 10, "")),
+            ..Default::default()
+        };
+        for stored in [
+            "garbage",
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTODO\r\nUID:t\r\nEND:VTODO\r\nEND:VCALENDAR\r\n",
+        ] {
+            assert_eq!(merge_event(stored, &e, "u", 1, Utc::now()).unwrap(), None);
+        }
+        // The event itself is still checked.
+        let bad = pb::Event {
+            start: Some(at(2026, 1, 5, 9, "Mars/Base")),
+            ..e
+        };
+        assert!(merge_event(STORED, &bad, "u", 1, Utc::now()).is_err());
     }
 
     #[test]

@@ -255,6 +255,7 @@ impl CalendarAdapter for CaldavAdapter {
                 window,
                 page_size,
                 busy_only: r.busy_only,
+                max_carried: crate::sync::MAX_CARRIED_HREFS,
             },
         )
         .await?;
@@ -328,8 +329,17 @@ impl CalendarAdapter for CaldavAdapter {
                     1,
                 )
             });
-        let ics = crate::ics::event_to_ics(event, &uid, sequence, Utc::now())
-            .map_err(ErrorKind::Invalid)?;
+        // Rewrite only what calbridge owns and what changed; what other
+        // clients stored (alarms, X- properties, ...) stays.
+        let now = Utc::now();
+        let ics = match crate::ics::merge_event(&data, event, &uid, sequence, now)
+            .map_err(ErrorKind::Invalid)?
+        {
+            Some(merged) => merged,
+            None => {
+                crate::ics::event_to_ics(event, &uid, sequence, now).map_err(ErrorKind::Invalid)?
+            }
+        };
         let updated = account
             .replace(&r.calendar_id, &r.provider_event_id, &ics, &etag)
             .await?;

@@ -1,31 +1,71 @@
 //! SyncEvents for a stateless adapter: what the opaque cursor carries and
 //! how a page is computed.
 //!
-//! Cursor (`v1|<mode>|<listing offset or ->|<recurring>|<value>`): mode `st`
-//! holds an RFC 6578 sync token, mode `ct` a getctag (servers without
-//! sync-collection). `<recurring>` lists short hashes of the hrefs that held
-//! a series at the last sync, so a change or removal of one (whose instance
-//! ids cannot be derived from its href alone) is answered with a full
-//! listing the scheduler diffs against its mirror. A listing offset marks a
-//! full listing in progress (pages in href order).
+//! Cursor: `v2|<mode>|<recurring>|<page>|<value>`.
+//! - `<mode>` `st` holds an RFC 6578 sync token; `ct` a getctag (servers
+//!   without sync-collection); `pt` ("pending token") the getctag read with
+//!   the members of a listing from scratch, on a server whose sync token is
+//!   not taken yet (see below).
+//! - `<recurring>` lists short hashes of the hrefs that held a series at the
+//!   last listing, so a change or removal of one (whose instance ids cannot
+//!   be derived from its href alone) is answered with a full listing the
+//!   scheduler diffs against its mirror.
+//! - `<page>` is `-`, or the rest of a paged answer in progress: its kind
+//!   (`L` a full listing, `I` the changes of one sync-collection), the
+//!   calendar's zone, how many events the resources fetched so far made (to
+//!   size the next calendar-multiget), the hrefs still to fetch (sorted,
+//!   front-coded) and, for listings too long to carry at once, the last href
+//!   carried (the listing resumes after it from a new PROPFIND).
+//! - `<value>`, last because it may hold any character, is the sync token or
+//!   ctag, verbatim (tokens stay opaque).
 //!
+//! Requests. A full listing costs one PROPFIND (depth 1: etags, the ctag and
+//! the zone) and then calendar-multigets of at most
+//! [`crate::account::MULTIGET_BATCH`] hrefs, as many as the page needs:
+//! every later page of the listing is only multigets, since the cursor
+//! carries the hrefs. Changes cost one sync-collection, one PROPFIND (depth
+//! 0) for the zone and multigets of the changed hrefs, paged the same way.
 //! Idle polls cost one request: a sync-collection with an unchanged token,
 //! or one PROPFIND (depth 0) for the ctag.
+//!
+//! The sync token of a listing from scratch is taken at the first poll after
+//! it (`pt`): one PROPFIND (depth 0) reads the ctag and the current token
+//! together; an unchanged ctag proves the token describes the state listed,
+//! so it is kept and nothing is fetched; a changed one starts a listing
+//! whose baseline is that token. Taking the first token can be costly
+//! (Radicale builds a history entry for every member of a collection that
+//! never served one, seconds for a few thousand), so it stays out of the
+//! initial sync. Servers that report no ctag take the token before their
+//! listing instead, from the sync-collection that lists the members.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use chrono_tz::Tz;
 use reqwest::Url;
 use sha2::{Digest, Sha256};
 
 use calbridge::pb;
 
-use crate::account::{Account, Fetched};
+use crate::account::{Account, Fetched, MULTIGET_BATCH};
 use crate::error::DavError;
-use crate::mapping::parse_object;
+use crate::mapping::{parse_object, IcalError};
 use crate::recurrence::{expand, Window};
 
-/// The most events the adapter returns in one page.
-pub const MAX_PAGE_SIZE: u32 = 500;
+/// The most events the adapter returns in one page (the scheduler asks for
+/// at most its `sync.page_size`, 250 unless configured up to 2500).
+pub const MAX_PAGE_SIZE: u32 = 2500;
+
+/// A page stops growing past about this many bytes of events (a guard for
+/// the default 4 MiB gRPC message limit when events are large).
+pub const MAX_PAGE_BYTES: usize = 2 << 20;
+
+/// The most hrefs a cursor carries; longer listings take a new PROPFIND
+/// after each such chunk (a few hundred KiB of cursor at most).
+pub const MAX_CARRIED_HREFS: usize = 5000;
+
+/// The most calendar-multigets one page makes (pages whose resources fall
+/// mostly outside the window would otherwise fetch on and on in one call).
+const MAX_FETCHES_PER_PAGE: usize = 4;
 
 /// How change detection works for a calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +74,37 @@ pub enum Mode {
     SyncToken,
     /// getctag, full listing on change.
     Ctag,
+    /// A listing from scratch whose sync token is taken at the next poll;
+    /// the value is the ctag read with the listed members.
+    PendingToken,
+}
+
+/// What a paged answer in progress is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    /// A full listing (`full_listing` pages).
+    Listing,
+    /// The changed members of one sync-collection.
+    Changes,
+}
+
+/// The rest of a paged answer in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageState {
+    /// Listing or changes.
+    pub kind: PageKind,
+    /// The calendar's zone (floating times), read when the answer began.
+    pub zone: Option<Tz>,
+    /// Events made by the resources fetched so far.
+    pub events: u64,
+    /// Resources fetched so far.
+    pub resources: u64,
+    /// Hrefs still to fetch, sorted.
+    pub hrefs: Vec<String>,
+    /// For a listing longer than the request's `max_carried` hrefs: the last
+    /// href
+    /// carried; the members after it are listed again when `hrefs` runs out.
+    pub after: Option<String>,
 }
 
 /// The decoded cursor.
@@ -45,44 +116,70 @@ pub struct Cursor {
     pub value: String,
     /// Hashes of hrefs that held a series.
     pub recurring: BTreeSet<String>,
-    /// The next href offset of a full listing in progress.
-    pub listing_offset: Option<usize>,
+    /// A paged answer in progress.
+    pub page: Option<PageState>,
 }
 
 impl Cursor {
     /// The cursor's string form.
     pub fn encode(&self) -> String {
+        let page = match &self.page {
+            None => "-".to_string(),
+            Some(p) => format!(
+                "{};{};{};{};{};{}",
+                match p.kind {
+                    PageKind::Listing => "L",
+                    PageKind::Changes => "I",
+                },
+                p.zone.map(|z| z.name()).unwrap_or(""),
+                p.events,
+                p.resources,
+                p.after.as_deref().map(escape).unwrap_or_default(),
+                front_code(&p.hrefs)
+            ),
+        };
         format!(
-            "v1|{}|{}|{}|{}",
+            "v2|{}|{}|{page}|{}",
             match self.mode {
                 Mode::SyncToken => "st",
                 Mode::Ctag => "ct",
+                Mode::PendingToken => "pt",
             },
-            self.listing_offset
-                .map(|o| o.to_string())
-                .unwrap_or_else(|| "-".into()),
             self.recurring.iter().cloned().collect::<Vec<_>>().join(","),
             self.value
         )
     }
 
-    /// Reads a cursor; `None` when it is not one of ours.
+    /// Reads a cursor; `None` when it is not one of ours, or is a listing
+    /// in progress of the older `v1` form (which carried no hrefs).
     pub fn decode(s: &str) -> Option<Cursor> {
         let mut parts = s.splitn(5, '|');
-        if parts.next()? != "v1" {
-            return None;
-        }
+        let version = parts.next()?;
         let mode = match parts.next()? {
             "st" => Mode::SyncToken,
             "ct" => Mode::Ctag,
+            "pt" if version == "v2" => Mode::PendingToken,
             _ => return None,
         };
-        let listing_offset = match parts.next()? {
-            "-" => None,
-            n => Some(n.parse().ok()?),
+        let (recurring, page) = match version {
+            // v1|mode|listing offset or -|recurring|value
+            "v1" => {
+                if parts.next()? != "-" {
+                    return None;
+                }
+                (parts.next()?, None)
+            }
+            "v2" => {
+                let recurring = parts.next()?;
+                let page = match parts.next()? {
+                    "-" => None,
+                    p => Some(decode_page(p)?),
+                };
+                (recurring, page)
+            }
+            _ => return None,
         };
-        let recurring = parts
-            .next()?
+        let recurring = recurring
             .split(',')
             .filter(|h| !h.is_empty())
             .map(str::to_string)
@@ -91,9 +188,138 @@ impl Cursor {
             mode,
             value: parts.next()?.to_string(),
             recurring,
-            listing_offset,
+            page,
         })
     }
+}
+
+fn decode_page(p: &str) -> Option<PageState> {
+    let mut f = p.splitn(6, ';');
+    let kind = match f.next()? {
+        "L" => PageKind::Listing,
+        "I" => PageKind::Changes,
+        _ => return None,
+    };
+    let zone = match f.next()? {
+        "" => None,
+        z => Some(z.parse::<Tz>().ok()?),
+    };
+    let events = f.next()?.parse().ok()?;
+    let resources = f.next()?.parse().ok()?;
+    let after = match f.next()? {
+        "" => None,
+        a => Some(unescape(a)?),
+    };
+    Some(PageState {
+        kind,
+        zone,
+        events,
+        resources,
+        after,
+        hrefs: front_decode(f.next()?)?,
+    })
+}
+
+/// Characters the cursor uses as separators (and the escape itself).
+fn needs_escape(c: char) -> bool {
+    matches!(c, '^' | '|' | ';' | ',') || c.is_control()
+}
+
+/// Escapes separators as `^XX` (hex of the byte); hrefs are otherwise kept
+/// verbatim, so requests name them exactly as the server wrote them.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if needs_escape(c) && c.is_ascii() {
+            out.push_str(&format!("^{:02X}", c as u8));
+        } else if needs_escape(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("^{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'^' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+const DIGITS: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// Sorted hrefs as `,`-separated entries, each the lengths of the prefix
+/// and of the suffix it shares with the previous href (one base-62 digit
+/// each, at most 61) and the rest, escaped.
+fn front_code(hrefs: &[String]) -> String {
+    let max = DIGITS.len() - 1;
+    let mut out = String::new();
+    let mut prev = "";
+    for (i, h) in hrefs.iter().enumerate() {
+        let mut p = prev
+            .bytes()
+            .zip(h.bytes())
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(max);
+        while !h.is_char_boundary(p) {
+            p -= 1;
+        }
+        let mut s = prev[p..]
+            .bytes()
+            .rev()
+            .zip(h[p..].bytes().rev())
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(max);
+        while !h.is_char_boundary(h.len() - s) {
+            s -= 1;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push(DIGITS[p] as char);
+        out.push(DIGITS[s] as char);
+        out.push_str(&escape(&h[p..h.len() - s]));
+        prev = h;
+    }
+    out
+}
+
+fn front_decode(s: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    if s.is_empty() {
+        return Some(out);
+    }
+    let digit = |b: u8| DIGITS.iter().position(|d| *d == b);
+    for entry in s.split(',') {
+        let p = digit(*entry.as_bytes().first()?)?;
+        let n = digit(*entry.as_bytes().get(1)?)?;
+        let prev = out.last().map(String::as_str).unwrap_or("");
+        if p + n > prev.len() {
+            return None;
+        }
+        let mut h = prev.get(..p)?.to_string();
+        h.push_str(&unescape(entry.get(2..)?)?);
+        h.push_str(prev.get(prev.len() - n..)?);
+        out.push(h);
+    }
+    Some(out)
 }
 
 /// A short, stable hash of an href (collisions only cost a full listing).
@@ -114,6 +340,20 @@ pub struct SyncRequest<'a> {
     pub page_size: usize,
     /// Strip content.
     pub busy_only: bool,
+    /// The most hrefs a cursor carries ([`MAX_CARRIED_HREFS`]; tests use
+    /// fewer).
+    pub max_carried: usize,
+}
+
+/// What the cursor of a full listing ends with.
+enum Baseline {
+    /// A listing from scratch: the snapshot's ctag, the token taken at the
+    /// next poll (or now, from sync-collection, when there is no ctag).
+    Fresh,
+    /// A sync token read before the listing began.
+    Token(String),
+    /// The snapshot's ctag (no sync-collection).
+    Ctag,
 }
 
 /// Computes one page.
@@ -123,11 +363,11 @@ pub async fn sync(
 ) -> Result<pb::SyncEventsResponse, DavError> {
     let calendar = account.url(req.calendar_id)?;
     if req.cursor.is_empty() {
-        return listing(account, &calendar, req, None).await;
+        return listing(account, &calendar, req, Baseline::Fresh).await;
     }
     let cursor = Cursor::decode(req.cursor).ok_or(DavError::SyncTokenExpired)?;
-    if cursor.listing_offset.is_some() {
-        return listing(account, &calendar, req, Some(cursor)).await;
+    if cursor.page.is_some() {
+        return pages(account, &calendar, req, cursor, Vec::new()).await;
     }
     match cursor.mode {
         Mode::Ctag => {
@@ -135,65 +375,27 @@ pub async fn sync(
             if ctag.as_deref() == Some(cursor.value.as_str()) {
                 return Ok(unchanged(&cursor));
             }
-            listing(account, &calendar, req, None).await
+            listing(account, &calendar, req, Baseline::Ctag).await
         }
-        Mode::SyncToken => {
-            let delta = account.sync_collection(&calendar, &cursor.value).await?;
-            let mut next = cursor.clone();
-            next.value = delta.token.clone();
-            if delta.changed.is_empty() && delta.removed.is_empty() {
-                return Ok(unchanged(&next));
+        Mode::PendingToken => {
+            let probe = account.sync_probe(&calendar).await?;
+            let same = probe.ctag.as_deref() == Some(cursor.value.as_str());
+            match probe.token.filter(|_| probe.supports_sync) {
+                Some(token) if same => Ok(unchanged(&Cursor {
+                    mode: Mode::SyncToken,
+                    value: token,
+                    ..cursor
+                })),
+                Some(token) => listing(account, &calendar, req, Baseline::Token(token)).await,
+                // No usable sync-collection after all: ctag mode.
+                None if same => Ok(unchanged(&Cursor {
+                    mode: Mode::Ctag,
+                    ..cursor
+                })),
+                None => listing(account, &calendar, req, Baseline::Ctag).await,
             }
-            let touches_series = delta
-                .removed
-                .iter()
-                .chain(delta.changed.iter().map(|m| &m.href))
-                .any(|h| cursor.recurring.contains(&href_hash(h)));
-            if touches_series || delta.changed.len() > req.page_size {
-                return listing(account, &calendar, req, None).await;
-            }
-            let zone = if delta.changed.is_empty() {
-                None
-            } else {
-                account.calendar_state(&calendar).await?.zone
-            };
-            let hrefs: Vec<String> = delta.changed.iter().map(|m| m.href.clone()).collect();
-            let fetched = account.multiget(&calendar, &hrefs).await?;
-            let mut upserted = Vec::new();
-            let mut deleted = delta.removed.clone();
-            let mut skipped = Vec::new();
-            for f in &fetched {
-                let obj = match parse_object(&f.data, zone) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping an unreadable calendar object");
-                        skipped.push(skipped_item(&f.href, &e));
-                        continue;
-                    }
-                };
-                if obj.is_recurring() {
-                    // A single event became a series: its old id must go
-                    // and the instances appear; a listing says both.
-                    return listing(account, &calendar, req, None).await;
-                }
-                match expand(&obj, &f.href, &f.etag, req.window, req.busy_only) {
-                    Ok(events) if events.is_empty() => deleted.push(f.href.clone()),
-                    Ok(events) => upserted.extend(events),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping an unreadable calendar object");
-                        skipped.push(skipped_item(&f.href, &e));
-                    }
-                }
-            }
-            Ok(pb::SyncEventsResponse {
-                upserted,
-                deleted,
-                next_cursor: next.encode(),
-                more: false,
-                full_listing: false,
-                skipped,
-            })
         }
+        Mode::SyncToken => changes(account, &calendar, req, cursor).await,
     }
 }
 
@@ -204,147 +406,367 @@ fn unchanged(cursor: &Cursor) -> pb::SyncEventsResponse {
     }
 }
 
-/// One page of a full listing: every event of the window, from href offset
-/// `resume.listing_offset` on. The first page fixes the cursor the listing
-/// ends with (later changes are then reported incrementally).
+/// One sync-collection from the cursor's token: nothing (one request), the
+/// changes paged like a listing, or a full listing when a series is
+/// touched or too much changed to carry.
+async fn changes(
+    account: &Account,
+    calendar: &Url,
+    req: &SyncRequest<'_>,
+    cursor: Cursor,
+) -> Result<pb::SyncEventsResponse, DavError> {
+    let delta = account.sync_collection(calendar, &cursor.value).await?;
+    if delta.changed.is_empty() && delta.removed.is_empty() {
+        return Ok(unchanged(&Cursor {
+            value: delta.token,
+            ..cursor
+        }));
+    }
+    let touches_series = delta
+        .removed
+        .iter()
+        .chain(delta.changed.iter().map(|m| &m.href))
+        .any(|h| cursor.recurring.contains(&href_hash(h)));
+    if touches_series || delta.changed.len() > req.max_carried {
+        return listing(account, calendar, req, Baseline::Token(delta.token)).await;
+    }
+    let zone = if delta.changed.is_empty() {
+        None
+    } else {
+        account.zone(calendar).await?
+    };
+    let mut hrefs: Vec<String> = delta.changed.into_iter().map(|m| m.href).collect();
+    hrefs.sort();
+    hrefs.dedup();
+    let next = Cursor {
+        value: delta.token,
+        page: Some(PageState {
+            kind: PageKind::Changes,
+            zone,
+            events: 0,
+            resources: 0,
+            hrefs,
+            after: None,
+        }),
+        ..cursor
+    };
+    pages(account, calendar, req, next, delta.removed).await
+}
+
+/// The first page of a full listing: one snapshot of the members, then
+/// their objects in href order.
 async fn listing(
     account: &Account,
     calendar: &Url,
     req: &SyncRequest<'_>,
-    resume: Option<Cursor>,
+    baseline: Baseline,
 ) -> Result<pb::SyncEventsResponse, DavError> {
-    let state = account.calendar_state(calendar).await?;
-    let (mut members, mut cursor) = if state.supports_sync {
-        let delta = account.sync_collection(calendar, "").await?;
-        (
-            delta.changed,
-            Cursor {
-                mode: Mode::SyncToken,
-                value: delta.token,
-                recurring: BTreeSet::new(),
-                listing_offset: None,
-            },
-        )
-    } else {
-        (
-            account.members(calendar).await?,
-            Cursor {
-                mode: Mode::Ctag,
-                value: state.ctag.clone().unwrap_or_default(),
-                recurring: BTreeSet::new(),
-                listing_offset: None,
-            },
-        )
+    let snap = account.snapshot(calendar).await?;
+    let (mode, value, members) = match baseline {
+        Baseline::Token(token) => (Mode::SyncToken, token, snap.members),
+        Baseline::Ctag => (Mode::Ctag, snap.ctag.unwrap_or_default(), snap.members),
+        Baseline::Fresh => match snap.ctag {
+            Some(ctag) => (Mode::PendingToken, ctag, snap.members),
+            None if account.sync_probe(calendar).await?.supports_sync => {
+                // Without a ctag the token cannot be checked later: take it
+                // now, with the members it describes.
+                let delta = account.sync_collection(calendar, "").await?;
+                (Mode::SyncToken, delta.token, delta.changed)
+            }
+            None => (Mode::Ctag, String::new(), snap.members),
+        },
     };
-    let offset = match resume {
-        Some(c) => {
-            let o = c.listing_offset.unwrap_or(0);
-            cursor = Cursor {
-                listing_offset: None,
-                ..c
-            };
-            o
-        }
-        None => 0,
+    let mut hrefs: Vec<String> = members.into_iter().map(|m| m.href).collect();
+    hrefs.sort();
+    hrefs.dedup();
+    let after = carry(&mut hrefs, req.max_carried);
+    let cursor = Cursor {
+        mode,
+        value,
+        recurring: BTreeSet::new(),
+        page: Some(PageState {
+            kind: PageKind::Listing,
+            zone: snap.zone,
+            events: 0,
+            resources: 0,
+            hrefs,
+            after,
+        }),
     };
-    members.sort_by(|a, b| a.href.cmp(&b.href));
-    members.dedup_by(|a, b| a.href == b.href);
+    match page(account, calendar, req, cursor, Vec::new()).await? {
+        Page::Done(resp) => Ok(resp),
+        // Only pages of changes turn into listings.
+        Page::SeriesChanged(_) => Err(DavError::Protocol("a listing changed its kind".into())),
+    }
+}
 
-    let mut upserted = Vec::new();
+/// Keeps at most `max` of sorted hrefs (at least one); the last kept when
+/// some were dropped.
+fn carry(hrefs: &mut Vec<String>, max: usize) -> Option<String> {
+    let max = max.max(1);
+    if hrefs.len() <= max {
+        return None;
+    }
+    hrefs.truncate(max);
+    hrefs.last().cloned()
+}
+
+/// One page of the answer in progress in `cursor` (a listing or changes),
+/// with `deleted` reported in it. A changed resource that turns out to be a
+/// series turns the answer into a full listing.
+async fn pages(
+    account: &Account,
+    calendar: &Url,
+    req: &SyncRequest<'_>,
+    cursor: Cursor,
+    deleted: Vec<String>,
+) -> Result<pb::SyncEventsResponse, DavError> {
+    match page(account, calendar, req, cursor, deleted).await? {
+        Page::Done(resp) => Ok(resp),
+        Page::SeriesChanged(token) => listing(account, calendar, req, Baseline::Token(token)).await,
+    }
+}
+
+enum Page {
+    Done(pb::SyncEventsResponse),
+    /// A changed resource holds a series: list everything (the token is
+    /// the one the changes came with).
+    SeriesChanged(String),
+}
+
+async fn page(
+    account: &Account,
+    calendar: &Url,
+    req: &SyncRequest<'_>,
+    mut cursor: Cursor,
+    mut deleted: Vec<String>,
+) -> Result<Page, DavError> {
+    let mut st = cursor.page.take().ok_or(DavError::SyncTokenExpired)?;
+    let full = st.kind == PageKind::Listing;
+    let mut queue: VecDeque<String> = std::mem::take(&mut st.hrefs).into();
+    let mut upserted: Vec<pb::Event> = Vec::new();
     let mut skipped = Vec::new();
-    let mut next = offset;
-    'pages: while next < members.len() {
-        let batch_end =
-            (next + crate::account::MULTIGET_BATCH.min(req.page_size)).min(members.len());
-        let hrefs: Vec<String> = members[next..batch_end]
-            .iter()
-            .map(|m| m.href.clone())
-            .collect();
-        let fetched = account.multiget(calendar, &hrefs).await?;
-        for href in &hrefs {
-            let events = match fetched.iter().find(|f| &f.href == href) {
-                Some(f) => match resource_events(f, state.zone, req, &mut cursor) {
-                    Ok(events) => events,
+    let mut bytes = 0usize;
+    let mut fetches = 0;
+    'page: while fetches < MAX_FETCHES_PER_PAGE {
+        if queue.is_empty() {
+            let Some(after) = st.after.take() else {
+                break;
+            };
+            // The next chunk of a long listing.
+            let mut hrefs: Vec<String> = account
+                .snapshot(calendar)
+                .await?
+                .members
+                .into_iter()
+                .map(|m| m.href)
+                .filter(|h| *h > after)
+                .collect();
+            hrefs.sort();
+            hrefs.dedup();
+            st.after = carry(&mut hrefs, req.max_carried);
+            queue = hrefs.into();
+            fetches += 1;
+            continue;
+        }
+        let room = req.page_size.saturating_sub(upserted.len());
+        // Not worth a request for a sliver of a page.
+        if room == 0 || (!upserted.is_empty() && room * 4 < req.page_size) {
+            break;
+        }
+        let per_resource = if st.resources == 0 {
+            1.0
+        } else {
+            (st.events as f64 / st.resources as f64).max(0.05)
+        };
+        let n = ((room as f64 / per_resource).ceil() as usize)
+            .clamp(1, MULTIGET_BATCH)
+            .min(queue.len());
+        let batch: Vec<String> = queue.iter().take(n).cloned().collect();
+        let fetched = account.multiget(calendar, &batch).await?;
+        fetches += 1;
+        let by_href: HashMap<&str, &Fetched> =
+            fetched.iter().map(|f| (f.href.as_str(), f)).collect();
+        for href in &batch {
+            let (events, broken) = match by_href.get(href.as_str()) {
+                // Gone since it was listed.
+                None => (Vec::new(), None),
+                Some(f) => match resource(f, st.zone, req) {
+                    Ok((events, recurring)) => {
+                        if recurring {
+                            if !full {
+                                return Ok(Page::SeriesChanged(cursor.value));
+                            }
+                            cursor.recurring.insert(href_hash(href));
+                        }
+                        (events, None)
+                    }
                     Err(e) => {
-                        skipped.push(skipped_item(href, &e));
-                        Vec::new()
+                        tracing::warn!(error = %e, "skipping an unreadable calendar object");
+                        (Vec::new(), Some(skipped_item(href, &e)))
                     }
                 },
-                None => Vec::new(),
             };
-            if !upserted.is_empty() && upserted.len() + events.len() > req.page_size {
-                break 'pages;
+            let size: usize = events.iter().map(approx_size).sum();
+            if !upserted.is_empty()
+                && (upserted.len() + events.len() > req.page_size || bytes + size > MAX_PAGE_BYTES)
+            {
+                break 'page;
+            }
+            queue.pop_front();
+            st.resources += 1;
+            st.events += events.len() as u64;
+            bytes += size;
+            match broken {
+                Some(item) => skipped.push(item),
+                // A changed resource with nothing in the window (or gone)
+                // leaves the mirror.
+                None if !full && events.is_empty() => deleted.push(href.clone()),
+                None => {}
             }
             upserted.extend(events);
-            next += 1;
         }
     }
-    let more = next < members.len();
+    let more = !queue.is_empty() || st.after.is_some();
     if more {
-        cursor.listing_offset = Some(next);
+        st.hrefs = queue.into();
+        cursor.page = Some(st);
     }
-    Ok(pb::SyncEventsResponse {
+    Ok(Page::Done(pb::SyncEventsResponse {
         upserted,
-        deleted: Vec::new(),
+        deleted,
         next_cursor: cursor.encode(),
         more,
-        full_listing: true,
+        full_listing: full,
         skipped,
-    })
+    }))
+}
+
+/// Roughly how many bytes an event takes on the wire.
+fn approx_size(e: &pb::Event) -> usize {
+    128 + e.provider_event_id.len()
+        + e.version.len()
+        + e.ical_uid.len()
+        + e.title.len()
+        + e.description.len()
+        + e.location.len()
+        + e.attendees
+            .iter()
+            .map(|a| 16 + a.email.len() + a.display_name.len())
+            .sum::<usize>()
+        + e.recurrence.iter().map(String::len).sum::<usize>()
 }
 
 /// A skipped item for the sync status: its href and the reason (which never
 /// quotes content).
-fn skipped_item(href: &str, e: &crate::mapping::IcalError) -> pb::SkippedItem {
+fn skipped_item(href: &str, e: &IcalError) -> pb::SkippedItem {
     pb::SkippedItem {
         item_id: href.to_string(),
         reason: e.to_string(),
     }
 }
 
-/// The events of one fetched resource; a broken one is logged without
-/// content and reported, so the caller can skip it.
-fn resource_events(
+/// The events of one fetched resource in the window, and whether it holds
+/// a series.
+fn resource(
     f: &Fetched,
-    zone: Option<chrono_tz::Tz>,
+    zone: Option<Tz>,
     req: &SyncRequest<'_>,
-    cursor: &mut Cursor,
-) -> Result<Vec<pb::Event>, crate::mapping::IcalError> {
-    let result = parse_object(&f.data, zone).and_then(|obj| {
-        if obj.is_recurring() {
-            cursor.recurring.insert(href_hash(&f.href));
-        }
-        expand(&obj, &f.href, &f.etag, req.window, req.busy_only)
-    });
-    if let Err(e) = &result {
-        tracing::warn!(error = %e, "skipping an unreadable calendar object");
-    }
-    result
+) -> Result<(Vec<pb::Event>, bool), IcalError> {
+    let obj = parse_object(&f.data, zone)?;
+    let events = expand(&obj, &f.href, &f.etag, req.window, req.busy_only)?;
+    Ok((events, obj.is_recurring()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn listing_state(hrefs: &[&str]) -> PageState {
+        PageState {
+            kind: PageKind::Listing,
+            zone: Some(Tz::Europe__Berlin),
+            events: 12,
+            resources: 7,
+            hrefs: hrefs.iter().map(|h| h.to_string()).collect(),
+            after: Some("/c/z;|^,.ics".into()),
+        }
+    }
+
     #[test]
-    fn cursors_round_trip_with_tokens_containing_separators() {
+    fn cursors_round_trip_with_tokens_and_hrefs_containing_separators() {
         let c = Cursor {
             mode: Mode::SyncToken,
-            value: "http://radicale.org/ns/sync/abc|def".into(),
+            value: "http://radicale.org/ns/sync/abc|def;x,y".into(),
             recurring: [href_hash("/a.ics"), href_hash("/b.ics")]
                 .into_iter()
                 .collect(),
-            listing_offset: Some(7),
+            page: Some(listing_state(&[
+                "/user/cal/a%40b.ics",
+                "/user/cal/a|b.ics",
+                "/user/cal/a;b,c^d.ics",
+                "/user/cal/é\u{1}ü.ics",
+                "https://p1.example.com/user/cal/z.ics",
+            ])),
         };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode(&c.encode()), Some(c.clone()));
         let bare = Cursor {
             mode: Mode::Ctag,
             value: "ae44".into(),
             recurring: BTreeSet::new(),
-            listing_offset: None,
+            page: None,
         };
-        assert_eq!(bare.encode(), "v1|ct|-||ae44");
+        assert_eq!(bare.encode(), "v2|ct||-|ae44");
         assert_eq!(Cursor::decode(&bare.encode()), Some(bare));
+        let pending = Cursor {
+            mode: Mode::PendingToken,
+            value: "\"47e4\"".into(),
+            recurring: BTreeSet::new(),
+            page: Some(PageState {
+                kind: PageKind::Changes,
+                zone: None,
+                events: 0,
+                resources: 0,
+                hrefs: Vec::new(),
+                after: None,
+            }),
+        };
+        assert_eq!(Cursor::decode(&pending.encode()), Some(pending));
+    }
+
+    #[test]
+    fn carried_hrefs_share_their_prefixes() {
+        let hrefs: Vec<String> = (0..1000)
+            .map(|i| format!("/user/cal/bench-{i:04}%40example.com.ics"))
+            .collect();
+        let coded = front_code(&hrefs);
+        assert_eq!(front_decode(&coded).unwrap(), hrefs);
+        // The calendar path and the common suffix are written once, not a
+        // thousand times.
+        assert_eq!(coded.matches("/user/cal/").count(), 1);
+        assert_eq!(coded.matches("example.com").count(), 1);
+        assert!(coded.len() < hrefs.iter().map(String::len).sum::<usize>() / 4);
+        let uuids: Vec<String> = ["0b6f", "0b7a", "c2d1"]
+            .iter()
+            .map(|u| format!("/1/calendars/home/{u}-9e2c.ics"))
+            .collect();
+        assert_eq!(front_decode(&front_code(&uuids)).unwrap(), uuids);
+        // Shared prefixes longer than one digit can say are cut at 61.
+        let long = vec!["x".repeat(100) + "a", "x".repeat(100) + "b"];
+        assert_eq!(front_decode(&front_code(&long)).unwrap(), long);
+    }
+
+    #[test]
+    fn settled_v1_cursors_still_read_and_v1_listings_restart() {
+        let c = Cursor::decode("v1|st|-|abc,def|http://radicale.org/ns/sync/1|2").unwrap();
+        assert_eq!(c.mode, Mode::SyncToken);
+        assert_eq!(c.value, "http://radicale.org/ns/sync/1|2");
+        assert_eq!(c.recurring.len(), 2);
+        assert_eq!(c.page, None);
+        assert_eq!(Cursor::decode("v1|ct|-||ae44").unwrap().mode, Mode::Ctag);
+        // A v1 listing in progress carried an offset, not the hrefs.
+        assert_eq!(Cursor::decode("v1|st|7||tok"), None);
+        assert_eq!(Cursor::decode("v1|pt|-||tok"), None);
     }
 
     #[test]
@@ -352,13 +774,32 @@ mod tests {
         for s in [
             "",
             "garbage",
-            "v2|st|-||x",
-            "v1|xx|-||x",
-            "v1|st|nan||x",
-            "v1|st|-",
+            "v3|st|-||x",
+            "v2|xx||-|x",
+            "v2|st||X;;0;0;;|x",
+            "v2|st||L;Mars/Base;0;0;;|x",
+            "v2|st||L;;n;0;;|x",
+            "v2|st||L;;0;0;;!0a|x",
+            "v2|st||L;;0;0;;00a,55b|x",
+            "v2|st||L;;0;0;^G1;|x",
+            "v2|st||-",
         ] {
             assert_eq!(Cursor::decode(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn long_listings_are_carried_in_chunks() {
+        let mut hrefs: Vec<String> = (0..MAX_CARRIED_HREFS + 3)
+            .map(|i| format!("/c/{i:06}.ics"))
+            .collect();
+        let after = carry(&mut hrefs, MAX_CARRIED_HREFS);
+        assert_eq!(hrefs.len(), MAX_CARRIED_HREFS);
+        assert_eq!(after.as_deref(), hrefs.last().map(String::as_str));
+        let mut short = vec!["/c/a.ics".to_string()];
+        assert_eq!(carry(&mut short, MAX_CARRIED_HREFS), None);
+        let mut two = vec!["/c/a.ics".to_string(), "/c/b.ics".to_string()];
+        assert_eq!(carry(&mut two, 0).as_deref(), Some("/c/a.ics"));
     }
 
     #[test]

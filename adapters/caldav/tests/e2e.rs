@@ -1,7 +1,8 @@
 //! The CalDAV adapter served for real on 127.0.0.1, driven through gRPC
 //! against real Radicale and Xandikos servers: discovery, calendars, full
 //! and incremental sync of outside edits, writes, idempotent creates,
-//! conflicts, expired sync tokens and free/busy.
+//! conflicts, expired sync tokens and free/busy; listings and changes paged
+//! across several calls; updates that keep what other clients stored.
 
 mod servers;
 
@@ -97,17 +98,61 @@ async fn sync(
     calendar: &str,
     cursor: &str,
 ) -> Result<pb::SyncEventsResponse, tonic::Status> {
+    sync_page(a, creds, calendar, cursor, 100).await
+}
+
+async fn sync_page(
+    a: &mut Adapter,
+    creds: &pb::ProviderCredentials,
+    calendar: &str,
+    cursor: &str,
+    page_size: u32,
+) -> Result<pb::SyncEventsResponse, tonic::Status> {
     a.client
         .sync_events(pb::SyncEventsRequest {
             credentials: Some(creds.clone()),
             calendar_id: calendar.into(),
             cursor: cursor.into(),
             window: Some(window()),
-            page_size: 100,
+            page_size,
             busy_only: false,
         })
         .await
         .map(|r| r.into_inner())
+}
+
+/// Every page from `cursor` on until `more` is false, as the scheduler
+/// calls them.
+async fn all_pages(
+    a: &mut Adapter,
+    creds: &pb::ProviderCredentials,
+    calendar: &str,
+    cursor: &str,
+    page_size: u32,
+) -> Vec<pb::SyncEventsResponse> {
+    let mut pages = Vec::new();
+    let mut cursor = cursor.to_string();
+    loop {
+        let page = sync_page(a, creds, calendar, &cursor, page_size)
+            .await
+            .unwrap();
+        cursor = page.next_cursor.clone();
+        let more = page.more;
+        pages.push(page);
+        if !more {
+            return pages;
+        }
+        assert!(pages.len() < 100, "the pages never end");
+    }
+}
+
+fn sorted_ids<'a>(pages: impl IntoIterator<Item = &'a pb::SyncEventsResponse>) -> Vec<String> {
+    let mut ids: Vec<String> = pages
+        .into_iter()
+        .flat_map(|p| p.upserted.iter().map(|e| e.provider_event_id.clone()))
+        .collect();
+    ids.sort();
+    ids
 }
 
 async fn scenario(kind: Kind) {
@@ -437,6 +482,331 @@ async fn scenario(kind: Kind) {
     let gone = a.client.delete_event(delete).await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
     drop(server);
+}
+
+/// Listings and changes larger than a page: every page stays within the
+/// page size (a series' instances travel together), the union of the pages
+/// is the whole calendar once, the sync token is taken at the first poll
+/// after a listing from scratch, and a change made before that poll is
+/// listed again against the token.
+async fn paging(kind: Kind) {
+    let server = start(kind).await;
+    let mut a = adapter().await;
+    let creds = a
+        .client
+        .check_password(pb::CheckPasswordRequest {
+            server_url: server.base.clone(),
+            username: server.user.0.into(),
+            password: server.user.1.into(),
+            access_level: AccessLevel::ReadWrite as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let calendar = server.calendar.clone();
+    let single = |i: u32, title: &str| {
+        ics(
+            &format!("p{i}"),
+            &format!(
+                "SUMMARY:{title}\nDTSTART:202601{:02}T090000Z\nDTEND:202601{:02}T100000Z",
+                i + 2,
+                i + 2
+            ),
+        )
+    };
+    for i in 0..7 {
+        server.put(&format!("p{i}.ics"), &single(i, "Single")).await;
+    }
+    server.put("s.ics", SERIES).await;
+    // Outside the window: listed, fetched, no event.
+    server
+        .put(
+            "old.ics",
+            &ics(
+                "old",
+                "SUMMARY:Old\nDTSTART:20200110T090000Z\nDTEND:20200110T100000Z",
+            ),
+        )
+        .await;
+    let whole = sync(&mut a, &creds, &calendar, "").await.unwrap();
+    assert!(!whole.more && whole.full_listing);
+    assert_eq!(whole.upserted.len(), 11);
+
+    let pages = all_pages(&mut a, &creds, &calendar, "", 3).await;
+    assert!(pages.len() >= 4, "{} pages", pages.len());
+    for p in &pages {
+        assert!(p.full_listing && p.deleted.is_empty() && p.skipped.is_empty());
+        let series = p
+            .upserted
+            .iter()
+            .filter(|e| e.provider_event_id.contains('#'))
+            .count();
+        assert!(
+            p.upserted.len() <= 3 || series == p.upserted.len(),
+            "{} events in a page of 3",
+            p.upserted.len()
+        );
+    }
+    assert_eq!(sorted_ids(&pages), sorted_ids([&whole]));
+    let last = pages.last().unwrap().next_cursor.clone();
+    assert!(last.starts_with("v2|pt|"), "{last}");
+
+    // The first poll takes the token; nothing changed.
+    let idle = sync(&mut a, &creds, &calendar, &last).await.unwrap();
+    assert!(idle.upserted.is_empty() && idle.deleted.is_empty() && !idle.full_listing);
+    assert!(!idle.more);
+    assert!(
+        idle.next_cursor.starts_with("v2|st|"),
+        "{}",
+        idle.next_cursor
+    );
+
+    // Five edits and a deletion, in pages of two: the deletion comes first,
+    // the edits follow, nothing is listed in full.
+    for i in 0..5 {
+        server.put(&format!("p{i}.ics"), &single(i, "Edited")).await;
+    }
+    server.delete("p6.ics").await;
+    let pages = all_pages(&mut a, &creds, &calendar, &idle.next_cursor, 2).await;
+    assert!(pages.len() >= 3, "{} pages", pages.len());
+    assert_eq!(pages[0].deleted, vec![format!("{calendar}p6.ics")]);
+    for p in &pages {
+        assert!(!p.full_listing && p.upserted.len() <= 2);
+        assert!(p.upserted.iter().all(|e| e.title == "Edited"));
+    }
+    assert!(pages[1..].iter().all(|p| p.deleted.is_empty()));
+    assert_eq!(
+        sorted_ids(&pages),
+        (0..5)
+            .map(|i| format!("{calendar}p{i}.ics"))
+            .collect::<Vec<_>>()
+    );
+    let settled = pages.last().unwrap().next_cursor.clone();
+    assert!(settled.starts_with("v2|st|") && settled.contains("|-|"));
+
+    // Touching the series lists everything again, against the new token.
+    server
+        .put(
+            "s.ics",
+            &SERIES.replace("SUMMARY:Weekly\r\n", "SUMMARY:Weekly!\r\n"),
+        )
+        .await;
+    let pages = all_pages(&mut a, &creds, &calendar, &settled, 3).await;
+    assert!(pages.iter().all(|p| p.full_listing));
+    assert_eq!(pages.iter().map(|p| p.upserted.len()).sum::<usize>(), 10);
+    let settled = pages.last().unwrap().next_cursor.clone();
+    assert!(settled.starts_with("v2|st|"), "{settled}");
+    let idle = sync(&mut a, &creds, &calendar, &settled).await.unwrap();
+    assert!(idle.upserted.is_empty() && !idle.full_listing);
+
+    // A change between a listing from scratch and the next poll: that poll
+    // lists again, and the one after it is idle.
+    let fresh = sync(&mut a, &creds, &calendar, "").await.unwrap();
+    assert!(fresh.next_cursor.starts_with("v2|pt|"));
+    server.put("p0.ics", &single(0, "Edited again")).await;
+    let relisted = sync(&mut a, &creds, &calendar, &fresh.next_cursor)
+        .await
+        .unwrap();
+    assert!(relisted.full_listing && !relisted.more);
+    assert_eq!(relisted.upserted.len(), 10);
+    assert!(relisted.upserted.iter().any(|e| e.title == "Edited again"));
+    assert!(relisted.next_cursor.starts_with("v2|st|"));
+    let idle = sync(&mut a, &creds, &calendar, &relisted.next_cursor)
+        .await
+        .unwrap();
+    assert!(idle.upserted.is_empty() && idle.deleted.is_empty() && !idle.full_listing);
+    drop(server);
+}
+
+/// An update through the adapter rewrites what calbridge owns and keeps
+/// what another client stored: its alarm, X- properties and categories.
+async fn updates_keep_foreign_properties(kind: Kind) {
+    let server = start(kind).await;
+    let mut a = adapter().await;
+    let creds = a
+        .client
+        .check_password(pb::CheckPasswordRequest {
+            server_url: server.base.clone(),
+            username: server.user.0.into(),
+            password: server.user.1.into(),
+            access_level: AccessLevel::ReadWrite as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let calendar = server.calendar.clone();
+    server
+        .put(
+            "other.ics",
+            &ics(
+                "other-1",
+                "SUMMARY:Dentist\nDTSTART:20260120T090000Z\nDTEND:20260120T100000Z\n\
+                 SEQUENCE:2\nCATEGORIES:Health\nX-MOZ-GENERATION:3\n\
+                 X-APPLE-TRAVEL-ADVISORY-BEHAVIOR:AUTOMATIC\n\
+                 BEGIN:VALARM\nACTION:DISPLAY\nDESCRIPTION:Reminder\nTRIGGER:-PT30M\nEND:VALARM",
+            ),
+        )
+        .await;
+    let listed = sync(&mut a, &creds, &calendar, "").await.unwrap();
+    let stored = listed
+        .upserted
+        .iter()
+        .find(|e| e.provider_event_id == format!("{calendar}other.ics"))
+        .expect("the event")
+        .clone();
+    let mut changed = stored.clone();
+    changed.title = "Dentist (moved)".into();
+    changed.start = Some(instant(
+        Utc.with_ymd_and_hms(2026, 1, 21, 9, 0, 0).unwrap(),
+        "Europe/Berlin",
+    ));
+    changed.end = Some(instant(
+        Utc.with_ymd_and_hms(2026, 1, 21, 10, 0, 0).unwrap(),
+        "Europe/Berlin",
+    ));
+    let updated = a
+        .client
+        .update_event(pb::ProviderUpdateEventRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: calendar.clone(),
+            provider_event_id: stored.provider_event_id.clone(),
+            event: Some(changed),
+            expected_version: stored.version.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.title, "Dentist (moved)");
+    assert_eq!(
+        start_of(&updated),
+        Utc.with_ymd_and_hms(2026, 1, 21, 9, 0, 0).unwrap()
+    );
+    let (status, body) = server.get(&stored.provider_event_id).await;
+    assert_eq!(status, 200);
+    let body = body.replace("\r\n ", "").replace("\n ", "");
+    for kept in [
+        "CATEGORIES:Health",
+        "X-MOZ-GENERATION:3",
+        "X-APPLE-TRAVEL-ADVISORY-BEHAVIOR:AUTOMATIC",
+        "BEGIN:VALARM",
+        "TRIGGER:-PT30M",
+        "DESCRIPTION:Reminder",
+        "UID:other-1",
+    ] {
+        assert!(body.contains(kept), "{kept} lost:\n{body}");
+    }
+    for written in [
+        "SUMMARY:Dentist (moved)",
+        "DTSTART;TZID=Europe/Berlin:20260121T100000",
+        "SEQUENCE:3",
+        "BEGIN:VTIMEZONE",
+    ] {
+        assert!(body.contains(written), "{written} not written:\n{body}");
+    }
+    drop(server);
+}
+
+/// A listing longer than a cursor may carry: the cursor carries a chunk of
+/// hrefs at a time and the listing goes on from a new PROPFIND after the
+/// last one; every event arrives once.
+async fn chunked_listing(kind: Kind) {
+    use calbridge_adapter_caldav::account::{discover, Account};
+    use calbridge_adapter_caldav::client::{http_client, DavClient};
+    use calbridge_adapter_caldav::recurrence::Window;
+    use calbridge_adapter_caldav::sync::{sync as sync_once, SyncRequest};
+
+    let server = start(kind).await;
+    for i in 0..8 {
+        server
+            .put(
+                &format!("c{i}.ics"),
+                &ics(
+                    &format!("c{i}"),
+                    &format!(
+                        "SUMMARY:C{i}\nDTSTART:202601{:02}T090000Z\nDTEND:202601{:02}T100000Z",
+                        i + 2,
+                        i + 2
+                    ),
+                ),
+            )
+            .await;
+    }
+    let http = http_client(std::time::Duration::from_secs(30));
+    let client = DavClient::new(http.clone(), server.user.0, server.user.1);
+    let home = discover(&client, &reqwest::Url::parse(&server.base).unwrap())
+        .await
+        .unwrap()
+        .home;
+    let account = Account::new(DavClient::new(http, server.user.0, server.user.1), home);
+    let mut cursor = String::new();
+    let mut ids = Vec::new();
+    for call in 0.. {
+        assert!(call < 20, "the listing never ends");
+        let page = sync_once(
+            &account,
+            &SyncRequest {
+                calendar_id: &server.calendar,
+                cursor: &cursor,
+                window: Window {
+                    start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+                    end: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+                },
+                page_size: 2,
+                busy_only: false,
+                max_carried: 3,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(page.full_listing && page.upserted.len() <= 2);
+        ids.extend(page.upserted.iter().map(|e| e.provider_event_id.clone()));
+        cursor = page.next_cursor;
+        // The hrefs still to fetch, front-coded: at most three.
+        let carried = cursor.split('|').nth(3).unwrap();
+        if carried != "-" {
+            let hrefs = carried.rsplit(';').next().unwrap();
+            assert!(hrefs.split(',').count() <= 3, "{cursor}");
+        }
+        if !page.more {
+            break;
+        }
+    }
+    ids.sort();
+    let expected: Vec<String> = (0..8)
+        .map(|i| format!("{}c{i}.ics", server.calendar))
+        .collect();
+    assert_eq!(ids, expected);
+    assert!(cursor.starts_with("v2|pt|"), "{cursor}");
+}
+
+#[tokio::test]
+async fn radicale_lists_long_calendars_in_chunks() {
+    chunked_listing(Kind::Radicale).await;
+}
+
+#[tokio::test]
+async fn xandikos_lists_long_calendars_in_chunks() {
+    chunked_listing(Kind::Xandikos).await;
+}
+
+#[tokio::test]
+async fn radicale_updates_keep_alarms_and_x_properties() {
+    updates_keep_foreign_properties(Kind::Radicale).await;
+}
+
+#[tokio::test]
+async fn xandikos_updates_keep_alarms_and_x_properties() {
+    updates_keep_foreign_properties(Kind::Xandikos).await;
+}
+
+#[tokio::test]
+async fn radicale_pages_listings_and_changes() {
+    paging(Kind::Radicale).await;
+}
+
+#[tokio::test]
+async fn xandikos_pages_listings_and_changes() {
+    paging(Kind::Xandikos).await;
 }
 
 #[tokio::test]

@@ -176,6 +176,11 @@ pub struct SyncRecord {
     /// Provider items that could not be read: (item id, reason).
     #[serde(default)]
     pub skipped: Vec<(String, String)>,
+    /// A full listing was under way when the last page was stored: its
+    /// cursor continues the listing, but the events of its earlier pages are
+    /// not known to the next run, which therefore starts the listing over.
+    #[serde(default)]
+    pub listing_in_progress: bool,
 }
 
 /// A mirrored event.

@@ -195,7 +195,15 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         .sync_state(account_id, calendar_id)
         .map_err(store_err)?
         .unwrap_or_default();
-    let mut cursor = st.cursor.clone();
+    // A listing interrupted midway (outage, crash) starts over: the pages
+    // read before the interruption are not in `seen`, and the end of the
+    // listing would take their events for deleted.
+    let mut cursor = if st.listing_in_progress {
+        tracing::info!("an interrupted full listing starts over");
+        String::new()
+    } else {
+        st.cursor.clone()
+    };
     let mut seen: HashSet<String> = HashSet::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
     let mut restarted = false;
@@ -350,6 +358,7 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         }
 
         st.cursor = page.next_cursor.clone();
+        st.listing_in_progress = full_listing && page.more;
         if !page.more {
             let now = now_ms();
             if full_listing {
@@ -359,8 +368,7 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
                 // broken ones join the list.
                 st.skipped.retain(|(id, _)| {
                     !puts.iter().any(|p| {
-                        p.provider_event_id == *id
-                            || p.provider_event_id.starts_with(&format!("{id}#"))
+                        is_of_skipped(&p.provider_event_id, &[(id.clone(), String::new())])
                     }) && !removes.iter().any(|r| r.provider_event_id == *id)
                 });
                 for item in std::mem::take(&mut skipped) {

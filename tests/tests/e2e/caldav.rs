@@ -3,8 +3,10 @@
 //! the initial sync of pre-seeded events (plain, all-day, a series with an
 //! edited and a cancelled instance); outside edits, moves, cancellations and
 //! deletions on the change stream with the right kinds; writes through
-//! calbridge landing on the server once, without echo; and an invalid
-//! server sync token recovered by a resync that reports nothing spurious.
+//! calbridge landing on the server once, without echo; an invalid server
+//! sync token recovered by a resync that reports nothing spurious;
+//! FREE_BUSY accounts; and what a sync costs at the server in requests
+//! (Radicale's log).
 //!
 //! Needs the test venv (`CALBRIDGE_TEST_PYTHON`, see `scripts/test-env`)
 //! and the binaries (`cargo build --workspace --bins`).
@@ -858,12 +860,12 @@ async fn caldav_upserts_and_deletes_through_calbridge_land_on_xandikos_once_with
 
 // ---- 4. an invalid server sync token ----
 
-/// The caldav adapter's cursor (`v1|st|-|<recurring>|<sync token>`) with
-/// the same shape and a sync token the server never issued.
+/// The caldav adapter's settled cursor (`v2|st|<recurring>|-|<sync
+/// token>`) with the same shape and a sync token the server never issued.
 fn with_bogus_token(cursor: &str) -> Result<String> {
     let parts: Vec<&str> = cursor.splitn(5, '|').collect();
     ensure!(
-        parts.len() == 5 && parts[0] == "v1" && parts[1] == "st" && parts[2] == "-",
+        parts.len() == 5 && parts[0] == "v2" && parts[1] == "st" && parts[3] == "-",
         "not a settled sync-token cursor: {cursor:?}"
     );
     let token = parts[4];
@@ -880,7 +882,7 @@ fn with_bogus_token(cursor: &str) -> Result<String> {
     } else {
         bogus
     };
-    Ok(format!("v1|st|-|{}|{prefix}{bogus}", parts[3]))
+    Ok(format!("v2|st|{}|-|{prefix}{bogus}", parts[2]))
 }
 
 async fn invalid_sync_token(kind: ServerKind) -> Result<()> {
@@ -1121,4 +1123,163 @@ async fn a_free_busy_caldav_account_on_radicale_keeps_only_intervals() -> Result
 #[tokio::test(flavor = "multi_thread")]
 async fn a_free_busy_caldav_account_on_xandikos_keeps_only_intervals() -> Result<()> {
     free_busy_only(ServerKind::Xandikos).await
+}
+
+// ---- 6. what a sync costs at the server ----
+
+/// The requests Radicale logged on the calendar since `from` (a count of
+/// logged requests), as (method, depth) pairs.
+fn calendar_requests(server: &DavServer, from: usize) -> Vec<(String, Option<String>)> {
+    server.logged_requests()[from..]
+        .iter()
+        .filter(|r| r.path == server.calendar)
+        .map(|r| (r.method.clone(), r.depth.clone()))
+        .collect()
+}
+
+fn count(requests: &[(String, Option<String>)], method: &str, depth: Option<&str>) -> usize {
+    requests
+        .iter()
+        .filter(|(m, d)| m == method && d.as_deref() == depth)
+        .count()
+}
+
+/// Through the scheduler with pages of three events (`sync.page_size = 3`)
+/// on Radicale, whose log names every request: the initial sync lists the
+/// calendar with one PROPFIND and fetches with calendar-multigets only (no
+/// listing per page); the first poll takes the sync token with one
+/// PROPFIND; an idle poll is one REPORT; changes larger than a page arrive
+/// incrementally, without a listing.
+#[tokio::test(flavor = "multi_thread")]
+async fn caldav_sync_on_radicale_lists_once_fetches_in_multigets_and_polls_with_one_request(
+) -> Result<()> {
+    let server = DavServer::start(ServerKind::Radicale).await?;
+    let seed = Seed::new();
+    seed.put(&server).await?;
+    let single = |i: i64, summary: &str| {
+        vcalendar(&[timed_lines(
+            &format!("single-{i}"),
+            summary,
+            seed.plain + chrono::Duration::days(i + 1),
+            45,
+        )])
+    };
+    for i in 0..8 {
+        server
+            .put(&format!("single-{i}.ics"), &single(i, "Single"))
+            .await?;
+    }
+    // An hour between polls: only SyncNow syncs, so the log shows exactly
+    // what each sync cost.
+    let stack =
+        CaldavStack::start_with_scheduler_config(3600, Some("[sync]\npage_size = 3\n")).await?;
+    let (_, key) = stack.tenant("caldav-requests").await?;
+    let mut client = stack.client(Some(&key)).await?;
+
+    let s0 = server.logged_requests().len();
+    let account = connect(&mut client, &server, &server.password)
+        .await?
+        .account_id;
+    wait_synced(&mut client, &account).await?;
+    let events = list_events(&mut client, &account, &server.calendar, window()).await?;
+    assert_eq!(events.len(), 6 + 8, "every page arrived: {events:#?}");
+    let initial = calendar_requests(&server, s0);
+    assert_eq!(
+        count(&initial, "PROPFIND", Some("1")),
+        1,
+        "one listing: {initial:?}"
+    );
+    let reports = count(&initial, "REPORT", None);
+    assert!(
+        reports >= 5 && reports + 1 == initial.len(),
+        "pages of three events fetched by multigets alone: {initial:?}"
+    );
+
+    let calendar_sync = |client: &mut SchedulerClient| {
+        let mut c = client.clone();
+        let (account, calendar) = (account.clone(), server.calendar.clone());
+        async move {
+            let before = sync_status(&mut c, &account)
+                .await?
+                .iter()
+                .map(calbridge_e2e::caldav::last_success_ms)
+                .max()
+                .unwrap_or(0)
+                .max(Utc::now().timestamp_millis());
+            c.sync_now(pb::SyncNowRequest {
+                account_id: account.clone(),
+                calendar_id: calendar,
+            })
+            .await?;
+            calbridge_e2e::caldav::wait_synced_after(
+                &mut c,
+                &account,
+                before,
+                Duration::from_secs(30),
+                Duration::from_millis(20),
+            )
+            .await
+        }
+    };
+
+    // The first poll takes the sync token: one PROPFIND (depth 0).
+    let s1 = server.logged_requests().len();
+    calendar_sync(&mut client).await?;
+    let first = calendar_requests(&server, s1);
+    assert_eq!(first, vec![("PROPFIND".to_string(), Some("0".to_string()))]);
+
+    // An idle poll: one sync-collection.
+    let s2 = server.logged_requests().len();
+    calendar_sync(&mut client).await?;
+    assert_eq!(
+        calendar_requests(&server, s2),
+        vec![("REPORT".to_string(), None)]
+    );
+
+    // Five edits, more than a page: incremental pages, no listing.
+    let c0 = change_cursor(&mut client).await?;
+    for i in 0..5 {
+        server
+            .put(&format!("single-{i}.ics"), &single(i, "Edited"))
+            .await?;
+    }
+    let s3 = server.logged_requests().len();
+    calendar_sync(&mut client).await?;
+    let changed = calendar_requests(&server, s3);
+    assert_eq!(
+        count(&changed, "PROPFIND", Some("1")),
+        0,
+        "no listing: {changed:?}"
+    );
+    assert_eq!(
+        count(&changed, "PROPFIND", Some("0")),
+        1,
+        "the zone: {changed:?}"
+    );
+    assert!(
+        count(&changed, "REPORT", None) >= 3,
+        "a sync-collection and a multiget per page: {changed:?}"
+    );
+    let changes = changes_after(&mut client, &c0).await?;
+    let mut updated: Vec<String> = changes
+        .iter()
+        .map(|c| {
+            assert_eq!(c.kind(), ChangeKind::EventUpdated, "{c:?}");
+            c.provider_event_id.clone()
+        })
+        .collect();
+    updated.sort();
+    assert_eq!(
+        updated,
+        (0..5)
+            .map(|i| server.href(&format!("single-{i}.ics")))
+            .collect::<Vec<_>>()
+    );
+    let events = list_events(&mut client, &account, &server.calendar, window()).await?;
+    assert_eq!(
+        events.iter().filter(|e| e.title == "Edited").count(),
+        5,
+        "{events:#?}"
+    );
+    Ok(())
 }

@@ -1,0 +1,364 @@
+//! A scripted OAuth adapter served by the test process: a real gRPC
+//! CalendarAdapter whose provider side is a few fields the test controls
+//! (consents, token lifetimes and rotation, refusals, a paged listing with
+//! an outage on a chosen page). For testing the scheduler's own logic
+//! against exact provider behaviour.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Result};
+use base64::Engine;
+use calbridge::pb;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::Stack;
+
+/// What the scripted provider knows.
+#[derive(Default)]
+pub struct Provider {
+    /// state → (code challenge, redirect URI) from BuildAuthorizationUrl.
+    pub consents: HashMap<String, (String, String)>,
+    /// Issued, unused codes → (challenge, redirect URI).
+    pub codes: HashMap<String, (String, String)>,
+    /// Access tokens that work.
+    pub live_access: Vec<String>,
+    /// The refresh token that works now.
+    pub live_refresh: String,
+    /// Rotate the refresh token on every refresh.
+    pub rotate: bool,
+    /// Refuse refreshes with invalid_grant.
+    pub refuse_refresh: bool,
+    /// Seconds an access token lives.
+    pub lifetime_s: i64,
+    /// Events in the calendar's listing (at least one).
+    pub listing: usize,
+    /// Fail (UNAVAILABLE) the listing page with this index, once.
+    pub fail_page_once: Option<usize>,
+    /// SyncEvents calls so far.
+    pub sync_calls: u32,
+    /// Listings started from an empty cursor.
+    pub listings_started: u32,
+    /// Refreshes answered so far.
+    pub refreshes: u32,
+    /// Token serial numbers.
+    pub serial: u32,
+}
+
+impl Provider {
+    fn token(&mut self, kind: &str) -> String {
+        self.serial += 1;
+        format!("{kind}-{}-{}", self.serial, "s3cr3t-token-value")
+    }
+
+    fn credentials(&mut self, refresh: Option<String>) -> pb::ProviderCredentials {
+        let access = self.token("at");
+        self.live_access.push(access.clone());
+        pb::ProviderCredentials {
+            provider_account_id: "ada@oauth.example".into(),
+            secret: Some(pb::provider_credentials::Secret::Oauth(pb::OAuthTokens {
+                access_token: access,
+                refresh_token: refresh.unwrap_or_default(),
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: chrono::Utc::now().timestamp() + self.lifetime_s,
+                    nanos: 0,
+                }),
+                scopes: vec!["calendar".into()],
+            })),
+            access_level: pb::AccessLevel::ReadWrite as i32,
+        }
+    }
+
+    /// The user consents: a code bound to the state's challenge and URI.
+    pub fn consent(&mut self, state: &str) -> Result<String> {
+        let c = self
+            .consents
+            .get(state)
+            .cloned()
+            .ok_or_else(|| anyhow!("no consent URL was built for this state"))?;
+        let code = self.token("code");
+        self.codes.insert(code.clone(), c);
+        Ok(code)
+    }
+}
+
+/// The scripted adapter: a CalendarAdapter gRPC service over a shared [`Provider`].
+#[derive(Clone)]
+pub struct Scripted(pub Arc<Mutex<Provider>>);
+
+impl Scripted {
+    /// The provider's state.
+    pub fn p(&self) -> std::sync::MutexGuard<'_, Provider> {
+        self.0.lock().expect("provider lock")
+    }
+
+    fn check_access(&self, c: Option<&pb::ProviderCredentials>) -> Result<(), Status> {
+        let token = match c.and_then(|c| c.secret.as_ref()) {
+            Some(pb::provider_credentials::Secret::Oauth(t)) => t.access_token.clone(),
+            _ => String::new(),
+        };
+        if self.p().live_access.contains(&token) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("access token rejected"))
+        }
+    }
+}
+
+fn challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// The one calendar's id.
+pub const CALENDAR: &str = "ada@oauth.example";
+
+#[tonic::async_trait]
+impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
+    async fn describe(
+        &self,
+        _: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::AdapterCapabilities>, Status> {
+        Ok(Response::new(pb::AdapterCapabilities {
+            provider: pb::Provider::Google as i32,
+            oauth: true,
+            push: false,
+            incremental_sync: true,
+            native_free_busy: false,
+            recurrence_writes: false,
+            poll_interval_seconds: 1,
+            max_page_size: 100,
+        }))
+    }
+
+    async fn build_authorization_url(
+        &self,
+        req: Request<pb::BuildAuthorizationUrlRequest>,
+    ) -> Result<Response<pb::BuildAuthorizationUrlResponse>, Status> {
+        let r = req.into_inner();
+        self.p().consents.insert(
+            r.state.clone(),
+            (r.code_challenge.clone(), r.redirect_uri.clone()),
+        );
+        Ok(Response::new(pb::BuildAuthorizationUrlResponse {
+            authorization_url: format!(
+                "https://consent.oauth.example/auth?state={}&code_challenge={}",
+                r.state, r.code_challenge
+            ),
+        }))
+    }
+
+    async fn exchange_code(
+        &self,
+        req: Request<pb::ExchangeCodeRequest>,
+    ) -> Result<Response<pb::ProviderCredentials>, Status> {
+        let r = req.into_inner();
+        let mut p = self.p();
+        let Some((chal, uri)) = p.codes.remove(&r.code) else {
+            return Err(Status::unauthenticated(
+                "invalid_grant: unknown or used code",
+            ));
+        };
+        if uri != r.redirect_uri {
+            return Err(Status::unauthenticated(
+                "invalid_grant: redirect_uri mismatch",
+            ));
+        }
+        if challenge(&r.code_verifier) != chal {
+            return Err(Status::unauthenticated(
+                "invalid_grant: PKCE verifier mismatch",
+            ));
+        }
+        let refresh = p.token("rt");
+        p.live_refresh = refresh.clone();
+        Ok(Response::new(p.credentials(Some(refresh))))
+    }
+
+    async fn refresh_credentials(
+        &self,
+        req: Request<pb::RefreshCredentialsRequest>,
+    ) -> Result<Response<pb::ProviderCredentials>, Status> {
+        let r = req.into_inner();
+        let given = match r.credentials.and_then(|c| c.secret) {
+            Some(pb::provider_credentials::Secret::Oauth(t)) => t.refresh_token,
+            _ => String::new(),
+        };
+        let mut p = self.p();
+        if p.refuse_refresh || given != p.live_refresh {
+            return Err(Status::unauthenticated("invalid_grant"));
+        }
+        p.refreshes += 1;
+        let rotated = if p.rotate {
+            let t = p.token("rt");
+            p.live_refresh = t.clone();
+            Some(t)
+        } else {
+            None
+        };
+        Ok(Response::new(p.credentials(rotated)))
+    }
+
+    async fn revoke_credentials(
+        &self,
+        _: Request<pb::RevokeCredentialsRequest>,
+    ) -> Result<Response<pb::RevokeCredentialsResponse>, Status> {
+        let mut p = self.p();
+        p.live_refresh.clear();
+        p.live_access.clear();
+        Ok(Response::new(pb::RevokeCredentialsResponse {
+            revoked_at_provider: true,
+        }))
+    }
+
+    async fn check_password(
+        &self,
+        _: Request<pb::CheckPasswordRequest>,
+    ) -> Result<Response<pb::ProviderCredentials>, Status> {
+        Err(Status::unimplemented("OAuth provider"))
+    }
+
+    async fn list_calendars(
+        &self,
+        req: Request<pb::ListProviderCalendarsRequest>,
+    ) -> Result<Response<pb::ListProviderCalendarsResponse>, Status> {
+        self.check_access(req.get_ref().credentials.as_ref())?;
+        Ok(Response::new(pb::ListProviderCalendarsResponse {
+            calendars: vec![pb::Calendar {
+                calendar_id: CALENDAR.into(),
+                name: "Ada".into(),
+                primary: true,
+                time_zone: "Europe/London".into(),
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn sync_events(
+        &self,
+        req: Request<pb::SyncEventsRequest>,
+    ) -> Result<Response<pb::SyncEventsResponse>, Status> {
+        self.check_access(req.get_ref().credentials.as_ref())?;
+        let r = req.into_inner();
+        let mut p = self.p();
+        p.sync_calls += 1;
+        // A listing of `listing` events, `page_size` at a time; cursor
+        // `page:N` while it runs, `done` after.
+        let page = match r.cursor.as_str() {
+            "" => 0,
+            "done" => {
+                return Ok(Response::new(pb::SyncEventsResponse {
+                    next_cursor: r.cursor,
+                    ..Default::default()
+                }))
+            }
+            c => c
+                .strip_prefix("page:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| Status::out_of_range("unknown cursor"))?,
+        };
+        if p.fail_page_once == Some(page) {
+            p.fail_page_once = None;
+            return Err(Status::unavailable("scripted outage"));
+        }
+        if page == 0 {
+            p.listings_started += 1;
+        }
+        let size = (r.page_size as usize).max(1);
+        let start = chrono::Utc::now() + chrono::Duration::days(1);
+        let n = p.listing.max(1);
+        let events: Vec<pb::Event> = (page * size..((page + 1) * size).min(n))
+            .map(|i| {
+                let mut e = crate::timed_event(
+                    if i == 0 {
+                        "Kept through reauth"
+                    } else {
+                        "Listed"
+                    },
+                    start + chrono::Duration::minutes(30 * i as i64),
+                    30,
+                );
+                e.provider_event_id = format!("evt{}", i + 1);
+                e.version = "v1".into();
+                e
+            })
+            .collect();
+        let more = (page + 1) * size < n;
+        Ok(Response::new(pb::SyncEventsResponse {
+            upserted: events,
+            next_cursor: if more {
+                format!("page:{}", page + 1)
+            } else {
+                "done".into()
+            },
+            more,
+            full_listing: true,
+            ..Default::default()
+        }))
+    }
+
+    async fn create_event(
+        &self,
+        _: Request<pb::ProviderCreateEventRequest>,
+    ) -> Result<Response<pb::ProviderCreateEventResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn update_event(
+        &self,
+        _: Request<pb::ProviderUpdateEventRequest>,
+    ) -> Result<Response<pb::Event>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn delete_event(
+        &self,
+        _: Request<pb::ProviderDeleteEventRequest>,
+    ) -> Result<Response<pb::ProviderDeleteEventResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn query_free_busy(
+        &self,
+        _: Request<pb::ProviderFreeBusyRequest>,
+    ) -> Result<Response<pb::ProviderFreeBusyResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn start_watch(
+        &self,
+        _: Request<pb::StartWatchRequest>,
+    ) -> Result<Response<pb::WatchChannel>, Status> {
+        Err(Status::unimplemented("no push"))
+    }
+
+    async fn stop_watch(
+        &self,
+        _: Request<pb::StopWatchRequest>,
+    ) -> Result<Response<pb::StopWatchResponse>, Status> {
+        Ok(Response::new(pb::StopWatchResponse {}))
+    }
+}
+
+/// Serves the scripted adapter on a free port.
+pub async fn serve(provider: Provider) -> Result<(Scripted, SocketAddr)> {
+    let s = Scripted(Arc::new(Mutex::new(provider)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let svc = pb::calendar_adapter_server::CalendarAdapterServer::new(s.clone());
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+    Ok((s, addr))
+}
+
+/// A stack whose scheduler also knows the scripted Google adapter.
+pub async fn stack(provider: Provider, extra: &[&str]) -> Result<(Stack, Scripted)> {
+    let (scripted, addr) = serve(provider).await?;
+    let mut flags = vec!["--adapter".to_string(), format!("google=http://{addr}")];
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    Ok((Stack::start_with_scheduler_flags(&flags).await?, scripted))
+}
