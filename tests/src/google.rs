@@ -228,7 +228,6 @@ impl GoogleStack {
             .await?;
             eventually(Duration::from_secs(30), "a sync to complete", || {
                 let mut c = c.clone();
-                let before = before.clone();
                 async move {
                     let now = last_success(&mut c, account_id).await.ok()?;
                     (now != before).then_some(())
