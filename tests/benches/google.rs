@@ -13,11 +13,12 @@
 //! - webhook acknowledgement latency, one at a time and under a burst of
 //!   concurrent (duplicate) notifications;
 //! - upserts/s through gRPC → scheduler → Google adapter → fake;
-//! The adapter's per-user request budget and the fake's quotas are lifted
-//! for the run (one user makes thousands of requests a minute here).
 //! - Google requests per calendar per idle hour: the requests of idle polls
 //!   counted at the fake, times the polls an hour makes at the adapter's
 //!   suggested cadence with push, plus channel renewals.
+//!
+//! The adapter's per-user request budget and the fake's quotas are lifted
+//! for the run (one user makes thousands of requests a minute here).
 
 use std::time::{Duration, Instant};
 
@@ -231,7 +232,7 @@ async fn main() -> Result<()> {
                 s.calendars
                     .iter()
                     .find(|x| x.calendar_id == "primary")
-                    .and_then(|x| x.last_success.clone()),
+                    .and_then(|x| x.last_success),
             )
         }
     };
