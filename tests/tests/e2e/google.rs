@@ -533,7 +533,6 @@ async fn a_free_busy_account_reads_only_free_busy_and_stores_no_content() -> Res
         .query_free_busy(pb::QueryFreeBusyRequest {
             account_ids: vec![a.account_id.clone()],
             window: Some(window()),
-            ..Default::default()
         })
         .await?
         .into_inner();
