@@ -377,7 +377,7 @@ async fn calendars_are_listed_with_primary_and_read_only_marked() {
         .calendars;
     let get = |id: &str| cals.iter().find(|c| c.calendar_id == id).unwrap();
     assert_eq!(cals.len(), 4);
-    assert!(get(USER).primary && !get(USER).read_only);
+    assert!(get("primary").primary && !get("primary").read_only);
     assert!(get("team#shared@group.calendar.google.com").read_only);
     assert!(get("busy@group.calendar.google.com").read_only);
     let mine = get("mine@group.calendar.google.com");
