@@ -29,6 +29,50 @@ use crate::recurrence::Window;
 /// fewer events.
 pub const MULTIGET_BATCH: usize = 500;
 
+/// The most hrefs one calendar-multiget asks of iCloud (`*.icloud.com`):
+/// clients report iCloud throttling or failing large multigets, and the
+/// advice is batches of 10-50 hrefs.
+pub const ICLOUD_MULTIGET_BATCH: usize = 50;
+
+/// How many discovery attempts may come back without a
+/// `calendar-home-set` before the principal is taken as the home: iCloud
+/// occasionally leaves it out of an answer, and a retry finds it.
+const HOME_SET_ATTEMPTS: usize = 3;
+
+/// True for iCloud's hosts (`icloud.com` and its subdomains, such as the
+/// partition hosts `pNN-caldav.icloud.com`).
+pub fn is_icloud_host(url: &Url) -> bool {
+    url.host_str().is_some_and(|h| {
+        let h = h.trim_end_matches('.').to_ascii_lowercase();
+        h == "icloud.com" || h.ends_with(".icloud.com")
+    })
+}
+
+/// The multiget bound for calendars at `url`: [`ICLOUD_MULTIGET_BATCH`] on
+/// iCloud, [`MULTIGET_BATCH`] elsewhere.
+pub fn multiget_batch_for(url: &Url) -> usize {
+    if is_icloud_host(url) {
+        ICLOUD_MULTIGET_BATCH
+    } else {
+        MULTIGET_BATCH
+    }
+}
+
+/// The `C:calendar-home-set` of a principal PROPFIND answer, resolved
+/// against `base`. A principal may answer under another href (iCloud's
+/// `/principal/`): the single response is accepted whatever its href.
+fn home_set(base: &Url, ms: &crate::client::Multistatus) -> Option<Url> {
+    ms.responses
+        .iter()
+        .find_map(|r| {
+            r.prop(NS_CALDAV, "calendar-home-set")?
+                .href()
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+        })
+        .and_then(|h| base.join(&h).ok())
+}
+
 /// What discovery found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovered {
@@ -150,21 +194,18 @@ pub async fn discover(client: &DavClient, server: &Url) -> Result<Discovered, Da
     }
     let principal =
         principal.ok_or_else(|| DavError::NotFound("a CalDAV principal for this user".into()))?;
-    let (base, ms) = client
-        .propfind(&principal, 0, "<C:calendar-home-set/>")
-        .await?;
-    // A principal PROPFIND may answer under another href (iCloud):
-    // accept the single response whatever its href.
-    let home = ms
-        .responses
-        .iter()
-        .find_map(|r| {
-            r.prop(NS_CALDAV, "calendar-home-set")?
-                .href()
-                .map(str::to_string)
-        })
-        .and_then(|h| base.join(&h).ok())
-        .unwrap_or_else(|| principal.clone());
+    let mut home = None;
+    for attempt in 1..=HOME_SET_ATTEMPTS {
+        let (base, ms) = client
+            .propfind(&principal, 0, "<C:calendar-home-set/>")
+            .await?;
+        home = home_set(&base, &ms);
+        if home.is_some() {
+            break;
+        }
+        tracing::debug!(attempt, "no calendar-home-set in the answer; asking again");
+    }
+    let home = home.unwrap_or_else(|| principal.clone());
     Ok(Discovered { principal, home })
 }
 
@@ -174,6 +215,12 @@ impl Account {
     /// The account whose calendar home is `home`.
     pub fn new(client: DavClient, home: Url) -> Self {
         Account { client, home }
+    }
+
+    /// The most hrefs one calendar-multiget asks for at this account's
+    /// server (see [`multiget_batch_for`]).
+    pub fn multiget_batch(&self) -> usize {
+        multiget_batch_for(&self.home)
     }
 
     /// The URL of a calendar or event id (an href, resolved against the
@@ -355,8 +402,8 @@ impl Account {
         Err(DavError::Protocol("sync-collection never finished".into()))
     }
 
-    /// Fetches objects with calendar-multiget, at most [`MULTIGET_BATCH`]
-    /// hrefs per report, in the order asked. Objects gone meanwhile are left
+    /// Fetches objects with calendar-multiget, at most
+    /// [`Account::multiget_batch`] hrefs per report, in the order asked. Objects gone meanwhile are left
     /// out; each fetched object carries the href as asked (servers may
     /// answer with another spelling of it).
     pub async fn multiget(
@@ -371,7 +418,7 @@ impl Account {
                 .unwrap_or_else(|_| percent_decode(h))
         };
         let mut out = Vec::with_capacity(hrefs.len());
-        for batch in hrefs.chunks(MULTIGET_BATCH) {
+        for batch in hrefs.chunks(self.multiget_batch()) {
             let body = format!(
                 r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop>{}</C:calendar-multiget>"#,
                 batch
@@ -850,6 +897,42 @@ FREEBUSY;FBTYPE=FREE:20260108T090000Z/20260108T100000Z\r\nEND:VFREEBUSY\r\nEND:V
         assert_eq!(p.len(), 3, "{p:?}");
         assert_eq!(p[1].1 - p[1].0, chrono::Duration::minutes(30));
         assert_eq!(p[2].2, BusyStatus::Tentative);
+    }
+
+    #[test]
+    fn icloud_hosts_get_small_multiget_batches() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            multiget_batch_for(&url("https://p12-caldav.icloud.com:443/1/calendars/")),
+            ICLOUD_MULTIGET_BATCH
+        );
+        assert_eq!(
+            multiget_batch_for(&url("https://CALDAV.iCloud.com./")),
+            ICLOUD_MULTIGET_BATCH
+        );
+        assert_eq!(
+            multiget_batch_for(&url("https://evilicloud.com/")),
+            MULTIGET_BATCH
+        );
+        assert_eq!(
+            multiget_batch_for(&url("http://127.0.0.1:5232/user/")),
+            MULTIGET_BATCH
+        );
+        const { assert!(ICLOUD_MULTIGET_BATCH <= 50 && ICLOUD_MULTIGET_BATCH >= 10) };
+    }
+
+    #[test]
+    fn the_home_set_is_read_whatever_href_the_principal_answers_under() {
+        let base = Url::parse("https://caldav.icloud.com/123/principal/").unwrap();
+        let xml = r#"<multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><response><href>/principal/</href><propstat><prop><C:calendar-home-set><href>https://p12-caldav.icloud.com:443/123/calendars/</href></C:calendar-home-set></prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
+        let home = home_set(&base, &parse_multistatus(xml).unwrap()).unwrap();
+        assert_eq!(
+            home.as_str(),
+            "https://p12-caldav.icloud.com/123/calendars/"
+        );
+        // An answer without the property (iCloud, now and then) is no home.
+        let without = r#"<multistatus xmlns="DAV:"><response><href>/123/principal/</href><propstat><prop/><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
+        assert_eq!(home_set(&base, &parse_multistatus(without).unwrap()), None);
     }
 
     #[test]

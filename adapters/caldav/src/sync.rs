@@ -21,7 +21,8 @@
 //!
 //! Requests. A full listing costs one PROPFIND (depth 1: etags, the ctag and
 //! the zone) and then calendar-multigets of at most
-//! [`crate::account::MULTIGET_BATCH`] hrefs, as many as the page needs:
+//! [`crate::account::MULTIGET_BATCH`] hrefs (50 on iCloud, see
+//! [`crate::account::multiget_batch_for`]), as many as the page needs:
 //! every later page of the listing is only multigets, since the cursor
 //! carries the hrefs. Changes cost one sync-collection, one PROPFIND (depth
 //! 0) for the zone and multigets of the changed hrefs, paged the same way.
@@ -46,7 +47,7 @@ use sha2::{Digest, Sha256};
 
 use calbridge::pb;
 
-use crate::account::{Account, Fetched, MULTIGET_BATCH};
+use crate::account::{Account, Fetched};
 use crate::error::DavError;
 use crate::mapping::{parse_object, IcalError};
 use crate::recurrence::{expand, Window};
@@ -580,7 +581,7 @@ async fn page(
             (st.events as f64 / st.resources as f64).max(0.05)
         };
         let n = ((room as f64 / per_resource).ceil() as usize)
-            .clamp(1, MULTIGET_BATCH)
+            .clamp(1, account.multiget_batch())
             .min(queue.len());
         let batch: Vec<String> = queue.iter().take(n).cloned().collect();
         let fetched = account.multiget(calendar, &batch).await?;

@@ -7,6 +7,7 @@ mod bad_input;
 mod caldav;
 mod crash;
 mod google;
+mod icloud;
 mod listing;
 mod oauth;
 mod python_client;
