@@ -493,5 +493,5 @@ pub fn dir_contains(dir: &Path, needle: &[u8]) -> Result<bool> {
 
 pub mod caldav;
 pub mod google;
-pub mod scripted;
 pub mod icloud;
+pub mod scripted;

@@ -123,6 +123,10 @@ pub struct Shared {
     /// Per-client-id locks, so two upserts of one id never race.
     pub client_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     timelines: Mutex<HashMap<(String, String), CachedTimeline>>,
+    /// Participants built for availability requests, kept until their
+    /// inputs change (see [`crate::meetings::AvailabilityCache`]; the
+    /// signals below call its `account_changed`).
+    pub availability_cache: crate::meetings::AvailabilityCache,
 }
 
 impl Shared {
@@ -148,6 +152,7 @@ impl Shared {
             calendar_locks: Mutex::new(HashMap::new()),
             client_locks: Mutex::new(HashMap::new()),
             timelines: Mutex::new(HashMap::new()),
+            availability_cache: Default::default(),
         }
     }
 
@@ -204,6 +209,9 @@ impl Shared {
             .or_default();
         entry.generation += 1;
         entry.timeline = None;
+        drop(cache);
+        // Availability cache hook: the account's participants are stale.
+        self.availability_cache.account_changed(account);
     }
 
     /// Forgets every cached time line of an account.
@@ -215,6 +223,9 @@ impl Shared {
                 entry.timeline = None;
             }
         }
+        drop(cache);
+        // Availability cache hook: the account's participants are stale.
+        self.availability_cache.account_changed(account);
     }
 
     /// The lock of one calendar.
@@ -244,6 +255,10 @@ impl Shared {
 
     /// Marks a calendar due now and wakes the sync loop.
     pub fn sync_soon(&self, account: &str, calendar: &str) {
+        // Availability cache hook: every write of an account's calendar
+        // records (connect, re-connect, refresh, turning sync on) is
+        // followed by this call.
+        self.availability_cache.account_changed(account);
         self.urgent
             .lock()
             .expect("lock poisoned")

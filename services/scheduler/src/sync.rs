@@ -19,12 +19,22 @@ use crate::mirror::{put_for, same_content, strip_content};
 use crate::state::{change_aad, event_aad, now_ms, open_event, seal_event, store_err, Shared};
 use crate::store::{ChangeDraft, MirrorRemove, PageCommit};
 
+/// The shortest wait between two timer-driven scans of the sync states, ms
+/// (urgent marks still wake the loop at once).
+const SCAN_FLOOR_MS: i64 = 100;
+
 /// Runs the sync loop until `shutdown` turns true.
 pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let running: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+    // When the loop plans to scan next, ms: a finished sync whose calendar
+    // is due sooner wakes it.
+    let planned_wake = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let global = Arc::new(Semaphore::new(shared.config.sync.max_concurrent_syncs));
     let mut per_account: HashMap<String, Arc<Semaphore>> = HashMap::new();
     loop {
+        // While this scan runs, any finished sync wakes the next one (its
+        // new due time is not in `next_wake`).
+        planned_wake.store(i64::MAX, std::sync::atomic::Ordering::Relaxed);
         let now = now_ms();
         let mut next_wake = now + 30_000;
         let states = match shared.store.all_sync_states() {
@@ -60,7 +70,12 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
                     Arc::new(Semaphore::new(shared.config.sync.per_account_concurrency))
                 })
                 .clone();
-            let (shared, running, global) = (shared.clone(), running.clone(), global.clone());
+            let (shared, running, global, planned_wake) = (
+                shared.clone(),
+                running.clone(),
+                global.clone(),
+                planned_wake.clone(),
+            );
             let span = tracing::info_span!("sync.calendar", account_id = %account, calendar_id = %calendar);
             tokio::spawn(
                 async move {
@@ -72,8 +87,23 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
                     running
                         .lock()
                         .expect("lock poisoned")
-                        .remove(&(account, calendar));
-                    shared.sync_wake.notify_one();
+                        .remove(&(account.clone(), calendar.clone()));
+                    // Wake the loop only when needed: urgent marks held back
+                    // while this calendar ran, or this calendar falling due
+                    // before the loop's planned scan. (A wake per finished
+                    // sync would rescan every sync state each time: a core
+                    // busy at thousands of calendars.)
+                    let due_sooner = shared
+                        .store
+                        .sync_state(&account, &calendar)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|st| {
+                            st.next_due_ms < planned_wake.load(std::sync::atomic::Ordering::Relaxed)
+                        });
+                    if due_sooner || !shared.urgent.lock().expect("lock poisoned").is_empty() {
+                        shared.sync_wake.notify_one();
+                    }
                 }
                 .instrument(span),
             );
@@ -85,7 +115,14 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
                 .expect("lock poisoned")
                 .extend(still_urgent);
         }
-        let wait = Duration::from_millis((next_wake - now_ms()).clamp(0, 30_000) as u64);
+        // Polls falling due within a moment of each other are started by
+        // one scan, not one scan each.
+        let wait =
+            Duration::from_millis((next_wake - now_ms()).clamp(SCAN_FLOOR_MS, 30_000) as u64);
+        planned_wake.store(
+            now_ms() + wait.as_millis() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tokio::select! {
             _ = shared.sync_wake.notified() => {},
             _ = tokio::time::sleep(wait) => {},

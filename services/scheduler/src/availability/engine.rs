@@ -8,14 +8,20 @@
 //! limited to a growing horizon so that a query whose results come early
 //! does not pay for the whole range.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use super::hours::{self, weekday_index, Edge, Timeline, DAY};
-use super::model::{Format, Group, ParticipantData, Required, Slot, WorkingHours};
+use super::hours::{weekday_index, Edge, Timeline, DAY};
+use super::memo;
+use super::model::{Fnv, Format, Group, ParticipantData, Required, Slot};
 use super::validate::{Spec, Window};
+
+/// (zone, hours hash) → (a participant with those hours, base index).
+type BaseKeys = HashMap<(Tz, u64), Vec<(usize, u32)>, BuildHasherDefault<Fnv>>;
 
 /// What every search over the same participants and periods shares: the
 /// participants in use, zone timelines and working hours in UTC.
@@ -26,7 +32,7 @@ pub(crate) struct Context<'a> {
     pub used: Vec<usize>,
     /// participant index → position in `used` (`u32::MAX` when unused).
     pub slot_of: Vec<u32>,
-    timelines: Vec<Timeline>,
+    timelines: Vec<Arc<Timeline>>,
     /// Per used participant: index into `timelines`.
     zone_of: Vec<u32>,
     /// Distinct base lists: working hours ∩ search; 0 is the search itself.
@@ -58,43 +64,49 @@ impl<'a> Context<'a> {
             (Some(f), Some(l)) => (f.0, l.1),
             _ => (0, 0),
         };
-        let any_caps = used.iter().any(|&p| {
-            participants[p].max_events_per_day() > 0 || participants[p].max_events_per_week() > 0
-        });
-        let margin = if any_caps { 9 * DAY } else { 2 * DAY };
-        let mut timelines: Vec<Timeline> = Vec::new();
+        // Timelines and working hours come from the process-wide memo, over
+        // the range rounded out to whole blocks (a superset gives the same
+        // answers inside the range: see `memo`).
+        let (from, to) = memo::block_range(lo, hi);
+        let mut timelines: Vec<Arc<Timeline>> = Vec::new();
         let mut zone_of = Vec::with_capacity(used.len());
         let mut bases = vec![search.clone()];
-        let mut base_keys: HashMap<(Tz, &WorkingHours), usize, BuildHasherDefault<Fnv>> =
-            HashMap::default();
+        let mut base_keys: BaseKeys = HashMap::default();
         let mut base_of = Vec::with_capacity(used.len());
-        let mut scratch = Vec::new();
         for &p in &used {
-            let tz = participants[p].time_zone();
+            let part = &participants[p];
+            let tz = part.time_zone();
             let z = match timelines.iter().position(|t| t.tz == tz) {
                 Some(z) => z,
                 None => {
-                    timelines.push(Timeline::new(tz, lo - margin, hi + margin));
+                    timelines.push(memo::timeline(tz, from, to));
                     timelines.len() - 1
                 }
             };
             zone_of.push(z as u32);
-            let b = match participants[p].working_hours() {
+            let b = match part.working_hours() {
                 None => 0,
-                Some(h) => match base_keys.get(&(tz, h)) {
-                    Some(&b) => b,
-                    None => {
-                        scratch.clear();
-                        hours::working_hours_fast(&timelines[z], h, lo, hi, &mut scratch);
-                        let mut base = Vec::new();
-                        intersect(&scratch, &search, &mut base);
-                        bases.push(base);
-                        base_keys.insert((tz, h), bases.len() - 1);
-                        bases.len() - 1
+                Some(h) => {
+                    let same = base_keys.entry((tz, part.hours_hash())).or_default();
+                    match same.iter().find(|&&(q, _)| {
+                        let other = &participants[q];
+                        other.shares_data_with(part) || other.working_hours() == Some(h)
+                    }) {
+                        Some(&(_, b)) => b,
+                        None => {
+                            let utc =
+                                memo::working_hours(&timelines[z], h, part.hours_hash(), from, to);
+                            let mut base = Vec::new();
+                            intersect(&utc, &search, &mut base);
+                            bases.push(base);
+                            let b = (bases.len() - 1) as u32;
+                            same.push((p, b));
+                            b
+                        }
                     }
-                },
+                }
             };
-            base_of.push(b as u32);
+            base_of.push(b);
         }
         Self {
             participants,
@@ -114,28 +126,6 @@ impl<'a> Context<'a> {
 
     pub fn hi(&self) -> i64 {
         self.search.last().map_or(0, |s| s.1)
-    }
-}
-
-/// FNV-1a: working-hours records are small and trusted, so a cheap hash
-/// beats SipHash when thousands of participants are looked up.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 
@@ -163,7 +153,41 @@ pub(crate) struct Work {
     pub valid: Vec<(i64, i64)>,
 }
 
+thread_local! {
+    /// Each thread's scratch buffers, kept between queries so that a query
+    /// allocates little; [`Work::trim`] bounds what is kept.
+    static WORK: RefCell<Work> = RefCell::default();
+}
+
 impl Work {
+    /// Drops buffers grown past [`Work::KEEP`] elements, so that one huge
+    /// query does not pin its memory to the thread.
+    fn trim(&mut self) {
+        fn cap<T>(v: &mut Vec<T>) {
+            if v.capacity() > Work::KEEP {
+                *v = Vec::new();
+            }
+        }
+        cap(&mut self.free);
+        cap(&mut self.free_rng);
+        cap(&mut self.starts);
+        cap(&mut self.starts_rng);
+        cap(&mut self.blocks);
+        cap(&mut self.caps);
+        cap(&mut self.merged);
+        cap(&mut self.base);
+        cap(&mut self.focus);
+        cap(&mut self.counts);
+        cap(&mut self.events);
+        cap(&mut self.role);
+        cap(&mut self.a);
+        cap(&mut self.b);
+        cap(&mut self.valid);
+    }
+
+    /// Most elements a kept buffer may hold (about 4 MB of intervals).
+    const KEEP: usize = 1 << 18;
+
     pub fn free_of(&self, u: usize) -> &[(i64, i64)] {
         let (s, e) = self.free_rng[u];
         &self.free[s..e]
@@ -175,10 +199,32 @@ impl Work {
     }
 }
 
+/// The first index `>= i` whose interval ends after `x`, by galloping
+/// (cheap both when it is near and when it is far).
+#[inline]
+fn skip_to(v: &[(i64, i64)], mut i: usize, x: i64) -> usize {
+    let mut step = 1;
+    while i + step < v.len() && v[i + step].1 <= x {
+        i += step;
+        step *= 2;
+    }
+    // v[i].1 <= x; the answer is in (i, i + step].
+    let end = (i + step + 1).min(v.len());
+    i + 1 + v[i + 1..end].partition_point(|a| a.1 <= x)
+}
+
 /// Intersection of two sorted disjoint lists, appended to `out`.
 pub(crate) fn intersect(x: &[(i64, i64)], y: &[(i64, i64)], out: &mut Vec<(i64, i64)>) {
     let (mut i, mut j) = (0, 0);
     while i < x.len() && j < y.len() {
+        if x[i].1 <= y[j].0 {
+            i = skip_to(x, i, y[j].0);
+            continue;
+        }
+        if y[j].1 <= x[i].0 {
+            j = skip_to(y, j, x[i].0);
+            continue;
+        }
         let s = x[i].0.max(y[j].0);
         let e = x[i].1.min(y[j].1);
         if s < e {
@@ -236,7 +282,8 @@ fn push_merge(v: &mut Vec<(i64, i64)>, s: i64, e: i64) {
 }
 
 /// Whole local days (and weeks) a participant's caps block, overlapping
-/// `[lo, hi)`, as sorted disjoint UTC intervals in `w.caps`.
+/// `[lo, hi)`, as sorted disjoint UTC intervals in `w.caps`. Events are
+/// counted by local start day from the participant's precomputed counts.
 fn cap_blocks(p: &ParticipantData, tl: &Timeline, spec: &Spec<'_>, lo: i64, hi: i64, w: &mut Work) {
     w.caps.clear();
     let (per_day, per_week) = (p.max_events_per_day(), p.max_events_per_week());
@@ -247,25 +294,15 @@ fn cap_blocks(p: &ParticipantData, tl: &Timeline, spec: &Spec<'_>, lo: i64, hi: 
     let last_day = tl.to_local(hi - 1).div_euclid(DAY);
     let d0 = first_day - weekday_index(first_day);
     let d1 = last_day - weekday_index(last_day) + 7; // exclusive
-    let (u0, u1) = (
-        tl.to_utc(d0 * DAY, Edge::Start),
-        tl.to_utc(d1 * DAY, Edge::End),
-    );
     w.counts.clear();
     w.counts.resize((d1 - d0) as usize, 0);
-    let resolved = p.resolved();
-    let from = resolved.partition_point(|r| r.start < u0);
-    for r in &resolved[from..] {
-        if r.start >= u1 {
+    let counts = p.day_counts(spec.tentative_is_busy);
+    let from = counts.partition_point(|c| c.0 < d0);
+    for &(day, n) in &counts[from..] {
+        if day >= d1 {
             break;
         }
-        if r.start < u0 || r.end <= r.start || !r.status.blocks(spec.tentative_is_busy) {
-            continue;
-        }
-        let day = tl.to_local(r.start).div_euclid(DAY);
-        if (d0..d1).contains(&day) {
-            w.counts[(day - d0) as usize] += 1;
-        }
+        w.counts[(day - d0) as usize] = n;
     }
     let mut week_blocked = false;
     for day in first_day..=last_day {
@@ -511,6 +548,11 @@ impl Members {
         }
     }
 
+    /// Starts the cursors of [`Members::of`] again (for a new horizon).
+    pub fn rewind(&mut self) {
+        self.cursors.iter_mut().for_each(|c| *c = 0);
+    }
+
     /// Members free for `[s, e)`; calls must come with non-decreasing `e`.
     pub fn of(&mut self, w: &Work, s: i64, e: i64) -> Vec<usize> {
         if self.all_required {
@@ -554,13 +596,17 @@ pub(crate) fn query(ctx: &Context<'_>, win: &Window, spec: &Spec<'_>, format: Fo
     if lo >= end {
         return out;
     }
-    let mut w = Work::default();
+    let mut w = WORK.with(|c| c.take());
+    let mut members = Members::new(ctx, spec);
     let mut h = (lo + (2 * DAY).max(4 * spec.duration)).min(end);
     loop {
         compute(ctx, spec, h, &mut w);
         out.clear();
-        let complete = collect(ctx, win, spec, format, &w, h, h >= end, &mut out);
+        members.rewind();
+        let complete = collect(win, spec, format, &mut members, &w, h, h >= end, &mut out);
         if complete || h >= end {
+            w.trim();
+            WORK.with(|c| *c.borrow_mut() = w);
             return out;
         }
         let span = h - lo;
@@ -580,17 +626,16 @@ pub(crate) fn query(ctx: &Context<'_>, win: &Window, spec: &Spec<'_>, format: Fo
 /// results were found (so a longer horizon would not change them).
 #[allow(clippy::too_many_arguments)]
 fn collect(
-    ctx: &Context<'_>,
     win: &Window,
     spec: &Spec<'_>,
     format: Format,
+    members: &mut Members,
     w: &Work,
     h: i64,
     last: bool,
     out: &mut Vec<Slot>,
 ) -> bool {
     let (step, d, max) = (win.step, spec.duration, win.max_results);
-    let mut members = Members::new(ctx, spec);
     match format {
         Format::OverlappingSlots | Format::Slots => {
             let greedy = format == Format::Slots;

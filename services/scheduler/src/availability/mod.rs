@@ -25,6 +25,7 @@
 mod engine;
 mod explain;
 mod hours;
+mod memo;
 mod model;
 pub mod reference;
 mod sequence;

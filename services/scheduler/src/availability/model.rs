@@ -3,6 +3,9 @@
 //! hours, caps) and answers (slots, sequences, explanations). Pure data; no
 //! proto types and no behaviour beyond normalising a participant's busy list.
 
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 
@@ -186,8 +189,7 @@ pub struct WorkingHours {
     pub overrides: Vec<DateOverride>,
 }
 
-/// A busy interval resolved to UTC, kept parallel to the participant's
-/// busy list.
+/// A busy interval resolved to UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Resolved {
     pub start: i64,
@@ -195,23 +197,69 @@ pub(crate) struct Resolved {
     pub status: BusyStatus,
 }
 
-/// Everything the engine knows about one participant.
-///
-/// Built with [`ParticipantData::new`], which resolves all-day intervals in
-/// the participant's zone and sorts the busy list by UTC start once, so
-/// that every query can scan it in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParticipantData {
+/// Blocking events per local start day, sparse and sorted by day: `[0]`
+/// without tentative, `[1]` with it.
+pub(crate) type DayCounts = [Vec<(i64, u32)>; 2];
+
+/// What a participant is apart from the caps: built once by
+/// [`ParticipantData::new`] and shared (behind an `Arc`) by every clone, so
+/// that a caller who keeps participants between queries pays for a clone
+/// with one reference count.
+struct Core {
     time_zone: Tz,
     busy: Vec<BusyInterval>,
-    resolved: Vec<Resolved>,
     /// Blocking time merged (sorted, disjoint): `[0]` without tentative,
     /// `[1]` with it. Widening by buffers commutes with merging, so the
     /// engine widens these instead of the raw list.
     merged: [Vec<(i64, i64)>; 2],
     working_hours: Option<WorkingHours>,
+    /// Hash of the working hours (0 without), so that the engine groups
+    /// participants with equal hours without hashing them per query.
+    hours_hash: u64,
+    /// Whether the working hours pass validation (so a query need not
+    /// check them again).
+    hours_valid: bool,
+    /// Computed on first use (only queries with caps need it).
+    day_counts: OnceLock<DayCounts>,
+}
+
+/// Everything the engine knows about one participant.
+///
+/// Built with [`ParticipantData::new`], which resolves all-day intervals in
+/// the participant's zone, sorts the busy list by UTC start and merges the
+/// blocking time once, so that every query can scan it in order. Cloning is
+/// cheap: the busy data is shared; only the caps are per clone.
+#[derive(Clone)]
+pub struct ParticipantData {
+    core: Arc<Core>,
     max_events_per_day: u32,
     max_events_per_week: u32,
+}
+
+impl PartialEq for ParticipantData {
+    fn eq(&self, other: &Self) -> bool {
+        // Everything else in the core is derived from these three.
+        self.max_events_per_day == other.max_events_per_day
+            && self.max_events_per_week == other.max_events_per_week
+            && (Arc::ptr_eq(&self.core, &other.core)
+                || (self.core.time_zone == other.core.time_zone
+                    && self.core.busy == other.core.busy
+                    && self.core.working_hours == other.core.working_hours))
+    }
+}
+
+impl Eq for ParticipantData {}
+
+impl std::fmt::Debug for ParticipantData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParticipantData")
+            .field("time_zone", &self.core.time_zone)
+            .field("busy", &self.core.busy)
+            .field("working_hours", &self.core.working_hours)
+            .field("max_events_per_day", &self.max_events_per_day)
+            .field("max_events_per_week", &self.max_events_per_week)
+            .finish()
+    }
 }
 
 impl ParticipantData {
@@ -225,17 +273,18 @@ impl ParticipantData {
     /// the query periods touch.
     pub fn new(
         time_zone: Tz,
-        busy: Vec<BusyInterval>,
+        mut busy: Vec<BusyInterval>,
         working_hours: Option<WorkingHours>,
     ) -> Self {
-        let mut pairs: Vec<(Resolved, BusyInterval)> = busy
-            .into_iter()
-            .map(|b| (resolve(time_zone, &b), b))
-            .collect();
-        if !pairs.is_sorted_by_key(|(r, _)| r.start) {
-            pairs.sort_by_key(|(r, _)| r.start);
+        let mut resolved: Vec<Resolved> = busy.iter().map(|b| resolve(time_zone, b)).collect();
+        if !resolved.is_sorted_by_key(|r| r.start) {
+            // Stable, like sorting the pairs by start: equal starts keep
+            // their given order.
+            let mut order: Vec<u32> = (0..busy.len() as u32).collect();
+            order.sort_by_key(|&i| resolved[i as usize].start);
+            busy = order.iter().map(|&i| busy[i as usize]).collect();
+            resolved = order.iter().map(|&i| resolved[i as usize]).collect();
         }
-        let (resolved, busy): (Vec<Resolved>, Vec<BusyInterval>) = pairs.into_iter().unzip();
         let merged = [false, true].map(|tentative| {
             let mut m: Vec<(i64, i64)> = Vec::new();
             for r in resolved
@@ -249,12 +298,24 @@ impl ParticipantData {
             }
             m
         });
+        let (hours_hash, hours_valid) = match &working_hours {
+            None => (0, true),
+            Some(h) => {
+                let mut hasher = Fnv::default();
+                h.hash(&mut hasher);
+                (hasher.finish(), hours_are_valid(h))
+            }
+        };
         Self {
-            time_zone,
-            busy,
-            resolved,
-            merged,
-            working_hours,
+            core: Arc::new(Core {
+                time_zone,
+                busy,
+                merged,
+                working_hours,
+                hours_hash,
+                hours_valid,
+                day_counts: OnceLock::new(),
+            }),
             max_events_per_day: 0,
             max_events_per_week: 0,
         }
@@ -272,17 +333,17 @@ impl ParticipantData {
 
     /// The participant's zone.
     pub fn time_zone(&self) -> Tz {
-        self.time_zone
+        self.core.time_zone
     }
 
     /// Busy intervals, sorted by UTC start.
     pub fn busy(&self) -> &[BusyInterval] {
-        &self.busy
+        &self.core.busy
     }
 
     /// Working hours, if any.
     pub fn working_hours(&self) -> Option<&WorkingHours> {
-        self.working_hours.as_ref()
+        self.core.working_hours.as_ref()
     }
 
     /// Most events per local day, 0 for no cap.
@@ -295,12 +356,83 @@ impl ParticipantData {
         self.max_events_per_week
     }
 
-    pub(crate) fn resolved(&self) -> &[Resolved] {
-        &self.resolved
+    /// Whether `self` and `other` share their busy data and hours (clones
+    /// of one [`ParticipantData::new`]), whatever their caps.
+    pub fn shares_data_with(&self, other: &ParticipantData) -> bool {
+        Arc::ptr_eq(&self.core, &other.core)
     }
 
     pub(crate) fn merged(&self, tentative_is_busy: bool) -> &[(i64, i64)] {
-        &self.merged[usize::from(tentative_is_busy)]
+        &self.core.merged[usize::from(tentative_is_busy)]
+    }
+
+    pub(crate) fn hours_hash(&self) -> u64 {
+        self.core.hours_hash
+    }
+
+    pub(crate) fn hours_valid(&self) -> bool {
+        self.core.hours_valid
+    }
+
+    /// Blocking events per local start day (day numbers from 1970-01-01 in
+    /// the participant's zone, through chrono like the explanations),
+    /// computed on first use.
+    pub(crate) fn day_counts(&self, tentative_is_busy: bool) -> &[(i64, u32)] {
+        let counts = self.core.day_counts.get_or_init(|| {
+            let tz = self.core.time_zone;
+            [false, true].map(|tentative| {
+                let mut days: Vec<i64> = self
+                    .core
+                    .busy
+                    .iter()
+                    .map(|b| resolve(tz, b))
+                    .filter(|r| r.end > r.start && r.status.blocks(tentative))
+                    .map(|r| hours::local_ms(tz, r.start).div_euclid(hours::DAY))
+                    .collect();
+                days.sort_unstable();
+                let mut out: Vec<(i64, u32)> = Vec::new();
+                for d in days {
+                    match out.last_mut() {
+                        Some((last, n)) if *last == d => *n += 1,
+                        _ => out.push((d, 1)),
+                    }
+                }
+                out
+            })
+        });
+        &counts[usize::from(tentative_is_busy)]
+    }
+}
+
+/// Whether working hours pass the checks of request validation (every
+/// range `start < end <= 1440`, no date overridden twice).
+fn hours_are_valid(h: &WorkingHours) -> bool {
+    let ok = |r: &LocalRange| r.start_minute < r.end_minute && r.end_minute <= 1440;
+    h.weekly.iter().all(|r| ok(&r.range))
+        && h.overrides.iter().enumerate().all(|(j, o)| {
+            o.ranges.iter().all(ok) && h.overrides[..j].iter().all(|p| p.date != o.date)
+        })
+}
+
+/// FNV-1a: working-hours records are small and trusted, so a cheap hash
+/// beats SipHash when thousands of participants are grouped.
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 

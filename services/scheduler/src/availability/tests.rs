@@ -870,6 +870,38 @@ proptest! {
     }
 
     #[test]
+    fn reused_participants_answer_like_fresh_ones(
+        case in arb_case(6),
+        per_day in prop::sample::select(vec![0u32, 1, 2, 3]),
+        per_week in prop::sample::select(vec![0u32, 4, 8]),
+        tentative in any::<bool>(),
+    ) {
+        // Clones share the busy data (and its lazily counted days) with
+        // the participants already queried above, under other caps and
+        // the other tentative rule; fresh ones are built anew.
+        let mut req = case.req.clone();
+        query(&req, &case.people, case.now).unwrap();
+        req.tentative_is_busy = tentative;
+        let reused: Vec<ParticipantData> = case
+            .people
+            .iter()
+            .map(|p| p.clone().with_caps(per_day, per_week))
+            .collect();
+        let fresh: Vec<ParticipantData> = case
+            .people
+            .iter()
+            .map(|p| {
+                ParticipantData::new(p.time_zone(), p.busy().to_vec(), p.working_hours().cloned())
+                    .with_caps(per_day, per_week)
+            })
+            .collect();
+        prop_assert!(reused.iter().zip(&case.people).all(|(a, b)| a.shares_data_with(b)));
+        let a = query(&req, &reused, case.now).unwrap();
+        prop_assert_eq!(&a, &query(&req, &fresh, case.now).unwrap());
+        prop_assert_eq!(a, reference::query(&req, &fresh, case.now).unwrap());
+    }
+
+    #[test]
     fn every_offered_slot_is_explained_as_available(case in arb_case(4)) {
         let mut req = case.req.clone();
         req.max_results = 20;

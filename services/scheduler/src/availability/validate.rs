@@ -281,6 +281,9 @@ fn participants_ok<'a>(
             if m >= participants.len() || std::mem::replace(&mut done[m], true) {
                 continue;
             }
+            if participants[m].hours_valid() {
+                continue;
+            }
             let Some(h) = participants[m].working_hours() else {
                 continue;
             };
