@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use calbridge::pb;
-use calbridge_e2e::google::{GoogleOptions, GoogleStack};
+use calbridge_e2e::google::{last_success, GoogleOptions, GoogleStack};
 use calbridge_e2e::timed_event;
-use calbridge_fake_google::control::PushBehaviour;
+use calbridge_fake_google::control::{ChannelInfo, PushBehaviour};
 use chrono::Utc;
 use serde_json::json;
 use tokio_stream::StreamExt;
@@ -60,6 +60,40 @@ fn outside_event(i: usize) -> serde_json::Value {
     })
 }
 
+/// POSTs a Google-shaped `exists` notification for `ch` to the webhook;
+/// true when it was acknowledged.
+async fn notify(
+    https: &reqwest::Client,
+    webhook: &str,
+    ch: &ChannelInfo,
+    number: u64,
+) -> Result<bool> {
+    let r = https
+        .post(webhook)
+        .header("X-Goog-Channel-ID", &ch.id)
+        .header("X-Goog-Channel-Token", ch.token.clone().unwrap_or_default())
+        .header("X-Goog-Resource-ID", &ch.resource_id)
+        .header("X-Goog-Resource-URI", &ch.resource_uri)
+        .header("X-Goog-Resource-State", "exists")
+        .header("X-Goog-Message-Number", number.to_string())
+        .header("User-Agent", "APIs-Google")
+        .send()
+        .await?;
+    Ok(r.status().is_success())
+}
+
+/// Reads the change stream until the event titled `title` arrives.
+async fn wait_for_title(stream: &mut tonic::Streaming<pb::Change>, title: &str) -> Result<()> {
+    loop {
+        let ch = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await?
+            .ok_or_else(|| anyhow!("stream ended"))??;
+        if ch.event.as_ref().is_some_and(|e| e.title == title) {
+            return Ok(());
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let scale: usize = std::env::var("BENCH_SCALE")
@@ -88,13 +122,7 @@ async fn main() -> Result<()> {
         .connect(&mut c, user, pb::AccessLevel::ReadWrite)
         .await?
         .account_id;
-    let channel = g
-        .control
-        .channels()
-        .await?
-        .into_iter()
-        .find(|ch| ch.calendar == user && !ch.stopped)
-        .ok_or_else(|| anyhow!("no push channel"))?;
+    let channel = g.channel(user, "a push channel", |ch| !ch.stopped).await?;
     let webhook = g.webhook_url.clone().context("webhook")?;
     let https = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -119,31 +147,10 @@ async fn main() -> Result<()> {
     for i in 0..n {
         g.control.insert_event(user, &outside_event(i)).await?;
         let t = Instant::now();
-        let r = https
-            .post(&webhook)
-            .header("X-Goog-Channel-ID", &channel.id)
-            .header(
-                "X-Goog-Channel-Token",
-                channel.token.clone().unwrap_or_default(),
-            )
-            .header("X-Goog-Resource-ID", &channel.resource_id)
-            .header("X-Goog-Resource-URI", &channel.resource_uri)
-            .header("X-Goog-Resource-State", "exists")
-            .header("X-Goog-Message-Number", (1000 + i * 7).to_string())
-            .header("User-Agent", "APIs-Google")
-            .send()
-            .await?;
+        let acked = notify(&https, &webhook, &channel, 1000 + i as u64 * 7).await?;
         acks.push(t.elapsed());
-        anyhow::ensure!(r.status().is_success(), "webhook answered {}", r.status());
-        let want = format!("Outside {i}");
-        loop {
-            let ch = tokio::time::timeout(Duration::from_secs(30), stream.next())
-                .await?
-                .ok_or_else(|| anyhow!("stream ended"))??;
-            if ch.event.as_ref().is_some_and(|e| e.title == want) {
-                break;
-            }
-        }
+        anyhow::ensure!(acked, "the webhook refused a notification");
+        wait_for_title(&mut stream, &format!("Outside {i}")).await?;
         share.push(t.elapsed());
     }
 
@@ -153,15 +160,7 @@ async fn main() -> Result<()> {
     for i in n..2 * n {
         let t = Instant::now();
         g.control.insert_event(user, &outside_event(i)).await?;
-        let want = format!("Outside {i}");
-        loop {
-            let ch = tokio::time::timeout(Duration::from_secs(30), stream.next())
-                .await?
-                .ok_or_else(|| anyhow!("stream ended"))??;
-            if ch.event.as_ref().is_some_and(|e| e.title == want) {
-                break;
-            }
-        }
+        wait_for_title(&mut stream, &format!("Outside {i}")).await?;
         whole.push(t.elapsed());
     }
 
@@ -174,17 +173,8 @@ async fn main() -> Result<()> {
         let ch = channel.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r = https
-                .post(&webhook)
-                .header("X-Goog-Channel-ID", &ch.id)
-                .header("X-Goog-Channel-Token", ch.token.clone().unwrap_or_default())
-                .header("X-Goog-Resource-ID", &ch.resource_id)
-                .header("X-Goog-Resource-URI", &ch.resource_uri)
-                .header("X-Goog-Resource-State", "exists")
-                .header("X-Goog-Message-Number", (900_000 + i).to_string())
-                .send()
-                .await;
-            r.map(|r| (r.status().is_success(), t.elapsed()))
+            let acked = notify(&https, &webhook, &ch, 900_000 + i).await?;
+            Ok::<_, anyhow::Error>((acked, t.elapsed()))
         }));
     }
     for t in tasks {
@@ -218,28 +208,10 @@ async fn main() -> Result<()> {
 
     // 5. Idle cost: polls with nothing changed (SyncNow, then wait until the
     // calendar's last success moves), requests counted at the fake.
-    let last_success = |c: &mut calbridge_e2e::SchedulerClient| {
-        let mut c = c.clone();
-        let account = account.clone();
-        async move {
-            let s = c
-                .get_sync_status(pb::GetSyncStatusRequest {
-                    account_id: account,
-                })
-                .await?
-                .into_inner();
-            Ok::<_, anyhow::Error>(
-                s.calendars
-                    .iter()
-                    .find(|x| x.calendar_id == "primary")
-                    .and_then(|x| x.last_success),
-            )
-        }
-    };
     g.control.reset_counters().await?;
     let polls = 20;
     for _ in 0..polls {
-        let before = last_success(&mut c).await?;
+        let before = last_success(&mut c, &account).await?;
         // Last-success times have millisecond resolution.
         tokio::time::sleep(Duration::from_millis(2)).await;
         c.sync_now(pb::SyncNowRequest {
@@ -248,7 +220,7 @@ async fn main() -> Result<()> {
         })
         .await?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while last_success(&mut c).await? == before {
+        while last_success(&mut c, &account).await? == before {
             anyhow::ensure!(Instant::now() < deadline, "an idle poll did not finish");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

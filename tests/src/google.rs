@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use calbridge::pb;
-use calbridge_fake_google::control::{ClientRegistration, NewUser};
+use calbridge_fake_google::control::{ChannelInfo, ClientRegistration, NewUser};
 use calbridge_fake_google::{Control, FakeConfig, FakeHandle};
 
 use crate::{eventually, free_port, wait_synced, Proc, SchedulerClient, Stack};
@@ -22,19 +22,10 @@ pub const CLIENT_SECRET: &str = "e2e-client-secret-value";
 /// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`;
 /// returns the CA's PEM.
 pub fn dev_tls(dir: &Path) -> Result<Vec<u8>> {
-    let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "calbridge test CA");
-    let ca = ca_params.self_signed(&ca_key)?;
-    let leaf_key = rcgen::KeyPair::generate()?;
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?
-        .signed_by(&leaf_key, &ca, &ca_key)?;
-    std::fs::write(dir.join("webhook.crt"), leaf.pem())?;
-    std::fs::write(dir.join("webhook.key"), leaf_key.serialize_pem())?;
-    Ok(ca.pem().into_bytes())
+    let t = calbridge_fake_google::dev_tls()?;
+    std::fs::write(dir.join("webhook.crt"), t.cert_pem)?;
+    std::fs::write(dir.join("webhook.key"), t.key_pem)?;
+    Ok(t.ca_pem.into_bytes())
 }
 
 /// Fake Google + Google adapter + scheduler.
@@ -238,6 +229,38 @@ impl GoogleStack {
         Ok(())
     }
 
+    /// Waits until `user`'s calendar has a channel at the fake matching
+    /// `pred`; returns it.
+    pub async fn channel(
+        &self,
+        user: &str,
+        what: &str,
+        pred: impl Fn(&ChannelInfo) -> bool,
+    ) -> Result<ChannelInfo> {
+        eventually(Duration::from_secs(30), what, || {
+            let pred = &pred;
+            async move {
+                self.control
+                    .channels()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|ch| ch.calendar == user && pred(ch))
+            }
+        })
+        .await
+    }
+
+    /// Fails unless every channel the fake has for `user`'s calendar is
+    /// stopped.
+    pub async fn assert_channels_stopped(&self, user: &str) -> Result<()> {
+        let channels = self.control.channels().await?;
+        if channels.iter().any(|ch| ch.calendar == user && !ch.stopped) {
+            bail!("a channel of {user} is still live: {channels:#?}");
+        }
+        Ok(())
+    }
+
     /// Fails when any fake response did not validate against Google's
     /// discovery document.
     pub async fn assert_valid_responses(&self) -> Result<()> {
@@ -272,7 +295,7 @@ impl GoogleStack {
 }
 
 /// The primary calendar's last successful sync.
-async fn last_success(
+pub async fn last_success(
     c: &mut SchedulerClient,
     account_id: &str,
 ) -> Result<Option<prost_types::Timestamp>> {

@@ -89,6 +89,35 @@ impl Provider {
 pub struct Scripted(pub Arc<Mutex<Provider>>);
 
 impl Scripted {
+    /// Connects (or, with `account_id`, re-authorises) an account the
+    /// whole way: BeginAuthorization with [`REDIRECT`], the user's consent,
+    /// CompleteAuthorization.
+    pub async fn connect(
+        &self,
+        c: &mut crate::SchedulerClient,
+        account_id: &str,
+    ) -> Result<pb::Account> {
+        let state = c
+            .begin_authorization(pb::BeginAuthorizationRequest {
+                provider: pb::Provider::Google as i32,
+                access_level: pb::AccessLevel::ReadWrite as i32,
+                redirect_uri: REDIRECT.into(),
+                login_hint: String::new(),
+                account_id: account_id.into(),
+            })
+            .await?
+            .into_inner()
+            .state;
+        let code = self.p().consent(&state)?;
+        Ok(c.complete_authorization(pb::CompleteAuthorizationRequest {
+            state,
+            code,
+            redirect_uri: REDIRECT.into(),
+        })
+        .await?
+        .into_inner())
+    }
+
     /// The provider's state.
     pub fn p(&self) -> std::sync::MutexGuard<'_, Provider> {
         self.0.lock().expect("provider lock")
@@ -110,6 +139,9 @@ impl Scripted {
 fn challenge(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
+
+/// The redirect URI the scripted consents use.
+pub const REDIRECT: &str = "https://platform.example/oauth/done";
 
 /// The one calendar's id.
 pub const CALENDAR: &str = "ada@oauth.example";

@@ -961,22 +961,8 @@ impl AdapterCallback for Callback {
 
 /// A CA and a leaf for 127.0.0.1, as PEM: (ca, leaf cert, leaf key).
 fn certificates() -> (String, String, String) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "calbridge test CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let mut leaf_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    leaf_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "127.0.0.1");
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+    let t = calbridge_fake_google::dev_tls().unwrap();
+    (t.ca_pem, t.cert_pem, t.key_pem)
 }
 
 async fn next_notification(

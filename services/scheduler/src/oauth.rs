@@ -301,6 +301,8 @@ pub async fn usable_credentials(
     if !needs_refresh(shared, &credentials) {
         return Ok(credentials);
     }
+    // One refresh per account at a time. The per-client-id lock map serves:
+    // an empty calendar id never names a real client event's lock.
     let lock = shared.client_lock(&account.account_id, "", "");
     let _guard = lock.lock().await;
     // Another task may have refreshed while this one waited.

@@ -404,9 +404,8 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
                 // Items read (or deleted) now are no longer broken; newly
                 // broken ones join the list.
                 st.skipped.retain(|(id, _)| {
-                    !puts.iter().any(|p| {
-                        is_of_skipped(&p.provider_event_id, &[(id.clone(), String::new())])
-                    }) && !removes.iter().any(|r| r.provider_event_id == *id)
+                    !puts.iter().any(|p| belongs_to(&p.provider_event_id, id))
+                        && !removes.iter().any(|r| r.provider_event_id == *id)
                 });
                 for item in std::mem::take(&mut skipped) {
                     if !st.skipped.iter().any(|(id, _)| *id == item.0) {
@@ -446,15 +445,18 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
 }
 
 /// True when a mirrored event belongs to a skipped (unreadable) item: its id
-/// is the item's id, or the item's id followed by "#" (CalDAV instances) or
-/// "_" (Google instances).
+/// belongs to one of the items (see [`belongs_to`]).
 fn is_of_skipped(pid: &str, skipped: &[(String, String)]) -> bool {
-    skipped.iter().any(|(id, _)| {
-        pid == id
-            || pid
-                .strip_prefix(id.as_str())
-                .is_some_and(|rest| rest.starts_with('#') || rest.starts_with('_'))
-    })
+    skipped.iter().any(|(id, _)| belongs_to(pid, id))
+}
+
+/// True when event `pid` is provider item `id` or one of its instances:
+/// the item's id followed by "#" (CalDAV) or "_" (Google).
+fn belongs_to(pid: &str, id: &str) -> bool {
+    pid == id
+        || pid
+            .strip_prefix(id)
+            .is_some_and(|rest| rest.starts_with('#') || rest.starts_with('_'))
 }
 
 /// A FREE_BUSY calendar's "page": the provider's busy intervals over the
@@ -540,6 +542,7 @@ mod tests {
         let skipped = vec![("/cal/a.ics".to_string(), "broken".to_string())];
         assert!(is_of_skipped("/cal/a.ics", &skipped));
         assert!(is_of_skipped("/cal/a.ics#20261201T090000Z", &skipped));
+        assert!(belongs_to("abc123_20261201T090000Z", "abc123"));
         assert!(!is_of_skipped("/cal/a.ics2", &skipped));
         assert!(!is_of_skipped("/cal/b.ics", &skipped));
     }

@@ -27,6 +27,7 @@ mod batch;
 mod client;
 mod config;
 pub mod control;
+pub mod devtls;
 pub mod discovery;
 mod error;
 mod events;
@@ -44,6 +45,7 @@ pub use control::{
     ChannelInfo, ClientRegistration, ClockAdvance, ConsentSpec, Fault, NewCalendar, NewUser,
     PushBehaviour, QuotaLimits, RequestCounts, ViolationRecord,
 };
+pub use devtls::{dev_tls, DevTls};
 pub use oauth::{full_scope, SCOPE_PREFIX};
 
 use model::{Shared, State};

@@ -172,15 +172,8 @@ async fn sync_maps_series_and_outside_edits_arrive_by_push() -> Result<()> {
     // Outside edits, with polling at its idle cadence (minutes): push. The
     // channel's first ("sync") message causes a sync of its own; let it
     // pass first so it cannot be what picks the edits up.
-    eventually(Duration::from_secs(30), "the sync message", || async {
-        g.control
-            .channels()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|ch| ch.calendar == user && ch.delivered >= 1)
-    })
-    .await?;
+    g.channel(user, "the sync message", |ch| ch.delivered >= 1)
+        .await?;
     g.settle(&mut c, &a.account_id).await?;
     let c0 = change_cursor(&mut c).await?;
     let created = g
@@ -486,27 +479,12 @@ async fn revoking_stops_channels_and_removes_everything() -> Result<()> {
         .await?;
     let mut c = tenant(&g, "google-revoke").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
-    eventually(Duration::from_secs(30), "a live channel", || async {
-        g.control
-            .channels()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|ch| ch.calendar == user && !ch.stopped)
-    })
-    .await?;
+    g.channel(user, "a live channel", |ch| !ch.stopped).await?;
     c.revoke_account(pb::RevokeAccountRequest {
         account_id: a.account_id.clone(),
     })
     .await?;
-    let channels = g.control.channels().await?;
-    assert!(
-        channels
-            .iter()
-            .filter(|ch| ch.calendar == user)
-            .all(|ch| ch.stopped),
-        "{channels:#?}"
-    );
+    g.assert_channels_stopped(user).await?;
     let oauth = g.control.requests().await?.oauth;
     assert!(oauth.get("revoke").copied().unwrap_or(0) >= 1, "{oauth:#?}");
     let mut stack = g.stack;
@@ -565,15 +543,7 @@ async fn channels_are_renewed_before_they_expire_and_stopped_on_deselect() -> Re
     g.user(user).await?;
     let mut c = tenant(&g, "google-renew").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
-    let first = eventually(Duration::from_secs(30), "a live channel", || async {
-        g.control
-            .channels()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|ch| ch.calendar == user && !ch.stopped)
-    })
-    .await?;
+    let first = g.channel(user, "a live channel", |ch| !ch.stopped).await?;
     // Renewed at a quarter of its 4 s life: a new channel, the old stopped,
     // before the old one expired.
     let renewed = eventually(Duration::from_secs(30), "a renewed channel", || async {
@@ -606,13 +576,6 @@ async fn channels_are_renewed_before_they_expire_and_stopped_on_deselect() -> Re
         synced: false,
     })
     .await?;
-    let channels = g.control.channels().await?;
-    assert!(
-        channels
-            .iter()
-            .filter(|ch| ch.calendar == user)
-            .all(|ch| ch.stopped),
-        "{channels:#?}"
-    );
+    g.assert_channels_stopped(user).await?;
     g.assert_valid_responses().await
 }

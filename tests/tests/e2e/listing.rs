@@ -30,26 +30,7 @@ async fn an_interrupted_full_listing_starts_over_without_spurious_deletions() ->
     let (_, key) = stack.tenant("listing").await?;
     let mut c = stack.client(Some(&key)).await?;
     let cursor = calbridge_e2e::change_cursor(&mut c).await?;
-    let redirect = "https://platform.example/oauth/done";
-    let state = c
-        .begin_authorization(pb::BeginAuthorizationRequest {
-            provider: pb::Provider::Google as i32,
-            access_level: pb::AccessLevel::ReadWrite as i32,
-            redirect_uri: redirect.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .state;
-    let code = scripted.p().consent(&state)?;
-    let a = c
-        .complete_authorization(pb::CompleteAuthorizationRequest {
-            state,
-            code,
-            redirect_uri: redirect.into(),
-        })
-        .await?
-        .into_inner();
+    let a = scripted.connect(&mut c, "").await?;
     wait_synced(&mut c, &a.account_id).await?;
     // The outage happened (page 2 failed once) and the listing ran again.
     eventually(Duration::from_secs(30), "the listing to finish", || async {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use calbridge::pb::{self, ChangeKind};
-use calbridge_e2e::scripted::{stack, Provider, CALENDAR};
+use calbridge_e2e::scripted::{stack, Provider, CALENDAR, REDIRECT};
 use calbridge_e2e::{dir_contains, eventually, free_port, wait_synced, SchedulerClient};
 use tonic::Status;
 
@@ -47,8 +47,6 @@ async fn complete(
     .await
     .map(|r| r.into_inner())
 }
-
-const REDIRECT: &str = "https://platform.example/oauth/done";
 
 fn provider(lifetime_s: i64, rotate: bool) -> Provider {
     Provider {
@@ -130,9 +128,7 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_rotations_survive_a_restart() 
     let (mut stack, scripted) = stack(provider(60, true), &[]).await?;
     let (_, key) = stack.tenant("oauth-refresh").await?;
     let mut c = stack.client(Some(&key)).await?;
-    let state = begin(&mut c, REDIRECT, "").await?;
-    let code = scripted.p().consent(&state)?;
-    let a = complete(&mut c, &state, &code, REDIRECT).await?;
+    let a = scripted.connect(&mut c, "").await?;
     wait_synced(&mut c, &a.account_id).await?;
     eventually(Duration::from_secs(30), "three refreshes", || async {
         (scripted.p().refreshes >= 3).then_some(())
@@ -164,9 +160,7 @@ async fn invalid_grant_needs_reauthorisation_and_keeps_the_mirror() -> Result<()
     let (stack, scripted) = stack(provider(60, false), &[]).await?;
     let (_, key) = stack.tenant("oauth-reauth").await?;
     let mut c = stack.client(Some(&key)).await?;
-    let state = begin(&mut c, REDIRECT, "").await?;
-    let code = scripted.p().consent(&state)?;
-    let a = complete(&mut c, &state, &code, REDIRECT).await?;
+    let a = scripted.connect(&mut c, "").await?;
     wait_synced(&mut c, &a.account_id).await?;
     let cursor = c
         .get_change_cursor(pb::GetChangeCursorRequest {})
@@ -222,9 +216,7 @@ async fn invalid_grant_needs_reauthorisation_and_keeps_the_mirror() -> Result<()
 
     // A re-authorisation of the same account brings it back.
     scripted.p().refuse_refresh = false;
-    let state = begin(&mut c, REDIRECT, &a.account_id).await?;
-    let code = scripted.p().consent(&state)?;
-    let again = complete(&mut c, &state, &code, REDIRECT).await?;
+    let again = scripted.connect(&mut c, &a.account_id).await?;
     assert_eq!(again.account_id, a.account_id);
     assert_eq!(again.status, pb::AccountStatus::Active as i32);
     assert_eq!(events(&mut c).await?.len(), 1);

@@ -224,28 +224,11 @@ pub struct Pki {
 }
 
 pub fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "calbridge fake-google test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+    let t = calbridge_fake_google::dev_tls().unwrap();
     Pki {
-        ca_pem: ca.pem(),
-        leaf_der: leaf.der().to_vec(),
-        key_der: leaf_key.serialize_der(),
+        ca_pem: t.ca_pem,
+        leaf_der: t.cert_der,
+        key_der: t.key_der,
     }
 }
 
