@@ -12,7 +12,9 @@ pub fn check_id(inv: &mut Invalid, field: &str, value: &str, max: usize) {
         inv.push(field, "must not be empty");
     } else if value.len() > max {
         inv.push(field, format!("must be at most {max} bytes"));
-    } else if value.chars().any(char::is_control) {
+    } else if !value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && value.chars().any(char::is_control)
+    {
         inv.push(field, "must not contain control characters");
     }
 }

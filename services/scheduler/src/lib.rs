@@ -104,7 +104,19 @@ pub async fn run(
             }
         });
     }
-    let sync_task = tokio::spawn(sync::run_loop(shared.clone(), stop_rx.clone()));
+    // Background syncs run on a runtime of their own, so that a burst of
+    // due polls never queues in front of API requests (availability
+    // answers in particular) on the serving runtime's workers.
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("calbridge-sync")
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Serve {
+            addr: String::new(),
+            detail: format!("starting the sync runtime: {e}"),
+        })?;
+    let sync_task = background.spawn(sync::run_loop(shared.clone(), stop_rx.clone()));
     let upkeep_task = tokio::spawn(upkeep(shared.clone(), stop_rx.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -184,6 +196,7 @@ pub async fn run(
         }
     })
     .await;
+    background.shutdown_background();
     shared.store.flush().await?;
     tracing::info!("scheduler stopped; store flushed");
     result.map_err(|e| RunError::Serve {

@@ -5,6 +5,13 @@ use std::collections::HashMap;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: availability requests and
+/// sync pages allocate many small objects (protobuf strings, decoded
+/// records), and glibc's allocator slows down markedly once the heap of a
+/// long-running scheduler is fragmented.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = calbridge_scheduler::Flags::parse();

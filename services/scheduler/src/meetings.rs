@@ -7,10 +7,10 @@
 //!
 //! Participants are built once and kept in an [`AvailabilityCache`] until
 //! one of their inputs changes, so that an unchanged participant costs a
-//! lookup and one sync-state read (for the freshness of its calendars, which
-//! changes with every poll and is therefore never cached).
+//! lookup and the in-memory read of its calendars' freshness (which changes
+//! with every poll and is therefore never cached).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +25,7 @@ use prost::Message;
 
 use crate::availability as engine;
 use crate::state::{now_ms, random_hex, store_err, ts_ms as ts, Shared, Timeline};
-use crate::store::{CalendarRecord, HoldRecord};
+use crate::store::{CalendarRecord, FreshnessCell, HoldRecord};
 
 /// One day, ms.
 const DAY_MS: i64 = 86_400_000;
@@ -80,7 +80,8 @@ const MAX_CACHED_TENANTS: usize = 1024;
 ///   exactly those built in (an expired hold drops out by time; creating
 ///   or releasing one re-reads the tenant's holds).
 ///
-/// The freshness of each calendar is read from the store for every request.
+/// The freshness of each calendar is read (from the store's in-memory sync
+/// states) for every request.
 pub struct AvailabilityCache {
     stripes: Box<[AtomicU64]>,
     holds_version: AtomicU64,
@@ -155,6 +156,9 @@ struct Built {
     data: engine::ParticipantData,
     /// Calendars consulted, in order, with the time line read.
     calendars: Vec<(Arc<str>, Arc<Timeline>)>,
+    /// Their freshness, as the store keeps it current (never cached: read
+    /// for every request).
+    freshness: Vec<Arc<FreshnessCell>>,
     sources: Vec<Source>,
     last_used: AtomicU64,
 }
@@ -478,89 +482,36 @@ struct Gathered {
     now: i64,
 }
 
-/// From this many consulted calendars on, their freshness is read on a
-/// second thread while the engine runs (and the engine's thread helps once
-/// done); below it a thread would cost more than it saves.
-const PARALLEL_FRESHNESS: usize = if cfg!(test) { 4 } else { 256 };
-/// Calendars per unit of that shared work.
-const FRESHNESS_CHUNK: usize = if cfg!(test) { 1 } else { 64 };
-
 impl Gathered {
-    /// Reads the freshness of every consulted calendar (from the store: it
-    /// changes with every poll) while `work` runs, then applies
-    /// `max_staleness_seconds`; returns `work`'s result. A stale calendar
-    /// fails the request whatever `work` returned, as when the check ran
-    /// first.
+    /// Runs `work` on the participants, then reads the freshness of every
+    /// consulted calendar (from the store's cells: it changes with every
+    /// poll, so a cached participant holds the cell, not the value) and applies
+    /// `max_staleness_seconds`: a stale calendar fails the request whatever
+    /// `work` returned.
     fn run<T>(
         &mut self,
-        shared: &Shared,
         max_staleness_seconds: u32,
         work: impl FnOnce(&[engine::ParticipantData]) -> T,
     ) -> Result<T, ErrorKind> {
-        let calendars: Vec<(&str, &str)> = self
+        let out = work(&self.participants);
+        let freshness: Vec<pb::CalendarFreshness> = self
             .built
             .iter()
-            .flat_map(|b| b.calendars.iter().map(|(c, _)| (&*b.account_id, &**c)))
-            .collect();
-        let read = |chunk: &[(&str, &str)]| -> Result<Vec<pb::CalendarFreshness>, ErrorKind> {
-            chunk
-                .iter()
-                .map(|&(account, calendar)| {
-                    let st = shared
-                        .store
-                        .sync_state(account, calendar)
-                        .map_err(store_err)?
-                        .unwrap_or_default();
-                    Ok(pb::CalendarFreshness {
-                        account_id: account.to_string(),
+            .flat_map(|b| {
+                b.calendars
+                    .iter()
+                    .zip(&b.freshness)
+                    .map(|((calendar, _), cell)| pb::CalendarFreshness {
+                        account_id: b.account_id.to_string(),
                         calendar_id: calendar.to_string(),
-                        as_of: st
-                            .last_success_ms
+                        as_of: cell
+                            .get()
                             .and_then(chrono::DateTime::from_timestamp_millis)
                             .map(to_timestamp),
                     })
-                })
-                .collect()
-        };
-        let (out, freshness) = if calendars.len() < PARALLEL_FRESHNESS {
-            let freshness = read(&calendars)?;
-            self.check_staleness(&freshness, max_staleness_seconds)?;
-            (work(&self.participants), freshness)
-        } else {
-            let chunks: Vec<&[(&str, &str)]> = calendars.chunks(FRESHNESS_CHUNK).collect();
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let pull = || {
-                let mut done = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(chunk) = chunks.get(i) else {
-                        return done;
-                    };
-                    done.push((i, read(chunk)));
-                }
-            };
-            let participants = &self.participants;
-            let (out, mut parts) = std::thread::scope(|scope| {
-                let helper = scope.spawn(pull);
-                let out = work(participants);
-                let mut parts = pull();
-                match helper.join() {
-                    Ok(more) => parts.extend(more),
-                    Err(_) => parts.push((
-                        usize::MAX,
-                        Err(ErrorKind::Internal("reading freshness failed".into())),
-                    )),
-                }
-                (out, parts)
-            });
-            parts.sort_unstable_by_key(|(i, _)| *i);
-            let mut freshness = Vec::with_capacity(calendars.len());
-            for (_, part) in parts {
-                freshness.extend(part?);
-            }
-            self.check_staleness(&freshness, max_staleness_seconds)?;
-            (out, freshness)
-        };
+            })
+            .collect();
+        self.check_staleness(&freshness, max_staleness_seconds)?;
         self.freshness = freshness;
         Ok(out)
     }
@@ -773,6 +724,7 @@ impl<'a, 'r> Builder<'a, 'r> {
         let mut busy = Vec::new();
         let mut sources = Vec::new();
         let mut consulted = Vec::with_capacity(chosen.len());
+        let mut freshness = Vec::with_capacity(chosen.len());
         for cal in chosen {
             let timeline = self.shared.timeline(&account.account_id, &cal)?;
             let k = consulted.len() as u32;
@@ -806,6 +758,7 @@ impl<'a, 'r> Builder<'a, 'r> {
                     index: i as u32,
                 });
             }
+            freshness.push(self.shared.store.freshness(&account.account_id, &cal));
             consulted.push((Arc::<str>::from(cal), timeline));
         }
         let holds: Vec<HoldRecord> = self
@@ -834,6 +787,7 @@ impl<'a, 'r> Builder<'a, 'r> {
             holds,
             data: engine::ParticipantData::new(zone, busy, hours),
             calendars: consulted,
+            freshness,
             sources,
             last_used: AtomicU64::new(0),
         });
@@ -1085,6 +1039,8 @@ fn prepare(
         return Err(Invalid::field("groups", "must have at least one group").into());
     }
     let mut b = Builder::new(shared, tenant, &periods)?;
+    b.index
+        .reserve(req.groups.iter().map(|g| g.members.len()).sum());
     let mut groups = Vec::new();
     for (i, g) in req.groups.iter().enumerate() {
         groups.push(b.group(&format!("groups[{i}]"), g)?);
@@ -1116,7 +1072,7 @@ pub fn query(
     let (request, mut g) = prepare(shared, tenant, req)?;
     let now = now_ms();
     let answer = g
-        .run(shared, req.max_staleness_seconds, |p| {
+        .run(req.max_staleness_seconds, |p| {
             engine::query(&request, p, now)
         })?
         .map_err(engine_errors)?;
@@ -1165,7 +1121,7 @@ pub fn sequences(
     };
     let now = now_ms();
     let answer = g
-        .run(shared, req.max_staleness_seconds, |p| {
+        .run(req.max_staleness_seconds, |p| {
             engine::sequences(&request, p, now)
         })?
         .map_err(engine_errors)?;
@@ -1233,7 +1189,7 @@ pub fn explain(
     let (request, mut g) = prepare(shared, tenant, query)?;
     let now = now_ms();
     let e = g
-        .run(shared, query.max_staleness_seconds, |p| {
+        .run(query.max_staleness_seconds, |p| {
             engine::explain(
                 &request,
                 p,
@@ -2021,9 +1977,8 @@ mod tests {
     }
 
     #[test]
-    fn stale_calendars_fail_the_request_with_or_without_a_helper_thread() {
-        // One account consults 2 calendars (read in line), four consult 7
-        // (read by two threads, one calendar at a time in tests).
+    fn stale_calendars_fail_the_request() {
+        // One account consults 2 calendars, four consult 7.
         for n in [1, 4] {
             let dir = tempfile::tempdir().unwrap();
             let s = seeded(dir.path(), n);

@@ -6,6 +6,8 @@
 //! module never sees plaintext content.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -181,6 +183,12 @@ pub struct SyncRecord {
     /// not known to the next run, which therefore starts the listing over.
     #[serde(default)]
     pub listing_in_progress: bool,
+    /// For calendars mirrored from free/busy alone: the digest of the busy
+    /// answer the mirror was last brought to. An identical answer changes
+    /// nothing, so the poll only moves the sync state on. Any other kind
+    /// of page clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_digest: Option<String>,
 }
 
 /// A mirrored event.
@@ -456,6 +464,127 @@ pub struct Store {
     holds: sled::Tree,
     working_hours: sled::Tree,
     auth_states: sled::Tree,
+    /// The `sync` tree, decoded and kept in memory.
+    sync_states: Arc<SyncStates>,
+}
+
+/// When one calendar last synced successfully, kept current by every write
+/// of its sync state. A holder (a cached availability participant) reads it
+/// without a lookup; the cell of a calendar stays the same for the life of
+/// the process, even across the account's removal and reconnection.
+#[derive(Debug)]
+pub struct FreshnessCell(AtomicI64);
+
+impl FreshnessCell {
+    const NEVER: i64 = i64::MIN;
+
+    fn new() -> Self {
+        FreshnessCell(AtomicI64::new(Self::NEVER))
+    }
+
+    fn set(&self, last_success_ms: Option<i64>) {
+        self.0
+            .store(last_success_ms.unwrap_or(Self::NEVER), Ordering::Release);
+    }
+
+    /// The last successful sync, ms; `None` when the calendar never synced
+    /// (or has no sync state).
+    pub fn get(&self) -> Option<i64> {
+        Some(self.0.load(Ordering::Acquire)).filter(|&v| v != Self::NEVER)
+    }
+}
+
+/// One calendar's entry in [`SyncStates`].
+struct SyncSlot {
+    /// The stored state; `None` once removed (the slot stays for its cell).
+    state: Option<SyncRecord>,
+    fresh: Arc<FreshnessCell>,
+}
+
+impl SyncSlot {
+    fn empty() -> Self {
+        SyncSlot {
+            state: None,
+            fresh: Arc::new(FreshnessCell::new()),
+        }
+    }
+}
+
+/// Hashed with foldhash: ids come from the store or from authenticated
+/// tenants, and the lookups sit on the availability path.
+type SyncMap = foldhash::HashMap<String, foldhash::HashMap<String, SyncSlot>>;
+
+/// Every calendar's sync state, account → calendar → state, mirrored from
+/// the `sync` tree so that reads (the sync loop's scans, the freshness of
+/// every calendar an availability request consults) never touch sled or
+/// decode a record.
+///
+/// Every write of the tree holds `write` across the sled write and the
+/// update of `map`, so writers cannot interleave between the two and the map
+/// always equals the tree once a write returns. Readers take `map`'s read
+/// lock alone, briefly.
+#[derive(Default)]
+struct SyncStates {
+    write: Mutex<()>,
+    map: RwLock<SyncMap>,
+}
+
+impl SyncStates {
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, SyncMap> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn map(&self) -> RwLockWriteGuard<'_, SyncMap> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, account: &str, calendar: &str, st: SyncRecord) {
+        let mut map = self.map();
+        let slot = map
+            .entry(account.to_string())
+            .or_default()
+            .entry(calendar.to_string())
+            .or_insert_with(SyncSlot::empty);
+        slot.fresh.set(st.last_success_ms);
+        slot.state = Some(st);
+    }
+
+    /// Forgets every sync state of an account (its cells read "never").
+    fn remove_account(&self, account: &str) {
+        if let Some(slots) = self.map().get_mut(account) {
+            for slot in slots.values_mut() {
+                slot.state = None;
+                slot.fresh.set(None);
+            }
+        }
+    }
+
+    /// Loads the tree. A record that cannot be decoded (never written by
+    /// this schema) is replaced by the default state, as if the calendar
+    /// had never synced: it lists from scratch, and the diff against the
+    /// mirror keeps the change feed free of spurious entries.
+    fn load(tree: &sled::Tree) -> Result<SyncStates, StoreError> {
+        let states = SyncStates::default();
+        for item in tree.iter() {
+            let (k, v) = item?;
+            let s = String::from_utf8_lossy(&k);
+            let Some((a, c)) = s.split_once('\0') else {
+                continue;
+            };
+            let st = dec::<SyncRecord>("sync", &v).unwrap_or_else(|_| {
+                tracing::warn!(
+                    "a sync state could not be decoded; its calendar lists from scratch"
+                );
+                SyncRecord::default()
+            });
+            states.set(a, c, st);
+        }
+        Ok(states)
+    }
 }
 
 impl Store {
@@ -474,6 +603,8 @@ impl Store {
             .open()
             .map_err(corrupt)?;
         let t = |name: &str| db.open_tree(name).map_err(corrupt);
+        let sync = t("sync")?;
+        let sync_states = Arc::new(SyncStates::load(&sync)?);
         let store = Store {
             meta: t("meta")?,
             tenants: t("tenants")?,
@@ -483,7 +614,7 @@ impl Store {
             tenant_accounts: t("tenant_accounts")?,
             identities: t("identities")?,
             calendars: t("calendars")?,
-            sync: t("sync")?,
+            sync,
             events: t("events")?,
             event_index: t("event_index")?,
             client_ids: t("client_ids")?,
@@ -494,6 +625,7 @@ impl Store {
             holds: t("holds")?,
             working_hours: t("working_hours")?,
             auth_states: t("auth_states")?,
+            sync_states,
             db,
         };
         match store.meta.get("schema_version")? {
@@ -658,6 +790,8 @@ impl Store {
         initial_due_ms: i64,
     ) -> Result<(), StoreError> {
         let acc = enc(account);
+        let _writer = self.sync_states.writer();
+        let written = std::cell::RefCell::new(Vec::new());
         (
             &self.accounts,
             &self.tenant_accounts,
@@ -666,6 +800,7 @@ impl Store {
             &self.sync,
         )
             .transaction(|(accounts, tenant_accounts, identities, cals, sync)| {
+                written.borrow_mut().clear();
                 accounts.insert(account.account_id.as_bytes(), acc.clone())?;
                 tenant_accounts.insert(key(&[&account.tenant_id, &account.account_id]), &[])?;
                 if !account.identity_hash.is_empty() {
@@ -684,9 +819,13 @@ impl Store {
                     st.paused = false;
                     st.disabled = !c.synced;
                     sync.insert(k, enc(&st))?;
+                    written.borrow_mut().push((c.calendar_id.clone(), st));
                 }
                 Ok(())
             })?;
+        for (calendar, st) in written.into_inner() {
+            self.sync_states.set(&account.account_id, &calendar, st);
+        }
         Ok(())
     }
 
@@ -736,16 +875,13 @@ impl Store {
             }
             tree.apply_batch(batch)?;
         }
-        let k = key(&[account, calendar]);
-        if let Some(mut st) = self
-            .sync
-            .get(&k)?
-            .map(|v| dec::<SyncRecord>("sync", &v))
-            .transpose()?
-        {
+        let _writer = self.sync_states.writer();
+        if let Some(mut st) = self.sync_state(account, calendar)? {
             st.cursor.clear();
             st.last_success_ms = None;
-            self.sync.insert(k, enc(&st))?;
+            st.busy_digest = None;
+            self.sync.insert(key(&[account, calendar]), enc(&st))?;
+            self.sync_states.set(account, calendar, st);
         }
         Ok(())
     }
@@ -758,10 +894,33 @@ impl Store {
         account: &str,
         calendar: &str,
     ) -> Result<Option<SyncRecord>, StoreError> {
-        self.sync
-            .get(key(&[account, calendar]))?
-            .map(|v| dec("sync", &v))
-            .transpose()
+        Ok(self
+            .sync_states
+            .read()
+            .get(account)
+            .and_then(|m| m.get(calendar))
+            .and_then(|slot| slot.state.clone()))
+    }
+
+    /// The freshness cell of a calendar: when it last synced successfully,
+    /// kept current by every later write of its sync state.
+    pub fn freshness(&self, account: &str, calendar: &str) -> Arc<FreshnessCell> {
+        if let Some(slot) = self
+            .sync_states
+            .read()
+            .get(account)
+            .and_then(|m| m.get(calendar))
+        {
+            return slot.fresh.clone();
+        }
+        self.sync_states
+            .map()
+            .entry(account.to_string())
+            .or_default()
+            .entry(calendar.to_string())
+            .or_insert_with(SyncSlot::empty)
+            .fresh
+            .clone()
     }
 
     /// Stores one calendar's sync state.
@@ -771,21 +930,24 @@ impl Store {
         calendar: &str,
         s: &SyncRecord,
     ) -> Result<(), StoreError> {
+        let _writer = self.sync_states.writer();
         self.sync.insert(key(&[account, calendar]), enc(s))?;
+        self.sync_states.set(account, calendar, s.clone());
         Ok(())
     }
 
-    /// Every calendar's sync state: (account, calendar, state).
+    /// Every calendar's sync state: (account, calendar, state), in no
+    /// particular order.
     pub fn all_sync_states(&self) -> Result<Vec<(String, String, SyncRecord)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.sync.iter() {
-            let (k, v) = item?;
-            let s = String::from_utf8_lossy(&k);
-            if let Some((a, c)) = s.split_once('\0') {
-                out.push((a.to_string(), c.to_string(), dec("sync", &v)?));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .sync_states
+            .read()
+            .iter()
+            .flat_map(|(a, m)| {
+                m.iter()
+                    .filter_map(move |(c, slot)| Some((a.clone(), c.clone(), slot.state.clone()?)))
+            })
+            .collect())
     }
 
     /// Pauses or resumes every calendar of an account.
@@ -795,14 +957,24 @@ impl Store {
         paused: bool,
         due_ms: i64,
     ) -> Result<(), StoreError> {
-        for item in self.sync.scan_prefix(prefix(&[account])) {
-            let (k, v) = item?;
-            let mut s: SyncRecord = dec("sync", &v)?;
+        let _writer = self.sync_states.writer();
+        let calendars: Vec<(String, SyncRecord)> = self
+            .sync_states
+            .read()
+            .get(account)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(c, slot)| Some((c.clone(), slot.state.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (calendar, mut s) in calendars {
             s.paused = paused;
             if !paused {
                 s.next_due_ms = due_ms;
             }
-            self.sync.insert(k, enc(&s))?;
+            self.sync.insert(key(&[account, &calendar]), enc(&s))?;
+            self.sync_states.set(account, &calendar, s);
         }
         Ok(())
     }
@@ -902,6 +1074,7 @@ impl Store {
     /// sync state and the change-log entries (sequences assigned here).
     pub fn apply_sync_page(&self, page: &PageCommit<'_>) -> Result<(), StoreError> {
         let state_bytes = enc(page.state);
+        let _writer = self.sync_states.writer();
         let (account, calendar) = (page.account, page.calendar);
         (
             &self.events,
@@ -922,6 +1095,7 @@ impl Store {
                 append_changes(log, heads, page.tenant, page.changes, page.now_ms)?;
                 Ok(())
             })?;
+        self.sync_states.set(account, calendar, page.state.clone());
         Ok(())
     }
 
@@ -1208,6 +1382,7 @@ impl Store {
     /// writes.
     pub fn purge_account_rows(&self, account: &str) -> Result<(), StoreError> {
         let p = prefix(&[account]);
+        let _writer = self.sync_states.writer();
         for tree in [
             &self.calendars,
             &self.sync,
@@ -1220,6 +1395,9 @@ impl Store {
                 batch.remove(k?);
             }
             tree.apply_batch(batch)?;
+            if std::ptr::eq(tree, &self.sync) {
+                self.sync_states.remove_account(account);
+            }
         }
         for c in self.channels()? {
             if c.account_id == account {
@@ -1458,10 +1636,204 @@ mod tests {
     fn reopening_keeps_the_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
-        let s = Store::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert_eq!(
             s.meta_get("schema_version").unwrap().unwrap(),
             SCHEMA_VERSION.to_be_bytes().to_vec()
         );
+    }
+
+    /// Opens the store again after its previous handle was dropped. sled
+    /// releases the directory's lock when its flusher thread has stopped,
+    /// which can be a moment after the drop: the open is retried until then.
+    fn reopen(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("lock"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The `sync` tree decoded straight from sled, as `all_sync_states`
+    /// shows it.
+    fn tree_states(s: &Store) -> Vec<String> {
+        s.sync
+            .iter()
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                let k = String::from_utf8(k.to_vec()).unwrap().replace('\0', "/");
+                let st: SyncRecord = dec("sync", &v).unwrap();
+                format!("{k} {st:?}")
+            })
+            .collect()
+    }
+
+    fn memory_states(s: &Store) -> Vec<String> {
+        let mut out: Vec<String> = s
+            .all_sync_states()
+            .unwrap()
+            .into_iter()
+            .map(|(a, c, st)| format!("{a}/{c} {st:?}"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[derive(Debug, Clone)]
+    enum SyncOp {
+        Put(usize, usize, i64),
+        Page(usize, usize, i64),
+        Paused(usize, bool, i64),
+        Clear(usize, usize),
+        Connect(usize, Vec<bool>, i64),
+        Purge(usize),
+    }
+
+    fn arb_sync_op() -> impl proptest::strategy::Strategy<Value = SyncOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..2usize, 0..3usize, 0..100i64).prop_map(|(a, c, t)| SyncOp::Put(a, c, t)),
+            (0..2usize, 0..3usize, 0..100i64).prop_map(|(a, c, t)| SyncOp::Page(a, c, t)),
+            (0..2usize, any::<bool>(), 0..100i64).prop_map(|(a, p, t)| SyncOp::Paused(a, p, t)),
+            (0..2usize, 0..3usize).prop_map(|(a, c)| SyncOp::Clear(a, c)),
+            (
+                0..2usize,
+                proptest::collection::vec(any::<bool>(), 0..3),
+                0..100i64
+            )
+                .prop_map(|(a, cs, t)| SyncOp::Connect(a, cs, t)),
+            (0..2usize).prop_map(SyncOp::Purge),
+        ]
+    }
+
+    fn apply_sync_op(s: &Store, op: &SyncOp) {
+        let acc = |a: usize| format!("acc{a}");
+        let cal = |c: usize| format!("cal{c}");
+        let state = |t: i64| SyncRecord {
+            cursor: format!("cursor-{t}"),
+            next_due_ms: t,
+            last_success_ms: Some(t * 1000),
+            failures: (t % 3) as u32,
+            ..Default::default()
+        };
+        match op {
+            SyncOp::Put(a, c, t) => s.put_sync_state(&acc(*a), &cal(*c), &state(*t)).unwrap(),
+            SyncOp::Page(a, c, t) => s
+                .apply_sync_page(&PageCommit {
+                    tenant: "t",
+                    account: &acc(*a),
+                    calendar: &cal(*c),
+                    puts: &[],
+                    removes: &[],
+                    state: &state(*t),
+                    changes: &[draft(calbridge::pb::ChangeKind::EventCreated as i32)],
+                    now_ms: *t,
+                })
+                .unwrap(),
+            SyncOp::Paused(a, p, t) => s.set_account_paused(&acc(*a), *p, *t).unwrap(),
+            SyncOp::Clear(a, c) => s.clear_calendar_mirror(&acc(*a), &cal(*c)).unwrap(),
+            SyncOp::Connect(a, synced, t) => {
+                let account = AccountRecord {
+                    account_id: acc(*a),
+                    tenant_id: "t".into(),
+                    provider: 1,
+                    access_level: 1,
+                    status: 1,
+                    status_reason: String::new(),
+                    created_ms: 0,
+                    server_url: String::new(),
+                    wrapped_key: vec![],
+                    sealed_credentials: vec![],
+                    sealed_identity: vec![],
+                    identity_hash: String::new(),
+                };
+                let calendars: Vec<CalendarRecord> = synced
+                    .iter()
+                    .enumerate()
+                    .map(|(c, on)| CalendarRecord {
+                        calendar_id: cal(c),
+                        sealed_name: vec![],
+                        primary: c == 0,
+                        read_only: false,
+                        time_zone: "UTC".into(),
+                        synced: *on,
+                        color: String::new(),
+                    })
+                    .collect();
+                s.put_account_with_calendars(&account, &calendars, *t)
+                    .unwrap()
+            }
+            SyncOp::Purge(a) => s.purge_account_rows(&acc(*a)).unwrap(),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn sync_states_in_memory_equal_the_tree_after_every_write(
+            ops in proptest::collection::vec(arb_sync_op(), 1..24)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Store::open(dir.path()).unwrap();
+            // Cells taken before any write (as a cached participant keeps
+            // them) follow every later write.
+            let cells: Vec<(String, String, Arc<FreshnessCell>)> = (0..2)
+                .flat_map(|a| (0..3).map(move |c| (format!("acc{a}"), format!("cal{c}"))))
+                .map(|(a, c)| {
+                    let cell = s.freshness(&a, &c);
+                    (a, c, cell)
+                })
+                .collect();
+            for op in &ops {
+                apply_sync_op(&s, op);
+                proptest::prop_assert_eq!(memory_states(&s), tree_states(&s), "after {:?}", op);
+                for (a, c, cell) in &cells {
+                    let stored = s.sync_state(a, c).unwrap().and_then(|st| st.last_success_ms);
+                    proptest::prop_assert_eq!(cell.get(), stored, "{}/{} after {:?}", a, c, op);
+                }
+            }
+            let before = memory_states(&s);
+            drop(s);
+            let s = reopen(dir.path());
+            proptest::prop_assert_eq!(memory_states(&s), before, "after reopening");
+        }
+    }
+
+    #[test]
+    fn concurrent_sync_state_writers_leave_memory_equal_to_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        std::thread::scope(|scope| {
+            for w in 0..4i64 {
+                let s = &s;
+                scope.spawn(move || {
+                    for i in 0..100i64 {
+                        let op = match (w + i) % 4 {
+                            0 => SyncOp::Put(0, 0, w * 1000 + i),
+                            1 => SyncOp::Page(0, 0, w * 1000 + i),
+                            2 => SyncOp::Paused(0, i % 2 == 0, w * 1000 + i),
+                            _ => SyncOp::Connect(0, vec![true, i % 3 == 0], w * 1000 + i),
+                        };
+                        apply_sync_op(s, &op);
+                    }
+                });
+            }
+        });
+        assert_eq!(memory_states(&s), tree_states(&s));
+        let expected = s
+            .sync_state("acc0", "cal0")
+            .unwrap()
+            .unwrap()
+            .last_success_ms;
+        assert!(expected.is_some());
+        assert_eq!(s.freshness("acc0", "cal0").get(), expected);
+        assert_eq!(s.freshness("acc0", "nope").get(), None);
+        assert_eq!(s.freshness("nobody", "cal0").get(), None);
     }
 }

@@ -16,7 +16,9 @@ use tracing::Instrument;
 
 use crate::adapters::adapter_error;
 use crate::mirror::{put_for, same_content, strip_content};
-use crate::state::{change_aad, event_aad, now_ms, open_event, seal_event, store_err, Shared};
+use crate::state::{
+    change_aad, event_aad, hash_hex, now_ms, open_event, seal_event, store_err, Shared,
+};
 use crate::store::{ChangeDraft, MirrorRemove, PageCommit};
 
 /// The shortest wait between two timer-driven scans of the sync states, ms
@@ -261,7 +263,7 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         } else {
             client.sync_events(request).await.map(|r| r.into_inner())
         };
-        let page = match result {
+        let mut page = match result {
             Ok(p) => p,
             Err(status) => match adapter_error(&status) {
                 ErrorKind::OutOfRange(_) if !restarted => {
@@ -275,6 +277,22 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
                 e => return Err(e),
             },
         };
+
+        // A free/busy answer identical to the one last mirrored (the usual
+        // poll) changes nothing: no event is compared, nothing is removed.
+        let digest = native_busy.then(|| {
+            let ids: Vec<&str> = page
+                .upserted
+                .iter()
+                .map(|e| e.provider_event_id.as_str())
+                .collect();
+            hash_hex(&ids)
+        });
+        let unchanged_busy = digest.is_some() && digest == st.busy_digest;
+        st.busy_digest = digest;
+        if unchanged_busy {
+            page.upserted.clear();
+        }
 
         let mut puts = Vec::new();
         let mut removes = Vec::new();
@@ -352,7 +370,7 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
             ));
         }
         let mut deleted: Vec<String> = page.deleted;
-        if page.full_listing && !page.more {
+        if page.full_listing && !page.more && !unchanged_busy {
             for pid in shared
                 .store
                 .event_ids(account_id, calendar_id)

@@ -411,6 +411,59 @@ async fn a_free_busy_account_keeps_only_intervals() -> Result<()> {
         .into_inner();
     assert_eq!(fb.accounts[0].busy.len(), 1);
     assert!(fb.accounts[0].as_of.is_some());
+    // Later polls: an unchanged answer (mirror left as it is), then an
+    // added and a removed interval, each mirrored by the next poll.
+    let busy = |c: &mut calbridge_e2e::SchedulerClient| {
+        let mut c = c.clone();
+        let account_id = a.account_id.clone();
+        async move {
+            let fb = c
+                .query_free_busy(pb::QueryFreeBusyRequest {
+                    account_ids: vec![account_id],
+                    window: Some(pb::TimeWindow {
+                        start: Some(calbridge::time::to_timestamp(
+                            start - chrono::Duration::hours(1),
+                        )),
+                        end: Some(calbridge::time::to_timestamp(
+                            start + chrono::Duration::hours(5),
+                        )),
+                    }),
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok(
+                fb.accounts[0]
+                    .busy
+                    .iter()
+                    .map(|b| b.start.as_ref().map_or(0, |t| t.seconds))
+                    .collect::<Vec<i64>>(),
+            )
+        }
+    };
+    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    assert_eq!(busy(&mut c).await?, vec![start.timestamp()]);
+    let later = sandbox
+        .put_event(pb::PutSandboxEventRequest {
+            username: "fb@example.com".into(),
+            calendar_id: String::new(),
+            event: Some(timed_event("Later", start + chrono::Duration::hours(3), 30)),
+        })
+        .await?
+        .into_inner();
+    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    let later_start = (start + chrono::Duration::hours(3)).timestamp();
+    assert_eq!(busy(&mut c).await?, vec![start.timestamp(), later_start]);
+    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    assert_eq!(busy(&mut c).await?, vec![start.timestamp(), later_start]);
+    sandbox
+        .remove_event(pb::RemoveSandboxEventRequest {
+            username: "fb@example.com".into(),
+            calendar_id: String::new(),
+            provider_event_id: later.provider_event_id,
+        })
+        .await?;
+    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    assert_eq!(busy(&mut c).await?, vec![start.timestamp()]);
     let s = c
         .upsert_event(pb::UpsertEventRequest {
             account_id: a.account_id.clone(),
