@@ -1533,18 +1533,9 @@ mod tests {
     fn connect(s: &Shared, k: usize) {
         let id = account_id(k);
         let account = AccountRecord {
-            account_id: id.clone(),
-            tenant_id: "t".into(),
-            provider: 1,
-            access_level: 1,
-            status: pb::AccountStatus::Active as i32,
-            status_reason: String::new(),
-            created_ms: 0,
-            server_url: String::new(),
             wrapped_key: vec![1],
-            sealed_credentials: Vec::new(),
-            sealed_identity: Vec::new(),
             identity_hash: format!("h{k}"),
+            ..AccountRecord::for_test(&id)
         };
         let zone = ["Europe/London", "America/New_York", "Asia/Kathmandu"][k % 3];
         let cals = [
@@ -2059,18 +2050,11 @@ mod tests {
             let id = format!("acc_{i:024}");
             let (_, wrapped) = s.master.new_data_key(&id);
             let account = AccountRecord {
-                account_id: id.clone(),
-                tenant_id: "t".into(),
-                provider: 1,
-                access_level: 1,
-                status: 1,
-                status_reason: String::new(),
-                created_ms: 0,
-                server_url: String::new(),
                 wrapped_key: wrapped,
                 sealed_credentials: vec![7; 120],
                 sealed_identity: vec![9; 60],
                 identity_hash: "h".repeat(64),
+                ..AccountRecord::for_test(&id)
             };
             let cal = CalendarRecord {
                 calendar_id: "primary".into(),

@@ -137,6 +137,27 @@ pub struct AccountRecord {
     pub identity_hash: String,
 }
 
+#[cfg(test)]
+impl AccountRecord {
+    /// An active account of tenant `t` with empty secrets (tests).
+    pub(crate) fn for_test(account_id: &str) -> AccountRecord {
+        AccountRecord {
+            account_id: account_id.to_string(),
+            tenant_id: "t".into(),
+            provider: 1,
+            access_level: 1,
+            status: 1,
+            status_reason: String::new(),
+            created_ms: 0,
+            server_url: String::new(),
+            wrapped_key: vec![],
+            sealed_credentials: vec![],
+            sealed_identity: vec![],
+            identity_hash: String::new(),
+        }
+    }
+}
+
 /// A calendar of an account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CalendarRecord {
@@ -1739,20 +1760,7 @@ mod tests {
             SyncOp::Paused(a, p, t) => s.set_account_paused(&acc(*a), *p, *t).unwrap(),
             SyncOp::Clear(a, c) => s.clear_calendar_mirror(&acc(*a), &cal(*c)).unwrap(),
             SyncOp::Connect(a, synced, t) => {
-                let account = AccountRecord {
-                    account_id: acc(*a),
-                    tenant_id: "t".into(),
-                    provider: 1,
-                    access_level: 1,
-                    status: 1,
-                    status_reason: String::new(),
-                    created_ms: 0,
-                    server_url: String::new(),
-                    wrapped_key: vec![],
-                    sealed_credentials: vec![],
-                    sealed_identity: vec![],
-                    identity_hash: String::new(),
-                };
+                let account = AccountRecord::for_test(&acc(*a));
                 let calendars: Vec<CalendarRecord> = synced
                     .iter()
                     .enumerate()
