@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use calbridge::pb;
 use calbridge_e2e::{wait_synced, Stack};
-use calbridge_scheduler::availability::{self, reference, BusySpan, BusyStatus, Required};
-use chrono::Weekday;
+use calbridge_scheduler::availability::{self, reference, BusySpan, BusyStatus};
 
 fn pct(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
@@ -114,15 +113,6 @@ async fn main() -> Result<()> {
     let (_, key) = stack.tenant("bench").await?;
     let mut c = stack.client(Some(&key)).await?;
     let mut sandbox = stack.sandbox().await?;
-    let weekdays = [
-        Weekday::Mon,
-        Weekday::Tue,
-        Weekday::Wed,
-        Weekday::Thu,
-        Weekday::Fri,
-        Weekday::Sat,
-        Weekday::Sun,
-    ];
     let seed_started = Instant::now();
     let mut members = Vec::with_capacity(n);
     for (i, p) in people.iter().enumerate() {
@@ -181,39 +171,12 @@ async fn main() -> Result<()> {
             .await?
             .into_inner()
             .account_id;
-        let hours = p.working_hours().expect("scenario has working hours");
-        let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
         c.put_working_hours(pb::PutWorkingHoursRequest {
             working_hours_id: format!("wh{i}"),
-            hours: Some(pb::WorkingHours {
-                time_zone: p.time_zone().name().to_string(),
-                weekly: hours
-                    .weekly
-                    .iter()
-                    .map(|r| pb::WeeklyRule {
-                        weekday: weekdays.iter().position(|d| *d == r.weekday).unwrap() as u32 + 1,
-                        start: hhmm(r.range.start_minute),
-                        end: hhmm(r.range.end_minute),
-                    })
-                    .collect(),
-                overrides: hours
-                    .overrides
-                    .iter()
-                    .map(|o| pb::DateOverride {
-                        date: (o.date + chrono::Duration::weeks(weeks))
-                            .format("%Y-%m-%d")
-                            .to_string(),
-                        ranges: o
-                            .ranges
-                            .iter()
-                            .map(|r| pb::LocalRange {
-                                start: hhmm(r.start_minute),
-                                end: hhmm(r.end_minute),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            }),
+            hours: Some(
+                calbridge_scheduler::meetings::scenario_hours(p, weeks)
+                    .expect("scenario has working hours"),
+            ),
         })
         .await?;
         members.push((account, p.max_events_per_day(), p.max_events_per_week()));
@@ -245,40 +208,7 @@ async fn main() -> Result<()> {
         max_events_per_week: members[i].2,
         ..Default::default()
     };
-    let request = pb::QueryAvailabilityRequest {
-        groups: req
-            .groups
-            .iter()
-            .map(|g| pb::ParticipantGroup {
-                members: g.members.iter().map(|&i| member(i)).collect(),
-                required: match g.required {
-                    Required::All => 0,
-                    Required::AtLeast(k) => k,
-                },
-            })
-            .collect(),
-        duration_minutes: req.duration_minutes,
-        periods: req
-            .periods
-            .iter()
-            .map(|p| pb::TimeWindow {
-                start: Some(calbridge::time::to_timestamp(
-                    chrono::DateTime::from_timestamp_millis(p.start_ms + shift).unwrap(),
-                )),
-                end: Some(calbridge::time::to_timestamp(
-                    chrono::DateTime::from_timestamp_millis(p.end_ms + shift).unwrap(),
-                )),
-            })
-            .collect(),
-        buffer_before_minutes: req.buffer_before_minutes,
-        buffer_after_minutes: req.buffer_after_minutes,
-        start_interval_minutes: req.start_interval_minutes,
-        minimum_notice_minutes: req.minimum_notice_minutes,
-        tentative_is_busy: req.tentative_is_busy,
-        format: pb::AvailabilityFormat::Slots as i32,
-        max_results: req.max_results,
-        max_staleness_seconds: 0,
-    };
+    let request = calbridge_scheduler::meetings::scenario_request(&req, member, shift);
     // The first request builds every participant from the store; later ones
     // find them in the scheduler's participant cache.
     let s = Instant::now();

@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use calbridge::pb;
 use calbridge_e2e::caldav::{
-    connect, ical_date, ical_utc, last_success_ms, sync_status, wait_initial_sync,
-    wait_synced_after, CaldavStack, DavServer, LoggedRequest, ServerKind,
+    connect, ical_date, ical_utc, CaldavStack, DavServer, LoggedRequest, ServerKind,
 };
+use calbridge_e2e::{last_success_ms, sync_status, wait_initial_sync, wait_synced_after};
 use chrono::{NaiveDate, TimeZone, Utc};
 
 const VTIMEZONES: &str = "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\n\

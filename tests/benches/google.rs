@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use calbridge::pb;
-use calbridge_e2e::google::{last_success, GoogleOptions, GoogleStack};
+use calbridge_e2e::google::{GoogleOptions, GoogleStack};
 use calbridge_e2e::timed_event;
 use calbridge_fake_google::control::{ChannelInfo, PushBehaviour};
 use chrono::Utc;
@@ -211,19 +211,7 @@ async fn main() -> Result<()> {
     g.control.reset_counters().await?;
     let polls = 20;
     for _ in 0..polls {
-        let before = last_success(&mut c, &account).await?;
-        // Last-success times have millisecond resolution.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        c.sync_now(pb::SyncNowRequest {
-            account_id: account.clone(),
-            calendar_id: "primary".into(),
-        })
-        .await?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while last_success(&mut c, &account).await? == before {
-            anyhow::ensure!(Instant::now() < deadline, "an idle poll did not finish");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        calbridge_e2e::sync_now_and_wait(&mut c, &account, "primary").await?;
     }
     let per_poll = g.control.requests().await?.total as f64 / f64::from(polls);
     let caps = pb::calendar_adapter_client::CalendarAdapterClient::new(

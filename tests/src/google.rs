@@ -209,22 +209,7 @@ impl GoogleStack {
     /// primary calendar and waits until one completes after the request.
     pub async fn settle(&self, c: &mut SchedulerClient, account_id: &str) -> Result<()> {
         for _ in 0..2 {
-            let before = last_success(c, account_id).await?;
-            // Completion times have millisecond resolution.
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            c.sync_now(pb::SyncNowRequest {
-                account_id: account_id.into(),
-                calendar_id: "primary".into(),
-            })
-            .await?;
-            eventually(Duration::from_secs(30), "a sync to complete", || {
-                let mut c = c.clone();
-                async move {
-                    let now = last_success(&mut c, account_id).await.ok()?;
-                    (now != before).then_some(())
-                }
-            })
-            .await?;
+            crate::sync_now_and_wait(c, account_id, "primary").await?;
         }
         Ok(())
     }
@@ -292,22 +277,6 @@ impl GoogleStack {
         })
         .await
     }
-}
-
-/// The primary calendar's last successful sync.
-pub async fn last_success(
-    c: &mut SchedulerClient,
-    account_id: &str,
-) -> Result<Option<prost_types::Timestamp>> {
-    Ok(c.get_sync_status(pb::GetSyncStatusRequest {
-        account_id: account_id.into(),
-    })
-    .await?
-    .into_inner()
-    .calendars
-    .into_iter()
-    .find(|x| x.calendar_id == "primary")
-    .and_then(|x| x.last_success))
 }
 
 fn location(r: &reqwest::Response) -> Option<String> {

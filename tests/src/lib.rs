@@ -396,22 +396,129 @@ impl Stack {
 
 /// Waits until no synced calendar of the account is in its initial sync.
 pub async fn wait_synced(client: &mut SchedulerClient, account_id: &str) -> Result<()> {
-    eventually(Duration::from_secs(30), "initial sync", || {
-        let mut c = client.clone();
-        let id = account_id.to_string();
-        async move {
-            let s = c
-                .get_sync_status(pb::GetSyncStatusRequest { account_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            let done = !s.calendars.is_empty()
-                && s.calendars
-                    .iter()
-                    .all(|c| c.state != pb::SyncState::Initial as i32);
-            done.then_some(())
+    wait_initial_sync(
+        client,
+        account_id,
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+    )
+    .await
+}
+
+/// The sync status of each calendar of an account.
+pub async fn sync_status(
+    client: &mut SchedulerClient,
+    account_id: &str,
+) -> Result<Vec<pb::CalendarSyncStatus>> {
+    Ok(client
+        .get_sync_status(pb::GetSyncStatusRequest {
+            account_id: account_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .calendars)
+}
+
+/// A calendar's last successful sync in ms since the epoch (0 for never).
+pub fn last_success_ms(s: &pb::CalendarSyncStatus) -> i64 {
+    s.last_success
+        .as_ref()
+        .and_then(calbridge::time::from_timestamp)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
+}
+
+/// Waits (polling every `every`) until every calendar of the account left
+/// its initial sync; like [`wait_synced`] with a chosen timeout.
+pub async fn wait_initial_sync(
+    client: &mut SchedulerClient,
+    account_id: &str,
+    timeout: Duration,
+    every: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let s = sync_status(client, account_id).await?;
+        if !s.is_empty() && s.iter().all(|c| c.state != pb::SyncState::Initial as i32) {
+            return Ok(());
         }
-    })
+        if tokio::time::Instant::now() > deadline {
+            bail!("initial sync not done after {timeout:?}: {s:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Waits until every synced calendar of the account finished a successful
+/// sync after `after_ms` (ms since the epoch), polling every `every`.
+pub async fn wait_synced_after(
+    client: &mut SchedulerClient,
+    account_id: &str,
+    after_ms: i64,
+    timeout: Duration,
+    every: Duration,
+) -> Result<()> {
+    wait_synced_where(client, account_id, |_| true, after_ms, timeout, every).await
+}
+
+/// [`wait_synced_after`] for the synced calendars `covered` accepts.
+async fn wait_synced_where(
+    client: &mut SchedulerClient,
+    account_id: &str,
+    covered: impl Fn(&pb::CalendarSyncStatus) -> bool,
+    after_ms: i64,
+    timeout: Duration,
+    every: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let s = sync_status(client, account_id).await?;
+        let synced: Vec<_> = s
+            .iter()
+            .filter(|c| c.state != pb::SyncState::Disabled as i32 && covered(c))
+            .collect();
+        if !synced.is_empty() && synced.iter().all(|c| last_success_ms(c) > after_ms) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no sync finished after {after_ms} within {timeout:?}: {s:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// SyncNow for `calendar_id` (empty: the whole account), then waits until
+/// each synced calendar it covers finished a sync that started after this
+/// call (so it saw every change made at the provider before it).
+pub async fn sync_now_and_wait(
+    client: &mut SchedulerClient,
+    account_id: &str,
+    calendar_id: &str,
+) -> Result<()> {
+    let covered =
+        |s: &pb::CalendarSyncStatus| calendar_id.is_empty() || s.calendar_id == calendar_id;
+    let before = sync_status(client, account_id)
+        .await?
+        .iter()
+        .filter(|s| covered(s))
+        .map(last_success_ms)
+        .max()
+        .unwrap_or(0)
+        .max(chrono::Utc::now().timestamp_millis());
+    client
+        .sync_now(pb::SyncNowRequest {
+            account_id: account_id.to_string(),
+            calendar_id: calendar_id.to_string(),
+        })
+        .await?;
+    wait_synced_where(
+        client,
+        account_id,
+        covered,
+        before,
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+    )
     .await
 }
 
@@ -441,20 +548,33 @@ pub async fn next_change(
     .await
 }
 
-/// Every change after `cursor` (one page of up to 1,000).
-pub async fn changes_after(c: &mut SchedulerClient, cursor: &str) -> Result<Vec<pb::Change>> {
-    Ok(c.list_changes(pb::ListChangesRequest {
-        cursor: cursor.to_string(),
-        page_size: 1000,
-    })
-    .await?
-    .into_inner()
-    .changes)
+/// Every change of the tenant after `cursor`.
+pub async fn changes_after(client: &mut SchedulerClient, cursor: &str) -> Result<Vec<pb::Change>> {
+    let mut out = Vec::new();
+    let mut cursor = cursor.to_string();
+    loop {
+        let r = client
+            .list_changes(pb::ListChangesRequest {
+                cursor: cursor.clone(),
+                page_size: 1000,
+            })
+            .await?
+            .into_inner();
+        let n = r.changes.len();
+        if let Some(last) = r.changes.last() {
+            cursor = last.cursor.clone();
+        }
+        out.extend(r.changes);
+        if n < 1000 {
+            return Ok(out);
+        }
+    }
 }
 
-/// The tenant's current change-feed cursor.
-pub async fn change_cursor(c: &mut SchedulerClient) -> Result<String> {
-    Ok(c.get_change_cursor(pb::GetChangeCursorRequest {})
+/// The tenant's newest change cursor.
+pub async fn change_cursor(client: &mut SchedulerClient) -> Result<String> {
+    Ok(client
+        .get_change_cursor(pb::GetChangeCursorRequest {})
         .await?
         .into_inner()
         .cursor)

@@ -6,6 +6,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use calbridge::checks::{check_calendar_id, required, writable};
 use calbridge::pb::calendar_adapter_server::CalendarAdapter;
 use calbridge::pb::provider_credentials::Secret;
 use calbridge::pb::{self, AccessLevel};
@@ -59,37 +60,9 @@ fn password(c: Option<&pb::ProviderCredentials>) -> Result<&pb::PasswordCredenti
     }
 }
 
-fn writable(c: Option<&pb::ProviderCredentials>) -> Result<(), Status> {
-    match c.map(|c| c.access_level()) {
-        Some(AccessLevel::ReadWrite) => Ok(()),
-        _ => Err(ErrorKind::PermissionDenied(
-            "the account was connected without write access".into(),
-        )
-        .into()),
-    }
-}
-
 fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
-    let mut inv = Invalid::default();
-    let parsed = calbridge::validate::check_window(&mut inv, field, w);
-    inv.into_result().map_err(ErrorKind::Invalid)?;
-    let (start, end) = parsed.expect("valid when no violation");
+    let (start, end) = calbridge::checks::window(field, w)?;
     Ok(Window { start, end })
-}
-
-fn required<'a, T>(field: &str, v: Option<&'a T>) -> Result<&'a T, Status> {
-    v.ok_or_else(|| ErrorKind::Invalid(Invalid::field(field, "must be set")).into())
-}
-
-fn check_id(field: &str, value: &str) -> Result<(), Status> {
-    let mut inv = Invalid::default();
-    calbridge::validate::check_id(
-        &mut inv,
-        field,
-        value,
-        calbridge::limits::MAX_CALENDAR_ID_BYTES,
-    );
-    inv.into_result().map_err(|i| ErrorKind::Invalid(i).into())
 }
 
 /// Refuses instance ids (`<href>#<start>`): one instance cannot be written
@@ -240,7 +213,7 @@ impl CalendarAdapter for CaldavAdapter {
         request: Request<pb::SyncEventsRequest>,
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
         let r = request.get_ref();
-        check_id("calendar_id", &r.calendar_id)?;
+        check_calendar_id("calendar_id", &r.calendar_id)?;
         let window = window("window", r.window.as_ref())?;
         let account = self.account(r.credentials.as_ref())?;
         let page_size = match r.page_size {
@@ -276,8 +249,8 @@ impl CalendarAdapter for CaldavAdapter {
     ) -> Result<Response<pb::ProviderCreateEventResponse>, Status> {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
-        check_id("calendar_id", &r.calendar_id)?;
-        check_id("idempotency_key", &r.idempotency_key)?;
+        check_calendar_id("calendar_id", &r.calendar_id)?;
+        check_calendar_id("idempotency_key", &r.idempotency_key)?;
         let event = required("event", r.event.as_ref())?;
         let account = self.account(r.credentials.as_ref())?;
         let name = resource_name(&r.idempotency_key);
@@ -301,7 +274,7 @@ impl CalendarAdapter for CaldavAdapter {
     ) -> Result<Response<pb::Event>, Status> {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
-        check_id("provider_event_id", &r.provider_event_id)?;
+        check_calendar_id("provider_event_id", &r.provider_event_id)?;
         series_instance(&r.provider_event_id)?;
         let event = required("event", r.event.as_ref())?;
         let account = self.account(r.credentials.as_ref())?;
@@ -356,7 +329,7 @@ impl CalendarAdapter for CaldavAdapter {
     ) -> Result<Response<pb::ProviderDeleteEventResponse>, Status> {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
-        check_id("provider_event_id", &r.provider_event_id)?;
+        check_calendar_id("provider_event_id", &r.provider_event_id)?;
         series_instance(&r.provider_event_id)?;
         let account = self.account(r.credentials.as_ref())?;
         let expected = (!r.expected_version.is_empty()).then_some(r.expected_version.as_str());
@@ -374,7 +347,7 @@ impl CalendarAdapter for CaldavAdapter {
         let account = self.account(r.credentials.as_ref())?;
         let mut busy = Vec::new();
         for id in &r.calendar_ids {
-            check_id("calendar_ids", id)?;
+            check_calendar_id("calendar_ids", id)?;
             busy.extend(account.free_busy(id, window).await?);
         }
         busy.sort_by_key(|b| b.start.map(|t| (t.seconds, t.nanos)));

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use tonic::{Request, Response, Status};
 
+use calbridge::checks::{check_calendar_id, required, writable};
 use calbridge::pb::calendar_adapter_server::CalendarAdapter;
 use calbridge::pb::provider_credentials::Secret;
 use calbridge::pb::{self, AccessLevel};
@@ -95,37 +96,9 @@ fn oauth_tokens(c: Option<&pb::ProviderCredentials>) -> Result<(&str, &pb::OAuth
     }
 }
 
-fn writable(c: Option<&pb::ProviderCredentials>) -> Result<(), Status> {
-    match c.map(|c| c.access_level()) {
-        Some(AccessLevel::ReadWrite) => Ok(()),
-        _ => Err(ErrorKind::PermissionDenied(
-            "the account was connected without write access".into(),
-        )
-        .into()),
-    }
-}
-
 fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
-    let mut inv = Invalid::default();
-    let parsed = calbridge::validate::check_window(&mut inv, field, w);
-    inv.into_result().map_err(ErrorKind::Invalid)?;
-    let (start, end) = parsed.expect("valid when no violation");
+    let (start, end) = calbridge::checks::window(field, w)?;
     Ok(Window { start, end })
-}
-
-fn required<'a, T>(field: &str, v: Option<&'a T>) -> Result<&'a T, Status> {
-    v.ok_or_else(|| ErrorKind::Invalid(Invalid::field(field, "must be set")).into())
-}
-
-fn check_id(field: &str, value: &str) -> Result<(), Status> {
-    let mut inv = Invalid::default();
-    calbridge::validate::check_id(
-        &mut inv,
-        field,
-        value,
-        calbridge::limits::MAX_CALENDAR_ID_BYTES,
-    );
-    inv.into_result().map_err(|i| ErrorKind::Invalid(i).into())
 }
 
 fn map_event(g: &model::Event) -> Result<pb::Event, GoogleError> {
@@ -427,7 +400,7 @@ impl CalendarAdapter for GoogleAdapter {
         request: Request<pb::SyncEventsRequest>,
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
         let r = request.get_ref();
-        check_id("calendar_id", &r.calendar_id)?;
+        check_calendar_id("calendar_id", &r.calendar_id)?;
         let window = window("window", r.window.as_ref())?;
         let session = self.session(r.credentials.as_ref())?;
         let page_size = match r.page_size {
@@ -466,8 +439,8 @@ impl CalendarAdapter for GoogleAdapter {
     ) -> Result<Response<pb::ProviderCreateEventResponse>, Status> {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
-        check_id("calendar_id", &r.calendar_id)?;
-        check_id("idempotency_key", &r.idempotency_key)?;
+        check_calendar_id("calendar_id", &r.calendar_id)?;
+        check_calendar_id("idempotency_key", &r.idempotency_key)?;
         let event = required("event", r.event.as_ref())?;
         let session = self.session(r.credentials.as_ref())?;
         let id = event_id_for_key(&r.idempotency_key);
@@ -531,8 +504,8 @@ impl CalendarAdapter for GoogleAdapter {
     ) -> Result<Response<pb::Event>, Status> {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
-        check_id("calendar_id", &r.calendar_id)?;
-        check_id("provider_event_id", &r.provider_event_id)?;
+        check_calendar_id("calendar_id", &r.calendar_id)?;
+        check_calendar_id("provider_event_id", &r.provider_event_id)?;
         let event = required("event", r.event.as_ref())?;
         let instance =
             parse_instance_id(&r.provider_event_id).is_some() || event.recurrence_link.is_some();
@@ -571,8 +544,8 @@ impl CalendarAdapter for GoogleAdapter {
     ) -> Result<Response<pb::ProviderDeleteEventResponse>, Status> {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
-        check_id("calendar_id", &r.calendar_id)?;
-        check_id("provider_event_id", &r.provider_event_id)?;
+        check_calendar_id("calendar_id", &r.calendar_id)?;
+        check_calendar_id("provider_event_id", &r.provider_event_id)?;
         let session = self.session(r.credentials.as_ref())?;
         let (cal, id) = (r.calendar_id.as_str(), r.provider_event_id.as_str());
         let if_match = precondition(&session, cal, id, &r.expected_version).await?;
@@ -591,7 +564,7 @@ impl CalendarAdapter for GoogleAdapter {
         let r = request.get_ref();
         let window = window("window", r.window.as_ref())?;
         for (i, id) in r.calendar_ids.iter().enumerate() {
-            check_id(&format!("calendar_ids[{i}]"), id)?;
+            check_calendar_id(&format!("calendar_ids[{i}]"), id)?;
         }
         let session = self.session(r.credentials.as_ref())?;
         let mut busy = Vec::new();
@@ -655,7 +628,7 @@ impl CalendarAdapter for GoogleAdapter {
             .into());
         };
         let r = request.get_ref();
-        check_id("calendar_id", &r.calendar_id)?;
+        check_calendar_id("calendar_id", &r.calendar_id)?;
         let mut inv = Invalid::default();
         if r.channel_id.is_empty() || r.channel_id.len() > MAX_CHANNEL_ID {
             inv.push(

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::Utc;
 use tonic::{Request, Response, Status};
 
+use calbridge::checks::required;
 use calbridge::pb::calendar_adapter_server::CalendarAdapter;
 use calbridge::pb::provider_credentials::Secret;
 use calbridge::pb::sandbox_control_server::SandboxControl;
@@ -73,15 +74,8 @@ fn password(c: Option<&pb::ProviderCredentials>) -> Result<(&str, &str), Status>
 }
 
 fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
-    let mut inv = Invalid::default();
-    let parsed = calbridge::validate::check_window(&mut inv, field, w);
-    inv.into_result().map_err(ErrorKind::Invalid)?;
-    let (start, end) = parsed.expect("valid when no violation");
+    let (start, end) = calbridge::checks::window(field, w)?;
     Ok(Window { start, end })
-}
-
-fn required<'a, T>(field: &str, v: Option<&'a T>) -> Result<&'a T, Status> {
-    v.ok_or_else(|| ErrorKind::Invalid(Invalid::field(field, "must be set")).into())
 }
 
 fn uses_passwords(what: &str) -> Status {

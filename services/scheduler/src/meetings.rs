@@ -154,13 +154,20 @@ struct Built {
     holds: Vec<HoldRecord>,
     /// The engine's view, without caps (each request sets its own).
     data: engine::ParticipantData,
-    /// Calendars consulted, in order, with the time line read.
-    calendars: Vec<(Arc<str>, Arc<Timeline>)>,
-    /// Their freshness, as the store keeps it current (never cached: read
-    /// for every request).
-    freshness: Vec<Arc<FreshnessCell>>,
+    /// Calendars consulted, in order.
+    calendars: Vec<Consulted>,
     sources: Vec<Source>,
     last_used: AtomicU64,
+}
+
+/// A calendar a participant was built from.
+struct Consulted {
+    id: Arc<str>,
+    /// The time line read.
+    timeline: Arc<Timeline>,
+    /// Its freshness, as the store keeps it current (read for every
+    /// request, never cached as a value).
+    freshness: Arc<FreshnessCell>,
 }
 
 impl Built {
@@ -469,6 +476,88 @@ fn evict(inner: &mut Inner) {
     inner.intervals = inner.accounts.values().flatten().map(|b| b.weight()).sum();
 }
 
+// ---- the benchmark scenario over the API -----------------------------------
+
+/// The scenario of [`engine::scenario`] as a `QueryAvailability` request:
+/// participant `i` becomes `member(i)` and the periods move by `shift_ms`
+/// (whole weeks keep weekdays and local times). Shared by the scheduler's
+/// timing test and the gRPC bench.
+#[doc(hidden)]
+pub fn scenario_request(
+    req: &engine::Request,
+    member: impl Fn(usize) -> pb::AvailabilityMember,
+    shift_ms: i64,
+) -> pb::QueryAvailabilityRequest {
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms + shift_ms).map(to_timestamp);
+    pb::QueryAvailabilityRequest {
+        groups: req
+            .groups
+            .iter()
+            .map(|g| pb::ParticipantGroup {
+                members: g.members.iter().map(|&i| member(i)).collect(),
+                required: match g.required {
+                    engine::Required::All => 0,
+                    engine::Required::AtLeast(k) => k,
+                },
+            })
+            .collect(),
+        duration_minutes: req.duration_minutes,
+        periods: req
+            .periods
+            .iter()
+            .map(|p| pb::TimeWindow {
+                start: at(p.start_ms),
+                end: at(p.end_ms),
+            })
+            .collect(),
+        buffer_before_minutes: req.buffer_before_minutes,
+        buffer_after_minutes: req.buffer_after_minutes,
+        start_interval_minutes: req.start_interval_minutes,
+        minimum_notice_minutes: req.minimum_notice_minutes,
+        tentative_is_busy: req.tentative_is_busy,
+        format: pb::AvailabilityFormat::Slots as i32,
+        max_results: req.max_results,
+        max_staleness_seconds: 0,
+    }
+}
+
+/// A scenario participant's working hours for `PutWorkingHours`, its date
+/// overrides moved by `weeks`; `None` without working hours.
+#[doc(hidden)]
+pub fn scenario_hours(p: &engine::ParticipantData, weeks: i64) -> Option<pb::WorkingHours> {
+    let h = p.working_hours()?;
+    let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+    Some(pb::WorkingHours {
+        time_zone: p.time_zone().name().to_string(),
+        weekly: h
+            .weekly
+            .iter()
+            .map(|r| pb::WeeklyRule {
+                weekday: r.weekday.number_from_monday(),
+                start: hhmm(r.range.start_minute),
+                end: hhmm(r.range.end_minute),
+            })
+            .collect(),
+        overrides: h
+            .overrides
+            .iter()
+            .map(|o| pb::DateOverride {
+                date: (o.date + chrono::Duration::weeks(weeks))
+                    .format("%Y-%m-%d")
+                    .to_string(),
+                ranges: o
+                    .ranges
+                    .iter()
+                    .map(|r| pb::LocalRange {
+                        start: hhmm(r.start_minute),
+                        end: hhmm(r.end_minute),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
 // ---- gathering the engine's inputs ---------------------------------------
 
 /// The engine's inputs gathered for one request.
@@ -483,37 +572,33 @@ struct Gathered {
 }
 
 impl Gathered {
-    /// Runs `work` on the participants, then reads the freshness of every
-    /// consulted calendar (from the store's cells: it changes with every
-    /// poll, so a cached participant holds the cell, not the value) and applies
-    /// `max_staleness_seconds`: a stale calendar fails the request whatever
-    /// `work` returned.
+    /// Reads the freshness of every consulted calendar (from the store's
+    /// cells: it changes with every poll, so a cached participant holds the
+    /// cell, not the value) and applies `max_staleness_seconds`; then runs
+    /// `work` on the participants unless a calendar was too stale.
     fn run<T>(
         &mut self,
         max_staleness_seconds: u32,
         work: impl FnOnce(&[engine::ParticipantData]) -> T,
     ) -> Result<T, ErrorKind> {
-        let out = work(&self.participants);
         let freshness: Vec<pb::CalendarFreshness> = self
             .built
             .iter()
             .flat_map(|b| {
-                b.calendars
-                    .iter()
-                    .zip(&b.freshness)
-                    .map(|((calendar, _), cell)| pb::CalendarFreshness {
-                        account_id: b.account_id.to_string(),
-                        calendar_id: calendar.to_string(),
-                        as_of: cell
-                            .get()
-                            .and_then(chrono::DateTime::from_timestamp_millis)
-                            .map(to_timestamp),
-                    })
+                b.calendars.iter().map(|c| pb::CalendarFreshness {
+                    account_id: b.account_id.to_string(),
+                    calendar_id: c.id.to_string(),
+                    as_of: c
+                        .freshness
+                        .get()
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(to_timestamp),
+                })
             })
             .collect();
         self.check_staleness(&freshness, max_staleness_seconds)?;
         self.freshness = freshness;
-        Ok(out)
+        Ok(work(&self.participants))
     }
 
     /// FAILED_PRECONDITION when a consulted calendar is staler than allowed.
@@ -724,7 +809,6 @@ impl<'a, 'r> Builder<'a, 'r> {
         let mut busy = Vec::new();
         let mut sources = Vec::new();
         let mut consulted = Vec::with_capacity(chosen.len());
-        let mut freshness = Vec::with_capacity(chosen.len());
         for cal in chosen {
             let timeline = self.shared.timeline(&account.account_id, &cal)?;
             let k = consulted.len() as u32;
@@ -758,8 +842,11 @@ impl<'a, 'r> Builder<'a, 'r> {
                     index: i as u32,
                 });
             }
-            freshness.push(self.shared.store.freshness(&account.account_id, &cal));
-            consulted.push((Arc::<str>::from(cal), timeline));
+            consulted.push(Consulted {
+                freshness: self.shared.store.freshness(&account.account_id, &cal),
+                id: Arc::<str>::from(cal),
+                timeline,
+            });
         }
         let holds: Vec<HoldRecord> = self
             .live_holds(&account.account_id)
@@ -787,7 +874,6 @@ impl<'a, 'r> Builder<'a, 'r> {
             holds,
             data: engine::ParticipantData::new(zone, busy, hours),
             calendars: consulted,
-            freshness,
             sources,
             last_used: AtomicU64::new(0),
         });
@@ -1163,7 +1249,11 @@ fn source_blocker(
     let built = &g.built[participant];
     match built.sources.get(id as usize) {
         Some(&Source::Event { calendar, index }) => {
-            let (calendar_id, timeline) = &built.calendars[calendar as usize];
+            let Consulted {
+                id: calendar_id,
+                timeline,
+                ..
+            } = &built.calendars[calendar as usize];
             b.calendar_id = calendar_id.to_string();
             b.provider_event_id = timeline.entries[index as usize].provider_event_id.clone();
         }
@@ -2137,30 +2227,7 @@ mod tests {
                     now_ms: 0,
                 })
                 .unwrap();
-            let h = p.working_hours().unwrap();
-            let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
-            let wh = pb::WorkingHours {
-                time_zone: p.time_zone().name().to_string(),
-                weekly: h
-                    .weekly
-                    .iter()
-                    .map(|r| pb::WeeklyRule {
-                        weekday: r.weekday.number_from_monday(),
-                        start: hhmm(r.range.start_minute),
-                        end: hhmm(r.range.end_minute),
-                    })
-                    .collect(),
-                overrides: h
-                    .overrides
-                    .iter()
-                    .map(|o| pb::DateOverride {
-                        date: (o.date + chrono::Duration::weeks(weeks))
-                            .format("%Y-%m-%d")
-                            .to_string(),
-                        ranges: vec![],
-                    })
-                    .collect(),
-            };
+            let wh = scenario_hours(p, weeks).unwrap();
             s.store
                 .put_working_hours("t", &format!("wh{i}"), &wh.encode_to_vec())
                 .unwrap();
@@ -2173,37 +2240,7 @@ mod tests {
             max_events_per_week: ids[i].2,
             ..Default::default()
         };
-        let tw = |a: i64, b: i64| pb::TimeWindow {
-            start: ts(a),
-            end: ts(b),
-        };
-        pb::QueryAvailabilityRequest {
-            groups: req
-                .groups
-                .iter()
-                .map(|g| pb::ParticipantGroup {
-                    members: g.members.iter().map(|&i| member(i)).collect(),
-                    required: match g.required {
-                        engine::Required::All => 0,
-                        engine::Required::AtLeast(k) => k,
-                    },
-                })
-                .collect(),
-            duration_minutes: req.duration_minutes,
-            periods: req
-                .periods
-                .iter()
-                .map(|p| tw(p.start_ms + shift, p.end_ms + shift))
-                .collect(),
-            buffer_before_minutes: req.buffer_before_minutes,
-            buffer_after_minutes: req.buffer_after_minutes,
-            start_interval_minutes: req.start_interval_minutes,
-            minimum_notice_minutes: req.minimum_notice_minutes,
-            tentative_is_busy: req.tentative_is_busy,
-            format: pb::AvailabilityFormat::Slots as i32,
-            max_results: req.max_results,
-            max_staleness_seconds: 0,
-        }
+        scenario_request(&req, member, shift)
     }
 
     /// Server-side time of `QueryAvailability` on the benchmark scenario

@@ -280,6 +280,10 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
 
         // A free/busy answer identical to the one last mirrored (the usual
         // poll) changes nothing: no event is compared, nothing is removed.
+        // Only free/busy pages qualify: such a mirror is written by these
+        // pages alone (FREE_BUSY accounts cannot write), whereas a listing
+        // equal to the last one could still owe the removal of an event
+        // written through calbridge since.
         let digest = native_busy.then(|| {
             let ids: Vec<&str> = page
                 .upserted

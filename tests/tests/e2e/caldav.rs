@@ -17,10 +17,12 @@ use anyhow::{anyhow, ensure, Result};
 use calbridge::pb::{self, event_time, ChangeKind, EventStatus, WriteOutcome};
 use calbridge::time::{from_timestamp, instant, to_timestamp};
 use calbridge_e2e::caldav::{
-    change_cursor, changes_after, connect, ical_date, ical_utc, list_events, sync_now_and_wait,
-    sync_status, timed_lines, vcalendar, wait_events, CaldavStack, DavServer, ServerKind,
+    connect, ical_date, ical_utc, list_events, timed_lines, vcalendar, wait_events, CaldavStack,
+    DavServer, ServerKind,
 };
-use calbridge_e2e::{wait_synced, SchedulerClient};
+use calbridge_e2e::{
+    change_cursor, changes_after, sync_now_and_wait, sync_status, wait_synced, SchedulerClient,
+};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 /// The poll interval the adapter suggests in these tests, seconds.
@@ -559,7 +561,7 @@ async fn outside_changes(kind: ServerKind) -> Result<()> {
 
     // After one more full sync: the feed holds these changes in order, and
     // nothing for untouched events or instances.
-    sync_now_and_wait(&mut client, &account).await?;
+    sync_now_and_wait(&mut client, &account, "").await?;
     let all = changes_after(&mut client, &c0).await?;
     let summary: Vec<(String, ChangeKind)> = all
         .iter()
@@ -793,7 +795,7 @@ async fn writes_through_calbridge(kind: ServerKind) -> Result<()> {
     assert_eq!(server.members().await?.len(), 2);
 
     // The mirror has our write under our id; the feed has no echo of it.
-    sync_now_and_wait(&mut client, &account).await?;
+    sync_now_and_wait(&mut client, &account, "").await?;
     let mirrored = client
         .get_event(pb::GetEventRequest {
             account_id: account.clone(),
@@ -829,7 +831,7 @@ async fn writes_through_calbridge(kind: ServerKind) -> Result<()> {
     assert_eq!(gone.outcome(), WriteOutcome::Deleted);
     assert!(server.members().await?.is_empty());
 
-    sync_now_and_wait(&mut client, &account).await?;
+    sync_now_and_wait(&mut client, &account, "").await?;
     let echoes = changes_after(&mut client, &c0).await?;
     assert!(echoes.is_empty(), "our own writes echoed: {echoes:#?}");
     let missing = client
@@ -911,7 +913,7 @@ async fn invalid_sync_token(kind: ServerKind) -> Result<()> {
         .await?
         .into_inner();
     assert_eq!(ours.outcome(), WriteOutcome::Created);
-    sync_now_and_wait(&mut client, &account).await?;
+    sync_now_and_wait(&mut client, &account, "").await?;
     let before = wait_events(
         &mut client,
         &account,
@@ -925,7 +927,7 @@ async fn invalid_sync_token(kind: ServerKind) -> Result<()> {
     let last_success = sync_status(&mut client, &account)
         .await?
         .iter()
-        .map(calbridge_e2e::caldav::last_success_ms)
+        .map(calbridge_e2e::last_success_ms)
         .max()
         .unwrap_or(0);
 
@@ -956,13 +958,10 @@ async fn invalid_sync_token(kind: ServerKind) -> Result<()> {
 
     stack.restart_scheduler().await?;
     let mut client = stack.client(Some(&key)).await?;
-    sync_now_and_wait(&mut client, &account).await?;
+    sync_now_and_wait(&mut client, &account, "").await?;
     let status = sync_status(&mut client, &account).await?;
     for s in &status {
-        assert!(
-            calbridge_e2e::caldav::last_success_ms(s) > last_success,
-            "{s:?}"
-        );
+        assert!(calbridge_e2e::last_success_ms(s) > last_success, "{s:?}");
         assert_eq!(s.state(), pb::SyncState::Idle, "{s:?}");
         assert!(s.last_error.is_empty() && s.failures == 0, "{s:?}");
     }
@@ -1002,7 +1001,7 @@ async fn invalid_sync_token(kind: ServerKind) -> Result<()> {
             &seed.plain_ics("Plain meeting (after resync)", seed.plain, &[]),
         )
         .await?;
-    sync_now_and_wait(&mut client, &account).await?;
+    sync_now_and_wait(&mut client, &account, "").await?;
     let changes = changes_after(&mut client, &c0).await?;
     let kinds: Vec<(String, ChangeKind)> = changes
         .iter()
@@ -1096,7 +1095,7 @@ async fn free_busy_only(kind: ServerKind) -> Result<()> {
             &vcalendar(&[timed_lines("fb-1@test", "Secret Zanzibar plan", moved, 60)]),
         )
         .await?;
-    sync_now_and_wait(&mut c, &account.account_id).await?;
+    sync_now_and_wait(&mut c, &account.account_id, "").await?;
     assert_eq!(
         busy(&mut c).await?,
         vec![(secs(moved), secs(moved + chrono::Duration::hours(1)))]
@@ -1202,7 +1201,7 @@ async fn caldav_sync_on_radicale_lists_once_fetches_in_multigets_and_polls_with_
             let before = sync_status(&mut c, &account)
                 .await?
                 .iter()
-                .map(calbridge_e2e::caldav::last_success_ms)
+                .map(calbridge_e2e::last_success_ms)
                 .max()
                 .unwrap_or(0)
                 .max(Utc::now().timestamp_millis());
@@ -1211,7 +1210,7 @@ async fn caldav_sync_on_radicale_lists_once_fetches_in_multigets_and_polls_with_
                 calendar_id: calendar,
             })
             .await?;
-            calbridge_e2e::caldav::wait_synced_after(
+            calbridge_e2e::wait_synced_after(
                 &mut c,
                 &account,
                 before,

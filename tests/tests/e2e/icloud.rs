@@ -19,11 +19,13 @@ use anyhow::{anyhow, ensure, Result};
 use calbridge::pb::{self, ChangeKind, WriteOutcome};
 use calbridge::time::{instant, to_timestamp};
 use calbridge_e2e::caldav::{
-    change_cursor, changes_after, list_events, sync_now_and_wait, timed_lines, vcalendar,
-    CaldavStack, DavServer, ServerKind,
+    list_events, timed_lines, vcalendar, CaldavStack, DavServer, ServerKind,
 };
 use calbridge_e2e::icloud::{Host, IcloudProxy, DSID};
-use calbridge_e2e::{eventually, free_port, wait_synced, Proc, SchedulerClient};
+use calbridge_e2e::{
+    change_cursor, changes_after, eventually, free_port, sync_now_and_wait, wait_synced, Proc,
+    SchedulerClient,
+};
 use chrono::{DateTime, TimeZone, Utc};
 
 /// A window covering every event these tests make.
@@ -354,7 +356,7 @@ async fn icloud_upserts_and_deletes_through_calbridge_land_on_the_server_despite
     assert_eq!(t.server.get(&radicale_href).await?.0, 404);
 
     // Our own writes do not come back as outside changes.
-    sync_now_and_wait(&mut c, &account).await?;
+    sync_now_and_wait(&mut c, &account, "").await?;
     let echoes = changes_after(&mut c, &c0).await?;
     assert!(echoes.is_empty(), "our own writes echoed: {echoes:#?}");
     t.check_preemptive_basic()?;

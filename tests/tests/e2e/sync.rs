@@ -428,7 +428,7 @@ async fn a_free_busy_account_keeps_only_intervals() -> Result<()> {
     assert_eq!(busy(&mut c).await?, vec![start.timestamp()]);
     // Later polls: an unchanged answer (mirror left as it is), then an
     // added and a removed interval, each mirrored by the next poll.
-    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    calbridge_e2e::sync_now_and_wait(&mut c, &a.account_id, "").await?;
     assert_eq!(busy(&mut c).await?, vec![start.timestamp()]);
     let later = sandbox
         .put_event(pb::PutSandboxEventRequest {
@@ -438,10 +438,10 @@ async fn a_free_busy_account_keeps_only_intervals() -> Result<()> {
         })
         .await?
         .into_inner();
-    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    calbridge_e2e::sync_now_and_wait(&mut c, &a.account_id, "").await?;
     let later_start = (start + chrono::Duration::hours(3)).timestamp();
     assert_eq!(busy(&mut c).await?, vec![start.timestamp(), later_start]);
-    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    calbridge_e2e::sync_now_and_wait(&mut c, &a.account_id, "").await?;
     assert_eq!(busy(&mut c).await?, vec![start.timestamp(), later_start]);
     sandbox
         .remove_event(pb::RemoveSandboxEventRequest {
@@ -450,7 +450,7 @@ async fn a_free_busy_account_keeps_only_intervals() -> Result<()> {
             provider_event_id: later.provider_event_id,
         })
         .await?;
-    calbridge_e2e::caldav::sync_now_and_wait(&mut c, &a.account_id).await?;
+    calbridge_e2e::sync_now_and_wait(&mut c, &a.account_id, "").await?;
     assert_eq!(busy(&mut c).await?, vec![start.timestamp()]);
     let s = c
         .upsert_event(pb::UpsertEventRequest {
