@@ -11,9 +11,9 @@ use reqwest::Url;
 use tonic::{Request, Response, Status};
 
 use calbridge::checks::{check_calendar_id, required, writable};
+use calbridge::pb;
 use calbridge::pb::calendar_adapter_server::CalendarAdapter;
 use calbridge::pb::provider_credentials::Secret;
-use calbridge::pb::{self, AccessLevel};
 use calbridge::time::to_timestamp;
 use calbridge::{ErrorKind, Invalid};
 
