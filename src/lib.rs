@@ -15,6 +15,7 @@ pub mod pb {
 
 pub mod checks;
 pub mod error;
+pub mod paging;
 pub mod time;
 pub mod validate;
 

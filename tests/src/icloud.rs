@@ -508,19 +508,23 @@ async fn answer(req: &Req, host: Host, shared: &Shared, report: &str) -> Result<
     text = text.replace(&format!(">/{}/", shared.user), &format!(">{home_prefix}"));
     if req.method == "REPORT" {
         text = apple_data(&text);
-        // A response for the collection itself, as iCloud adds.
-        if let Some(i) = text
-            .find("multistatus")
-            .and_then(|i| text[i..].find('>').map(|j| i + j + 1))
-        {
-            text.insert_str(
-                i,
-                &format!(
-                    "<D:response xmlns:D=\"DAV:\"><D:href>{path}</D:href><D:propstat><D:prop>\
-                     <D:getetag>\"collection-etag\"</D:getetag></D:prop>\
-                     <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
-                ),
+        // A response for the collection itself, as iCloud adds (also to
+        // an empty answer, which Radicale writes as `<multistatus .../>`).
+        if let Some((name, i)) = text.find("multistatus").and_then(|m| {
+            let name = text[text[..m].rfind('<')? + 1..m + "multistatus".len()].to_string();
+            Some((name, m + text[m..].find('>')? + 1))
+        }) {
+            let collection = format!(
+                "<D:response xmlns:D=\"DAV:\"><D:href>{path}</D:href><D:propstat><D:prop>\
+                 <D:getetag>\"collection-etag\"</D:getetag></D:prop>\
+                 <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
             );
+            if text[..i].ends_with("/>") {
+                let open = text[..i - 2].trim_end().to_string();
+                text = format!("{open}>{collection}</{name}>{}", &text[i..]);
+            } else {
+                text.insert_str(i, &collection);
+            }
         }
     }
     Ok(untrusted_xml(resp.body(text), seq))

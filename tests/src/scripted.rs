@@ -329,6 +329,17 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
         }))
     }
 
+    type StreamSyncEventsStream = calbridge::paging::PageStream;
+
+    async fn stream_sync_events(
+        &self,
+        req: Request<pb::SyncEventsRequest>,
+    ) -> Result<Response<Self::StreamSyncEventsStream>, Status> {
+        calbridge::paging::stream_sync_events(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn create_event(
         &self,
         _: Request<pb::ProviderCreateEventRequest>,

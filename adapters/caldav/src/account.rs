@@ -463,6 +463,70 @@ impl Account {
         Ok(out)
     }
 
+    /// The calendar's ctag and zone, from one PROPFIND with depth 0: what a
+    /// listing read by [`Account::query_all`] starts from. Read before the
+    /// objects, so the ctag is never newer than they are.
+    pub async fn ctag_and_zone(
+        &self,
+        calendar: &Url,
+    ) -> Result<(Option<String>, Option<Tz>), DavError> {
+        let (_, ms) = self
+            .client
+            .propfind(calendar, 0, "<CS:getctag/><C:calendar-timezone/>")
+            .await?;
+        let r = ms.responses.first();
+        Ok((
+            r.and_then(|r| r.prop_text(NS_CS, "getctag"))
+                .map(str::to_string),
+            r.and_then(|r| r.prop_text(NS_CALDAV, "calendar-timezone"))
+                .and_then(crate::zones::calendar_zone),
+        ))
+    }
+
+    /// Every object of a calendar that holds an event, with its etag and
+    /// data, from one calendar-query REPORT (depth 1, a VEVENT comp-filter
+    /// and no time-range: the server filters nothing it would have to
+    /// expand). `None` when the server refuses the report (any answer but
+    /// 207 apart from a missing calendar, authentication failures, rate
+    /// limits and outages; a 5xx is an outage here too, which the caller
+    /// may also answer by listing the other way, since some servers fail a
+    /// whole query over one object they cannot parse): the caller lists
+    /// with PROPFIND and multigets instead.
+    pub async fn query_all(&self, calendar: &Url) -> Result<Option<Vec<Fetched>>, DavError> {
+        const BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/></C:comp-filter></C:filter></C:calendar-query>"#;
+        let resp = self.client.report(calendar, Some(1), BODY).await?;
+        match resp.status.as_u16() {
+            207 => {}
+            404 | 410 => return Err(DavError::NotFound("the calendar".into())),
+            s => {
+                tracing::info!(status = s, "calendar-query refused; listing by PROPFIND");
+                return Ok(None);
+            }
+        }
+        let ms = crate::client::parse_multistatus(&resp.body)?;
+        let mut out = Vec::with_capacity(ms.responses.len());
+        for r in ms.responses {
+            // iCloud may answer for the collection itself too.
+            if same_resource(calendar, &r.href, calendar.as_str()) {
+                continue;
+            }
+            let etag = r.prop_text(NS_DAV, "getetag").map(str::to_string);
+            let data = r
+                .props
+                .into_iter()
+                .find(|p| p.is(NS_CALDAV, "calendar-data"))
+                .map(|d| d.text);
+            if let (Some(etag), Some(data)) = (etag, data) {
+                out.push(Fetched {
+                    href: r.href,
+                    etag,
+                    data,
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Reads one event resource as a single event (writes' answers).
     pub async fn event(&self, href: &str, zone: Option<Tz>) -> Result<pb::Event, DavError> {
         let url = self.url(href)?;

@@ -2,6 +2,8 @@
 //! checked, translated into [`Account`] operations and answered. Nothing
 //! here speaks WebDAV or iCalendar.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -18,7 +20,7 @@ use crate::config::Config;
 use crate::error::DavError;
 use crate::mapping::parse_object;
 use crate::recurrence::Window;
-use crate::sync::{sync, SyncRequest, MAX_PAGE_SIZE};
+use crate::sync::{sync, ReadAhead, SyncRequest, MAX_PAGE_SIZE};
 
 /// The `CalendarAdapter` service for CalDAV servers and iCloud.
 #[derive(Clone)]
@@ -40,6 +42,44 @@ impl CaldavAdapter {
 
     /// The account named by password credentials (server URL = calendar
     /// home, as CheckPassword returned it).
+    /// One SyncEvents page; `ahead` holds what earlier pages of the same
+    /// stream read.
+    async fn page(
+        &self,
+        r: &pb::SyncEventsRequest,
+        ahead: &mut ReadAhead,
+    ) -> Result<pb::SyncEventsResponse, Status> {
+        check_calendar_id("calendar_id", &r.calendar_id)?;
+        let window = window("window", r.window.as_ref())?;
+        let account = self.account(r.credentials.as_ref())?;
+        let page_size = match r.page_size {
+            0 => MAX_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        } as usize;
+        let resp = sync(
+            &account,
+            &SyncRequest {
+                calendar_id: &r.calendar_id,
+                cursor: &r.cursor,
+                window,
+                page_size,
+                busy_only: r.busy_only,
+                max_carried: crate::sync::MAX_CARRIED_HREFS,
+            },
+            ahead,
+        )
+        .await?;
+        tracing::debug!(
+            upserted = resp.upserted.len(),
+            deleted = resp.deleted.len(),
+            more = resp.more,
+            full_listing = resp.full_listing,
+            held = ahead.held(),
+            "sync page"
+        );
+        Ok(resp)
+    }
+
     fn account(&self, c: Option<&pb::ProviderCredentials>) -> Result<Account, Status> {
         let p = password(c)?;
         let home = parse_server_url(&p.server_url)?;
@@ -212,34 +252,28 @@ impl CalendarAdapter for CaldavAdapter {
         &self,
         request: Request<pb::SyncEventsRequest>,
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
-        let r = request.get_ref();
-        check_calendar_id("calendar_id", &r.calendar_id)?;
-        let window = window("window", r.window.as_ref())?;
-        let account = self.account(r.credentials.as_ref())?;
-        let page_size = match r.page_size {
-            0 => MAX_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        } as usize;
-        let resp = sync(
-            &account,
-            &SyncRequest {
-                calendar_id: &r.calendar_id,
-                cursor: &r.cursor,
-                window,
-                page_size,
-                busy_only: r.busy_only,
-                max_carried: crate::sync::MAX_CARRIED_HREFS,
-            },
-        )
-        .await?;
-        tracing::debug!(
-            upserted = resp.upserted.len(),
-            deleted = resp.deleted.len(),
-            more = resp.more,
-            full_listing = resp.full_listing,
-            "sync page"
-        );
-        Ok(Response::new(resp))
+        self.page(request.get_ref(), &mut ReadAhead::none())
+            .await
+            .map(Response::new)
+    }
+
+    type StreamSyncEventsStream = calbridge::paging::PageStream;
+
+    /// Pages of one stream share a [`ReadAhead`]: a listing reads every
+    /// object with one calendar-query and serves the later pages from it.
+    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    async fn stream_sync_events(
+        &self,
+        request: Request<pb::SyncEventsRequest>,
+    ) -> Result<Response<Self::StreamSyncEventsStream>, Status> {
+        let this = self.clone();
+        let ahead = Arc::new(tokio::sync::Mutex::new(ReadAhead::for_stream()));
+        calbridge::paging::stream_pages(request.into_inner(), move |r| {
+            let (this, ahead) = (this.clone(), ahead.clone());
+            async move { this.page(&r, &mut *ahead.lock().await).await }
+        })
+        .await
+        .map(Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]

@@ -19,12 +19,19 @@
 //! - `<value>`, last because it may hold any character, is the sync token or
 //!   ctag, verbatim (tokens stay opaque).
 //!
-//! Requests. A full listing costs one PROPFIND (depth 1: etags, the ctag and
-//! the zone) and then calendar-multigets of at most
+//! Requests. Within a stream of pages (StreamSyncEvents, what the scheduler
+//! uses) a full listing costs two requests: one PROPFIND (depth 0) for the
+//! ctag and the zone, then one calendar-query REPORT that returns every
+//! object with its data ([`ReadAhead`]); the stream's later pages are served
+//! from those objects, while each page's cursor still carries the hrefs left
+//! so it stays valid on its own. A single SyncEvents call, which cannot keep
+//! objects for the next call, lists with one PROPFIND (depth 1: etags, the
+//! ctag and the zone) and then calendar-multigets of at most
 //! [`crate::account::MULTIGET_BATCH`] hrefs (50 on iCloud, see
 //! [`crate::account::multiget_batch_for`]), as many as the page needs:
 //! every later page of the listing is only multigets, since the cursor
-//! carries the hrefs. Changes cost one sync-collection, one PROPFIND (depth
+//! carries the hrefs (this is also how a stream lists when the server
+//! refuses or fails the calendar-query). Changes cost one sync-collection, one PROPFIND (depth
 //! 0) for the zone and multigets of the changed hrefs, paged the same way.
 //! Idle polls cost one request: a sync-collection with an unchanged token,
 //! or one PROPFIND (depth 0) for the ctag.
@@ -39,7 +46,8 @@
 //! initial sync. Servers that report no ctag take the token before their
 //! listing instead, from the sync-collection that lists the members.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 
 use chrono_tz::Tz;
 use reqwest::Url;
@@ -329,6 +337,37 @@ pub fn href_hash(href: &str) -> String {
     hex::encode(&digest[..5])
 }
 
+/// What the pages of one stream share: a listing's objects, read by one
+/// calendar-query and served to the pages that follow.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    /// Listings read every object at once (streams); otherwise they list
+    /// hrefs and fetch per page (single calls, which keep nothing).
+    enabled: bool,
+    /// The objects of the listing in progress not served yet, by href.
+    objects: Option<BTreeMap<String, Fetched>>,
+}
+
+impl ReadAhead {
+    /// For the pages of one stream: listings read every object at once.
+    pub fn for_stream() -> Self {
+        ReadAhead {
+            enabled: true,
+            objects: None,
+        }
+    }
+
+    /// For one page alone: listings fetch per page.
+    pub fn none() -> Self {
+        ReadAhead::default()
+    }
+
+    /// How many objects are held for later pages.
+    pub fn held(&self) -> usize {
+        self.objects.as_ref().map_or(0, BTreeMap::len)
+    }
+}
+
 /// One SyncEvents request, decoded.
 pub struct SyncRequest<'a> {
     /// The calendar href.
@@ -357,18 +396,20 @@ enum Baseline {
     Ctag,
 }
 
-/// Computes one page.
+/// Computes one page; `ahead` carries what earlier pages of the same
+/// stream read.
 pub async fn sync(
     account: &Account,
     req: &SyncRequest<'_>,
+    ahead: &mut ReadAhead,
 ) -> Result<pb::SyncEventsResponse, DavError> {
     let calendar = account.url(req.calendar_id)?;
     if req.cursor.is_empty() {
-        return listing(account, &calendar, req, Baseline::Fresh).await;
+        return listing(account, &calendar, req, Baseline::Fresh, ahead).await;
     }
     let cursor = Cursor::decode(req.cursor).ok_or(DavError::SyncTokenExpired)?;
     if cursor.page.is_some() {
-        return pages(account, &calendar, req, cursor, Vec::new()).await;
+        return pages(account, &calendar, req, cursor, Vec::new(), ahead).await;
     }
     match cursor.mode {
         Mode::Ctag => {
@@ -376,7 +417,7 @@ pub async fn sync(
             if ctag.as_deref() == Some(cursor.value.as_str()) {
                 return Ok(unchanged(&cursor));
             }
-            listing(account, &calendar, req, Baseline::Ctag).await
+            listing(account, &calendar, req, Baseline::Ctag, ahead).await
         }
         Mode::PendingToken => {
             let probe = account.sync_probe(&calendar).await?;
@@ -387,16 +428,18 @@ pub async fn sync(
                     value: token,
                     ..cursor
                 })),
-                Some(token) => listing(account, &calendar, req, Baseline::Token(token)).await,
+                Some(token) => {
+                    listing(account, &calendar, req, Baseline::Token(token), ahead).await
+                }
                 // No usable sync-collection after all: ctag mode.
                 None if same => Ok(unchanged(&Cursor {
                     mode: Mode::Ctag,
                     ..cursor
                 })),
-                None => listing(account, &calendar, req, Baseline::Ctag).await,
+                None => listing(account, &calendar, req, Baseline::Ctag, ahead).await,
             }
         }
-        Mode::SyncToken => changes(account, &calendar, req, cursor).await,
+        Mode::SyncToken => changes(account, &calendar, req, cursor, ahead).await,
     }
 }
 
@@ -415,6 +458,7 @@ async fn changes(
     calendar: &Url,
     req: &SyncRequest<'_>,
     cursor: Cursor,
+    ahead: &mut ReadAhead,
 ) -> Result<pb::SyncEventsResponse, DavError> {
     let delta = account.sync_collection(calendar, &cursor.value).await?;
     if delta.changed.is_empty() && delta.removed.is_empty() {
@@ -429,7 +473,7 @@ async fn changes(
         .chain(delta.changed.iter().map(|m| &m.href))
         .any(|h| cursor.recurring.contains(&href_hash(h)));
     if touches_series || delta.changed.len() > req.max_carried {
-        return listing(account, calendar, req, Baseline::Token(delta.token)).await;
+        return listing(account, calendar, req, Baseline::Token(delta.token), ahead).await;
     }
     let zone = if delta.changed.is_empty() {
         None
@@ -451,35 +495,53 @@ async fn changes(
         }),
         ..cursor
     };
-    pages(account, calendar, req, next, delta.removed).await
+    pages(account, calendar, req, next, delta.removed, ahead).await
 }
 
-/// The first page of a full listing: one snapshot of the members, then
-/// their objects in href order.
+/// The first page of a full listing: the members (read whole by one
+/// calendar-query in a stream, else one PROPFIND snapshot), then their
+/// objects in href order.
 async fn listing(
     account: &Account,
     calendar: &Url,
     req: &SyncRequest<'_>,
     baseline: Baseline,
+    ahead: &mut ReadAhead,
 ) -> Result<pb::SyncEventsResponse, DavError> {
-    let snap = account.snapshot(calendar).await?;
-    let (mode, value, members) = match baseline {
-        Baseline::Token(token) => (Mode::SyncToken, token, snap.members),
-        Baseline::Ctag => (Mode::Ctag, snap.ctag.unwrap_or_default(), snap.members),
-        Baseline::Fresh => match snap.ctag {
-            Some(ctag) => (Mode::PendingToken, ctag, snap.members),
-            None if account.sync_probe(calendar).await?.supports_sync => {
-                // Without a ctag the token cannot be checked later: take it
-                // now, with the members it describes.
-                let delta = account.sync_collection(calendar, "").await?;
-                (Mode::SyncToken, delta.token, delta.changed)
-            }
-            None => (Mode::Ctag, String::new(), snap.members),
-        },
+    ahead.objects = None;
+    let read = if ahead.enabled {
+        read_whole(account, calendar, &baseline).await?
+    } else {
+        None
     };
-    let mut hrefs: Vec<String> = members.into_iter().map(|m| m.href).collect();
-    hrefs.sort();
-    hrefs.dedup();
+    let (mode, value, zone, mut hrefs) = match read {
+        Some(whole) => {
+            let hrefs: Vec<String> = whole.objects.keys().cloned().collect();
+            ahead.objects = Some(whole.objects);
+            (whole.mode, whole.value, whole.zone, hrefs)
+        }
+        None => {
+            let snap = account.snapshot(calendar).await?;
+            let (mode, value, members) = match baseline {
+                Baseline::Token(token) => (Mode::SyncToken, token, snap.members),
+                Baseline::Ctag => (Mode::Ctag, snap.ctag.unwrap_or_default(), snap.members),
+                Baseline::Fresh => match snap.ctag {
+                    Some(ctag) => (Mode::PendingToken, ctag, snap.members),
+                    None if account.sync_probe(calendar).await?.supports_sync => {
+                        // Without a ctag the token cannot be checked later:
+                        // take it now, with the members it describes.
+                        let delta = account.sync_collection(calendar, "").await?;
+                        (Mode::SyncToken, delta.token, delta.changed)
+                    }
+                    None => (Mode::Ctag, String::new(), snap.members),
+                },
+            };
+            let mut hrefs: Vec<String> = members.into_iter().map(|m| m.href).collect();
+            hrefs.sort();
+            hrefs.dedup();
+            (mode, value, snap.zone, hrefs)
+        }
+    };
     let after = carry(&mut hrefs, req.max_carried);
     let cursor = Cursor {
         mode,
@@ -487,18 +549,69 @@ async fn listing(
         recurring: BTreeSet::new(),
         page: Some(PageState {
             kind: PageKind::Listing,
-            zone: snap.zone,
+            zone,
             events: 0,
             resources: 0,
             hrefs,
             after,
         }),
     };
-    match page(account, calendar, req, cursor, Vec::new()).await? {
+    match page(account, calendar, req, cursor, Vec::new(), ahead).await? {
         Page::Done(resp) => Ok(resp),
         // Only pages of changes turn into listings.
         Page::SeriesChanged(_) => Err(DavError::Protocol("a listing changed its kind".into())),
     }
+}
+
+/// A listing read whole: its baseline, the calendar's zone and every
+/// object by href.
+struct Whole {
+    mode: Mode,
+    value: String,
+    zone: Option<Tz>,
+    objects: BTreeMap<String, Fetched>,
+}
+
+/// Reads a listing whole: one PROPFIND (depth 0) for the ctag (which must
+/// not be newer than the objects, so it comes first) and the zone, or for
+/// the zone alone when the baseline is a token, then one calendar-query.
+/// `None` when the listing must go the PROPFIND way: the server refused or
+/// failed the query, or a fresh listing found no ctag (its token then comes
+/// from the sync-collection that lists the members).
+async fn read_whole(
+    account: &Account,
+    calendar: &Url,
+    baseline: &Baseline,
+) -> Result<Option<Whole>, DavError> {
+    let (mode, value, zone) = match baseline {
+        Baseline::Token(token) => (
+            Mode::SyncToken,
+            token.clone(),
+            account.zone(calendar).await?,
+        ),
+        Baseline::Ctag | Baseline::Fresh => {
+            match (account.ctag_and_zone(calendar).await?, baseline) {
+                ((Some(ctag), zone), Baseline::Fresh) => (Mode::PendingToken, ctag, zone),
+                ((None, _), Baseline::Fresh) => return Ok(None),
+                ((ctag, zone), _) => (Mode::Ctag, ctag.unwrap_or_default(), zone),
+            }
+        }
+    };
+    let objects = match account.query_all(calendar).await {
+        Ok(Some(objects)) => objects,
+        Ok(None) => return Ok(None),
+        Err(DavError::Unavailable(e)) => {
+            tracing::info!(error = %e, "calendar-query failed; listing by PROPFIND");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Some(Whole {
+        mode,
+        value,
+        zone,
+        objects: objects.into_iter().map(|f| (f.href.clone(), f)).collect(),
+    }))
 }
 
 /// Keeps at most `max` of sorted hrefs (at least one); the last kept when
@@ -521,10 +634,13 @@ async fn pages(
     req: &SyncRequest<'_>,
     cursor: Cursor,
     deleted: Vec<String>,
+    ahead: &mut ReadAhead,
 ) -> Result<pb::SyncEventsResponse, DavError> {
-    match page(account, calendar, req, cursor, deleted).await? {
+    match page(account, calendar, req, cursor, deleted, ahead).await? {
         Page::Done(resp) => Ok(resp),
-        Page::SeriesChanged(token) => listing(account, calendar, req, Baseline::Token(token)).await,
+        Page::SeriesChanged(token) => {
+            listing(account, calendar, req, Baseline::Token(token), ahead).await
+        }
     }
 }
 
@@ -541,6 +657,7 @@ async fn page(
     req: &SyncRequest<'_>,
     mut cursor: Cursor,
     mut deleted: Vec<String>,
+    ahead: &mut ReadAhead,
 ) -> Result<Page, DavError> {
     let mut st = cursor.page.take().ok_or(DavError::SyncTokenExpired)?;
     let full = st.kind == PageKind::Listing;
@@ -555,19 +672,27 @@ async fn page(
                 break;
             };
             // The next chunk of a long listing.
-            let mut hrefs: Vec<String> = account
-                .snapshot(calendar)
-                .await?
-                .members
-                .into_iter()
-                .map(|m| m.href)
-                .filter(|h| *h > after)
-                .collect();
+            let mut hrefs: Vec<String> = match &ahead.objects {
+                Some(objects) => objects
+                    .range::<str, _>((Bound::Excluded(after.as_str()), Bound::Unbounded))
+                    .map(|(h, _)| h.clone())
+                    .collect(),
+                None => {
+                    fetches += 1;
+                    account
+                        .snapshot(calendar)
+                        .await?
+                        .members
+                        .into_iter()
+                        .map(|m| m.href)
+                        .filter(|h| *h > after)
+                        .collect()
+                }
+            };
             hrefs.sort();
             hrefs.dedup();
             st.after = carry(&mut hrefs, req.max_carried);
             queue = hrefs.into();
-            fetches += 1;
             continue;
         }
         let room = req.page_size.saturating_sub(upserted.len());
@@ -580,12 +705,25 @@ async fn page(
         } else {
             (st.events as f64 / st.resources as f64).max(0.05)
         };
+        let most = match ahead.objects {
+            Some(_) => usize::MAX,
+            None => account.multiget_batch(),
+        };
         let n = ((room as f64 / per_resource).ceil() as usize)
-            .clamp(1, account.multiget_batch())
+            .clamp(1, most)
             .min(queue.len());
         let batch: Vec<String> = queue.iter().take(n).cloned().collect();
-        let fetched = account.multiget(calendar, &batch).await?;
-        fetches += 1;
+        let fetched = match &ahead.objects {
+            // Read ahead: an href missing here left the listing, as if gone.
+            Some(objects) => batch
+                .iter()
+                .filter_map(|h| objects.get(h).cloned())
+                .collect(),
+            None => {
+                fetches += 1;
+                account.multiget(calendar, &batch).await?
+            }
+        };
         let by_href: HashMap<&str, &Fetched> =
             fetched.iter().map(|f| (f.href.as_str(), f)).collect();
         for href in &batch {
@@ -615,6 +753,9 @@ async fn page(
                 break 'page;
             }
             queue.pop_front();
+            if let Some(objects) = ahead.objects.as_mut() {
+                objects.remove(href);
+            }
             st.resources += 1;
             st.events += events.len() as u64;
             bytes += size;
@@ -632,6 +773,8 @@ async fn page(
     if more {
         st.hrefs = queue.into();
         cursor.page = Some(st);
+    } else {
+        ahead.objects = None;
     }
     Ok(Page::Done(pb::SyncEventsResponse {
         upserted,

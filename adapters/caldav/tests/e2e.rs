@@ -707,13 +707,14 @@ async fn updates_keep_foreign_properties(kind: Kind) {
 }
 
 /// A listing longer than a cursor may carry: the cursor carries a chunk of
-/// hrefs at a time and the listing goes on from a new PROPFIND after the
-/// last one; every event arrives once.
-async fn chunked_listing(kind: Kind) {
+/// hrefs at a time and the listing goes on after the last one (from a new
+/// PROPFIND for single calls; from the objects read ahead in a stream);
+/// every event arrives once.
+async fn chunked_listing(kind: Kind, stream: bool) {
     use calbridge_adapter_caldav::account::{discover, Account};
     use calbridge_adapter_caldav::client::{http_client, DavClient};
     use calbridge_adapter_caldav::recurrence::Window;
-    use calbridge_adapter_caldav::sync::{sync as sync_once, SyncRequest};
+    use calbridge_adapter_caldav::sync::{sync as sync_once, ReadAhead, SyncRequest};
 
     let server = start(kind).await;
     for i in 0..8 {
@@ -740,8 +741,12 @@ async fn chunked_listing(kind: Kind) {
     let account = Account::new(DavClient::new(http, server.user.0, server.user.1), home);
     let mut cursor = String::new();
     let mut ids = Vec::new();
+    let mut ahead = ReadAhead::for_stream();
     for call in 0.. {
         assert!(call < 20, "the listing never ends");
+        if !stream {
+            ahead = ReadAhead::none();
+        }
         let page = sync_once(
             &account,
             &SyncRequest {
@@ -755,10 +760,17 @@ async fn chunked_listing(kind: Kind) {
                 busy_only: false,
                 max_carried: 3,
             },
+            &mut ahead,
         )
         .await
         .unwrap();
         assert!(page.full_listing && page.upserted.len() <= 2);
+        // A stream holds what is left of the listing; single calls hold
+        // nothing.
+        match (stream, page.more) {
+            (true, true) => assert_eq!(ahead.held(), 8 - ids.len() - page.upserted.len()),
+            _ => assert_eq!(ahead.held(), 0),
+        }
         ids.extend(page.upserted.iter().map(|e| e.provider_event_id.clone()));
         cursor = page.next_cursor;
         // The hrefs still to fetch, front-coded: at most three.
@@ -781,12 +793,22 @@ async fn chunked_listing(kind: Kind) {
 
 #[tokio::test]
 async fn radicale_lists_long_calendars_in_chunks() {
-    chunked_listing(Kind::Radicale).await;
+    chunked_listing(Kind::Radicale, false).await;
 }
 
 #[tokio::test]
 async fn xandikos_lists_long_calendars_in_chunks() {
-    chunked_listing(Kind::Xandikos).await;
+    chunked_listing(Kind::Xandikos, false).await;
+}
+
+#[tokio::test]
+async fn radicale_streams_long_calendars_from_one_query() {
+    chunked_listing(Kind::Radicale, true).await;
+}
+
+#[tokio::test]
+async fn xandikos_streams_long_calendars_from_one_query() {
+    chunked_listing(Kind::Xandikos, true).await;
 }
 
 #[tokio::test]

@@ -244,6 +244,18 @@ impl CalendarAdapter for SandboxAdapter {
         Ok(Response::new(resp))
     }
 
+    type StreamSyncEventsStream = calbridge::paging::PageStream;
+
+    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    async fn stream_sync_events(
+        &self,
+        request: Request<pb::SyncEventsRequest>,
+    ) -> Result<Response<Self::StreamSyncEventsStream>, Status> {
+        calbridge::paging::stream_sync_events(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
     async fn create_event(
         &self,

@@ -249,6 +249,9 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
     // FREE_BUSY accounts on providers that answer free/busy natively are
     // synced from free/busy alone: no event is ever fetched.
     let native_busy = busy_only && caps.native_free_busy;
+    // Pages arrive on one stream (StreamSyncEvents), so the adapter computes
+    // the next page while this one is stored.
+    let mut stream = None;
     loop {
         let request = pb::SyncEventsRequest {
             credentials: Some(credentials.clone()),
@@ -261,7 +264,7 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         let result = if native_busy {
             free_busy_page(&mut client, request).await
         } else {
-            client.sync_events(request).await.map(|r| r.into_inner())
+            next_page(&mut client, &mut stream, request).await
         };
         let mut page = match result {
             Ok(p) => p,
@@ -463,6 +466,36 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
             return Ok(());
         }
         cursor = page.next_cursor;
+    }
+}
+
+/// The next page of `stream`; when none is open (the first page, after an
+/// error, or when the adapter ended its stream after a page with `more`),
+/// opens one from `request`, whose cursor is the last page's `next_cursor`.
+async fn next_page(
+    client: &mut crate::adapters::AdapterClient,
+    stream: &mut Option<tonic::Streaming<pb::SyncEventsResponse>>,
+    request: pb::SyncEventsRequest,
+) -> Result<pb::SyncEventsResponse, tonic::Status> {
+    if let Some(open) = stream.as_mut() {
+        match open.message().await {
+            Ok(Some(page)) => return Ok(page),
+            Ok(None) => *stream = None,
+            Err(e) => {
+                *stream = None;
+                return Err(e);
+            }
+        }
+    }
+    let mut open = client.stream_sync_events(request).await?.into_inner();
+    match open.message().await? {
+        Some(page) => {
+            *stream = Some(open);
+            Ok(page)
+        }
+        None => Err(tonic::Status::internal(
+            "the adapter ended a page stream without a page",
+        )),
     }
 }
 
