@@ -426,6 +426,7 @@ async fn main() -> Result<()> {
     let s0 = snap(&server);
     let t = Instant::now();
     let account = connect(&mut c, &server, &server.password).await?.account_id;
+    let connected = t.elapsed();
     wait_initial_sync(
         &mut c,
         &account,
@@ -442,7 +443,9 @@ async fn main() -> Result<()> {
     }
     rows.push(Row::new(
         format!(
-            "calbridge connect + initial sync ({calendars} calendar(s), {mirrored} events mirrored{})",
+            "calbridge connect + initial sync ({calendars} calendar(s), {mirrored} events mirrored, \
+             connected after {:.3} s{})",
+            connected.as_secs_f64(),
             page_size
                 .map(|n| format!(", page size {n}"))
                 .unwrap_or_default()

@@ -76,6 +76,7 @@ struct Shared {
     fail_next: AtomicU32,
     home_on_main: AtomicBool,
     omit_home_set: AtomicU32,
+    refuse_query: AtomicU32,
     principal_asks: AtomicU64,
     log: Mutex<Vec<ProxyRequest>>,
 }
@@ -118,6 +119,7 @@ impl IcloudProxy {
             fail_next: AtomicU32::new(0),
             home_on_main: AtomicBool::new(false),
             omit_home_set: AtomicU32::new(0),
+            refuse_query: AtomicU32::new(0),
             principal_asks: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         });
@@ -165,6 +167,15 @@ impl IcloudProxy {
     /// `calendar-home-set` (as iCloud now and then does).
     pub fn omit_home_set(&self, n: u32) {
         self.shared.omit_home_set.store(n, Ordering::SeqCst);
+    }
+
+    /// When not 0, `C:calendar-query` REPORTs answer this status (a server
+    /// that does not support them, or fails them over an object it cannot
+    /// read).
+    pub fn refuse_calendar_query(&self, status: u16) {
+        self.shared
+            .refuse_query
+            .store(u32::from(status), Ordering::SeqCst);
     }
 
     /// Every request seen so far, in order.
@@ -436,6 +447,10 @@ async fn answer(req: &Req, host: Host, shared: &Shared, report: &str) -> Result<
     }
     if report == "free-busy-query" {
         return Ok(Resp::new(400).body("Bad Request"));
+    }
+    let refused = shared.refuse_query.load(Ordering::SeqCst);
+    if report == "calendar-query" && refused != 0 {
+        return Ok(Resp::new(refused as u16).body("calendar-query refused"));
     }
     let upstream_path = format!("/{}/{rest}", shared.user);
     let mut fwd = shared

@@ -487,6 +487,57 @@ pub struct Store {
     auth_states: sled::Tree,
     /// The `sync` tree, decoded and kept in memory.
     sync_states: Arc<SyncStates>,
+    /// Mirrored-event counts per calendar, as last counted.
+    event_counts: Arc<EventCounts>,
+}
+
+/// Mirrored-event counts per calendar, counted on demand and kept until the
+/// calendar's mirror is written (sync status asks often, often while a long
+/// listing is stored page by page, and a count is a scan of the index).
+/// Every write of the mirror forgets its calendar's count after committing
+/// and advances the generation; a count is kept only when no write finished
+/// while it was taken, so a kept count is never older than the mirror.
+#[derive(Debug, Default)]
+struct EventCounts(Mutex<(u64, Counts)>);
+
+/// Counts by (account, calendar).
+type Counts = foldhash::HashMap<(String, String), u64>;
+
+impl EventCounts {
+    fn lock(&self) -> MutexGuard<'_, (u64, Counts)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The kept count, or the generation to take a new one at.
+    fn get(&self, account: &str, calendar: &str) -> Result<u64, u64> {
+        let g = self.lock();
+        g.1.get(&(account.to_string(), calendar.to_string()))
+            .copied()
+            .ok_or(g.0)
+    }
+
+    /// Keeps a count taken at `generation` unless a write finished since.
+    fn keep(&self, account: &str, calendar: &str, generation: u64, n: u64) {
+        let mut g = self.lock();
+        if g.0 == generation {
+            g.1.insert((account.to_string(), calendar.to_string()), n);
+        }
+    }
+
+    /// After a committed write of one calendar's mirror (or, with `None`,
+    /// of every calendar of the account).
+    fn written(&self, account: &str, calendar: Option<&str>) {
+        let mut g = self.lock();
+        g.0 += 1;
+        match calendar {
+            Some(c) => {
+                g.1.remove(&(account.to_string(), c.to_string()));
+            }
+            None => g.1.retain(|(a, _), _| a != account),
+        }
+    }
 }
 
 /// When one calendar last synced successfully, kept current by every write
@@ -647,6 +698,7 @@ impl Store {
             working_hours: t("working_hours")?,
             auth_states: t("auth_states")?,
             sync_states,
+            event_counts: Arc::default(),
             db,
         };
         match store.meta.get("schema_version")? {
@@ -896,6 +948,7 @@ impl Store {
             }
             tree.apply_batch(batch)?;
         }
+        self.event_counts.written(account, Some(calendar));
         let _writer = self.sync_states.writer();
         if let Some(mut st) = self.sync_state(account, calendar)? {
             st.cursor.clear();
@@ -1038,11 +1091,21 @@ impl Store {
             .collect()
     }
 
-    /// Number of mirrored events of a calendar.
+    /// Number of mirrored events of a calendar (a scan of its index, kept
+    /// until the calendar's mirror is next written).
     pub fn event_count(&self, account: &str, calendar: &str) -> u64 {
-        self.event_index
-            .scan_prefix(prefix(&[account, calendar]))
-            .count() as u64
+        match self.event_counts.get(account, calendar) {
+            Ok(n) => n,
+            Err(generation) => {
+                let n = self
+                    .event_index
+                    .scan_prefix(prefix(&[account, calendar]))
+                    .keys()
+                    .count() as u64;
+                self.event_counts.keep(account, calendar, generation, n);
+                n
+            }
+        }
     }
 
     /// Index entries of a calendar overlapping [start, end), by start, after
@@ -1116,6 +1179,9 @@ impl Store {
                 append_changes(log, heads, page.tenant, page.changes, page.now_ms)?;
                 Ok(())
             })?;
+        if !page.puts.is_empty() || !page.removes.is_empty() {
+            self.event_counts.written(account, Some(calendar));
+        }
         self.sync_states.set(account, calendar, page.state.clone());
         Ok(())
     }
@@ -1146,6 +1212,7 @@ impl Store {
                 outbox.remove(&outbox_id.to_be_bytes())?;
                 Ok(())
             })?;
+        self.event_counts.written(account, Some(calendar));
         Ok(())
     }
 
@@ -1420,6 +1487,7 @@ impl Store {
                 self.sync_states.remove_account(account);
             }
         }
+        self.event_counts.written(account, None);
         for c in self.channels()? {
             if c.account_id == account {
                 self.channels.remove(c.channel_id.as_bytes())?;
@@ -1714,6 +1782,7 @@ mod tests {
         Clear(usize, usize),
         Connect(usize, Vec<bool>, i64),
         Purge(usize),
+        Write(usize, usize, i64),
     }
 
     fn arb_sync_op() -> impl proptest::strategy::Strategy<Value = SyncOp> {
@@ -1730,7 +1799,29 @@ mod tests {
             )
                 .prop_map(|(a, cs, t)| SyncOp::Connect(a, cs, t)),
             (0..2usize).prop_map(SyncOp::Purge),
+            (0..2usize, 0..3usize, 0..100i64).prop_map(|(a, c, t)| SyncOp::Write(a, c, t)),
         ]
+    }
+
+    /// A mirror put of `id` starting at `slot` hundred ms.
+    fn mirror_put(id: &str, slot: i64) -> MirrorPut {
+        MirrorPut {
+            provider_event_id: id.to_string(),
+            record: EventRecord {
+                client_event_id: None,
+                ..record(slot * 100, slot * 100 + 50)
+            },
+            previous_start_ms: None,
+            previous_client_id: None,
+        }
+    }
+
+    fn mirror_remove(id: &str, slot: i64) -> MirrorRemove {
+        MirrorRemove {
+            provider_event_id: id.to_string(),
+            start_ms: slot * 100,
+            client_event_id: None,
+        }
     }
 
     fn apply_sync_op(s: &Store, op: &SyncOp) {
@@ -1750,8 +1841,18 @@ mod tests {
                     tenant: "t",
                     account: &acc(*a),
                     calendar: &cal(*c),
-                    puts: &[],
-                    removes: &[],
+                    // Pages of odd times put one event and remove another
+                    // (each id has one start, so its index entry is found).
+                    puts: &if t % 2 == 1 {
+                        vec![mirror_put(&format!("e{}", t % 4), t % 4)]
+                    } else {
+                        vec![]
+                    },
+                    removes: &if t % 2 == 1 {
+                        vec![mirror_remove(&format!("e{}", (t + 1) % 4), (t + 1) % 4)]
+                    } else {
+                        vec![]
+                    },
                     state: &state(*t),
                     changes: &[draft(calbridge::pb::ChangeKind::EventCreated as i32)],
                     now_ms: *t,
@@ -1759,6 +1860,16 @@ mod tests {
                 .unwrap(),
             SyncOp::Paused(a, p, t) => s.set_account_paused(&acc(*a), *p, *t).unwrap(),
             SyncOp::Clear(a, c) => s.clear_calendar_mirror(&acc(*a), &cal(*c)).unwrap(),
+            SyncOp::Write(a, c, t) => {
+                let id = format!("w{}", t % 2);
+                let (put, remove) = if t % 3 == 0 {
+                    (None, Some(mirror_remove(&id, t % 2)))
+                } else {
+                    (Some(mirror_put(&id, t % 2)), None)
+                };
+                s.commit_write(&acc(*a), &cal(*c), put.as_ref(), remove.as_ref(), 1)
+                    .unwrap()
+            }
             SyncOp::Connect(a, synced, t) => {
                 let account = AccountRecord::for_test(&acc(*a));
                 let calendars: Vec<CalendarRecord> = synced
@@ -1784,7 +1895,7 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         #[test]
-        fn sync_states_in_memory_equal_the_tree_after_every_write(
+        fn sync_states_in_memory_and_event_counts_equal_the_trees_after_every_write(
             ops in proptest::collection::vec(arb_sync_op(), 1..24)
         ) {
             let dir = tempfile::tempdir().unwrap();
@@ -1801,6 +1912,11 @@ mod tests {
             for op in &ops {
                 apply_sync_op(&s, op);
                 proptest::prop_assert_eq!(memory_states(&s), tree_states(&s), "after {:?}", op);
+                // Counts kept between writes equal a fresh count.
+                for (a, c, _) in &cells {
+                    let scanned = s.event_index.scan_prefix(prefix(&[a, c])).count() as u64;
+                    proptest::prop_assert_eq!(s.event_count(a, c), scanned, "{}/{} after {:?}", a, c, op);
+                }
                 for (a, c, cell) in &cells {
                     let stored = s.sync_state(a, c).unwrap().and_then(|st| st.last_success_ms);
                     proptest::prop_assert_eq!(cell.get(), stored, "{}/{} after {:?}", a, c, op);

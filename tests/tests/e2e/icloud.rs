@@ -7,8 +7,9 @@
 //! writes through calbridge landing on the server although answers carry
 //! Apple properties, a duplicated DTSTAMP and no PUT ETag; a FREE_BUSY
 //! account whose free/busy is derived from events (free-busy-query answers
-//! 400) without storing content; and sync surviving 503s and cross-host
-//! redirects.
+//! 400) without storing content; sync surviving 503s and cross-host
+//! redirects; and a listing read by one calendar-query, or by PROPFIND and
+//! multigets when the query is refused or fails.
 //!
 //! Needs the test venv (`CALBRIDGE_TEST_PYTHON`, see `scripts/test-env`)
 //! and the binaries (`cargo build --workspace --bins`).
@@ -485,4 +486,87 @@ async fn icloud_discovery_retries_a_missing_home_and_sync_survives_503s_and_cros
     );
     t.check_preemptive_basic()?;
     Ok(())
+}
+
+/// Sixty events listed: by one calendar-query when the server answers it
+/// (`refused` 0), else (the query answered `refused`: unsupported, or a
+/// server failing it over one unreadable object) by one PROPFIND and
+/// calendar-multigets; every event arrives either way. (The proxy's
+/// loopback host is not an iCloud host, so multigets are not cut to
+/// iCloud's 50 hrefs here.)
+async fn initial_listing(refused: u16) -> Result<()> {
+    let t = Icloud::start().await?;
+    let start = nine_am_in(3);
+    for i in 0..60 {
+        t.server
+            .put(
+                &format!("many-{i}.ics"),
+                &vcalendar(&[timed_lines(
+                    &format!("many-{i}"),
+                    &format!("Many {i}"),
+                    start + chrono::Duration::hours(i),
+                    30,
+                )]),
+            )
+            .await?;
+    }
+    t.proxy.refuse_calendar_query(refused);
+    let mut c = t.client("icloud-listing").await?;
+    let password = t.server.password.clone();
+    let account = t
+        .connect(&mut c, &password, pb::AccessLevel::ReadWrite)
+        .await?
+        .account_id;
+    wait_synced(&mut c, &account).await?;
+    let events = list_events(&mut c, &account, &t.calendar, window()).await?;
+    let mut titles: Vec<String> = events.iter().map(|e| e.title.clone()).collect();
+    titles.sort();
+    let mut expected: Vec<String> = (0..60).map(|i| format!("Many {i}")).collect();
+    expected.sort();
+    assert_eq!(titles, expected);
+
+    let reqs: Vec<_> = t
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == Host::Partition && r.path == t.calendar)
+        .collect();
+    let queries: Vec<u16> = reqs
+        .iter()
+        .filter(|r| r.report == "calendar-query")
+        .map(|r| r.status)
+        .collect();
+    let multigets: Vec<usize> = reqs
+        .iter()
+        .filter(|r| r.report == "calendar-multiget")
+        .map(|r| r.hrefs)
+        .collect();
+    if refused == 0 {
+        assert_eq!(queries, vec![207], "{reqs:#?}");
+        assert!(multigets.is_empty(), "{reqs:#?}");
+    } else {
+        assert_eq!(queries, vec![refused], "{reqs:#?}");
+        assert_eq!(multigets.iter().sum::<usize>(), 60, "{reqs:#?}");
+        assert!(
+            reqs.iter().any(|r| r.method == "PROPFIND"),
+            "the members listed by PROPFIND: {reqs:#?}"
+        );
+    }
+    t.check_preemptive_basic()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_icloud_calendar_is_listed_by_one_calendar_query() -> Result<()> {
+    initial_listing(0).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calendar_refusing_calendar_query_is_listed_by_propfind_and_multigets() -> Result<()> {
+    initial_listing(403).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calendar_failing_calendar_query_is_listed_by_propfind_and_multigets() -> Result<()> {
+    initial_listing(500).await
 }
