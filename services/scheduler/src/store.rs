@@ -491,51 +491,84 @@ pub struct Store {
     event_counts: Arc<EventCounts>,
 }
 
-/// Mirrored-event counts per calendar, counted on demand and kept until the
-/// calendar's mirror is written (sync status asks often, often while a long
-/// listing is stored page by page, and a count is a scan of the index).
-/// Every write of the mirror forgets its calendar's count after committing
-/// and advances the generation; a count is kept only when no write finished
-/// while it was taken, so a kept count is never older than the mirror.
+/// Mirrored-event counts per calendar (sync status asks often, and a
+/// count from scratch is a scan of the calendar's events). A calendar's
+/// count is taken by a scan when first asked, and from then on moved by
+/// every committed mirror write's own difference (events added less events
+/// removed, as its transaction saw them). A scan is kept only when no write
+/// was in flight from its start to its end, so every write either happened
+/// before a kept count or adds its difference after it. Writes that drop
+/// many rows at once (a mirror cleared, an account purged) forget the
+/// counts instead.
 #[derive(Debug, Default)]
-struct EventCounts(Mutex<(u64, Counts)>);
+struct EventCounts(Mutex<CountsInner>);
 
-/// Counts by (account, calendar).
-type Counts = foldhash::HashMap<(String, String), u64>;
+#[derive(Debug, Default)]
+struct CountsInner {
+    /// Writes begun.
+    started: u64,
+    /// Writes finished (counts adjusted or forgotten).
+    finished: u64,
+    /// Counts by (account, calendar).
+    known: foldhash::HashMap<(String, String), u64>,
+}
+
+/// A count to take, from the write counters at its start.
+struct CountTicket(u64, u64);
 
 impl EventCounts {
-    fn lock(&self) -> MutexGuard<'_, (u64, Counts)> {
+    fn lock(&self) -> MutexGuard<'_, CountsInner> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The kept count, or the generation to take a new one at.
-    fn get(&self, account: &str, calendar: &str) -> Result<u64, u64> {
+    /// The kept count, or the ticket to take one with.
+    fn get(&self, account: &str, calendar: &str) -> Result<u64, CountTicket> {
         let g = self.lock();
-        g.1.get(&(account.to_string(), calendar.to_string()))
+        g.known
+            .get(&(account.to_string(), calendar.to_string()))
             .copied()
-            .ok_or(g.0)
+            .ok_or(CountTicket(g.started, g.finished))
     }
 
-    /// Keeps a count taken at `generation` unless a write finished since.
-    fn keep(&self, account: &str, calendar: &str, generation: u64, n: u64) {
+    /// Keeps a scanned count unless a write was in flight meanwhile.
+    fn keep(&self, account: &str, calendar: &str, t: CountTicket, n: u64) {
         let mut g = self.lock();
-        if g.0 == generation {
-            g.1.insert((account.to_string(), calendar.to_string()), n);
+        if t.0 == t.1 && g.started == t.0 && g.finished == t.1 {
+            g.known
+                .insert((account.to_string(), calendar.to_string()), n);
         }
     }
 
-    /// After a committed write of one calendar's mirror (or, with `None`,
-    /// of every calendar of the account).
-    fn written(&self, account: &str, calendar: Option<&str>) {
+    /// Before a mirror write.
+    fn begin(&self) {
+        self.lock().started += 1;
+    }
+
+    /// After a mirror write, committed or not: moves the calendar's kept
+    /// count by `delta` (the write's own difference; 0 when it failed).
+    fn finish(&self, account: &str, calendar: &str, delta: i64) {
         let mut g = self.lock();
-        g.0 += 1;
+        g.finished += 1;
+        if let Some(n) = g
+            .known
+            .get_mut(&(account.to_string(), calendar.to_string()))
+        {
+            *n = n.saturating_add_signed(delta);
+        }
+    }
+
+    /// After a write that dropped many rows: forgets the counts of one
+    /// calendar or (with `None`) of every calendar of the account.
+    fn forget(&self, account: &str, calendar: Option<&str>) {
+        let mut g = self.lock();
+        g.finished += 1;
         match calendar {
             Some(c) => {
-                g.1.remove(&(account.to_string(), c.to_string()));
+                g.known.remove(&(account.to_string(), c.to_string()));
             }
-            None => g.1.retain(|(a, _), _| a != account),
+            None => g.known.retain(|(a, _), _| a != account),
         }
     }
 }
@@ -941,14 +974,19 @@ impl Store {
     /// cursor, without change-log entries (used when sync is turned off).
     pub fn clear_calendar_mirror(&self, account: &str, calendar: &str) -> Result<(), StoreError> {
         let p = prefix(&[account, calendar]);
-        for tree in [&self.events, &self.event_index, &self.client_ids] {
-            let mut batch = sled::Batch::default();
-            for k in tree.scan_prefix(&p).keys() {
-                batch.remove(k?);
+        self.event_counts.begin();
+        let cleared = (|| -> Result<(), StoreError> {
+            for tree in [&self.events, &self.event_index, &self.client_ids] {
+                let mut batch = sled::Batch::default();
+                for k in tree.scan_prefix(&p).keys() {
+                    batch.remove(k?);
+                }
+                tree.apply_batch(batch)?;
             }
-            tree.apply_batch(batch)?;
-        }
-        self.event_counts.written(account, Some(calendar));
+            Ok(())
+        })();
+        self.event_counts.forget(account, Some(calendar));
+        cleared?;
         let _writer = self.sync_states.writer();
         if let Some(mut st) = self.sync_state(account, calendar)? {
             st.cursor.clear();
@@ -1091,18 +1129,18 @@ impl Store {
             .collect()
     }
 
-    /// Number of mirrored events of a calendar (a scan of its index, kept
-    /// until the calendar's mirror is next written).
+    /// Number of mirrored events of a calendar (see [`EventCounts`]: a
+    /// scan when first asked, then kept current by every mirror write).
     pub fn event_count(&self, account: &str, calendar: &str) -> u64 {
         match self.event_counts.get(account, calendar) {
             Ok(n) => n,
-            Err(generation) => {
+            Err(ticket) => {
                 let n = self
-                    .event_index
+                    .events
                     .scan_prefix(prefix(&[account, calendar]))
                     .keys()
                     .count() as u64;
-                self.event_counts.keep(account, calendar, generation, n);
+                self.event_counts.keep(account, calendar, ticket, n);
                 n
             }
         }
@@ -1160,7 +1198,8 @@ impl Store {
         let state_bytes = enc(page.state);
         let _writer = self.sync_states.writer();
         let (account, calendar) = (page.account, page.calendar);
-        (
+        self.event_counts.begin();
+        let committed = (
             &self.events,
             &self.event_index,
             &self.client_ids,
@@ -1169,19 +1208,20 @@ impl Store {
             &self.heads,
         )
             .transaction(|(events, index, client_ids, sync, log, heads)| {
+                let mut delta = 0;
                 for p in page.puts {
-                    put_mirror(events, index, client_ids, account, calendar, p)?;
+                    delta += put_mirror(events, index, client_ids, account, calendar, p)?;
                 }
                 for r in page.removes {
-                    remove_mirror(events, index, client_ids, account, calendar, r)?;
+                    delta += remove_mirror(events, index, client_ids, account, calendar, r)?;
                 }
                 sync.insert(key(&[account, calendar]), state_bytes.clone())?;
                 append_changes(log, heads, page.tenant, page.changes, page.now_ms)?;
-                Ok(())
-            })?;
-        if !page.puts.is_empty() || !page.removes.is_empty() {
-            self.event_counts.written(account, Some(calendar));
-        }
+                Ok(delta)
+            });
+        self.event_counts
+            .finish(account, calendar, *committed.as_ref().unwrap_or(&0));
+        committed?;
         self.sync_states.set(account, calendar, page.state.clone());
         Ok(())
     }
@@ -1196,23 +1236,27 @@ impl Store {
         remove: Option<&MirrorRemove>,
         outbox_id: u64,
     ) -> Result<(), StoreError> {
-        (
+        self.event_counts.begin();
+        let committed = (
             &self.events,
             &self.event_index,
             &self.client_ids,
             &self.outbox,
         )
             .transaction(|(events, index, client_ids, outbox)| {
+                let mut delta = 0;
                 if let Some(p) = put {
-                    put_mirror(events, index, client_ids, account, calendar, p)?;
+                    delta += put_mirror(events, index, client_ids, account, calendar, p)?;
                 }
                 if let Some(r) = remove {
-                    remove_mirror(events, index, client_ids, account, calendar, r)?;
+                    delta += remove_mirror(events, index, client_ids, account, calendar, r)?;
                 }
                 outbox.remove(&outbox_id.to_be_bytes())?;
-                Ok(())
-            })?;
-        self.event_counts.written(account, Some(calendar));
+                Ok(delta)
+            });
+        self.event_counts
+            .finish(account, calendar, *committed.as_ref().unwrap_or(&0));
+        committed?;
         Ok(())
     }
 
@@ -1471,23 +1515,28 @@ impl Store {
     pub fn purge_account_rows(&self, account: &str) -> Result<(), StoreError> {
         let p = prefix(&[account]);
         let _writer = self.sync_states.writer();
-        for tree in [
-            &self.calendars,
-            &self.sync,
-            &self.events,
-            &self.event_index,
-            &self.client_ids,
-        ] {
-            let mut batch = sled::Batch::default();
-            for k in tree.scan_prefix(&p).keys() {
-                batch.remove(k?);
+        self.event_counts.begin();
+        let purged = (|| -> Result<(), StoreError> {
+            for tree in [
+                &self.calendars,
+                &self.sync,
+                &self.events,
+                &self.event_index,
+                &self.client_ids,
+            ] {
+                let mut batch = sled::Batch::default();
+                for k in tree.scan_prefix(&p).keys() {
+                    batch.remove(k?);
+                }
+                tree.apply_batch(batch)?;
+                if std::ptr::eq(tree, &self.sync) {
+                    self.sync_states.remove_account(account);
+                }
             }
-            tree.apply_batch(batch)?;
-            if std::ptr::eq(tree, &self.sync) {
-                self.sync_states.remove_account(account);
-            }
-        }
-        self.event_counts.written(account, None);
+            Ok(())
+        })();
+        self.event_counts.forget(account, None);
+        purged?;
         for c in self.channels()? {
             if c.account_id == account {
                 self.channels.remove(c.channel_id.as_bytes())?;
@@ -1515,7 +1564,7 @@ fn put_mirror(
     account: &str,
     calendar: &str,
     p: &MirrorPut,
-) -> TxResult<()> {
+) -> TxResult<i64> {
     let pid = &p.provider_event_id;
     if let Some(prev) = p.previous_start_ms {
         index.remove(index_key(account, calendar, prev, pid))?;
@@ -1525,7 +1574,9 @@ fn put_mirror(
             client_ids.remove(key(&[account, calendar, prev]))?;
         }
     }
-    events.insert(key(&[account, calendar, pid]), enc(&p.record))?;
+    let added = events
+        .insert(key(&[account, calendar, pid]), enc(&p.record))?
+        .is_none();
     index.insert(
         index_key(account, calendar, p.record.start_ms, pid),
         enc(&IndexEntry {
@@ -1537,7 +1588,7 @@ fn put_mirror(
     if let Some(c) = &p.record.client_event_id {
         client_ids.insert(key(&[account, calendar, c]), pid.as_bytes())?;
     }
-    Ok(())
+    Ok(i64::from(added))
 }
 
 fn remove_mirror(
@@ -1547,8 +1598,10 @@ fn remove_mirror(
     account: &str,
     calendar: &str,
     r: &MirrorRemove,
-) -> TxResult<()> {
-    events.remove(key(&[account, calendar, &r.provider_event_id]))?;
+) -> TxResult<i64> {
+    let removed = events
+        .remove(key(&[account, calendar, &r.provider_event_id]))?
+        .is_some();
     index.remove(index_key(
         account,
         calendar,
@@ -1558,7 +1611,7 @@ fn remove_mirror(
     if let Some(c) = &r.client_event_id {
         client_ids.remove(key(&[account, calendar, c]))?;
     }
-    Ok(())
+    Ok(-i64::from(removed))
 }
 
 fn append_changes(
@@ -1914,7 +1967,7 @@ mod tests {
                 proptest::prop_assert_eq!(memory_states(&s), tree_states(&s), "after {:?}", op);
                 // Counts kept between writes equal a fresh count.
                 for (a, c, _) in &cells {
-                    let scanned = s.event_index.scan_prefix(prefix(&[a, c])).count() as u64;
+                    let scanned = s.events.scan_prefix(prefix(&[a, c])).count() as u64;
                     proptest::prop_assert_eq!(s.event_count(a, c), scanned, "{}/{} after {:?}", a, c, op);
                 }
                 for (a, c, cell) in &cells {
@@ -1930,7 +1983,7 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_sync_state_writers_leave_memory_equal_to_the_tree() {
+    fn concurrent_sync_state_writers_leave_memory_and_counts_equal_to_the_trees() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         std::thread::scope(|scope| {
@@ -1948,8 +2001,17 @@ mod tests {
                     }
                 });
             }
+            // Counts asked for while the pages write the mirror.
+            let s = &s;
+            scope.spawn(move || {
+                for _ in 0..400 {
+                    s.event_count("acc0", "cal0");
+                }
+            });
         });
         assert_eq!(memory_states(&s), tree_states(&s));
+        let scanned = s.events.scan_prefix(prefix(&["acc0", "cal0"])).count() as u64;
+        assert_eq!(s.event_count("acc0", "cal0"), scanned);
         let expected = s
             .sync_state("acc0", "cal0")
             .unwrap()
