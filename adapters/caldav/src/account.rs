@@ -604,22 +604,26 @@ impl Account {
         ics: &str,
         etag: &str,
     ) -> Result<pb::Event, DavError> {
+        self.put_matching(href, ics, etag).await?;
+        let zone = self.zone(&self.url(calendar_id)?).await.ok().flatten();
+        self.event(href, zone).await
+    }
+
+    /// Rewrites a resource, conditional on `etag` (412 → a version
+    /// conflict carrying the current etag).
+    pub async fn put_matching(&self, href: &str, ics: &str, etag: &str) -> Result<(), DavError> {
         let url = self.url(href)?;
         let resp = self
             .client
             .put(&url, ics, &PutCondition::Match(etag.to_string()))
             .await?;
         match resp.status.as_u16() {
-            200 | 201 | 204 => {}
-            412 if !resp.names_condition("valid-calendar-data") => {
-                return Err(DavError::VersionConflict {
-                    current: self.etag(&url).await.ok().flatten(),
-                })
-            }
-            s => return Err(put_error(s, &resp.body)),
+            200 | 201 | 204 => Ok(()),
+            412 if !resp.names_condition("valid-calendar-data") => Err(DavError::VersionConflict {
+                current: self.etag(&url).await.ok().flatten(),
+            }),
+            s => Err(put_error(s, &resp.body)),
         }
-        let zone = self.zone(&self.url(calendar_id)?).await.ok().flatten();
-        self.event(href, zone).await
     }
 
     /// Deletes an event resource, conditional on `etag` when given.

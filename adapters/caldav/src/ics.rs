@@ -256,6 +256,119 @@ pub fn merge_event(
     Ok(reads_back.then_some(merged))
 }
 
+/// `existing` (a stored series) without its instance at `original`: an
+/// EXDATE added to the master, written like the master's DTSTART (the same
+/// TZID or `VALUE=DATE`, UTC or wall-clock time), and any override of that
+/// instance removed; everything else stays as written. `floating` is the
+/// zone the object's floating times are read in. `None` when there is no
+/// master VEVENT to carry the EXDATE, or when the result would not read
+/// back without that instance.
+pub fn drop_instance(existing: &str, original: &When, floating: Tz) -> Option<String> {
+    let lines = logical_lines(existing);
+    let spans = vevent_spans(&lines);
+    let is_override =
+        |span: (usize, usize)| direct_props(&lines, span).any(|l| l.name == "RECURRENCE-ID");
+    let master = *spans.iter().find(|span| !is_override(**span))?;
+    let (start_at, start_line) = (master.0 + 1..master.1)
+        .map(|i| (i, &lines[i]))
+        .find(|(i, l)| l.name == "DTSTART" && depth_in(&lines, master, *i) == 0)?;
+    let exdate = Line::new(written_like(&start_line.text, "EXDATE", original)?);
+    // An override is this instance when it reads so beside the object's
+    // VTIMEZONEs.
+    let zones: String = vtimezones(&lines)
+        .into_iter()
+        .flat_map(|(_, body)| body)
+        .map(|l| l.raw + "\r\n")
+        .collect();
+    let key = original.utc(floating);
+    let dropped: Vec<(usize, usize)> = spans
+        .iter()
+        .copied()
+        .filter(|span| is_override(*span))
+        .filter(|span| {
+            let block: String = lines[span.0..=span.1]
+                .iter()
+                .map(|l| l.raw.clone() + "\r\n")
+                .collect();
+            let alone = format!(
+                "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//calbridge//EN\r\n{zones}{block}END:VCALENDAR\r\n"
+            );
+            crate::mapping::parse_object(&alone, Some(floating))
+                .ok()
+                .and_then(|o| o.overrides.first().and_then(|ov| ov.recurrence_id))
+                .is_some_and(|rid| rid.utc(floating) == key)
+        })
+        .collect();
+    let mut out = String::with_capacity(existing.len() + exdate.raw.len() + 2);
+    for (i, line) in lines.iter().enumerate() {
+        if dropped.iter().any(|(b, e)| (*b..=*e).contains(&i)) {
+            continue;
+        }
+        out.push_str(&line.raw);
+        out.push_str("\r\n");
+        if i == start_at {
+            out.push_str(&exdate.raw);
+            out.push_str("\r\n");
+        }
+    }
+    let back = crate::mapping::parse_object(&out, Some(floating)).ok()?;
+    (back.master.is_some()
+        && crate::recurrence::find_instance(&back, &original.id_suffix()).is_none())
+    .then_some(out)
+}
+
+/// A `name` line for the instant or date `original`, written like the
+/// DTSTART line `start`: its parameters (TZID, VALUE) and its form (a date,
+/// a UTC time, or a wall-clock time in the zone `original` was read in).
+fn written_like(start: &str, name: &str, original: &When) -> Option<String> {
+    let colon = value_colon(start)?;
+    let (head, value) = (&start[..colon], start[colon + 1..].trim());
+    let params = head.find(';').map(|i| &head[i..]).unwrap_or("");
+    let value = match original {
+        When::Date(d) => d.format("%Y%m%d").to_string(),
+        When::At(t, _) if value.ends_with(['Z', 'z']) => t.format("%Y%m%dT%H%M%SZ").to_string(),
+        When::At(t, zone) => t.with_timezone(zone).format("%Y%m%dT%H%M%S").to_string(),
+    };
+    Some(format!("{name}{params}:{value}"))
+}
+
+/// The index of the colon that ends a content line's name and parameters
+/// (colons inside quoted parameter values do not count).
+fn value_colon(text: &str) -> Option<usize> {
+    let mut quoted = false;
+    text.char_indices().find_map(|(i, c)| match c {
+        '"' => {
+            quoted = !quoted;
+            None
+        }
+        ':' if !quoted => Some(i),
+        _ => None,
+    })
+}
+
+/// The BEGIN and END indexes of every VEVENT directly in the VCALENDAR.
+fn vevent_spans(lines: &[Line]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut begin = None;
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(c) = component(l, "BEGIN") {
+            depth += 1;
+            if depth == 2 && c == "VEVENT" {
+                begin = Some(i);
+            }
+        } else if component(l, "END").is_some() {
+            if depth == 2 {
+                if let Some(b) = begin.take() {
+                    out.push((b, i));
+                }
+            }
+            depth = depth.saturating_sub(1);
+        }
+    }
+    out
+}
+
 /// One logical content line: its text unfolded, as written (folds kept),
 /// and its property name in capitals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -760,5 +873,108 @@ END:VEVENT\r\nEND:VCALENDAR\r\n";
         };
         let err = event_to_ics(&series, "u", 0, Utc::now()).unwrap_err();
         assert!(err.0.iter().any(|v| v.field == "event.recurrence"));
+    }
+
+    /// The instance ids of `data`'s events in 2026.
+    fn instance_ids(data: &str) -> Vec<String> {
+        let obj = parse_object(data, None).unwrap();
+        let window = crate::recurrence::Window {
+            start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            end: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+        };
+        crate::recurrence::expand(&obj, "/c/s.ics", "e1", window, false)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.provider_event_id)
+            .collect()
+    }
+
+    /// Drops the instance `suffix` of `data`; checks that exactly it left
+    /// and that `exdate` was written; returns the new object.
+    fn drop_checked(data: &str, suffix: &str, exdate: &str) -> String {
+        let obj = parse_object(data, None).unwrap();
+        let original = crate::recurrence::find_instance(&obj, suffix).expect("an instance");
+        let out = drop_instance(data, &original, obj.floating_zone).expect("dropped");
+        let before = instance_ids(data);
+        let after = instance_ids(&out);
+        let gone = format!("/c/s.ics#{suffix}");
+        assert!(before.contains(&gone), "{before:?}");
+        let expected: Vec<String> = before.into_iter().filter(|id| *id != gone).collect();
+        assert_eq!(after, expected);
+        assert!(out.contains(exdate), "{exdate} missing in\n{out}");
+        out
+    }
+
+    #[test]
+    fn one_instance_of_a_zoned_series_is_dropped_by_an_exdate_in_its_zone() {
+        let data = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\n\
+BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\n\
+TZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nRRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\n\
+END:STANDARD\r\nBEGIN:DAYLIGHT\r\nDTSTART:19700329T020000\r\nTZOFFSETFROM:+0100\r\n\
+TZOFFSETTO:+0200\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\n\
+BEGIN:VEVENT\r\nUID:s1\r\nDTSTAMP:20260101T000000Z\r\n\
+DTSTART;TZID=Europe/Berlin:20260105T090000\r\nDTEND;TZID=Europe/Berlin:20260105T093000\r\n\
+RRULE:FREQ=WEEKLY;COUNT=4\r\nSUMMARY:Standup\r\nX-OTHER-CLIENT:kept\r\n\
+BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT5M\r\nDESCRIPTION:x\r\nEND:VALARM\r\n\
+END:VEVENT\r\nEND:VCALENDAR\r\n";
+        // 12 January, 09:00 in Berlin is 08:00 UTC.
+        let out = drop_checked(
+            data,
+            "20260112T080000Z",
+            "EXDATE;TZID=Europe/Berlin:20260112T090000",
+        );
+        assert!(out.contains("X-OTHER-CLIENT:kept") && out.contains("BEGIN:VALARM"));
+        // The first instance (DTSTART itself) can go too.
+        drop_checked(
+            &out,
+            "20260105T080000Z",
+            "EXDATE;TZID=Europe/Berlin:20260105T090000",
+        );
+    }
+
+    #[test]
+    fn an_overridden_instance_of_a_utc_series_loses_its_override_too() {
+        let data = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\n\
+BEGIN:VEVENT\r\nUID:s2\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260301T100000Z\r\n\
+DURATION:PT1H\r\nRRULE:FREQ=DAILY;COUNT=3\r\nSUMMARY:Daily\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:s2\r\nDTSTAMP:20260101T000000Z\r\nRECURRENCE-ID:20260302T100000Z\r\n\
+DTSTART:20260302T140000Z\r\nDURATION:PT1H\r\nSUMMARY:Moved\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:s2\r\nDTSTAMP:20260101T000000Z\r\nRECURRENCE-ID:20260303T100000Z\r\n\
+DTSTART:20260303T150000Z\r\nDURATION:PT1H\r\nSUMMARY:Kept override\r\nEND:VEVENT\r\n\
+END:VCALENDAR\r\n";
+        let out = drop_checked(data, "20260302T100000Z", "EXDATE:20260302T100000Z");
+        assert!(!out.contains("SUMMARY:Moved"), "{out}");
+        assert!(out.contains("SUMMARY:Kept override"), "{out}");
+    }
+
+    #[test]
+    fn an_instance_of_an_all_day_series_is_dropped_by_a_date() {
+        let data = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\n\
+BEGIN:VEVENT\r\nUID:s3\r\nDTSTAMP:20260101T000000Z\r\nDTSTART;VALUE=DATE:20260601\r\n\
+DTEND;VALUE=DATE:20260602\r\nRRULE:FREQ=MONTHLY;COUNT=3\r\nSUMMARY:Rent\r\nEND:VEVENT\r\n\
+END:VCALENDAR\r\n";
+        drop_checked(data, "20260701", "EXDATE;VALUE=DATE:20260701");
+    }
+
+    #[test]
+    fn a_floating_series_is_dropped_in_wall_clock_time_and_strangers_are_refused() {
+        let data = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\n\
+BEGIN:VEVENT\r\nUID:s4\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260401T070000\r\n\
+DTEND:20260401T080000\r\nRRULE:FREQ=DAILY;COUNT=2\r\nSUMMARY:Run\r\nEND:VEVENT\r\n\
+END:VCALENDAR\r\n";
+        drop_checked(data, "20260402T070000Z", "EXDATE:20260402T070000\r\n");
+        let obj = parse_object(data, None).unwrap();
+        assert_eq!(
+            crate::recurrence::find_instance(&obj, "20260403T070000Z"),
+            None
+        );
+        assert_eq!(crate::recurrence::find_instance(&obj, "garbage"), None);
+        // Overrides without their master: nothing to carry an EXDATE.
+        let orphan = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\n\
+BEGIN:VEVENT\r\nUID:s5\r\nDTSTAMP:20260101T000000Z\r\nRECURRENCE-ID:20260302T100000Z\r\n\
+DTSTART:20260302T140000Z\r\nDURATION:PT1H\r\nSUMMARY:Invited\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let o = parse_object(orphan, None).unwrap();
+        let original = crate::recurrence::find_instance(&o, "20260302T100000Z").unwrap();
+        assert_eq!(drop_instance(orphan, &original, Tz::UTC), None);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use calbridge::pb;
@@ -41,6 +41,34 @@ impl Window {
 /// The id of an instance of the series stored at `href`.
 pub fn instance_id(href: &str, original: &When) -> String {
     format!("{href}#{}", original.id_suffix())
+}
+
+/// The instance of a series whose id ends in `suffix` ([`When::id_suffix`]):
+/// an override's recurrence id, or an occurrence of the master's rules
+/// (EXDATEs removed). `None` when no instance has that original start.
+pub fn find_instance(obj: &CalendarObject, suffix: &str) -> Option<When> {
+    let around = if let Ok(t) = NaiveDateTime::parse_from_str(suffix, "%Y%m%dT%H%M%SZ") {
+        Utc.from_utc_datetime(&t)
+    } else {
+        let d = NaiveDate::parse_from_str(suffix, "%Y%m%d").ok()?;
+        Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?)
+    };
+    if let Some(w) = obj
+        .overrides
+        .iter()
+        .filter_map(|ov| ov.recurrence_id)
+        .find(|w| w.id_suffix() == suffix)
+    {
+        return Some(w);
+    }
+    let window = Window {
+        start: around - Duration::days(2),
+        end: around + Duration::days(2),
+    };
+    occurrences(obj.master.as_ref()?, window)
+        .ok()?
+        .into_iter()
+        .find(|w| w.id_suffix() == suffix)
 }
 
 /// The events of a resource inside `window`: the single event, or the

@@ -105,16 +105,46 @@ fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
     Ok(Window { start, end })
 }
 
-/// Refuses instance ids (`<href>#<start>`): one instance cannot be written
-/// on its own yet.
+/// Refuses instance ids (`<href>#<start>`) for updates: one instance
+/// cannot be rewritten on its own (deleting one can, see
+/// [`delete_instance`]).
 fn series_instance(provider_event_id: &str) -> Result<(), Status> {
     if provider_event_id.contains('#') {
         return Err(DavError::Unsupported(
-            "changing one instance of a recurring series is not supported by the CalDAV adapter yet".into(),
+            "changing one instance of a recurring series is not supported by the CalDAV adapter; deleting one is".into(),
         )
         .into());
     }
     Ok(())
+}
+
+/// Deletes one instance (`<href>#<suffix>`) of the series at `href`: the
+/// series is rewritten with an EXDATE for it (and without its override),
+/// conditional on the series' etag, which is every instance's version.
+async fn delete_instance(
+    account: &Account,
+    calendar_id: &str,
+    href: &str,
+    suffix: &str,
+    expected: Option<&str>,
+) -> Result<(), DavError> {
+    let (data, etag) = account.current(href).await?;
+    if expected.is_some_and(|v| v != etag) {
+        return Err(DavError::VersionConflict {
+            current: Some(etag),
+        });
+    }
+    let zone = account.zone(&account.url(calendar_id)?).await?;
+    let obj = parse_object(&data, zone).map_err(|e| DavError::Protocol(e.to_string()))?;
+    let original = crate::recurrence::find_instance(&obj, suffix)
+        .ok_or_else(|| DavError::NotFound("the instance".into()))?;
+    let ics = crate::ics::drop_instance(&data, &original, obj.floating_zone).ok_or_else(|| {
+        DavError::Unsupported(
+            "this series cannot lose one instance here (it has no master event to carry an EXDATE)"
+                .into(),
+        )
+    })?;
+    account.put_matching(href, &ics, &etag).await
 }
 
 /// The resource name for an idempotency key: the key itself when URL- and
@@ -364,10 +394,15 @@ impl CalendarAdapter for CaldavAdapter {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
         check_calendar_id("provider_event_id", &r.provider_event_id)?;
-        series_instance(&r.provider_event_id)?;
         let account = self.account(r.credentials.as_ref())?;
         let expected = (!r.expected_version.is_empty()).then_some(r.expected_version.as_str());
-        account.delete(&r.provider_event_id, expected).await?;
+        match r.provider_event_id.split_once('#') {
+            Some((href, suffix)) => {
+                check_calendar_id("calendar_id", &r.calendar_id)?;
+                delete_instance(&account, &r.calendar_id, href, suffix, expected).await?;
+            }
+            None => account.delete(&r.provider_event_id, expected).await?,
+        }
         Ok(Response::new(pb::ProviderDeleteEventResponse {}))
     }
 

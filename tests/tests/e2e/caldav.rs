@@ -860,6 +860,97 @@ async fn caldav_upserts_and_deletes_through_calbridge_land_on_xandikos_once_with
     writes_through_calbridge(ServerKind::Xandikos).await
 }
 
+/// Deleting one instance of a series someone else made (DeleteEvent by
+/// the instance's provider id): a stale version is ABORTED and changes
+/// nothing; with the current one the server's series gains an EXDATE for a
+/// plain instance, and loses the override of a moved one; the other
+/// instances, the override that stays and everything else in the object
+/// are untouched; the next sync brings no echo, and another client still
+/// reads the series without the deleted instances.
+async fn deleting_instances(kind: ServerKind) -> Result<()> {
+    let seed = Seed::new();
+    let Setup {
+        server,
+        stack: _stack,
+        mut client,
+        account,
+        calendar,
+        ..
+    } = setup(kind, Some(&seed)).await?;
+    let c0 = change_cursor(&mut client).await?;
+    let first = seed.instance_id(&server, 0);
+    let moved = seed.instance_id(&server, 1);
+    let events = list_events(&mut client, &account, &calendar, window()).await?;
+    let version = find(&events, &first)?.version.clone();
+    let del = |id: &str, version: &str| pb::DeleteEventRequest {
+        account_id: account.clone(),
+        calendar_id: calendar.clone(),
+        client_event_id: String::new(),
+        provider_event_id: id.to_string(),
+        expected_version: version.to_string(),
+    };
+    let (_, before) = server.get(&server.href("series.ics")).await?;
+
+    let stale = client
+        .delete_event(del(&first, "\"stale-etag\""))
+        .await
+        .expect_err("a stale version is refused");
+    assert_eq!(stale.code(), tonic::Code::Aborted, "{stale:?}");
+    assert_eq!(server.get(&server.href("series.ics")).await?.1, before);
+
+    let gone = client
+        .delete_event(del(&first, &version))
+        .await?
+        .into_inner();
+    assert_eq!(gone.outcome(), WriteOutcome::Deleted);
+    let gone = client.delete_event(del(&moved, "")).await?.into_inner();
+    assert_eq!(gone.outcome(), WriteOutcome::Deleted);
+
+    let (status, stored) = server.get(&server.href("series.ics")).await?;
+    assert_eq!(status, 200);
+    assert!(
+        stored.contains(&format!("EXDATE:{}", ical_utc(seed.week(0))))
+            && stored.contains(&format!("EXDATE:{}", ical_utc(seed.week(1)))),
+        "{stored}"
+    );
+    assert!(!stored.contains("Weekly sync (moved)"), "{stored}");
+    assert_eq!(
+        stored.matches("RECURRENCE-ID").count(),
+        1,
+        "the cancelled week's override stays: {stored}"
+    );
+
+    sync_now_and_wait(&mut client, &account, "").await?;
+    let events = list_events(&mut client, &account, &calendar, window()).await?;
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e.provider_event_id.as_str())
+        .collect();
+    for left in [&first, &moved] {
+        assert!(
+            !ids.contains(&left.as_str()),
+            "{left} is still mirrored: {ids:?}"
+        );
+    }
+    for kept in [2, 3] {
+        find(&events, &seed.instance_id(&server, kept))?;
+    }
+    assert_eq!(events.len(), 4, "plain, all-day and two instances: {ids:?}");
+    let echoes = changes_after(&mut client, &c0).await?;
+    assert!(echoes.is_empty(), "our own deletes echoed: {echoes:#?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_one_instance_of_a_caldav_series_on_radicale_writes_an_exdate() -> Result<()> {
+    deleting_instances(ServerKind::Radicale).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_one_instance_of_a_caldav_series_on_xandikos_writes_an_exdate() -> Result<()> {
+    deleting_instances(ServerKind::Xandikos).await
+}
+
 // ---- 4. an invalid server sync token ----
 
 /// The caldav adapter's settled cursor (`v2|st|<recurring>|-|<sync
