@@ -127,6 +127,22 @@ pub struct SyncProbe {
     pub supports_sync: bool,
 }
 
+/// The object a REPORT response carries (its etag and calendar-data, under
+/// the href the server wrote), if it carries both.
+fn fetched(r: DavResponse) -> Option<Fetched> {
+    let etag = r.prop_text(NS_DAV, "getetag")?.to_string();
+    let data = r
+        .props
+        .into_iter()
+        .find(|p| p.is(NS_CALDAV, "calendar-data"))?
+        .text;
+    Some(Fetched {
+        href: r.href,
+        etag,
+        data,
+    })
+}
+
 /// One fetched calendar object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -440,14 +456,8 @@ impl Account {
             let ms = crate::client::parse_multistatus(&resp.body)?;
             let mut found: HashMap<String, (String, String)> = HashMap::new();
             for r in ms.responses {
-                let etag = r.prop_text(NS_DAV, "getetag").map(str::to_string);
-                let data = r
-                    .props
-                    .into_iter()
-                    .find(|p| p.is(NS_CALDAV, "calendar-data"))
-                    .map(|d| d.text);
-                if let (Some(etag), Some(data)) = (etag, data) {
-                    found.insert(key(&r.href), (etag, data));
+                if let Some(f) = fetched(r) {
+                    found.insert(key(&f.href), (f.etag, f.data));
                 }
             }
             for href in batch {
@@ -507,21 +517,8 @@ impl Account {
         let mut out = Vec::with_capacity(ms.responses.len());
         for r in ms.responses {
             // iCloud may answer for the collection itself too.
-            if same_resource(calendar, &r.href, calendar.as_str()) {
-                continue;
-            }
-            let etag = r.prop_text(NS_DAV, "getetag").map(str::to_string);
-            let data = r
-                .props
-                .into_iter()
-                .find(|p| p.is(NS_CALDAV, "calendar-data"))
-                .map(|d| d.text);
-            if let (Some(etag), Some(data)) = (etag, data) {
-                out.push(Fetched {
-                    href: r.href,
-                    etag,
-                    data,
-                });
+            if !same_resource(calendar, &r.href, calendar.as_str()) {
+                out.extend(fetched(r));
             }
         }
         Ok(Some(out))

@@ -136,6 +136,22 @@ impl Icloud {
         .map(|r| r.into_inner())
     }
 
+    /// A tenant client and an account connected with the right password,
+    /// its initial sync done.
+    async fn connected(
+        &self,
+        tenant: &str,
+        access: pb::AccessLevel,
+    ) -> Result<(SchedulerClient, String)> {
+        let mut c = self.client(tenant).await?;
+        let account = self
+            .connect(&mut c, &self.server.password, access)
+            .await?
+            .account_id;
+        wait_synced(&mut c, &account).await?;
+        Ok((c, account))
+    }
+
     /// Every request the proxy saw carried Basic credentials, except the
     /// ones that were refused for the lack of them (there are none).
     fn check_preemptive_basic(&self) -> Result<()> {
@@ -273,13 +289,9 @@ async fn an_icloud_account_connects_via_its_partition_host_refuses_a_wrong_app_p
 async fn icloud_upserts_and_deletes_through_calbridge_land_on_the_server_despite_apple_rewrites(
 ) -> Result<()> {
     let t = Icloud::start().await?;
-    let mut c = t.client("icloud-writes").await?;
-    let password = t.server.password.clone();
-    let account = t
-        .connect(&mut c, &password, pb::AccessLevel::ReadWrite)
-        .await?
-        .account_id;
-    wait_synced(&mut c, &account).await?;
+    let (mut c, account) = t
+        .connected("icloud-writes", pb::AccessLevel::ReadWrite)
+        .await?;
     let c0 = change_cursor(&mut c).await?;
     let start = nine_am_in(3);
     let event = |title: &str| pb::Event {
@@ -375,13 +387,9 @@ async fn a_free_busy_icloud_account_derives_busy_intervals_from_events_without_s
             &vcalendar(&[timed_lines("fb-1", "Secret Zanzibar plan", start, 60)]),
         )
         .await?;
-    let mut c = t.client("icloud-freebusy").await?;
-    let password = t.server.password.clone();
-    let account = t
-        .connect(&mut c, &password, pb::AccessLevel::FreeBusy)
-        .await?
-        .account_id;
-    wait_synced(&mut c, &account).await?;
+    let (mut c, account) = t
+        .connected("icloud-freebusy", pb::AccessLevel::FreeBusy)
+        .await?;
     let day = pb::TimeWindow {
         start: Some(to_timestamp(start - chrono::Duration::hours(9))),
         end: Some(to_timestamp(start + chrono::Duration::hours(15))),
@@ -437,13 +445,9 @@ async fn icloud_discovery_retries_a_missing_home_and_sync_survives_503s_and_cros
     t.proxy.home_on_main(true);
     // And discovery's first answer leaves the home out: asked again.
     t.proxy.omit_home_set(1);
-    let mut c = t.client("icloud-throttled").await?;
-    let password = t.server.password.clone();
-    let account = t
-        .connect(&mut c, &password, pb::AccessLevel::ReadWrite)
-        .await?
-        .account_id;
-    wait_synced(&mut c, &account).await?;
+    let (mut c, account) = t
+        .connected("icloud-throttled", pb::AccessLevel::ReadWrite)
+        .await?;
 
     // Throttled: the next requests answer 503 without Retry-After.
     t.proxy.fail_next(4);
@@ -511,13 +515,9 @@ async fn initial_listing(refused: u16) -> Result<()> {
             .await?;
     }
     t.proxy.refuse_calendar_query(refused);
-    let mut c = t.client("icloud-listing").await?;
-    let password = t.server.password.clone();
-    let account = t
-        .connect(&mut c, &password, pb::AccessLevel::ReadWrite)
-        .await?
-        .account_id;
-    wait_synced(&mut c, &account).await?;
+    let (mut c, account) = t
+        .connected("icloud-listing", pb::AccessLevel::ReadWrite)
+        .await?;
     let events = list_events(&mut c, &account, &t.calendar, window()).await?;
     let mut titles: Vec<String> = events.iter().map(|e| e.title.clone()).collect();
     titles.sort();
