@@ -15,11 +15,13 @@
 //! same run and against the same collection:
 //! - (a) calbridge initial sync: ConnectPasswordAccount through the real
 //!   scheduler and CalDAV adapter (release builds) until the calendar left
-//!   its initial sync (discovery, then a depth-0 PROPFIND for the ctag and
-//!   zone and one calendar-query whose objects feed the stream of pages);
+//!   its initial sync (discovery, then a depth-0 PROPFIND for the zone and
+//!   supported reports and one calendar-query whose objects feed the stream
+//!   of pages);
 //! - (b) calbridge re-syncs without changes: SyncNow until `last_success`
 //!   advances. The first one after the initial sync takes the calendar's
-//!   RFC 6578 sync token (the adapter leaves that out of the initial sync:
+//!   RFC 6578 sync token by one sync-collection from scratch (the adapter
+//!   leaves that out of the initial sync:
 //!   on a collection that never served a sync token Radicale spends seconds
 //!   building its sync history), later ones are the idle poll;
 //! - (c) vdirsyncer (the peer, from the venv): first full sync of the

@@ -493,6 +493,30 @@ impl Account {
         ))
     }
 
+    /// The calendar's zone and whether sync-collection is in its
+    /// supported-report-set, from one PROPFIND with depth 0 (no ctag: some
+    /// servers compute it over every member).
+    pub async fn zone_and_sync_support(
+        &self,
+        calendar: &Url,
+    ) -> Result<(Option<Tz>, bool), DavError> {
+        let (_, ms) = self
+            .client
+            .propfind(
+                calendar,
+                0,
+                "<C:calendar-timezone/><D:supported-report-set/>",
+            )
+            .await?;
+        let r = ms.responses.first();
+        Ok((
+            r.and_then(|r| r.prop_text(NS_CALDAV, "calendar-timezone"))
+                .and_then(crate::zones::calendar_zone),
+            r.and_then(|r| r.prop(NS_DAV, "supported-report-set"))
+                .is_some_and(|s| s.contains(NS_DAV, "sync-collection")),
+        ))
+    }
+
     /// Every object of a calendar that holds an event, with its etag and
     /// data, from one calendar-query REPORT (depth 1, a VEVENT comp-filter
     /// and no time-range: the server filters nothing it would have to

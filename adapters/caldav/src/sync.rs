@@ -5,7 +5,8 @@
 //! - `<mode>` `st` holds an RFC 6578 sync token; `ct` a getctag (servers
 //!   without sync-collection); `pt` ("pending token") the getctag read with
 //!   the members of a listing from scratch, on a server whose sync token is
-//!   not taken yet (see below).
+//!   not taken yet (see below); `pd` ("pending, digest") instead a digest
+//!   of the hrefs and etags a listing read whole.
 //! - `<recurring>` lists short hashes of the hrefs that held a series at the
 //!   last listing, so a change or removal of one (whose instance ids cannot
 //!   be derived from its href alone) is answered with a full listing the
@@ -45,6 +46,17 @@
 //! never served one, seconds for a few thousand), so it stays out of the
 //! initial sync. Servers that report no ctag take the token before their
 //! listing instead, from the sync-collection that lists the members.
+//!
+//! A listing read whole (one calendar-query, in a stream) on a server with
+//! sync-collection needs no ctag at all: it knows every href and etag it
+//! listed, and keeps their digest (`pd`). The first poll after it is one
+//! sync-collection from scratch, which takes the token and lists every
+//! member with its etag; the same digest proves the token describes the
+//! state listed (nothing is fetched), another one starts a listing whose
+//! baseline is that token. This spares the listing the ctag, which servers
+//! such as Radicale compute over every member. (Members holding no event,
+//! which the query leaves out, make the digests differ: such a calendar is
+//! listed once more.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -86,6 +98,9 @@ pub enum Mode {
     /// A listing from scratch whose sync token is taken at the next poll;
     /// the value is the ctag read with the listed members.
     PendingToken,
+    /// A listing read whole whose sync token is taken at the next poll;
+    /// the value is the digest of its hrefs and etags ([`members_digest`]).
+    PendingDigest,
 }
 
 /// What a paged answer in progress is.
@@ -153,6 +168,7 @@ impl Cursor {
                 Mode::SyncToken => "st",
                 Mode::Ctag => "ct",
                 Mode::PendingToken => "pt",
+                Mode::PendingDigest => "pd",
             },
             self.recurring.iter().cloned().collect::<Vec<_>>().join(","),
             self.value
@@ -168,6 +184,7 @@ impl Cursor {
             "st" => Mode::SyncToken,
             "ct" => Mode::Ctag,
             "pt" if version == "v2" => Mode::PendingToken,
+            "pd" if version == "v2" => Mode::PendingDigest,
             _ => return None,
         };
         let (recurring, page) = match version {
@@ -439,8 +456,60 @@ pub async fn sync(
                 None => listing(account, &calendar, req, Baseline::Ctag, ahead).await,
             }
         }
+        Mode::PendingDigest => {
+            let delta = match account.sync_collection(&calendar, "").await {
+                Ok(delta) => delta,
+                // The server lists no sync-collection after all: ctag mode.
+                Err(DavError::Forbidden(_) | DavError::Protocol(_)) => {
+                    return listing(account, &calendar, req, Baseline::Ctag, ahead).await
+                }
+                Err(e) => return Err(e),
+            };
+            let digest = members_digest(
+                &calendar,
+                delta
+                    .changed
+                    .iter()
+                    .map(|m| (m.href.as_str(), m.etag.as_str())),
+            );
+            if digest == cursor.value {
+                return Ok(unchanged(&Cursor {
+                    mode: Mode::SyncToken,
+                    value: delta.token,
+                    ..cursor
+                }));
+            }
+            listing(account, &calendar, req, Baseline::Token(delta.token), ahead).await
+        }
         Mode::SyncToken => changes(account, &calendar, req, cursor, ahead).await,
     }
+}
+
+/// A digest of a calendar's members as (href, etag) pairs, whatever their
+/// order and however the server spelled the hrefs (resolved against the
+/// calendar, percent-decoded).
+pub fn members_digest<'a>(
+    calendar: &Url,
+    members: impl Iterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut entries: Vec<(String, &str)> = members
+        .map(|(href, etag)| {
+            let path = calendar
+                .join(href)
+                .map(|u| crate::client::percent_decode(u.path()))
+                .unwrap_or_else(|_| crate::client::percent_decode(href));
+            (path, etag)
+        })
+        .collect();
+    entries.sort();
+    let mut hash = Sha256::new();
+    for (path, etag) in &entries {
+        hash.update(path.as_bytes());
+        hash.update(b"\n");
+        hash.update(etag.as_bytes());
+        hash.update(b"\n");
+    }
+    hex::encode(&hash.finalize()[..16])
 }
 
 fn unchanged(cursor: &Cursor) -> pb::SyncEventsResponse {
@@ -572,12 +641,14 @@ struct Whole {
     objects: BTreeMap<String, Fetched>,
 }
 
-/// Reads a listing whole: one PROPFIND (depth 0) for the ctag (which must
-/// not be newer than the objects, so it comes first) and the zone, or for
-/// the zone alone when the baseline is a token, then one calendar-query.
-/// `None` when the listing must go the PROPFIND way: the server refused or
-/// failed the query, or a fresh listing found no ctag (its token then comes
-/// from the sync-collection that lists the members).
+/// Reads a listing whole: one PROPFIND (depth 0) for the zone (with, for
+/// a listing from scratch, whether the server has sync-collection), and for
+/// a ctag baseline the ctag (which must not be newer than the objects, so
+/// it comes first), then one calendar-query. A listing from scratch on a
+/// server with sync-collection keeps the digest of what it read (`pd`);
+/// without, the ctag (read by one more PROPFIND before the query). `None`
+/// when the listing must go the PROPFIND way: the server refused or failed
+/// the query.
 async fn read_whole(
     account: &Account,
     calendar: &Url,
@@ -589,11 +660,18 @@ async fn read_whole(
             token.clone(),
             account.zone(calendar).await?,
         ),
-        Baseline::Ctag | Baseline::Fresh => {
-            match (account.ctag_and_zone(calendar).await?, baseline) {
-                ((Some(ctag), zone), Baseline::Fresh) => (Mode::PendingToken, ctag, zone),
-                ((None, _), Baseline::Fresh) => return Ok(None),
-                ((ctag, zone), _) => (Mode::Ctag, ctag.unwrap_or_default(), zone),
+        Baseline::Ctag => {
+            let (ctag, zone) = account.ctag_and_zone(calendar).await?;
+            (Mode::Ctag, ctag.unwrap_or_default(), zone)
+        }
+        Baseline::Fresh => {
+            let (zone, supports_sync) = account.zone_and_sync_support(calendar).await?;
+            if supports_sync {
+                // The digest is known once the objects are.
+                (Mode::PendingDigest, String::new(), zone)
+            } else {
+                let ctag = account.ctag(calendar).await?;
+                (Mode::Ctag, ctag.unwrap_or_default(), zone)
             }
         }
     };
@@ -605,6 +683,13 @@ async fn read_whole(
             return Ok(None);
         }
         Err(e) => return Err(e),
+    };
+    let value = match mode {
+        Mode::PendingDigest => members_digest(
+            calendar,
+            objects.iter().map(|f| (f.href.as_str(), f.etag.as_str())),
+        ),
+        _ => value,
     };
     Ok(Some(Whole {
         mode,
@@ -876,6 +961,40 @@ mod tests {
             }),
         };
         assert_eq!(Cursor::decode(&pending.encode()), Some(pending));
+        let digest = Cursor {
+            mode: Mode::PendingDigest,
+            value: "0af3".into(),
+            recurring: BTreeSet::new(),
+            page: None,
+        };
+        assert_eq!(digest.encode(), "v2|pd||-|0af3");
+        assert_eq!(Cursor::decode(&digest.encode()), Some(digest));
+        assert_eq!(Cursor::decode("v1|pd|-||0af3"), None);
+    }
+
+    #[test]
+    fn member_digests_ignore_order_and_href_spelling_but_not_etags() {
+        let cal = Url::parse("https://dav.example/user/cal/").unwrap();
+        let d = |m: &[(&'static str, &'static str)]| members_digest(&cal, m.iter().copied());
+        let listed = d(&[
+            ("/user/cal/a%40b.ics", "\"1\""),
+            ("/user/cal/c.ics", "\"2\""),
+        ]);
+        assert_eq!(
+            listed,
+            d(&[
+                ("https://dav.example/user/cal/c.ics", "\"2\""),
+                ("/user/cal/a@b.ics", "\"1\"")
+            ])
+        );
+        assert_ne!(
+            listed,
+            d(&[
+                ("/user/cal/a%40b.ics", "\"1\""),
+                ("/user/cal/c.ics", "\"3\"")
+            ])
+        );
+        assert_ne!(listed, d(&[("/user/cal/a%40b.ics", "\"1\"")]));
     }
 
     #[test]

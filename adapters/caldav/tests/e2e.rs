@@ -146,6 +146,35 @@ async fn all_pages(
     }
 }
 
+/// The pages of one StreamSyncEvents call from `cursor`.
+async fn streamed(
+    a: &mut Adapter,
+    creds: &pb::ProviderCredentials,
+    calendar: &str,
+    cursor: &str,
+    page_size: u32,
+) -> Vec<pb::SyncEventsResponse> {
+    let mut stream = a
+        .client
+        .stream_sync_events(pb::SyncEventsRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: calendar.into(),
+            cursor: cursor.into(),
+            window: Some(window()),
+            page_size,
+            busy_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pages = Vec::new();
+    while let Some(page) = stream.message().await.unwrap() {
+        pages.push(page);
+    }
+    assert!(!pages.last().unwrap().more, "the stream ended early");
+    pages
+}
+
 fn sorted_ids<'a>(pages: impl IntoIterator<Item = &'a pb::SyncEventsResponse>) -> Vec<String> {
     let mut ids: Vec<String> = pages
         .into_iter()
@@ -615,6 +644,38 @@ async fn paging(kind: Kind) {
         .await
         .unwrap();
     assert!(idle.upserted.is_empty() && idle.deleted.is_empty() && !idle.full_listing);
+
+    // Streamed, as the scheduler asks: a listing from scratch is read whole
+    // (the same events as a single call lists) and keeps the digest of what
+    // it read; the first poll takes the token and fetches nothing; a change
+    // before that poll lists again.
+    let now = sync(&mut a, &creds, &calendar, "").await.unwrap();
+    let pages = streamed(&mut a, &creds, &calendar, "", 3).await;
+    assert!(pages.len() >= 3 && pages.iter().all(|p| p.full_listing));
+    assert_eq!(sorted_ids(&pages), sorted_ids([&now]));
+    let last = pages.last().unwrap().next_cursor.clone();
+    assert!(last.starts_with("v2|pd|"), "{last}");
+    let idle = streamed(&mut a, &creds, &calendar, &last, 3).await;
+    assert_eq!(idle.len(), 1);
+    assert!(idle[0].upserted.is_empty() && idle[0].deleted.is_empty());
+    assert!(!idle[0].full_listing && idle[0].next_cursor.starts_with("v2|st|"));
+    let fresh = streamed(&mut a, &creds, &calendar, "", 100).await;
+    server.put("p1.ics", &single(1, "Edited in between")).await;
+    let relisted = streamed(
+        &mut a,
+        &creds,
+        &calendar,
+        &fresh.last().unwrap().next_cursor,
+        100,
+    )
+    .await;
+    assert!(relisted.iter().all(|p| p.full_listing));
+    assert!(relisted
+        .iter()
+        .flat_map(|p| &p.upserted)
+        .any(|e| e.title == "Edited in between"));
+    let settled = relisted.last().unwrap().next_cursor.clone();
+    assert!(settled.starts_with("v2|st|"), "{settled}");
     drop(server);
 }
 
@@ -788,7 +849,10 @@ async fn chunked_listing(kind: Kind, stream: bool) {
         .map(|i| format!("{}c{i}.ics", server.calendar))
         .collect();
     assert_eq!(ids, expected);
-    assert!(cursor.starts_with("v2|pt|"), "{cursor}");
+    // Read whole, a listing from scratch keeps a digest; listed by PROPFIND,
+    // the ctag.
+    let mode = if stream { "v2|pd|" } else { "v2|pt|" };
+    assert!(cursor.starts_with(mode), "{cursor}");
 }
 
 #[tokio::test]
