@@ -77,6 +77,7 @@ struct Shared {
     home_on_main: AtomicBool,
     omit_home_set: AtomicU32,
     refuse_query: AtomicU32,
+    refuse_home: AtomicBool,
     principal_asks: AtomicU64,
     log: Mutex<Vec<ProxyRequest>>,
 }
@@ -120,6 +121,7 @@ impl IcloudProxy {
             home_on_main: AtomicBool::new(false),
             omit_home_set: AtomicU32::new(0),
             refuse_query: AtomicU32::new(0),
+            refuse_home: AtomicBool::new(false),
             principal_asks: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         });
@@ -176,6 +178,12 @@ impl IcloudProxy {
         self.shared
             .refuse_query
             .store(u32::from(status), Ordering::SeqCst);
+    }
+
+    /// When set, the calendar home refuses PROPFIND (403) although the
+    /// principal answered.
+    pub fn refuse_home(&self, on: bool) {
+        self.shared.refuse_home.store(on, Ordering::SeqCst);
     }
 
     /// Every request seen so far, in order.
@@ -447,6 +455,9 @@ async fn answer(req: &Req, host: Host, shared: &Shared, report: &str) -> Result<
     }
     if report == "free-busy-query" {
         return Ok(Resp::new(400).body("Bad Request"));
+    }
+    if path == home_prefix && shared.refuse_home.load(Ordering::SeqCst) {
+        return Ok(Resp::new(403).body("Forbidden"));
     }
     let refused = shared.refuse_query.load(Ordering::SeqCst);
     if report == "calendar-query" && refused != 0 {

@@ -27,6 +27,11 @@ pub struct Provider {
     pub live_access: Vec<String>,
     /// The refresh token that works now.
     pub live_refresh: String,
+    /// The refresh token `live_refresh` replaced: it keeps working until
+    /// `live_refresh` is used, so a refresh whose answer was lost (the
+    /// caller killed mid-call) can be repeated, as providers whose rotated
+    /// refresh tokens outlive their successors allow.
+    pub previous_refresh: String,
     /// Rotate the refresh token on every refresh.
     pub rotate: bool,
     /// Refuse refreshes with invalid_grant.
@@ -204,6 +209,7 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
         }
         let refresh = p.token("rt");
         p.live_refresh = refresh.clone();
+        p.previous_refresh.clear();
         Ok(Response::new(p.credentials(Some(refresh))))
     }
 
@@ -217,13 +223,16 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
             _ => String::new(),
         };
         let mut p = self.p();
-        if p.refuse_refresh || given != p.live_refresh {
+        let usable = given == p.live_refresh
+            || (!p.previous_refresh.is_empty() && given == p.previous_refresh);
+        if p.refuse_refresh || given.is_empty() || !usable {
             return Err(Status::unauthenticated("invalid_grant"));
         }
         p.refreshes += 1;
         let rotated = if p.rotate {
             let t = p.token("rt");
             p.live_refresh = t.clone();
+            p.previous_refresh = given;
             Some(t)
         } else {
             None
@@ -237,6 +246,7 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
     ) -> Result<Response<pb::RevokeCredentialsResponse>, Status> {
         let mut p = self.p();
         p.live_refresh.clear();
+        p.previous_refresh.clear();
         p.live_access.clear();
         Ok(Response::new(pb::RevokeCredentialsResponse {
             revoked_at_provider: true,

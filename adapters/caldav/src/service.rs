@@ -250,10 +250,10 @@ impl CalendarAdapter for CaldavAdapter {
         let server = parse_server_url(server)?;
         let client = DavClient::new(self.http.clone(), &r.username, &r.password);
         let found = discover(&client, &server).await?;
-        // The home must answer too: a principal on a host that then refuses
-        // the home would fail every later call.
-        let calendars = Account::new(client, found.home.clone()).calendars().await?;
-        tracing::info!(calendars = calendars.len(), "caldav account discovered");
+        // Whether the home answers too is the scheduler's ListCalendars,
+        // which it asks before storing anything: a home that refuses fails
+        // the connect there, without a second listing here.
+        tracing::info!("caldav account discovered");
         Ok(Response::new(pb::ProviderCredentials {
             provider_account_id: found.principal.to_string(),
             secret: Some(Secret::Password(pb::PasswordCredentials {

@@ -570,3 +570,29 @@ async fn a_calendar_refusing_calendar_query_is_listed_by_propfind_and_multigets(
 async fn a_calendar_failing_calendar_query_is_listed_by_propfind_and_multigets() -> Result<()> {
     initial_listing(500).await
 }
+
+/// A principal that answers on a home that refuses: the connect fails (the
+/// calendar list is asked before anything is stored) and no account is
+/// left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_home_that_refuses_fails_the_connect_and_stores_nothing() -> Result<()> {
+    let t = Icloud::start().await?;
+    t.proxy.refuse_home(true);
+    let mut c = t.client("icloud-home").await?;
+    let password = t.server.password.clone();
+    let err = t
+        .connect(&mut c, &password, pb::AccessLevel::ReadWrite)
+        .await
+        .expect_err("the home refuses");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let accounts = c
+        .list_accounts(pb::ListAccountsRequest {
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .accounts;
+    assert!(accounts.is_empty(), "{accounts:#?}");
+    Ok(())
+}
