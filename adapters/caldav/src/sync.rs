@@ -684,10 +684,12 @@ async fn read_whole(
         }
         Err(e) => return Err(e),
     };
+    let objects: BTreeMap<String, Fetched> =
+        objects.into_iter().map(|f| (f.href.clone(), f)).collect();
     let value = match mode {
         Mode::PendingDigest => members_digest(
             calendar,
-            objects.iter().map(|f| (f.href.as_str(), f.etag.as_str())),
+            objects.values().map(|f| (f.href.as_str(), f.etag.as_str())),
         ),
         _ => value,
     };
@@ -695,7 +697,7 @@ async fn read_whole(
         mode,
         value,
         zone,
-        objects: objects.into_iter().map(|f| (f.href.clone(), f)).collect(),
+        objects,
     }))
 }
 
