@@ -189,14 +189,7 @@ impl GoogleStack {
             .await?
             .into_inner();
         let page = self.browse_consent(&begun.authorization_url).await?;
-        let accounts = c
-            .list_accounts(pb::ListAccountsRequest {
-                page_size: 1000,
-                page_token: String::new(),
-            })
-            .await?
-            .into_inner()
-            .accounts;
+        let accounts = crate::accounts(c).await?;
         let account = accounts
             .into_iter()
             .find(|a| a.provider_account_id == user && a.provider == pb::Provider::Google as i32)

@@ -419,6 +419,18 @@ pub async fn sync_status(
         .calendars)
 }
 
+/// The accounts the client's tenant holds (one page of up to 1000).
+pub async fn accounts(client: &mut SchedulerClient) -> Result<Vec<pb::Account>> {
+    Ok(client
+        .list_accounts(pb::ListAccountsRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .accounts)
+}
+
 /// A calendar's last successful sync in ms since the epoch (0 for never).
 pub fn last_success_ms(s: &pb::CalendarSyncStatus) -> i64 {
     s.last_success
@@ -436,14 +448,35 @@ pub async fn wait_initial_sync(
     timeout: Duration,
     every: Duration,
 ) -> Result<()> {
+    wait_status(
+        client,
+        account_id,
+        timeout,
+        every,
+        |s| !s.is_empty() && s.iter().all(|c| c.state != pb::SyncState::Initial as i32),
+        "initial sync not done",
+    )
+    .await
+}
+
+/// Polls the account's sync status every `every` until `done` accepts it;
+/// fails with `what` and the last status after `timeout`.
+async fn wait_status(
+    client: &mut SchedulerClient,
+    account_id: &str,
+    timeout: Duration,
+    every: Duration,
+    done: impl Fn(&[pb::CalendarSyncStatus]) -> bool,
+    what: &str,
+) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let s = sync_status(client, account_id).await?;
-        if !s.is_empty() && s.iter().all(|c| c.state != pb::SyncState::Initial as i32) {
+        if done(&s) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("initial sync not done after {timeout:?}: {s:?}");
+            bail!("{what} within {timeout:?}: {s:?}");
         }
         tokio::time::sleep(every).await;
     }
@@ -470,21 +503,15 @@ async fn wait_synced_where(
     timeout: Duration,
     every: Duration,
 ) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let s = sync_status(client, account_id).await?;
-        let synced: Vec<_> = s
+    let done = |s: &[pb::CalendarSyncStatus]| {
+        let mut synced = s
             .iter()
             .filter(|c| c.state != pb::SyncState::Disabled as i32 && covered(c))
-            .collect();
-        if !synced.is_empty() && synced.iter().all(|c| last_success_ms(c) > after_ms) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("no sync finished after {after_ms} within {timeout:?}: {s:?}");
-        }
-        tokio::time::sleep(every).await;
-    }
+            .peekable();
+        synced.peek().is_some() && synced.all(|c| last_success_ms(c) > after_ms)
+    };
+    let what = format!("no sync finished after {after_ms}");
+    wait_status(client, account_id, timeout, every, done, &what).await
 }
 
 /// SyncNow for `calendar_id` (empty: the whole account), then waits until

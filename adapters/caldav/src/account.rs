@@ -116,11 +116,74 @@ pub struct Snapshot {
     pub members: Vec<Member>,
 }
 
-/// What a depth-0 PROPFIND says about a calendar's change detection.
+/// Which depth-0 properties of a calendar to ask for. Each is asked only
+/// when wanted: servers such as Radicale compute the ctag, and a first sync
+/// token, over every member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// `CS:getctag`.
+    pub ctag: bool,
+    /// `C:calendar-timezone`.
+    pub zone: bool,
+    /// `D:sync-token`.
+    pub token: bool,
+    /// `D:supported-report-set` (whether sync-collection is supported).
+    pub reports: bool,
+}
+
+impl Ask {
+    /// `CS:getctag` alone.
+    pub const CTAG: Ask = Ask {
+        ctag: true,
+        zone: false,
+        token: false,
+        reports: false,
+    };
+    /// `C:calendar-timezone` alone.
+    pub const ZONE: Ask = Ask {
+        ctag: false,
+        zone: true,
+        token: false,
+        reports: false,
+    };
+    /// `D:sync-token` alone.
+    pub const TOKEN: Ask = Ask {
+        ctag: false,
+        zone: false,
+        token: true,
+        reports: false,
+    };
+    /// `D:supported-report-set` alone.
+    pub const REPORTS: Ask = Ask {
+        ctag: false,
+        zone: false,
+        token: false,
+        reports: true,
+    };
+}
+
+impl std::ops::BitOr for Ask {
+    type Output = Ask;
+
+    /// Both sets of properties.
+    fn bitor(self, o: Ask) -> Ask {
+        Ask {
+            ctag: self.ctag || o.ctag,
+            zone: self.zone || o.zone,
+            token: self.token || o.token,
+            reports: self.reports || o.reports,
+        }
+    }
+}
+
+/// What one depth-0 PROPFIND says about a calendar; what was not asked for
+/// stays empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SyncProbe {
+pub struct CalendarProps {
     /// `CS:getctag`.
     pub ctag: Option<String>,
+    /// The calendar's zone from `C:calendar-timezone`.
+    pub zone: Option<Tz>,
     /// `D:sync-token`, when the server has one.
     pub token: Option<String>,
     /// True when `D:sync-collection` is in the supported-report-set.
@@ -262,19 +325,45 @@ impl Account {
         Ok(out)
     }
 
-    /// The calendar's zone alone (`C:calendar-timezone`, one PROPFIND with
-    /// depth 0; asking for the ctag too would cost servers that compute it
-    /// over every member, as Radicale does, a pass over the calendar).
+    /// The properties `ask` names of a calendar, from one PROPFIND with
+    /// depth 0.
+    pub async fn calendar_props(
+        &self,
+        calendar: &Url,
+        ask: Ask,
+    ) -> Result<CalendarProps, DavError> {
+        let props: String = [
+            (ask.ctag, "<CS:getctag/>"),
+            (ask.zone, "<C:calendar-timezone/>"),
+            (ask.token, "<D:sync-token/>"),
+            (ask.reports, "<D:supported-report-set/>"),
+        ]
+        .iter()
+        .filter(|(wanted, _)| *wanted)
+        .map(|(_, p)| *p)
+        .collect();
+        let (_, ms) = self.client.propfind(calendar, 0, &props).await?;
+        let Some(r) = ms.responses.first() else {
+            return Ok(CalendarProps::default());
+        };
+        Ok(CalendarProps {
+            ctag: r.prop_text(NS_CS, "getctag").map(str::to_string),
+            zone: r
+                .prop_text(NS_CALDAV, "calendar-timezone")
+                .and_then(crate::zones::calendar_zone),
+            token: r
+                .prop_text(NS_DAV, "sync-token")
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            supports_sync: r
+                .prop(NS_DAV, "supported-report-set")
+                .is_some_and(|s| s.contains(NS_DAV, "sync-collection")),
+        })
+    }
+
+    /// The calendar's zone alone (see [`Account::calendar_props`]).
     pub async fn zone(&self, calendar: &Url) -> Result<Option<Tz>, DavError> {
-        let (_, ms) = self
-            .client
-            .propfind(calendar, 0, "<C:calendar-timezone/>")
-            .await?;
-        Ok(ms
-            .responses
-            .first()
-            .and_then(|r| r.prop_text(NS_CALDAV, "calendar-timezone"))
-            .and_then(crate::zones::calendar_zone))
+        Ok(self.calendar_props(calendar, Ask::ZONE).await?.zone)
     }
 
     /// The members of a calendar with their etags, the calendar's ctag and
@@ -310,43 +399,6 @@ impl Account {
             }
         }
         Ok(snap)
-    }
-
-    /// The ctag, the current sync token and whether sync-collection is
-    /// supported, from one PROPFIND with depth 0.
-    pub async fn sync_probe(&self, calendar: &Url) -> Result<SyncProbe, DavError> {
-        let (_, ms) = self
-            .client
-            .propfind(
-                calendar,
-                0,
-                "<CS:getctag/><D:sync-token/><D:supported-report-set/>",
-            )
-            .await?;
-        let r = ms
-            .responses
-            .first()
-            .ok_or_else(|| DavError::Protocol("empty PROPFIND answer".into()))?;
-        Ok(SyncProbe {
-            ctag: r.prop_text(NS_CS, "getctag").map(str::to_string),
-            token: r
-                .prop_text(NS_DAV, "sync-token")
-                .filter(|t| !t.is_empty())
-                .map(str::to_string),
-            supports_sync: r
-                .prop(NS_DAV, "supported-report-set")
-                .is_some_and(|s| s.contains(NS_DAV, "sync-collection")),
-        })
-    }
-
-    /// The calendar's ctag alone (the idle poll of ctag-mode sync).
-    pub async fn ctag(&self, calendar: &Url) -> Result<Option<String>, DavError> {
-        let (_, ms) = self.client.propfind(calendar, 0, "<CS:getctag/>").await?;
-        Ok(ms
-            .responses
-            .first()
-            .and_then(|r| r.prop_text(NS_CS, "getctag"))
-            .map(str::to_string))
     }
 
     /// RFC 6578 sync-collection from `token` (empty: everything), repeated
@@ -471,50 +523,6 @@ impl Account {
             }
         }
         Ok(out)
-    }
-
-    /// The calendar's ctag and zone, from one PROPFIND with depth 0: what a
-    /// listing read by [`Account::query_all`] starts from. Read before the
-    /// objects, so the ctag is never newer than they are.
-    pub async fn ctag_and_zone(
-        &self,
-        calendar: &Url,
-    ) -> Result<(Option<String>, Option<Tz>), DavError> {
-        let (_, ms) = self
-            .client
-            .propfind(calendar, 0, "<CS:getctag/><C:calendar-timezone/>")
-            .await?;
-        let r = ms.responses.first();
-        Ok((
-            r.and_then(|r| r.prop_text(NS_CS, "getctag"))
-                .map(str::to_string),
-            r.and_then(|r| r.prop_text(NS_CALDAV, "calendar-timezone"))
-                .and_then(crate::zones::calendar_zone),
-        ))
-    }
-
-    /// The calendar's zone and whether sync-collection is in its
-    /// supported-report-set, from one PROPFIND with depth 0 (no ctag: some
-    /// servers compute it over every member).
-    pub async fn zone_and_sync_support(
-        &self,
-        calendar: &Url,
-    ) -> Result<(Option<Tz>, bool), DavError> {
-        let (_, ms) = self
-            .client
-            .propfind(
-                calendar,
-                0,
-                "<C:calendar-timezone/><D:supported-report-set/>",
-            )
-            .await?;
-        let r = ms.responses.first();
-        Ok((
-            r.and_then(|r| r.prop_text(NS_CALDAV, "calendar-timezone"))
-                .and_then(crate::zones::calendar_zone),
-            r.and_then(|r| r.prop(NS_DAV, "supported-report-set"))
-                .is_some_and(|s| s.contains(NS_DAV, "sync-collection")),
-        ))
     }
 
     /// Every object of a calendar that holds an event, with its etag and

@@ -40,8 +40,6 @@ impl CaldavAdapter {
         }
     }
 
-    /// The account named by password credentials (server URL = calendar
-    /// home, as CheckPassword returned it).
     /// One SyncEvents page; `ahead` holds what earlier pages of the same
     /// stream read.
     async fn page(
@@ -80,6 +78,8 @@ impl CaldavAdapter {
         Ok(resp)
     }
 
+    /// The account named by password credentials (server URL = calendar
+    /// home, as CheckPassword returned it).
     fn account(&self, c: Option<&pb::ProviderCredentials>) -> Result<Account, Status> {
         let p = password(c)?;
         let home = parse_server_url(&p.server_url)?;

@@ -67,7 +67,7 @@ use sha2::{Digest, Sha256};
 
 use calbridge::pb;
 
-use crate::account::{Account, Fetched};
+use crate::account::{Account, Ask, Fetched};
 use crate::error::DavError;
 use crate::mapping::{parse_object, IcalError};
 use crate::recurrence::{expand, Window};
@@ -430,14 +430,15 @@ pub async fn sync(
     }
     match cursor.mode {
         Mode::Ctag => {
-            let ctag = account.ctag(&calendar).await?;
+            let ctag = account.calendar_props(&calendar, Ask::CTAG).await?.ctag;
             if ctag.as_deref() == Some(cursor.value.as_str()) {
                 return Ok(unchanged(&cursor));
             }
             listing(account, &calendar, req, Baseline::Ctag, ahead).await
         }
         Mode::PendingToken => {
-            let probe = account.sync_probe(&calendar).await?;
+            let ask = Ask::CTAG | Ask::TOKEN | Ask::REPORTS;
+            let probe = account.calendar_props(&calendar, ask).await?;
             let same = probe.ctag.as_deref() == Some(cursor.value.as_str());
             match probe.token.filter(|_| probe.supports_sync) {
                 Some(token) if same => Ok(unchanged(&Cursor {
@@ -596,7 +597,11 @@ async fn listing(
                 Baseline::Ctag => (Mode::Ctag, snap.ctag.unwrap_or_default(), snap.members),
                 Baseline::Fresh => match snap.ctag {
                     Some(ctag) => (Mode::PendingToken, ctag, snap.members),
-                    None if account.sync_probe(calendar).await?.supports_sync => {
+                    None if account
+                        .calendar_props(calendar, Ask::REPORTS)
+                        .await?
+                        .supports_sync =>
+                    {
                         // Without a ctag the token cannot be checked later:
                         // take it now, with the members it describes.
                         let delta = account.sync_collection(calendar, "").await?;
@@ -661,17 +666,21 @@ async fn read_whole(
             account.zone(calendar).await?,
         ),
         Baseline::Ctag => {
-            let (ctag, zone) = account.ctag_and_zone(calendar).await?;
-            (Mode::Ctag, ctag.unwrap_or_default(), zone)
+            let p = account
+                .calendar_props(calendar, Ask::CTAG | Ask::ZONE)
+                .await?;
+            (Mode::Ctag, p.ctag.unwrap_or_default(), p.zone)
         }
         Baseline::Fresh => {
-            let (zone, supports_sync) = account.zone_and_sync_support(calendar).await?;
-            if supports_sync {
+            let p = account
+                .calendar_props(calendar, Ask::ZONE | Ask::REPORTS)
+                .await?;
+            if p.supports_sync {
                 // The digest is known once the objects are.
-                (Mode::PendingDigest, String::new(), zone)
+                (Mode::PendingDigest, String::new(), p.zone)
             } else {
-                let ctag = account.ctag(calendar).await?;
-                (Mode::Ctag, ctag.unwrap_or_default(), zone)
+                let ctag = account.calendar_props(calendar, Ask::CTAG).await?.ctag;
+                (Mode::Ctag, ctag.unwrap_or_default(), p.zone)
             }
         }
     };

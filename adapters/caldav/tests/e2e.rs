@@ -101,6 +101,23 @@ async fn sync(
     sync_page(a, creds, calendar, cursor, 100).await
 }
 
+/// A SyncEvents request over the test window.
+fn sync_request(
+    creds: &pb::ProviderCredentials,
+    calendar: &str,
+    cursor: &str,
+    page_size: u32,
+) -> pb::SyncEventsRequest {
+    pb::SyncEventsRequest {
+        credentials: Some(creds.clone()),
+        calendar_id: calendar.into(),
+        cursor: cursor.into(),
+        window: Some(window()),
+        page_size,
+        busy_only: false,
+    }
+}
+
 async fn sync_page(
     a: &mut Adapter,
     creds: &pb::ProviderCredentials,
@@ -109,14 +126,7 @@ async fn sync_page(
     page_size: u32,
 ) -> Result<pb::SyncEventsResponse, tonic::Status> {
     a.client
-        .sync_events(pb::SyncEventsRequest {
-            credentials: Some(creds.clone()),
-            calendar_id: calendar.into(),
-            cursor: cursor.into(),
-            window: Some(window()),
-            page_size,
-            busy_only: false,
-        })
+        .sync_events(sync_request(creds, calendar, cursor, page_size))
         .await
         .map(|r| r.into_inner())
 }
@@ -156,14 +166,7 @@ async fn streamed(
 ) -> Vec<pb::SyncEventsResponse> {
     let mut stream = a
         .client
-        .stream_sync_events(pb::SyncEventsRequest {
-            credentials: Some(creds.clone()),
-            calendar_id: calendar.into(),
-            cursor: cursor.into(),
-            window: Some(window()),
-            page_size,
-            busy_only: false,
-        })
+        .stream_sync_events(sync_request(creds, calendar, cursor, page_size))
         .await
         .unwrap()
         .into_inner();

@@ -136,20 +136,6 @@ pub fn prune(shared: &Shared) -> Result<usize, ErrorKind> {
 mod tests {
     use super::*;
 
-    fn shared(dir: &std::path::Path) -> Shared {
-        let config =
-            crate::config::Config::load(crate::config::Flags::default(), &Default::default())
-                .unwrap();
-        Shared::new(
-            crate::store::Store::open(dir).unwrap(),
-            crate::crypto::MasterKey::from_bytes(&crate::crypto::MasterKey::generate_bytes())
-                .unwrap(),
-            crate::adapters::Adapters::new(&Default::default()).unwrap(),
-            config,
-            "http://127.0.0.1:1".into(),
-        )
-    }
-
     fn change() -> crate::store::ChangeDraft {
         crate::store::ChangeDraft {
             kind: pb::ChangeKind::AccountStatus as i32,
@@ -164,7 +150,7 @@ mod tests {
     #[test]
     fn a_cursor_older_than_retention_is_out_of_range_and_says_to_resync() {
         let dir = tempfile::tempdir().unwrap();
-        let s = shared(dir.path());
+        let s = Shared::for_test(dir.path());
         s.store
             .append_changes("t", &[change(), change()], 1_000)
             .unwrap();

@@ -1572,20 +1572,6 @@ mod tests {
     use crate::store::{AccountRecord, EventRecord, MirrorPut, MirrorRemove, PageCommit};
     use proptest::prelude::*;
 
-    fn shared(dir: &std::path::Path) -> Shared {
-        let config =
-            crate::config::Config::load(crate::config::Flags::default(), &Default::default())
-                .unwrap();
-        Shared::new(
-            crate::store::Store::open(dir).unwrap(),
-            crate::crypto::MasterKey::from_bytes(&crate::crypto::MasterKey::generate_bytes())
-                .unwrap(),
-            crate::adapters::Adapters::new(&Default::default()).unwrap(),
-            config,
-            "http://127.0.0.1:1".into(),
-        )
-    }
-
     fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1995,7 +1981,7 @@ mod tests {
     }
 
     fn seeded(dir: &std::path::Path, n: usize) -> Shared {
-        let s = shared(dir);
+        let s = Shared::for_test(dir);
         for k in 0..n {
             connect(&s, k);
             for (i, cal) in ["primary", "work"].iter().enumerate() {
@@ -2258,7 +2244,7 @@ mod tests {
         };
         let (n, runs) = (env("HN", 50), env("HR", 200));
         let dir = tempfile::tempdir().unwrap();
-        let s = shared(dir.path());
+        let s = Shared::for_test(dir.path());
         let req = seed_scenario(&s, n);
         let t = std::time::Instant::now();
         let first = query(&s, "t", &req).unwrap();

@@ -156,6 +156,22 @@ impl Shared {
         }
     }
 
+    /// Shared state for unit tests: a store in `dir`, a fresh master key,
+    /// no adapters and the default configuration.
+    #[cfg(test)]
+    pub fn for_test(dir: &std::path::Path) -> Shared {
+        let config =
+            crate::config::Config::load(crate::config::Flags::default(), &Default::default())
+                .unwrap();
+        Shared::new(
+            Store::open(dir).unwrap(),
+            MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap(),
+            Adapters::new(&Default::default()).unwrap(),
+            config,
+            "http://127.0.0.1:1".into(),
+        )
+    }
+
     /// A calendar's blocking events, from memory when cached since the last
     /// change of its mirror.
     pub fn timeline(&self, account: &str, calendar: &str) -> Result<Arc<Timeline>, ErrorKind> {

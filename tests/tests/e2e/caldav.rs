@@ -296,14 +296,7 @@ async fn connect_and_initial_sync(kind: ServerKind) -> Result<()> {
             .expect_err("a wrong password is refused");
         assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
         assert!(!err.message().contains("not-the-password"), "{err:?}");
-        let accounts = c
-            .list_accounts(pb::ListAccountsRequest {
-                page_size: 0,
-                page_token: String::new(),
-            })
-            .await?
-            .into_inner()
-            .accounts;
+        let accounts = calbridge_e2e::accounts(&mut c).await?;
         assert!(accounts.is_empty(), "no account stored: {accounts:?}");
     }
 

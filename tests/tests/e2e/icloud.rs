@@ -189,14 +189,7 @@ async fn an_icloud_account_connects_via_its_partition_host_refuses_a_wrong_app_p
         .expect_err("a wrong password is refused");
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     assert!(!err.message().contains("abcd-efgh"), "{err:?}");
-    let accounts = c
-        .list_accounts(pb::ListAccountsRequest {
-            page_size: 0,
-            page_token: String::new(),
-        })
-        .await?
-        .into_inner()
-        .accounts;
+    let accounts = calbridge_e2e::accounts(&mut c).await?;
     assert!(accounts.is_empty(), "no account stored: {accounts:?}");
 
     let password = t.server.password.clone();
@@ -585,14 +578,7 @@ async fn a_home_that_refuses_fails_the_connect_and_stores_nothing() -> Result<()
         .await
         .expect_err("the home refuses");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
-    let accounts = c
-        .list_accounts(pb::ListAccountsRequest {
-            page_size: 0,
-            page_token: String::new(),
-        })
-        .await?
-        .into_inner()
-        .accounts;
+    let accounts = calbridge_e2e::accounts(&mut c).await?;
     assert!(accounts.is_empty(), "{accounts:#?}");
     Ok(())
 }
