@@ -509,6 +509,11 @@ pub struct CaldavStack {
     pub scheduler_config: Option<PathBuf>,
 }
 
+/// The network the test CalDAV servers listen on, allow-listed for the
+/// adapter (127.0.0.1 only: the rest of the loopback stays refused, which
+/// the hostile-server tests rely on).
+pub const LOOPBACK_SERVERS: &str = "127.0.0.1/32";
+
 impl CaldavStack {
     /// Starts `calbridge-adapter-caldav` (suggesting a poll every
     /// `poll_interval_seconds`), then the scheduler in local mode with
@@ -539,6 +544,10 @@ impl CaldavStack {
                 "127.0.0.1:0".into(),
                 "--poll-interval-seconds".into(),
                 poll_interval_seconds.to_string(),
+                // The test servers listen on the loopback, which the
+                // adapter refuses unless allow-listed.
+                "--allow-private-network".into(),
+                LOOPBACK_SERVERS.into(),
             ],
         )
         .await?;

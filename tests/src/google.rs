@@ -92,11 +92,16 @@ impl GoogleStack {
             format!("{base}/calendar/v3/"),
         ];
         let mut webhook_url = None;
+        // The scheduler's port, known before the adapter starts: push
+        // notifications may only be forwarded to it.
+        let scheduler_port = free_port();
         if !opts.no_push {
             let port = free_port();
             let url = format!("https://127.0.0.1:{port}/google/push");
             webhook_url = Some(url.clone());
             args.extend([
+                "--allowed-callback-endpoint".into(),
+                format!("http://127.0.0.1:{scheduler_port}"),
                 "--webhook-listen".into(),
                 format!("127.0.0.1:{port}"),
                 "--webhook-public-url".into(),
@@ -126,7 +131,7 @@ impl GoogleStack {
             callback_listen,
         ];
         flags.extend(opts.scheduler_flags);
-        let stack = Stack::start_with_scheduler_flags(&flags).await?;
+        let stack = Stack::start_with_scheduler_flags_on(scheduler_port, &flags).await?;
         Ok(GoogleStack {
             stack,
             fake,

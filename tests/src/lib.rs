@@ -241,10 +241,19 @@ impl Stack {
     /// its own (more `--adapter PROVIDER=URL`, OAuth settings, ...), which
     /// [`Stack::restart_scheduler`] keeps.
     pub async fn start_with_scheduler_flags(scheduler_extra: &[String]) -> Result<Stack> {
+        Self::start_with_scheduler_flags_on(free_port(), scheduler_extra).await
+    }
+
+    /// Like [`Stack::start_with_scheduler_flags`], with the scheduler on
+    /// `scheduler_port` of the loopback (known to adapters started before
+    /// it, such as a Google adapter that forwards push only to it).
+    pub async fn start_with_scheduler_flags_on(
+        scheduler_port: u16,
+        scheduler_extra: &[String],
+    ) -> Result<Stack> {
         let dir = tempfile::tempdir()?;
         let args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
         let sandbox = Proc::start("calbridge-adapter-sandbox", &args).await?;
-        let scheduler_port = free_port();
         let scheduler = Self::start_scheduler(
             dir.path(),
             scheduler_port,

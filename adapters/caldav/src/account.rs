@@ -17,6 +17,7 @@ use crate::client::{
     percent_decode, same_resource, xml_escape, DavClient, DavResponse, PutCondition, NS_APPLE,
     NS_CALDAV, NS_CS, NS_DAV,
 };
+use crate::egress::{same_origin, same_site};
 use crate::error::DavError;
 use crate::mapping::{parse_calendar, parse_object, EventParts, IcalError};
 use crate::recurrence::Window;
@@ -38,6 +39,12 @@ pub const ICLOUD_MULTIGET_BATCH: usize = 50;
 /// `calendar-home-set` before the principal is taken as the home: iCloud
 /// occasionally leaves it out of an answer, and a retry finds it.
 const HOME_SET_ATTEMPTS: usize = 3;
+
+/// How many truncated (507) sync-collection answers one sync follows.
+const MAX_SYNC_ROUNDS: usize = 100;
+
+/// The most members one sync-collection may name.
+const MAX_SYNC_MEMBERS: usize = 500_000;
 
 /// True for iCloud's hosts (`icloud.com` and its subdomains, such as the
 /// partition hosts `pNN-caldav.icloud.com`).
@@ -203,6 +210,7 @@ fn fetched(r: DavResponse) -> Option<Fetched> {
         href: r.href,
         etag,
         data,
+        oversize: false,
     })
 }
 
@@ -215,6 +223,9 @@ pub struct Fetched {
     pub etag: String,
     /// Its iCalendar data.
     pub data: String,
+    /// True when the object alone makes an answer larger than the body
+    /// cap: it has no data and is reported as skipped.
+    pub oversize: bool,
 }
 
 /// One account at its calendar home.
@@ -273,6 +284,11 @@ pub async fn discover(client: &DavClient, server: &Url) -> Result<Discovered, Da
     }
     let principal =
         principal.ok_or_else(|| DavError::NotFound("a CalDAV principal for this user".into()))?;
+    if !same_site(client.anchor(), &principal) {
+        return Err(DavError::Refused(
+            "the server named a principal on another site".into(),
+        ));
+    }
     let mut home = None;
     for attempt in 1..=HOME_SET_ATTEMPTS {
         let (base, ms) = client
@@ -285,6 +301,11 @@ pub async fn discover(client: &DavClient, server: &Url) -> Result<Discovered, Da
         tracing::debug!(attempt, "no calendar-home-set in the answer; asking again");
     }
     let home = home.unwrap_or_else(|| principal.clone());
+    if !same_site(client.anchor(), &home) {
+        return Err(DavError::Refused(
+            "the server named a calendar home on another site".into(),
+        ));
+    }
     Ok(Discovered { principal, home })
 }
 
@@ -303,11 +324,24 @@ impl Account {
     }
 
     /// The URL of a calendar or event id (an href, resolved against the
-    /// home).
-    pub fn url(&self, href: &str) -> Result<Url, DavError> {
-        self.home
+    /// home). It must stay on the home's origin: an absolute or
+    /// scheme-relative href naming another host (or port, or scheme) is
+    /// refused before any request, so a caller cannot send the account's
+    /// credentials anywhere else. `field` names the request field the href
+    /// came from, for the error.
+    pub fn url(&self, field: &str, href: &str) -> Result<Url, DavError> {
+        let url = self
+            .home
             .join(href)
-            .map_err(|_| Invalid::field("calendar_id", "is not a valid CalDAV href").into())
+            .map_err(|_| Invalid::field(field, "is not a valid CalDAV href"))?;
+        if !same_origin(&self.home, &url) {
+            return Err(Invalid::field(
+                field,
+                "must be a path on the account's CalDAV server (hrefs naming another host are refused)",
+            )
+            .into());
+        }
+        Ok(url)
     }
 
     /// The account's calendars that can hold events.
@@ -317,6 +351,13 @@ impl Account {
             .responses
             .iter()
             .filter(|r| !same_resource(&base, &r.href, base.as_str()))
+            // A calendar the server places on another host would send the
+            // credentials there: not listed.
+            .filter(|r| {
+                self.home
+                    .join(&r.href)
+                    .is_ok_and(|u| same_origin(&self.home, &u))
+            })
             .filter_map(calendar_of)
             .collect();
         if let Some(first) = out.iter_mut().find(|c| !c.read_only) {
@@ -414,7 +455,15 @@ impl Account {
         };
         let mut seen: std::collections::BTreeMap<String, Option<String>> =
             std::collections::BTreeMap::new();
-        for _ in 0..1000 {
+        // A truncated answer (507) is continued a bounded number of times,
+        // and the members it names are bounded too: a server that never
+        // finishes costs one error.
+        for _ in 0..MAX_SYNC_ROUNDS {
+            if seen.len() > MAX_SYNC_MEMBERS {
+                return Err(DavError::Protocol(format!(
+                    "sync-collection named more than {MAX_SYNC_MEMBERS} members"
+                )));
+            }
             let body = format!(
                 r#"<?xml version="1.0" encoding="utf-8"?><D:sync-collection xmlns:D="DAV:"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"#,
                 xml_escape(&delta.token)
@@ -486,7 +535,10 @@ impl Account {
                 .unwrap_or_else(|_| percent_decode(h))
         };
         let mut out = Vec::with_capacity(hrefs.len());
-        for batch in hrefs.chunks(self.multiget_batch()) {
+        // Batches whose answer exceeds the body cap are halved; an object
+        // too large alone is returned without data, marked oversize.
+        let mut todo: Vec<&[String]> = hrefs.chunks(self.multiget_batch()).rev().collect();
+        while let Some(batch) = todo.pop() {
             let body = format!(
                 r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop>{}</C:calendar-multiget>"#,
                 batch
@@ -494,7 +546,25 @@ impl Account {
                     .map(|h| format!("<D:href>{}</D:href>", xml_escape(h)))
                     .collect::<String>()
             );
-            let resp = self.client.report(calendar, None, &body).await?;
+            let resp = match self.client.report(calendar, None, &body).await {
+                Err(DavError::TooLarge(_)) if batch.len() > 1 => {
+                    let (a, b) = batch.split_at(batch.len() / 2);
+                    todo.push(b);
+                    todo.push(a);
+                    continue;
+                }
+                Err(DavError::TooLarge(_)) => {
+                    tracing::warn!("a calendar object is larger than the answer cap; skipping it");
+                    out.push(Fetched {
+                        href: batch[0].clone(),
+                        etag: String::new(),
+                        data: String::new(),
+                        oversize: true,
+                    });
+                    continue;
+                }
+                r => r?,
+            };
             match resp.status.as_u16() {
                 207 => {}
                 404 | 410 => return Err(DavError::NotFound("the calendar".into())),
@@ -518,6 +588,7 @@ impl Account {
                         href: href.clone(),
                         etag,
                         data,
+                        oversize: false,
                     });
                 }
             }
@@ -536,7 +607,13 @@ impl Account {
     /// with PROPFIND and multigets instead.
     pub async fn query_all(&self, calendar: &Url) -> Result<Option<Vec<Fetched>>, DavError> {
         const BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/></C:comp-filter></C:filter></C:calendar-query>"#;
-        let resp = self.client.report(calendar, Some(1), BODY).await?;
+        let resp = match self.client.report(calendar, Some(1), BODY).await {
+            Err(DavError::TooLarge(_)) => {
+                tracing::info!("calendar-query answer over the cap; listing in batches");
+                return Ok(None);
+            }
+            r => r?,
+        };
         match resp.status.as_u16() {
             207 => {}
             404 | 410 => return Err(DavError::NotFound("the calendar".into())),
@@ -558,7 +635,7 @@ impl Account {
 
     /// Reads one event resource as a single event (writes' answers).
     pub async fn event(&self, href: &str, zone: Option<Tz>) -> Result<pb::Event, DavError> {
-        let url = self.url(href)?;
+        let url = self.url("provider_event_id", href)?;
         let (data, etag) = self
             .client
             .get(&url)
@@ -592,7 +669,7 @@ impl Account {
         name: &str,
         ics: &str,
     ) -> Result<(pb::Event, bool), DavError> {
-        let calendar = self.url(calendar_id)?;
+        let calendar = self.url("calendar_id", calendar_id)?;
         let url = calendar
             .join(&format!("{name}.ics"))
             .map_err(|_| Invalid::field("idempotency_key", "cannot name a CalDAV resource"))?;
@@ -609,7 +686,7 @@ impl Account {
 
     /// Reads the data and etag of an event resource for a rewrite.
     pub async fn current(&self, href: &str) -> Result<(String, String), DavError> {
-        let url = self.url(href)?;
+        let url = self.url("provider_event_id", href)?;
         let (data, etag) = self
             .client
             .get(&url)
@@ -634,14 +711,18 @@ impl Account {
         etag: &str,
     ) -> Result<pb::Event, DavError> {
         self.put_matching(href, ics, etag).await?;
-        let zone = self.zone(&self.url(calendar_id)?).await.ok().flatten();
+        let zone = self
+            .zone(&self.url("calendar_id", calendar_id)?)
+            .await
+            .ok()
+            .flatten();
         self.event(href, zone).await
     }
 
     /// Rewrites a resource, conditional on `etag` (412 → a version
     /// conflict carrying the current etag).
     pub async fn put_matching(&self, href: &str, ics: &str, etag: &str) -> Result<(), DavError> {
-        let url = self.url(href)?;
+        let url = self.url("provider_event_id", href)?;
         let resp = self
             .client
             .put(&url, ics, &PutCondition::Match(etag.to_string()))
@@ -657,7 +738,7 @@ impl Account {
 
     /// Deletes an event resource, conditional on `etag` when given.
     pub async fn delete(&self, href: &str, etag: Option<&str>) -> Result<(), DavError> {
-        let url = self.url(href)?;
+        let url = self.url("provider_event_id", href)?;
         let resp = self.client.delete(&url, etag).await?;
         match resp.status.as_u16() {
             200 | 202 | 204 => Ok(()),
@@ -679,7 +760,7 @@ impl Account {
         calendar_id: &str,
         window: Window,
     ) -> Result<Vec<pb::BusyInterval>, DavError> {
-        let calendar = self.url(calendar_id)?;
+        let calendar = self.url("calendar_id", calendar_id)?;
         let body = format!(
             r#"<?xml version="1.0" encoding="utf-8"?><C:free-busy-query xmlns:C="urn:ietf:params:xml:ns:caldav"><C:time-range start="{}" end="{}"/></C:free-busy-query>"#,
             window.start.format("%Y%m%dT%H%M%SZ"),
@@ -718,43 +799,74 @@ impl Account {
         let snap = self.snapshot(calendar).await?;
         let zone = snap.zone;
         let hrefs: Vec<String> = snap.members.into_iter().map(|m| m.href).collect();
-        let mut out = Vec::new();
-        for f in self.multiget(calendar, &hrefs).await? {
-            let events = match parse_object(&f.data, zone)
-                .and_then(|o| crate::recurrence::expand(&o, &f.href, &f.etag, window, true))
+        let fetched = self.multiget(calendar, &hrefs).await?;
+        let calendar_id = calendar_id.to_string();
+        // CPU work, off the async workers, within a budget of a few pages'
+        // worth (see `crate::mapping::bounds`).
+        let _cpu = crate::sync::expansion_permit().await;
+        tokio::task::spawn_blocking(move || busy_of(fetched, zone, &calendar_id, window))
+            .await
+            .map_err(|_| DavError::Protocol("reading the calendar objects failed".into()))?
+    }
+}
+
+/// The busy intervals of fetched objects in `window`, within a work budget
+/// of four sync pages.
+fn busy_of(
+    fetched: Vec<Fetched>,
+    zone: Option<Tz>,
+    calendar_id: &str,
+    window: Window,
+) -> Result<Vec<pb::BusyInterval>, DavError> {
+    use crate::mapping::bounds::{MAX_STEPS, PAGE_STEPS};
+    let mut out = Vec::new();
+    let mut spent = 0usize;
+    for f in fetched {
+        if spent > 4 * PAGE_STEPS {
+            return Err(DavError::Unsupported(
+                "the calendar is too costly to derive free/busy from; its server answers no free-busy-query".into(),
+            ));
+        }
+        spent += f.data.len() / 256;
+        let events = match parse_object(&f.data, zone)
+            .and_then(|o| crate::recurrence::expand_bounded(&o, &f.href, &f.etag, window, true))
+        {
+            Ok(x) => {
+                spent += x.steps;
+                x.events
+            }
+            Err(e) => {
+                if matches!(e, IcalError::TooCostly(_)) {
+                    spent += MAX_STEPS;
+                }
+                tracing::warn!(error = %e, "skipping an unreadable calendar object");
+                continue;
+            }
+        };
+        let tz = zone.unwrap_or(Tz::UTC);
+        for e in events {
+            if e.transparency() == Transparency::Transparent || e.status() == EventStatus::Cancelled
             {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping an unreadable calendar object");
-                    continue;
-                }
+                continue;
+            }
+            let bound = |t: Option<&pb::EventTime>| {
+                t.and_then(|t| calbridge::time::parse_event_time(t).ok())
+                    .map(|b| calbridge::time::boundary_utc(b, Some(tz)))
             };
-            let tz = zone.unwrap_or(Tz::UTC);
-            for e in events {
-                if e.transparency() == Transparency::Transparent
-                    || e.status() == EventStatus::Cancelled
-                {
-                    continue;
-                }
-                let bound = |t: Option<&pb::EventTime>| {
-                    t.and_then(|t| calbridge::time::parse_event_time(t).ok())
-                        .map(|b| calbridge::time::boundary_utc(b, Some(tz)))
-                };
-                let (Some(s), Some(en)) = (bound(e.start.as_ref()), bound(e.end.as_ref())) else {
-                    continue;
-                };
-                let status = if e.status() == EventStatus::Tentative {
-                    BusyStatus::Tentative
-                } else {
-                    BusyStatus::Busy
-                };
-                if let Some((s, en)) = clip(s, en, window) {
-                    out.push(interval(s, en, status, calendar_id));
-                }
+            let (Some(s), Some(en)) = (bound(e.start.as_ref()), bound(e.end.as_ref())) else {
+                continue;
+            };
+            let status = if e.status() == EventStatus::Tentative {
+                BusyStatus::Tentative
+            } else {
+                BusyStatus::Busy
+            };
+            if let Some((s, en)) = clip(s, en, window) {
+                out.push(interval(s, en, status, calendar_id));
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 fn clip(s: DateTime<Utc>, e: DateTime<Utc>, w: Window) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
@@ -892,7 +1004,11 @@ pub fn single_event(
 /// A busy period: start, end and how busy.
 pub type BusyPeriod = (DateTime<Utc>, DateTime<Utc>, BusyStatus);
 
-/// The busy periods of a VFREEBUSY answer.
+/// The most busy periods read from one free-busy answer (a year of
+/// back-to-back half-hour meetings in working hours is under 5,000).
+pub const MAX_BUSY_PERIODS: usize = 20_000;
+
+/// The busy periods of a VFREEBUSY answer, at most [`MAX_BUSY_PERIODS`].
 pub fn parse_free_busy(data: &str) -> Result<Vec<BusyPeriod>, IcalError> {
     use calcard::icalendar::{
         ICalendarComponentType, ICalendarParameterName, ICalendarPeriod, ICalendarProperty,
@@ -941,6 +1057,11 @@ pub fn parse_free_busy(data: &str) -> Result<Vec<BusyPeriod>, IcalError> {
                     _ => (None, None),
                 };
                 if let (Some(s), Some(en)) = (s, en) {
+                    if out.len() == MAX_BUSY_PERIODS {
+                        return Err(IcalError::TooLarge(format!(
+                            "more than {MAX_BUSY_PERIODS} busy periods"
+                        )));
+                    }
                     out.push((s, en, status));
                 }
             }

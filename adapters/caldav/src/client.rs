@@ -4,6 +4,11 @@
 //! stays a PROPFIND), and the parsing of `207 Multi-Status` answers into a
 //! small owned XML tree. Base URLs come from the caller, never from
 //! constants, so tests point the client at local servers.
+//!
+//! Every server is hostile until checked ([`crate::egress`]): each hop is
+//! checked against the egress policy and must stay on the account's site,
+//! bodies are read in chunks up to a size cap, and XML is parsed without
+//! DTDs, with a bounded node count and nesting depth.
 
 use std::time::Duration;
 
@@ -11,6 +16,7 @@ use calbridge_runtime::Secret;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
+use crate::egress::{blocked_in, same_site, Egress};
 use crate::error::DavError;
 
 /// The `DAV:` namespace.
@@ -25,10 +31,48 @@ pub const NS_APPLE: &str = "http://apple.com/ns/ical/";
 /// How many redirects one request may follow.
 const MAX_REDIRECTS: usize = 5;
 
+/// The deepest XML element nesting accepted in an answer. WebDAV answers
+/// nest about eight levels (multistatus, response, propstat, prop,
+/// property, and a few inside properties such as privileges).
+pub const MAX_XML_DEPTH: usize = 32;
+
+/// The most XML nodes (elements, text, attributes' owners) accepted in one
+/// answer: about a dozen per calendar object, so calendars of over 100,000
+/// objects still parse, while memory stays bounded.
+pub const MAX_XML_NODES: u32 = 2_000_000;
+
+/// The largest answer body read by default, in bytes (see
+/// [`crate::Config::max_response_bytes`]).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// How the adapter's HTTP requests are bounded: where they may go and how
+/// much of an answer is read. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Which addresses may be reached.
+    pub egress: Egress,
+    /// The largest body read; a longer one fails the request
+    /// ([`DavError::TooLarge`]).
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            egress: Egress::default(),
+            max_body: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
 /// A WebDAV client for one account (its user name and password). Cheap to
 /// build per call: the connection pool lives in the shared `reqwest::Client`.
 pub struct DavClient {
     http: reqwest::Client,
+    limits: Limits,
+    /// The URL whose site every request must stay on: the server URL
+    /// during discovery, the calendar home afterwards.
+    anchor: Url,
     username: String,
     password: Secret,
 }
@@ -71,12 +115,16 @@ pub enum PutCondition {
 }
 
 /// Builds the shared HTTP client: gzip accepted, no automatic redirects
-/// (see [`DavClient`]), a per-request timeout.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+/// (see [`DavClient`]), a per-request timeout (which covers reading the
+/// body, so a trickling server costs one request's timeout), no proxy, and
+/// the egress policy's resolver.
+pub fn http_client(timeout: Duration, egress: &Egress) -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
+        .no_proxy()
+        .dns_resolver(egress.resolver())
         .user_agent(concat!(
             "calbridge-adapter-caldav/",
             env!("CARGO_PKG_VERSION")
@@ -86,17 +134,38 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 }
 
 impl DavClient {
-    /// A client sending `username` and `password` with every request.
-    pub fn new(http: reqwest::Client, username: &str, password: &str) -> Self {
+    /// A client sending `username` and `password` with every request, to
+    /// `anchor`'s site only.
+    pub fn new(
+        http: reqwest::Client,
+        limits: Limits,
+        anchor: Url,
+        username: &str,
+        password: &str,
+    ) -> Self {
         DavClient {
             http,
+            limits,
+            anchor,
             username: username.to_string(),
             password: Secret::new(password),
         }
     }
 
+    /// The URL requests must stay on the site of.
+    pub fn anchor(&self) -> &Url {
+        &self.anchor
+    }
+
+    /// The egress policy and body cap.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Sends a request, following redirects with the same method, body and
-    /// credentials; maps authentication failures, rate limits and outages.
+    /// credentials as long as they stay on the anchor's site (never from
+    /// `https` to `http`); maps authentication failures, rate limits and
+    /// outages. The body is read up to the size cap.
     pub async fn send(
         &self,
         method: Method,
@@ -106,6 +175,16 @@ impl DavClient {
     ) -> Result<RawResponse, DavError> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
+            if !same_site(&self.anchor, &url) {
+                return Err(DavError::Refused(
+                    "the server sent the request to another site; the account's credentials are never sent there"
+                        .into(),
+                ));
+            }
+            self.limits
+                .egress
+                .check_url(&url)
+                .map_err(|b| DavError::Refused(b.0))?;
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
@@ -116,7 +195,10 @@ impl DavClient {
             if let Some(b) = body {
                 req = req.body(b.to_string());
             }
-            let resp = req.send().await.map_err(|e| {
+            let mut resp = req.send().await.map_err(|e| {
+                if let Some(b) = blocked_in(&e) {
+                    return DavError::Refused(b.0);
+                }
                 DavError::Unavailable(if e.is_timeout() {
                     "request timed out".to_string()
                 } else {
@@ -137,10 +219,35 @@ impl DavClient {
                 }
             }
             let headers = resp.headers().clone();
-            let body = resp
-                .text()
-                .await
-                .map_err(|_| DavError::Unavailable("the response body was cut off".into()))?;
+            if resp
+                .content_length()
+                .is_some_and(|n| n > self.limits.max_body as u64)
+            {
+                return Err(DavError::TooLarge(self.limits.max_body));
+            }
+            let mut bytes: Vec<u8> = Vec::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if bytes.len() + chunk.len() > self.limits.max_body {
+                            return Err(DavError::TooLarge(self.limits.max_body));
+                        }
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(DavError::Unavailable(if e.is_timeout() {
+                            "the response body timed out".into()
+                        } else {
+                            "the response body was cut off".into()
+                        }))
+                    }
+                }
+            }
+            let body = match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
             return check_common(RawResponse {
                 url,
                 status,
@@ -376,10 +483,18 @@ pub struct Multistatus {
     pub sync_token: Option<String>,
 }
 
-/// Parses a multistatus body. The `Content-Type` is never trusted.
+/// Parses a multistatus body. The `Content-Type` is never trusted; DTDs
+/// are refused (no entity expansion), and so are answers of more than
+/// [`MAX_XML_NODES`] nodes or nested deeper than [`MAX_XML_DEPTH`].
 pub fn parse_multistatus(xml: &str) -> Result<Multistatus, DavError> {
-    let doc = roxmltree::Document::parse(xml)
-        .map_err(|e| DavError::Protocol(format!("the multistatus is not XML: {e}")))?;
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: MAX_XML_NODES,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(xml, options)
+        .map_err(|e| DavError::Protocol(format!("the multistatus is not usable XML: {e}")))?;
+    check_depth(&doc)?;
     let root = Element::from_node(doc.root_element());
     if !root.is(NS_DAV, "multistatus") {
         return Err(DavError::Protocol(format!(
@@ -413,20 +528,50 @@ pub fn parse_multistatus(xml: &str) -> Result<Multistatus, DavError> {
     Ok(out)
 }
 
+/// Refuses a document nested deeper than [`MAX_XML_DEPTH`], before the
+/// (recursive) conversion into [`Element`]s. Iterative.
+fn check_depth(doc: &roxmltree::Document<'_>) -> Result<(), DavError> {
+    // Descendants come in document order, so a node's parent is always
+    // seen before it: its depth is the parent's plus one.
+    let mut depth: Vec<u8> = Vec::new();
+    for n in doc.descendants() {
+        let d = match n.parent() {
+            Some(p) => depth.get(p.id().get_usize()).copied().unwrap_or(0) + 1,
+            None => 0,
+        };
+        if usize::from(d) > MAX_XML_DEPTH {
+            return Err(DavError::Protocol(format!(
+                "the answer nests XML deeper than {MAX_XML_DEPTH} levels"
+            )));
+        }
+        let i = n.id().get_usize();
+        if depth.len() <= i {
+            depth.resize(i + 1, 0);
+        }
+        depth[i] = d;
+    }
+    Ok(())
+}
+
 /// The code of a status line such as `HTTP/1.1 404 Not Found`.
 fn status_code(line: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Decodes `%XX` escapes of a path (for comparing hrefs).
+/// Decodes `%XX` escapes of a path (for comparing hrefs). A `%` not
+/// followed by two hex digits stays as it is; bytes that do not form UTF-8
+/// become U+FFFD.
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
+        if bytes[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16)),
+                bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16)),
+            ) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -506,6 +651,58 @@ END:VCALENDAR]]></ns1:calendar-data></ns0:prop></ns0:propstat></ns0:response></n
             parse_multistatus("<html></html>"),
             Err(DavError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn deeply_nested_xml_is_an_error_not_a_stack_overflow() {
+        let depth = 8_000;
+        let xml = format!(
+            "<multistatus xmlns=\"DAV:\"><response><href>/a</href>{}{}</response></multistatus>",
+            "<x>".repeat(depth),
+            "</x>".repeat(depth)
+        );
+        let err = parse_multistatus(&xml).unwrap_err();
+        assert!(
+            matches!(err, DavError::Protocol(ref m) if m.contains("deeper")),
+            "{err:?}"
+        );
+        // Just within the bound parses.
+        let ok = format!(
+            "<multistatus xmlns=\"DAV:\"><response><href>/a</href><propstat><prop>{}{}</prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>",
+            "<x>".repeat(MAX_XML_DEPTH - 4),
+            "</x>".repeat(MAX_XML_DEPTH - 4)
+        );
+        assert_eq!(parse_multistatus(&ok).unwrap().responses.len(), 1);
+    }
+
+    #[test]
+    fn entity_definitions_are_refused() {
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]><multistatus xmlns="DAV:"><response><href>&lol3;</href></response></multistatus>"#;
+        assert!(matches!(
+            parse_multistatus(bomb),
+            Err(DavError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn percent_escapes_cut_off_or_inside_multibyte_characters_do_not_panic() {
+        for s in [
+            "%",
+            "%4",
+            "%é",
+            "a%\u{e9}b",
+            "%%41",
+            "é%C3",
+            "%C3%A9",
+            "/x%2",
+            "%41",
+        ] {
+            let _ = percent_decode(s);
+        }
+        assert_eq!(percent_decode("%C3%A9"), "é");
+        assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(percent_decode("%é"), "%é");
+        assert_eq!(percent_decode("50%"), "50%");
     }
 
     #[test]

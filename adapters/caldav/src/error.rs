@@ -46,6 +46,13 @@ pub enum DavError {
     /// The operation is not supported.
     #[error("{0}")]
     Unsupported(String),
+    /// The egress policy refused the destination: an address that is not
+    /// public and not allow-listed, or a redirect to another site.
+    #[error("the CalDAV server was refused: {0}")]
+    Refused(String),
+    /// An answer body was larger than the configured cap (bytes).
+    #[error("the CalDAV server's answer is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 impl From<Invalid> for DavError {
@@ -82,6 +89,8 @@ impl From<DavError> for ErrorKind {
                 retry_after: None,
             },
             DavError::Unsupported(_) => ErrorKind::Unimplemented(message),
+            DavError::Refused(_) => ErrorKind::Invalid(Invalid::field("server_url", message)),
+            DavError::TooLarge(_) => ErrorKind::FailedPrecondition(message),
         }
     }
 }

@@ -15,6 +15,7 @@ use calbridge::services::CALENDAR_ADAPTER;
 pub mod account;
 pub mod client;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod ics;
 pub mod mapping;

@@ -45,6 +45,48 @@ pub enum IcalError {
     /// A recurrence rule does not parse or does not fit its DTSTART.
     #[error("invalid recurrence rule: {0}")]
     BadRule(String),
+    /// The object exceeds one of the bounds of [`crate::mapping::bounds`]
+    /// (size, components, rules or dates).
+    #[error("the object is too large: {0}")]
+    TooLarge(String),
+    /// Expanding the series would take more work than one series may
+    /// (a rule producing instances every second or minute from long ago).
+    #[error("the series is too costly to expand: {0}")]
+    TooCostly(String),
+}
+
+/// The bounds a calendar object resource is held to. Objects beyond them
+/// are reported as skipped items, never parsed further; a series with more
+/// instances in the window than [`MAX_INSTANCES`] is mirrored up to that
+/// many (see [`crate::recurrence`]).
+pub mod bounds {
+    /// The largest object, in bytes of iCalendar text (inline attachments
+    /// make some objects large; a few MiB is far beyond real events).
+    pub const MAX_OBJECT_BYTES: usize = 4 << 20;
+    /// The most VEVENTs in one object (a master and its overrides).
+    pub const MAX_VEVENTS: usize = 2_000;
+    /// The most RRULE values on one VEVENT (RFC 5545 discourages more
+    /// than one).
+    pub const MAX_RULES: usize = 8;
+    /// The most RDATE and the most EXDATE values on one VEVENT.
+    pub const MAX_DATES: usize = 10_000;
+    /// The most ATTENDEE properties read from one VEVENT (the contract's
+    /// own bound on attendees).
+    pub const MAX_ATTENDEES: usize = calbridge::limits::MAX_ATTENDEES;
+    /// The most instances one series contributes to a sync window: an
+    /// hourly series over the default 395-day window fits.
+    pub const MAX_INSTANCES: usize = 10_000;
+    /// The most candidate instances the expansion of one series may step
+    /// through, those before the window included: an hourly series from
+    /// decades back and a minutely one from months back fit, a secondly
+    /// one from a week back does not. About 0.1 s of CPU.
+    pub const MAX_STEPS: usize = 500_000;
+    /// The work one sync page may spend on parsing and expansion, in
+    /// steps (a byte of iCalendar text counts 1/256 of a step): the
+    /// resources of a page beyond it wait for the next page, so a calendar
+    /// full of costly series is read a few series per page, with other
+    /// accounts' pages in between.
+    pub const PAGE_STEPS: usize = 4 * MAX_STEPS;
 }
 
 /// A start, end or recurrence id: a calendar date, or an instant with the
@@ -260,6 +302,13 @@ fn check_nesting(data: &str) -> Result<(), IcalError> {
 /// Reads a calendar object resource. `calendar_zone` is the zone floating
 /// times are read in (the calendar's `calendar-timezone`), when known.
 pub fn parse_object(data: &str, calendar_zone: Option<Tz>) -> Result<CalendarObject, IcalError> {
+    if data.len() > bounds::MAX_OBJECT_BYTES {
+        return Err(IcalError::TooLarge(format!(
+            "{} bytes, more than {}",
+            data.len(),
+            bounds::MAX_OBJECT_BYTES
+        )));
+    }
     let ical = parse_calendar(data)?;
     let x_wr = ical
         .components
@@ -277,11 +326,17 @@ pub fn parse_object(data: &str, calendar_zone: Option<Tz>) -> Result<CalendarObj
     };
     let mut master = None;
     let mut overrides = Vec::new();
-    for c in ical
+    let vevents = ical
         .components
         .iter()
-        .filter(|c| c.component_type == ICalendarComponentType::VEvent)
-    {
+        .filter(|c| c.component_type == ICalendarComponentType::VEvent);
+    if vevents.clone().count() > bounds::MAX_VEVENTS {
+        return Err(IcalError::TooLarge(format!(
+            "more than {} VEVENTs",
+            bounds::MAX_VEVENTS
+        )));
+    }
+    for c in vevents {
         let v = reader.vevent(c)?;
         if v.recurrence_id.is_some() {
             overrides.push(v);
@@ -340,6 +395,26 @@ impl Reader<'_> {
             ),
             None => None,
         };
+        let count = |name: &ICalendarProperty| -> usize {
+            props(c, name).map(|e| e.values.len().max(1)).sum()
+        };
+        if count(&ICalendarProperty::Rrule) > bounds::MAX_RULES {
+            return Err(IcalError::TooLarge(format!(
+                "more than {} RRULEs on one VEVENT",
+                bounds::MAX_RULES
+            )));
+        }
+        for (name, label) in [
+            (ICalendarProperty::Rdate, "RDATE"),
+            (ICalendarProperty::Exdate, "EXDATE"),
+        ] {
+            if count(&name) > bounds::MAX_DATES {
+                return Err(IcalError::TooLarge(format!(
+                    "more than {} {label} values on one VEVENT",
+                    bounds::MAX_DATES
+                )));
+            }
+        }
         let mut rules = Vec::new();
         for e in props(c, &ICalendarProperty::Rrule) {
             for v in &e.values {
@@ -405,6 +480,7 @@ impl Reader<'_> {
             _ => Transparency::Opaque,
         };
         let attendees = props(c, &ICalendarProperty::Attendee)
+            .take(bounds::MAX_ATTENDEES)
             .filter_map(attendee)
             .collect();
         let organizer = prop(c, &ICalendarProperty::Organizer).and_then(|e| {

@@ -5,6 +5,14 @@
 //! match its own rule) and each instance gets the id
 //! `<href>#<original start>`, replaced by its RECURRENCE-ID override when
 //! there is one. Server-side `expand` is never used.
+//!
+//! Expansion is bounded, since one invitation anyone can send must not
+//! stop a calendar's sync: a series contributes at most
+//! [`MAX_INSTANCES`] instances to a window (the earliest ones; the rest are
+//! not mirrored and the resource is reported as truncated), and stepping
+//! through its rule (instances before the window included) may take at
+//! most [`MAX_STEPS`] candidates, beyond which the series is refused as
+//! too costly and reported as skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,8 +25,7 @@ use crate::mapping::{
     local_to_utc, CalendarObject, EventParts, IcalError, UntilValue, VEvent, When,
 };
 
-/// The most occurrences one series may produce in a window.
-const MAX_OCCURRENCES: u16 = u16::MAX;
+use crate::mapping::bounds::{MAX_INSTANCES, MAX_STEPS};
 
 /// A sync window `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +80,8 @@ pub fn find_instance(obj: &CalendarObject, suffix: &str) -> Option<When> {
 
 /// The events of a resource inside `window`: the single event, or the
 /// series' instances (overrides applied, cancelled overrides kept as
-/// cancelled instances, EXDATEs removed).
+/// cancelled instances, EXDATEs removed), at most [`MAX_INSTANCES`] of the
+/// series' own occurrences (see [`expand_bounded`]).
 pub fn expand(
     obj: &CalendarObject,
     href: &str,
@@ -81,6 +89,29 @@ pub fn expand(
     window: Window,
     busy_only: bool,
 ) -> Result<Vec<pb::Event>, IcalError> {
+    Ok(expand_bounded(obj, href, etag, window, busy_only)?.events)
+}
+
+/// What [`expand_bounded`] made of a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expansion {
+    /// The events, sorted by start.
+    pub events: Vec<pb::Event>,
+    /// When the series had more than [`MAX_INSTANCES`] occurrences in the
+    /// window: the original start of the last one mirrored.
+    pub truncated_after: Option<When>,
+    /// The candidate instances stepped through (the work done).
+    pub steps: usize,
+}
+
+/// [`expand`], saying whether the series was cut at [`MAX_INSTANCES`].
+pub fn expand_bounded(
+    obj: &CalendarObject,
+    href: &str,
+    etag: &str,
+    window: Window,
+    busy_only: bool,
+) -> Result<Expansion, IcalError> {
     let zone = obj.floating_zone;
     let mut out = Vec::new();
     let Some(master) = obj.master.as_ref() else {
@@ -91,7 +122,11 @@ pub fn expand(
                 out.push(instance(ov, href, etag, ov.start, ov.end, busy_only));
             }
         }
-        return Ok(out);
+        return Ok(Expansion {
+            events: out,
+            truncated_after: None,
+            steps: obj.overrides.len(),
+        });
     };
     if !obj.is_recurring() {
         if window.overlaps(&master.start, &master.end, zone) {
@@ -108,7 +143,11 @@ pub fn expand(
                 .build(),
             );
         }
-        return Ok(out);
+        return Ok(Expansion {
+            events: out,
+            truncated_after: None,
+            steps: 1,
+        });
     }
 
     let key = |w: &When| w.utc(Tz::UTC);
@@ -119,20 +158,24 @@ pub fn expand(
         .filter_map(|ov| ov.recurrence_id.as_ref().map(|rid| (key(rid), ov)))
         .collect();
 
-    for original in occurrences(master, window)? {
-        let k = key(&original);
+    let found = bounded_occurrences(master, window)?;
+    let last = found.whens.last().map(key);
+    for original in &found.whens {
+        let k = key(original);
         if overrides.contains_key(&k) {
             continue;
         }
-        let end = shift_end(master, &original);
-        if window.overlaps(&original, &end, zone) {
+        let end = shift_end(master, original);
+        if window.overlaps(original, &end, zone) {
             out.push(instance_of(
-                master, href, etag, original, original, end, busy_only,
+                master, href, etag, *original, *original, end, busy_only,
             ));
         }
     }
     for (k, ov) in &overrides {
-        if excluded.contains(k) {
+        // Past the truncation point, overrides go with the instances they
+        // replace.
+        if excluded.contains(k) || (found.truncated && last.is_some_and(|l| *k > l)) {
             continue;
         }
         if window.overlaps(&ov.start, &ov.end, zone) {
@@ -148,7 +191,14 @@ pub fn expand(
             .and_then(|s| calbridge::time::parse_event_time(s).ok())
             .map(|b| calbridge::time::boundary_utc(b, Some(zone)))
     });
-    Ok(out)
+    Ok(Expansion {
+        events: out,
+        truncated_after: found
+            .truncated
+            .then(|| found.whens.last().copied())
+            .flatten(),
+        steps: found.steps + obj.overrides.len(),
+    })
 }
 
 fn instance(
@@ -198,8 +248,20 @@ fn shift_end(master: &VEvent, original: &When) -> When {
 }
 
 /// The original starts of a series' occurrences that may overlap `window`
-/// (starting up to the series' duration before it).
+/// (starting up to the series' duration before it), at most
+/// [`MAX_INSTANCES`] of them.
 pub fn occurrences(master: &VEvent, window: Window) -> Result<Vec<When>, IcalError> {
+    Ok(bounded_occurrences(master, window)?.whens)
+}
+
+/// Occurrences, and whether there were more than [`MAX_INSTANCES`].
+struct Found {
+    whens: Vec<When>,
+    truncated: bool,
+    steps: usize,
+}
+
+fn bounded_occurrences(master: &VEvent, window: Window) -> Result<Found, IcalError> {
     let (dt_start, zone, all_day) = match master.start {
         When::Date(d) => (
             rrule::Tz::UTC.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")),
@@ -259,20 +321,43 @@ pub fn occurrences(master: &VEvent, window: Window) -> Result<Vec<When>, IcalErr
     // Dates are compared at UTC midnight here; widen by a day so all-day
     // instances near the edges, read in the calendar's zone, are kept.
     let slack = Duration::days(1) + duration;
-    let after = (window.start - slack).with_timezone(&rrule::Tz::UTC);
-    let before = (window.end + Duration::days(1)).with_timezone(&rrule::Tz::UTC);
-    let result = set.after(after).before(before).all(MAX_OCCURRENCES);
+    let after = (window.start - slack).with_timezone(&Utc);
+    let before = (window.end + Duration::days(1)).with_timezone(&Utc);
+    // Stepped by hand rather than with `after`/`before`, which still step
+    // through every candidate since DTSTART without a bound. `limit` keeps
+    // the crate's own guard against rules that never match.
+    let set = set.limit();
     let mut seen = BTreeSet::new();
-    Ok(result
-        .dates
-        .into_iter()
-        .filter(|d| seen.insert(d.with_timezone(&Utc)))
-        .map(|d| {
-            if all_day {
-                When::Date(d.with_timezone(&Utc).date_naive())
-            } else {
-                When::At(d.with_timezone(&Utc), zone)
-            }
-        })
-        .collect())
+    let mut whens = Vec::new();
+    let mut truncated = false;
+    let mut steps = 0;
+    for d in &set {
+        steps += 1;
+        if steps > MAX_STEPS {
+            return Err(IcalError::TooCostly(format!(
+                "more than {MAX_STEPS} candidate instances to step through"
+            )));
+        }
+        let utc = d.with_timezone(&Utc);
+        if utc > before {
+            break;
+        }
+        if utc < after || !seen.insert(utc) {
+            continue;
+        }
+        if whens.len() == MAX_INSTANCES {
+            truncated = true;
+            break;
+        }
+        whens.push(if all_day {
+            When::Date(utc.date_naive())
+        } else {
+            When::At(utc, zone)
+        });
+    }
+    Ok(Found {
+        whens,
+        truncated,
+        steps,
+    })
 }

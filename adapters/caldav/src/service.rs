@@ -15,7 +15,7 @@ use calbridge::pb::{self, AccessLevel};
 use calbridge::{ErrorKind, Invalid};
 
 use crate::account::{discover, parse_server_url, Account};
-use crate::client::{http_client, DavClient};
+use crate::client::{http_client, DavClient, Limits};
 use crate::config::Config;
 use crate::error::DavError;
 use crate::mapping::parse_object;
@@ -26,6 +26,7 @@ use crate::sync::{sync, ReadAhead, SyncRequest, MAX_PAGE_SIZE};
 #[derive(Clone)]
 pub struct CaldavAdapter {
     http: reqwest::Client,
+    limits: Limits,
     default_server_url: String,
     poll_interval_seconds: u32,
 }
@@ -33,8 +34,10 @@ pub struct CaldavAdapter {
 impl CaldavAdapter {
     /// The adapter configured by `config`.
     pub fn new(config: &Config) -> Self {
+        let limits = config.limits();
         CaldavAdapter {
-            http: http_client(config.http_timeout()),
+            http: http_client(config.http_timeout(), &limits.egress),
+            limits,
             default_server_url: config.default_server_url.clone(),
             poll_interval_seconds: config.poll_interval_seconds,
         }
@@ -84,7 +87,13 @@ impl CaldavAdapter {
         let p = password(c)?;
         let home = parse_server_url(&p.server_url)?;
         Ok(Account::new(
-            DavClient::new(self.http.clone(), &p.username, &p.password),
+            DavClient::new(
+                self.http.clone(),
+                self.limits.clone(),
+                home.clone(),
+                &p.username,
+                &p.password,
+            ),
             home,
         ))
     }
@@ -134,7 +143,9 @@ async fn delete_instance(
             current: Some(etag),
         });
     }
-    let zone = account.zone(&account.url(calendar_id)?).await?;
+    let zone = account
+        .zone(&account.url("calendar_id", calendar_id)?)
+        .await?;
     let obj = parse_object(&data, zone).map_err(|e| DavError::Protocol(e.to_string()))?;
     let original = crate::recurrence::find_instance(&obj, suffix)
         .ok_or_else(|| DavError::NotFound("the instance".into()))?;
@@ -248,7 +259,13 @@ impl CalendarAdapter for CaldavAdapter {
             &r.server_url
         };
         let server = parse_server_url(server)?;
-        let client = DavClient::new(self.http.clone(), &r.username, &r.password);
+        let client = DavClient::new(
+            self.http.clone(),
+            self.limits.clone(),
+            server.clone(),
+            &r.username,
+            &r.password,
+        );
         let found = discover(&client, &server).await?;
         // Whether the home answers too is the scheduler's ListCalendars,
         // which it asks before storing anything: a home that refuses fails

@@ -69,8 +69,9 @@ use calbridge::pb;
 
 use crate::account::{Account, Ask, Fetched};
 use crate::error::DavError;
+use crate::mapping::bounds::{MAX_STEPS, PAGE_STEPS};
 use crate::mapping::{parse_object, IcalError};
-use crate::recurrence::{expand, Window};
+use crate::recurrence::{expand_bounded, Expansion, Window};
 
 /// The most events the adapter returns in one page (the scheduler asks for
 /// at most its `sync.page_size`, 250 unless configured up to 2500).
@@ -123,6 +124,11 @@ pub struct PageState {
     pub events: u64,
     /// Resources fetched so far.
     pub resources: u64,
+    /// How many events of the first href still to fetch earlier pages
+    /// already carried: a resource expanding to more events than fit in
+    /// one page is split across pages, at the same place whatever it
+    /// expands to (expansion is deterministic).
+    pub offset: u64,
     /// Hrefs still to fetch, sorted.
     pub hrefs: Vec<String>,
     /// For a listing longer than the request's `max_carried` hrefs: the last
@@ -150,10 +156,14 @@ impl Cursor {
         let page = match &self.page {
             None => "-".to_string(),
             Some(p) => format!(
-                "{};{};{};{};{};{}",
+                "{}{};{};{};{};{};{}",
                 match p.kind {
                     PageKind::Listing => "L",
                     PageKind::Changes => "I",
+                },
+                match p.offset {
+                    0 => String::new(),
+                    n => format!("+{n}"),
                 },
                 p.zone.map(|z| z.name()).unwrap_or(""),
                 p.events,
@@ -221,7 +231,12 @@ impl Cursor {
 
 fn decode_page(p: &str) -> Option<PageState> {
     let mut f = p.splitn(6, ';');
-    let kind = match f.next()? {
+    let first = f.next()?;
+    let (kind, offset) = match first.split_once('+') {
+        Some((k, n)) => (k, n.parse().ok()?),
+        None => (first, 0),
+    };
+    let kind = match kind {
         "L" => PageKind::Listing,
         "I" => PageKind::Changes,
         _ => return None,
@@ -241,6 +256,7 @@ fn decode_page(p: &str) -> Option<PageState> {
         zone,
         events,
         resources,
+        offset,
         after,
         hrefs: front_decode(f.next()?)?,
     })
@@ -420,7 +436,7 @@ pub async fn sync(
     req: &SyncRequest<'_>,
     ahead: &mut ReadAhead,
 ) -> Result<pb::SyncEventsResponse, DavError> {
-    let calendar = account.url(req.calendar_id)?;
+    let calendar = account.url("calendar_id", req.calendar_id)?;
     if req.cursor.is_empty() {
         return listing(account, &calendar, req, Baseline::Fresh, ahead).await;
     }
@@ -560,6 +576,7 @@ async fn changes(
             zone,
             events: 0,
             resources: 0,
+            offset: 0,
             hrefs,
             after: None,
         }),
@@ -626,6 +643,7 @@ async fn listing(
             zone,
             events: 0,
             resources: 0,
+            offset: 0,
             hrefs,
             after,
         }),
@@ -762,7 +780,11 @@ async fn page(
     let mut skipped = Vec::new();
     let mut bytes = 0usize;
     let mut fetches = 0;
-    'page: while fetches < MAX_FETCHES_PER_PAGE {
+    // Parsing and expansion work done for this page, in steps, and the
+    // resources it finished.
+    let mut spent = 0usize;
+    let mut consumed = 0usize;
+    'page: while fetches < MAX_FETCHES_PER_PAGE && (spent < PAGE_STEPS || consumed == 0) {
         if queue.is_empty() {
             let Some(after) = st.after.take() else {
                 break;
@@ -820,46 +842,99 @@ async fn page(
                 account.multiget(calendar, &batch).await?
             }
         };
-        let by_href: HashMap<&str, &Fetched> =
-            fetched.iter().map(|f| (f.href.as_str(), f)).collect();
+        // Parsing and expansion are CPU work (bounded per resource, see
+        // `crate::recurrence`): off the async workers.
+        let (zone, window, busy_only) = (st.zone, req.window, req.busy_only);
+        let _cpu = expansion_permit().await;
+        // The first resource of a page is always read, so every page
+        // makes progress.
+        let first = consumed == 0;
+        let budget_spent = spent;
+        let (mut read, now_spent) = tokio::task::spawn_blocking(move || {
+            let mut spent = budget_spent;
+            let read = fetched
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if spent >= PAGE_STEPS && !(first && i == 0) {
+                        return (f.href, Read::Deferred);
+                    }
+                    let r = resource(&f, zone, window, busy_only);
+                    spent += f.data.len() / 256
+                        + match &r {
+                            Ok((x, _)) => x.steps,
+                            Err(IcalError::TooCostly(_)) => MAX_STEPS,
+                            Err(_) => 1,
+                        };
+                    (f.href, Read::Done(r))
+                })
+                .collect::<HashMap<String, _>>();
+            (read, spent)
+        })
+        .await
+        .map_err(|_| DavError::Protocol("reading the calendar objects failed".into()))?;
+        spent = now_spent;
+        drop(_cpu);
         for href in &batch {
-            let (events, broken) = match by_href.get(href.as_str()) {
+            let (mut events, broken) = match read.remove(href.as_str()) {
                 // Gone since it was listed.
                 None => (Vec::new(), None),
-                Some(f) => match resource(f, st.zone, req) {
-                    Ok((events, recurring)) => {
-                        if recurring {
-                            if !full {
-                                return Ok(Page::SeriesChanged(cursor.value));
-                            }
-                            cursor.recurring.insert(href_hash(href));
+                // The page's work budget is spent: the next page goes on.
+                Some(Read::Deferred) => break 'page,
+                Some(Read::Done(Ok((expansion, recurring)))) => {
+                    if recurring {
+                        if !full {
+                            return Ok(Page::SeriesChanged(cursor.value));
                         }
-                        (events, None)
+                        cursor.recurring.insert(href_hash(href));
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping an unreadable calendar object");
-                        (Vec::new(), Some(skipped_item(href, &e)))
-                    }
-                },
+                    let note = expansion
+                        .truncated_after
+                        .filter(|_| st.offset == 0)
+                        .map(|w| truncated_item(href, &w));
+                    (expansion.events, note)
+                }
+                Some(Read::Done(Err(e))) => {
+                    tracing::warn!(error = %e, "skipping an unreadable calendar object");
+                    (Vec::new(), Some(skipped_item(href, &e)))
+                }
             };
-            let size: usize = events.iter().map(approx_size).sum();
-            if !upserted.is_empty()
-                && (upserted.len() + events.len() > req.page_size || bytes + size > MAX_PAGE_BYTES)
-            {
+            // What earlier pages carried of a resource split across pages.
+            let already = usize::try_from(st.offset).unwrap_or(usize::MAX);
+            events.drain(..already.min(events.len()));
+            let fit = fitting(
+                &events,
+                req.page_size - upserted.len(),
+                MAX_PAGE_BYTES - bytes,
+            );
+            if fit < events.len() {
+                if !upserted.is_empty() {
+                    // Whole on the next page, if it fits one.
+                    break 'page;
+                }
+                // More than a page alone: this page takes what fits (at
+                // least one event), the next ones the rest.
+                let fit = fit.max(1);
+                st.offset += fit as u64;
+                st.events += fit as u64;
+                skipped.extend(broken);
+                upserted.extend(events.drain(..fit));
                 break 'page;
             }
+            st.offset = 0;
             queue.pop_front();
+            consumed += 1;
             if let Some(objects) = ahead.objects.as_mut() {
                 objects.remove(href);
             }
             st.resources += 1;
             st.events += events.len() as u64;
-            bytes += size;
+            bytes += events.iter().map(approx_size).sum::<usize>();
             match broken {
                 Some(item) => skipped.push(item),
                 // A changed resource with nothing in the window (or gone)
                 // leaves the mirror.
-                None if !full && events.is_empty() => deleted.push(href.clone()),
+                None if !full && events.is_empty() && already == 0 => deleted.push(href.clone()),
                 None => {}
             }
             upserted.extend(events);
@@ -911,11 +986,66 @@ fn skipped_item(href: &str, e: &IcalError) -> pb::SkippedItem {
 fn resource(
     f: &Fetched,
     zone: Option<Tz>,
-    req: &SyncRequest<'_>,
-) -> Result<(Vec<pb::Event>, bool), IcalError> {
+    window: Window,
+    busy_only: bool,
+) -> Result<(Expansion, bool), IcalError> {
+    if f.oversize {
+        return Err(IcalError::TooLarge(
+            "larger than the adapter reads in one answer".into(),
+        ));
+    }
     let obj = parse_object(&f.data, zone)?;
-    let events = expand(&obj, &f.href, &f.etag, req.window, req.busy_only)?;
-    Ok((events, obj.is_recurring()))
+    let expansion = expand_bounded(&obj, &f.href, &f.etag, window, busy_only)?;
+    Ok((expansion, obj.is_recurring()))
+}
+
+/// A resource of a page's batch: read, or left for the next page once the
+/// page's work budget ([`PAGE_STEPS`]) was spent.
+enum Read {
+    Done(Result<(Expansion, bool), IcalError>),
+    Deferred,
+}
+
+/// A permit to parse and expand on the blocking pool: as many at once as
+/// there are CPUs, so costly calendars queue behind each other (fairly,
+/// first come first served) instead of taking every core.
+pub(crate) async fn expansion_permit() -> tokio::sync::SemaphorePermit<'static> {
+    static CPU: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    CPU.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )
+    })
+    .acquire()
+    .await
+    .expect("the semaphore is never closed")
+}
+
+/// How many of `events`, in order, fit in `room` more events and `bytes`
+/// more bytes of a page.
+fn fitting(events: &[pb::Event], room: usize, bytes: usize) -> usize {
+    let mut used = 0usize;
+    for (i, e) in events.iter().enumerate() {
+        used += approx_size(e);
+        if i >= room || used > bytes {
+            return i;
+        }
+    }
+    events.len()
+}
+
+/// The skipped-item report of a series cut at
+/// [`crate::mapping::bounds::MAX_INSTANCES`]: its instances up to `last`
+/// are mirrored, the later ones are not.
+fn truncated_item(href: &str, last: &crate::mapping::When) -> pb::SkippedItem {
+    pb::SkippedItem {
+        item_id: href.to_string(),
+        reason: format!(
+            "the series has more than {} instances in the sync window; instances after {} are not mirrored",
+            crate::mapping::bounds::MAX_INSTANCES,
+            last.id_suffix()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -928,6 +1058,7 @@ mod tests {
             zone: Some(Tz::Europe__Berlin),
             events: 12,
             resources: 7,
+            offset: 3,
             hrefs: hrefs.iter().map(|h| h.to_string()).collect(),
             after: Some("/c/z;|^,.ics".into()),
         }
@@ -967,6 +1098,7 @@ mod tests {
                 zone: None,
                 events: 0,
                 resources: 0,
+                offset: 0,
                 hrefs: Vec::new(),
                 after: None,
             }),

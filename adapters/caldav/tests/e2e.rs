@@ -28,13 +28,12 @@ async fn adapter() -> Adapter {
         .unwrap();
     let addr = bound.addr;
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(calbridge_adapter_caldav::serve(
-        bound,
-        Config::new(addr),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let mut config = Config::new(addr);
+    // The test servers listen on the loopback.
+    config.allow_private_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    tokio::spawn(calbridge_adapter_caldav::serve(bound, config, async move {
+        let _ = stopped.await;
+    }));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -796,13 +795,26 @@ async fn chunked_listing(kind: Kind, stream: bool) {
             )
             .await;
     }
-    let http = http_client(std::time::Duration::from_secs(30));
-    let client = DavClient::new(http.clone(), server.user.0, server.user.1);
-    let home = discover(&client, &reqwest::Url::parse(&server.base).unwrap())
-        .await
-        .unwrap()
-        .home;
-    let account = Account::new(DavClient::new(http, server.user.0, server.user.1), home);
+    let limits = calbridge_adapter_caldav::client::Limits {
+        egress: calbridge_adapter_caldav::egress::Egress::new(vec!["127.0.0.1/32"
+            .parse()
+            .unwrap()]),
+        ..Default::default()
+    };
+    let http = http_client(std::time::Duration::from_secs(30), &limits.egress);
+    let base = reqwest::Url::parse(&server.base).unwrap();
+    let client = DavClient::new(
+        http.clone(),
+        limits.clone(),
+        base.clone(),
+        server.user.0,
+        server.user.1,
+    );
+    let home = discover(&client, &base).await.unwrap().home;
+    let account = Account::new(
+        DavClient::new(http, limits, home.clone(), server.user.0, server.user.1),
+        home,
+    );
     let mut cursor = String::new();
     let mut ids = Vec::new();
     let mut ahead = ReadAhead::for_stream();

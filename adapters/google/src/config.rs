@@ -139,8 +139,11 @@ pub struct Config {
     )]
     pub webhook_tls_key: Option<PathBuf>,
     /// Scheduler callback endpoints notifications may be forwarded to
-    /// (repeatable). When none is given any endpoint named by a channel
-    /// token is used.
+    /// (repeatable; each exactly as the scheduler advertises it, e.g.
+    /// `http://scheduler-0.scheduler:50051`). Required with
+    /// `--webhook-public-url`: a notification naming any other endpoint is
+    /// answered like one for an unknown channel and goes nowhere, so the
+    /// public webhook can never be used to reach or probe other hosts.
     #[arg(
         long = "allowed-callback-endpoint",
         env = "CALBRIDGE_GOOGLE_ALLOWED_CALLBACK_ENDPOINTS",
@@ -261,6 +264,20 @@ impl Config {
                 "give both --webhook-tls-cert and --webhook-tls-key, or neither",
             ));
         }
+        if webhook_public_url.is_some() && self.allowed_callback_endpoints.is_empty() {
+            return Err(config_error(
+                "allowed-callback-endpoint",
+                "is required with --webhook-public-url: name the scheduler endpoints (as they advertise themselves) that notifications may be forwarded to",
+            ));
+        }
+        for e in &self.allowed_callback_endpoints {
+            if e.is_empty() || e.len() > 200 || e.chars().any(char::is_control) {
+                return Err(config_error(
+                    "allowed-callback-endpoint",
+                    "each endpoint must be 1 to 200 characters without control characters",
+                ));
+            }
+        }
         Ok(Validated {
             client: self.load_client()?,
             auth_url: url("auth-url", &self.auth_url)?,
@@ -374,5 +391,11 @@ mod tests {
         c.client_secret_file = Some(secret);
         c.token_url = "not a url".into();
         assert_eq!(c.validate().unwrap_err().flag, "token-url");
+        c.token_url = "http://127.0.0.1:9/token".into();
+        // Push needs the endpoints notifications may go to.
+        c.webhook_public_url = Some("https://hooks.example.com/google".into());
+        assert_eq!(c.validate().unwrap_err().flag, "allowed-callback-endpoint");
+        c.allowed_callback_endpoints = vec!["http://scheduler-0.scheduler:50051".into()];
+        assert!(c.validate().is_ok());
     }
 }

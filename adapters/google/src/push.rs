@@ -166,7 +166,7 @@ fn endpoint_uri(endpoint: &str) -> String {
 }
 
 impl Notifier {
-    /// A notifier that forwards only to `allowed` endpoints (any when
+    /// A notifier that forwards only to `allowed` endpoints (none when
     /// empty).
     pub fn new(allowed: Vec<String>) -> Self {
         Notifier {
@@ -177,7 +177,7 @@ impl Notifier {
 
     /// True when notifications may be forwarded to `endpoint`.
     pub fn allows(&self, endpoint: &str) -> bool {
-        self.allowed.is_empty() || self.allowed.iter().any(|a| a == endpoint)
+        self.allowed.iter().any(|a| a == endpoint)
     }
 
     fn client(&self, endpoint: &str) -> Option<CallbackClient> {
@@ -204,6 +204,9 @@ impl Notifier {
 
     /// Forwards one delivery and waits for the scheduler's answer.
     pub async fn forward(&self, d: Delivery) -> Forwarded {
+        if !self.allows(&d.route.callback_endpoint) {
+            return Forwarded::Refused;
+        }
         let Some(mut client) = self.client(&d.route.callback_endpoint) else {
             return Forwarded::Refused;
         };
@@ -253,8 +256,10 @@ async fn notification(
         }
     };
     if !notifier.allows(&delivery.route.callback_endpoint) {
-        tracing::warn!("push notification names a callback endpoint that is not allowed");
-        return StatusCode::BAD_REQUEST;
+        // Answered like a channel the scheduler does not know, without any
+        // connection: the webhook reveals nothing about other hosts.
+        tracing::warn!("push notification names a callback endpoint that is not allowed; dropped");
+        return StatusCode::OK;
     }
     let span = tracing::info_span!(
         "google.push",
@@ -484,8 +489,8 @@ mod tests {
     }
 
     #[test]
-    fn the_allow_list_limits_endpoints_when_set() {
-        assert!(Notifier::new(vec![]).allows("http://anything:1"));
+    fn only_allow_listed_endpoints_are_forwarded_to() {
+        assert!(!Notifier::new(vec![]).allows("http://anything:1"));
         let n = Notifier::new(vec!["http://scheduler:50051".into()]);
         assert!(n.allows("http://scheduler:50051"));
         assert!(!n.allows("http://elsewhere:50051"));
@@ -494,7 +499,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_scheduler_is_reported_for_a_retry() {
         // Nothing listens on port 1 of the loopback.
-        let n = Notifier::new(vec![]);
+        let n = Notifier::new(vec!["127.0.0.1:1".into()]);
         let d = Delivery {
             channel_id: "ch".into(),
             route: Route {
@@ -504,6 +509,8 @@ mod tests {
             resource_state: "exists".into(),
             message_number: 2,
         };
-        assert_eq!(n.forward(d).await, Forwarded::Unreachable);
+        assert_eq!(n.forward(d.clone()).await, Forwarded::Unreachable);
+        let elsewhere = Notifier::new(vec!["127.0.0.1:2".into()]);
+        assert_eq!(elsewhere.forward(d).await, Forwarded::Refused);
     }
 }

@@ -653,9 +653,7 @@ impl CalendarAdapter for GoogleAdapter {
         }
         if r.callback_endpoint.is_empty() {
             inv.push("callback_endpoint", "must not be empty");
-        } else if !self.allowed_callbacks.is_empty()
-            && !self.allowed_callbacks.contains(&r.callback_endpoint)
-        {
+        } else if !self.allowed_callbacks.contains(&r.callback_endpoint) {
             inv.push(
                 "callback_endpoint",
                 "is not one of this adapter's allowed callback endpoints",

@@ -48,6 +48,8 @@ struct Harness {
 struct Options {
     fake: Option<FakeConfig>,
     webhook: Option<(tokio::net::TcpListener, Webhook)>,
+    /// The scheduler endpoints notifications may be forwarded to.
+    allowed_callbacks: Vec<String>,
 }
 
 /// The adapter's TLS webhook.
@@ -105,6 +107,7 @@ async fn start(options: Options) -> Harness {
         config.webhook_tls_key = Some(hook.key);
         webhook_listener = Some(listener);
     }
+    config.allowed_callback_endpoints = options.allowed_callbacks;
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(calbridge_adapter_google::serve(
         bound,
@@ -992,6 +995,16 @@ async fn an_outside_edit_reaches_the_scheduler_through_the_https_webhook() {
     fake.webhook_ca_pem = Some(ca.clone().into_bytes());
     let webhook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let webhook_port = webhook.local_addr().unwrap().port();
+    // The test's scheduler.
+    let (seen, mut rx) = mpsc::unbounded_channel();
+    let callback = calbridge_runtime::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let callback_addr = callback.addr;
+    let endpoint = format!("http://{callback_addr}");
+    // A port that answers but is not allow-listed: nothing may reach it.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let probe_endpoint = format!("http://{}", probe.local_addr().unwrap());
     let mut h = start(Options {
         fake: Some(fake),
         webhook: Some((
@@ -1001,6 +1014,7 @@ async fn an_outside_edit_reaches_the_scheduler_through_the_https_webhook() {
                 key: key_file,
             },
         )),
+        allowed_callbacks: vec![endpoint.clone(), "http://127.0.0.1:1".into()],
     })
     .await;
     let d = h
@@ -1011,13 +1025,6 @@ async fn an_outside_edit_reaches_the_scheduler_through_the_https_webhook() {
         .into_inner();
     assert!(d.push);
     let creds = connect(&mut h, AccessLevel::Read).await.unwrap();
-
-    // The test's scheduler.
-    let (seen, mut rx) = mpsc::unbounded_channel();
-    let callback = calbridge_runtime::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let callback_addr = callback.addr;
     tokio::spawn(
         Server::builder()
             .add_service(AdapterCallbackServer::new(Callback {
@@ -1026,7 +1033,21 @@ async fn an_outside_edit_reaches_the_scheduler_through_the_https_webhook() {
             }))
             .serve_with_incoming(callback.incoming),
     );
-    let endpoint = format!("http://{callback_addr}");
+
+    // A channel whose callback is not allow-listed is refused.
+    let refused = h
+        .client
+        .start_watch(pb::StartWatchRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: USER.into(),
+            channel_id: "ch_elsewhere".into(),
+            channel_token: "t".into(),
+            callback_endpoint: probe_endpoint.clone(),
+            ttl_seconds: 3600,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 
     let channel = h
         .client
@@ -1094,6 +1115,28 @@ async fn an_outside_edit_reaches_the_scheduler_through_the_https_webhook() {
             channel_token: "t".into(),
         })
         .unwrap();
+    let elsewhere =
+        calbridge_adapter_google::push::encode_token(&calbridge_adapter_google::push::Route {
+            callback_endpoint: probe_endpoint.clone(),
+            channel_token: "t".into(),
+        })
+        .unwrap();
+    // A forged notification naming an endpoint that is not allow-listed is
+    // answered like an unknown channel, and nothing connects to it.
+    assert_eq!(
+        post("ch_test_1", &elsewhere)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1), probe.accept())
+            .await
+            .is_err(),
+        "the webhook connected to an endpoint that is not allow-listed"
+    );
     assert_eq!(
         post("ch_unknown", &ours).await.unwrap().status().as_u16(),
         200

@@ -341,7 +341,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     plan.push(("sandbox", with_otlp(cmd, &args)));
     if !args.no_caldav {
         let mut cmd = Command::new(sibling(dir, CALDAV_BIN)?);
-        cmd.arg("--listen").arg(&args.caldav_listen);
+        // Locally, CalDAV servers on this machine (a Radicale to try
+        // things with) are reachable; other private networks and metadata
+        // addresses stay refused.
+        cmd.arg("--listen")
+            .arg(&args.caldav_listen)
+            .arg("--allow-private-network")
+            .arg("127.0.0.0/8,::1/128");
         plan.push(("caldav", with_otlp(cmd, &args)));
     }
     if !args.no_google {
@@ -385,7 +391,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
             .arg("--webhook-tls-cert")
             .arg(&files.cert_file)
             .arg("--webhook-tls-key")
-            .arg(&files.key_file);
+            .arg(&files.key_file)
+            // Notifications go to this stack's scheduler and nowhere else.
+            .arg("--allowed-callback-endpoint")
+            .arg(format!("http://{}", args.listen));
         plan.push(("google", with_otlp(cmd, &args)));
     }
 

@@ -77,6 +77,8 @@ impl Icloud {
                 "1".into(),
                 "--default-server-url".into(),
                 proxy.base.clone(),
+                "--allow-private-network".into(),
+                calbridge_e2e::caldav::LOOPBACK_SERVERS.into(),
             ],
         )
         .await?;

@@ -246,3 +246,67 @@ fn broken_files_give_clear_errors() {
         assert!(!e.is_empty());
     }
 }
+
+fn series(dtstart: &str, rules: &str) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\nUID:s@x\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:{dtstart}\r\nDURATION:PT1M\r\n{rules}SUMMARY:flood\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+}
+
+#[test]
+fn an_endless_minutely_series_is_cut_at_the_instance_bound_and_says_where() {
+    let obj = parse_object(&series("20260101T000000Z", "RRULE:FREQ=MINUTELY\r\n"), None).unwrap();
+    let w = window(2026, 1, 2027, 1);
+    let x = crate::recurrence::expand_bounded(&obj, "/c/f.ics", "1", w, false).unwrap();
+    assert_eq!(x.events.len(), bounds::MAX_INSTANCES);
+    let last = x.truncated_after.expect("truncation reported");
+    assert_eq!(
+        last.id_suffix(),
+        "20260107T223900Z",
+        "the 10,000th minute: 9,999 after the first"
+    );
+    // A bounded series is not reported.
+    let daily = parse_object(&series("20260101T090000Z", "RRULE:FREQ=DAILY\r\n"), None).unwrap();
+    let x = crate::recurrence::expand_bounded(&daily, "/c/d.ics", "1", w, false).unwrap();
+    assert_eq!(x.events.len(), 365);
+    assert_eq!(x.truncated_after, None);
+}
+
+#[test]
+fn a_secondly_series_from_long_ago_is_refused_as_too_costly() {
+    let obj = parse_object(&series("20000101T000000Z", "RRULE:FREQ=SECONDLY\r\n"), None).unwrap();
+    let started = std::time::Instant::now();
+    let err = expand(&obj, "/c/f.ics", "1", window(2026, 1, 2026, 2), false).unwrap_err();
+    assert!(matches!(err, IcalError::TooCostly(_)), "{err:?}");
+    eprintln!("refused after {:?}", started.elapsed());
+}
+
+#[test]
+fn objects_beyond_their_bounds_are_refused_before_expansion() {
+    let many_rules = "RRULE:FREQ=DAILY;COUNT=2\r\n".repeat(20_000);
+    let err = parse_object(&series("20260101T000000Z", &many_rules), None).unwrap_err();
+    assert!(
+        matches!(err, IcalError::TooLarge(ref m) if m.contains("RRULE")),
+        "{err:?}"
+    );
+    let many_dates = format!(
+        "RRULE:FREQ=DAILY\r\nEXDATE:{}\r\n",
+        (0..bounds::MAX_DATES + 1)
+            .map(|i| format!("2026{:02}{:02}T000000Z", 1 + (i / 28) % 12, 1 + i % 28))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let err = parse_object(&series("20260101T000000Z", &many_dates), None).unwrap_err();
+    assert!(
+        matches!(err, IcalError::TooLarge(ref m) if m.contains("EXDATE")),
+        "{err:?}"
+    );
+    let huge = series(
+        "20260101T000000Z",
+        &format!("DESCRIPTION:{}\r\n", "x".repeat(bounds::MAX_OBJECT_BYTES)),
+    );
+    assert!(matches!(
+        parse_object(&huge, None),
+        Err(IcalError::TooLarge(_))
+    ));
+}
