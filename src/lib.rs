@@ -16,6 +16,7 @@ pub mod pb {
 pub mod checks;
 pub mod error;
 pub mod paging;
+pub mod provider_data;
 pub mod time;
 pub mod validate;
 

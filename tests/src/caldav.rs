@@ -528,6 +528,16 @@ impl CaldavStack {
         poll_interval_seconds: u32,
         scheduler_toml: Option<&str>,
     ) -> Result<CaldavStack> {
+        Self::start_with(poll_interval_seconds, scheduler_toml, &[]).await
+    }
+
+    /// Like [`CaldavStack::start_with_scheduler_config`], with extra flags
+    /// for the adapter.
+    pub async fn start_with(
+        poll_interval_seconds: u32,
+        scheduler_toml: Option<&str>,
+        adapter_extra: &[String],
+    ) -> Result<CaldavStack> {
         let dir = tempfile::tempdir()?;
         let scheduler_config = match scheduler_toml {
             Some(toml) => {
@@ -537,20 +547,18 @@ impl CaldavStack {
             }
             None => None,
         };
-        let adapter = Proc::start(
-            "calbridge-adapter-caldav",
-            &[
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--poll-interval-seconds".into(),
-                poll_interval_seconds.to_string(),
-                // The test servers listen on the loopback, which the
-                // adapter refuses unless allow-listed.
-                "--allow-private-network".into(),
-                LOOPBACK_SERVERS.into(),
-            ],
-        )
-        .await?;
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--poll-interval-seconds".into(),
+            poll_interval_seconds.to_string(),
+            // The test servers listen on the loopback, which the adapter
+            // refuses unless allow-listed.
+            "--allow-private-network".into(),
+            LOOPBACK_SERVERS.into(),
+        ];
+        args.extend_from_slice(adapter_extra);
+        let adapter = Proc::start("calbridge-adapter-caldav", &args).await?;
         let scheduler_port = free_port();
         let scheduler = Self::start_scheduler(
             dir.path(),

@@ -649,5 +649,7 @@ pub fn dir_contains(dir: &Path, needle: &[u8]) -> Result<bool> {
 
 pub mod caldav;
 pub mod google;
+pub mod hostile;
+pub mod http1;
 pub mod icloud;
 pub mod scripted;

@@ -278,7 +278,7 @@ pub async fn discover(client: &DavClient, server: &Url) -> Result<Discovered, Da
                     break;
                 }
             }
-            Err(DavError::WrongCredentials) => return Err(DavError::WrongCredentials),
+            Err(e @ (DavError::WrongCredentials | DavError::Refused(_))) => return Err(e),
             Err(e) => tracing::debug!(error = %e, "no principal at this candidate"),
         }
     }

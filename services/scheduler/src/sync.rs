@@ -305,19 +305,38 @@ async fn sync_pages(shared: &Shared, account_id: &str, calendar_id: &str) -> Res
         let mut removes = Vec::new();
         let mut changes = Vec::new();
         let full_listing = page.full_listing;
+        // Provider data is held to the API's field limits: an item whose
+        // identity cannot be stored is skipped and reported, never allowed
+        // to block the rest of its calendar.
+        calbridge::provider_data::bound_skipped(&mut page.skipped);
         skipped.extend(
             page.skipped
                 .iter()
                 .map(|s| (s.item_id.clone(), s.reason.clone())),
         );
+        page.deleted
+            .retain(|d| d.len() <= calbridge::provider_data::MAX_PROVIDER_EVENT_ID_BYTES);
         for mut e in page.upserted {
             if busy_only {
                 strip_content(&mut e);
             }
-            let pid = e.provider_event_id.clone();
-            if pid.is_empty() {
-                continue;
+            match calbridge::provider_data::bound_event(&mut e) {
+                Ok(cut) if !cut.0.is_empty() => {
+                    tracing::debug!(fields = ?cut.0, "provider event cut to the field limits");
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::warn!(%reason, "skipping a provider event beyond the field limits");
+                    if skipped.len() < calbridge::provider_data::MAX_SKIPPED_PER_PAGE {
+                        skipped.push((
+                            calbridge::provider_data::report_id(&e.provider_event_id),
+                            reason,
+                        ));
+                    }
+                    continue;
+                }
             }
+            let pid = e.provider_event_id.clone();
             if page.full_listing {
                 seen.insert(pid.clone());
             }
