@@ -320,7 +320,9 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
             p.sync_calls += 1;
             let page = match r.cursor.as_str() {
                 "" => Some(0),
-                c => c.strip_prefix("page:").and_then(|n| n.parse::<usize>().ok()),
+                c => c
+                    .strip_prefix("page:")
+                    .and_then(|n| n.parse::<usize>().ok()),
             };
             (page.is_some() && page == p.hold_page).then(|| {
                 p.hold_page = None;

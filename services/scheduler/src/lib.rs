@@ -115,6 +115,9 @@ pub async fn run(
                 Ok(n) => tracing::info!(pending = n, "interrupted writes processed"),
                 Err(e) => tracing::error!(error = %e, "interrupted writes not processed"),
             }
+            // Whatever happened, no calendar waits any longer.
+            shared.in_doubt.lock().expect("lock poisoned").clear();
+            shared.sync_wake.notify_one();
         });
     }
     // Background syncs run on a runtime of their own, so that a burst of

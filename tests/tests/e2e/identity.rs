@@ -1,11 +1,14 @@
 //! Account identity is exact: two provider users whose ids differ only in
-//! letter case (CalDAV principal URLs are case-sensitive; the sandbox's user
-//! names are too) are two accounts. Connecting as the second never lands on
-//! the first's account, and re-authorising an account needs the very same
-//! provider user.
+//! letter case (CalDAV principal URLs are case-sensitive, as two Radicale
+//! users show; the sandbox's user names are too) are two accounts.
+//! Connecting as the second never lands on the first's account, and
+//! re-authorising an account needs the very same provider user.
+
+use std::io::Write;
 
 use anyhow::{anyhow, Result};
 use calbridge::pb;
+use calbridge_e2e::caldav::{connect, CaldavStack, DavServer, ServerKind};
 use calbridge_e2e::scripted::{stack, Provider};
 use calbridge_e2e::{accounts, timed_event, wait_synced, SchedulerClient, Stack};
 use chrono::Utc;
@@ -15,15 +18,17 @@ async fn connect_password(
     user: &str,
     password: &str,
 ) -> Result<pb::Account> {
-    Ok(c.connect_password_account(pb::ConnectPasswordAccountRequest {
-        provider: pb::Provider::Sandbox as i32,
-        server_url: String::new(),
-        username: user.into(),
-        password: password.into(),
-        access_level: pb::AccessLevel::ReadWrite as i32,
-    })
-    .await?
-    .into_inner())
+    Ok(
+        c.connect_password_account(pb::ConnectPasswordAccountRequest {
+            provider: pb::Provider::Sandbox as i32,
+            server_url: String::new(),
+            username: user.into(),
+            password: password.into(),
+            access_level: pb::AccessLevel::ReadWrite as i32,
+        })
+        .await?
+        .into_inner(),
+    )
 }
 
 async fn account(c: &mut SchedulerClient, id: &str) -> Result<pb::Account> {
@@ -35,8 +40,8 @@ async fn account(c: &mut SchedulerClient, id: &str) -> Result<pb::Account> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_password_user_whose_id_differs_only_in_case_gets_an_account_of_their_own(
-) -> Result<()> {
+async fn a_password_user_whose_id_differs_only_in_case_gets_an_account_of_their_own() -> Result<()>
+{
     let stack = Stack::start().await?;
     let (_, key) = stack.tenant("identity").await?;
     let mut c = stack.client(Some(&key)).await?;
@@ -143,5 +148,50 @@ async fn reauthorising_as_a_user_whose_id_differs_only_in_case_is_refused() -> R
     scripted.p().identity = "ada@oauth.example".into();
     let again = scripted.connect(&mut c, &ada.account_id).await?;
     assert_eq!(again.account_id, ada.account_id);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_radicale_users_whose_principals_differ_only_in_case_are_two_accounts() -> Result<()> {
+    let server = DavServer::start(ServerKind::Radicale).await?;
+    assert_eq!(server.username, "user");
+    // A second user, "User": Radicale keeps its principal apart (/User/).
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(server.dir().join("htpasswd"))?
+        .write_all(b"User:pw-Other-2\n")?;
+    let stack = CaldavStack::start(1).await?;
+    let (_, key) = stack.tenant("caldav-identity").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let first = connect(&mut c, &server, &server.password).await?;
+    wait_synced(&mut c, &first.account_id).await?;
+    assert!(first.provider_account_id.ends_with("/user/"), "{first:?}");
+
+    let second = c
+        .connect_password_account(pb::ConnectPasswordAccountRequest {
+            provider: pb::Provider::Caldav as i32,
+            server_url: server.base.clone(),
+            username: "User".into(),
+            password: "pw-Other-2".into(),
+            access_level: pb::AccessLevel::ReadWrite as i32,
+        })
+        .await?
+        .into_inner();
+    assert_ne!(
+        second.account_id, first.account_id,
+        "took over the first account"
+    );
+    assert!(second.provider_account_id.ends_with("/User/"), "{second:?}");
+    assert_eq!(
+        first.provider_account_id.to_ascii_lowercase(),
+        second.provider_account_id.to_ascii_lowercase()
+    );
+    let kept = account(&mut c, &first.account_id).await?;
+    assert_eq!(kept.provider_account_id, first.provider_account_id);
+    assert_eq!(kept.status, pb::AccountStatus::Active as i32);
+    assert_eq!(
+        connect(&mut c, &server, &server.password).await?.account_id,
+        first.account_id
+    );
     Ok(())
 }

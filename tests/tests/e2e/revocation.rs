@@ -14,8 +14,7 @@ use calbridge_e2e::{
     change_cursor, changes_after, eventually, sync_now_and_wait, SchedulerClient, Stack,
 };
 use calbridge_scheduler::store::{
-    ChannelRecord, EventRecord, HoldRecord, MirrorPut, OutboxRecord, PageCommit, Store,
-    SyncRecord,
+    ChannelRecord, EventRecord, HoldRecord, MirrorPut, OutboxRecord, PageCommit, Store, SyncRecord,
 };
 use chrono::Utc;
 
@@ -56,7 +55,12 @@ fn is_revoked(ch: &pb::Change) -> bool {
 /// Every row of `account` the store still holds, described (empty when
 /// none): its calendars, sync states, mirror (events and time index) of
 /// `calendars`, pending writes, push channels and the tenant's holds.
-fn rows_of(store: &Store, tenant: &str, account: &str, calendars: &[String]) -> Result<Vec<String>> {
+fn rows_of(
+    store: &Store,
+    tenant: &str,
+    account: &str,
+    calendars: &[String],
+) -> Result<Vec<String>> {
     let mut rows: Vec<String> = store
         .calendars(account)?
         .into_iter()
@@ -202,20 +206,16 @@ async fn revoking_during_a_slow_sync_leaves_no_rows_nothing_after_revoked_and_an
     assert_eq!(revoked.status, AccountStatus::Revoked as i32);
     // The page read before the revocation reaches the scheduler now.
     scripted.release();
-    eventually(
-        Duration::from_secs(30),
-        "the late page handled",
-        || {
-            let mut c = c.clone();
-            let (cursor, account) = (cursor.clone(), account.clone());
-            let stopped = syncs_stopped(&stack);
-            async move {
-                let changes = account_changes(&mut c, &cursor, &account).await.ok()?;
-                let after = changes.iter().skip_while(|ch| !is_revoked(ch)).count();
-                (stopped || after > 1).then_some(())
-            }
-        },
-    )
+    eventually(Duration::from_secs(30), "the late page handled", || {
+        let mut c = c.clone();
+        let (cursor, account) = (cursor.clone(), account.clone());
+        let stopped = syncs_stopped(&stack);
+        async move {
+            let changes = account_changes(&mut c, &cursor, &account).await.ok()?;
+            let after = changes.iter().skip_while(|ch| !is_revoked(ch)).count();
+            (stopped || after > 1).then_some(())
+        }
+    })
     .await?;
 
     let changes = account_changes(&mut c, &cursor, &account).await?;
@@ -240,7 +240,9 @@ async fn revoking_during_a_slow_sync_leaves_no_rows_nothing_after_revoked_and_an
         .into_inner()
         .calendars
         .is_empty());
-    assert!(calbridge_e2e::sync_status(&mut c, &account).await?.is_empty());
+    assert!(calbridge_e2e::sync_status(&mut c, &account)
+        .await?
+        .is_empty());
     refused_everywhere(&mut c, &account).await?;
 
     // Stopped, the store holds no row of the account.
@@ -281,8 +283,7 @@ fn syncs_stopped(stack: &Stack) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synced() -> Result<()>
-{
+async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synced() -> Result<()> {
     let mut stack = Stack::start().await?;
     let (tenant, key) = stack.tenant("sweep").await?;
     let mut c = stack.client(Some(&key)).await?;
