@@ -8,7 +8,7 @@ use calbridge::ErrorKind;
 
 use crate::adapters::adapter_error;
 use crate::state::{calendar_aad, hash_hex, identity_aad, now_ms, random_hex, store_err, Shared};
-use crate::store::{AccountRecord, CalendarRecord, ChangeDraft, ChannelRecord};
+use crate::store::{AccountRecord, CalendarRecord, ChangeDraft, ChannelRecord, StoreError};
 
 /// Connects (or re-authorises) a password account for `tenant`.
 pub async fn connect_password(
@@ -466,7 +466,8 @@ fn record_status_change(
 ) -> Result<(), ErrorKind> {
     shared
         .store
-        .append_changes(
+        .append_account_changes(
+            &account.account_id,
             &account.tenant_id,
             &[status_change(account, status)],
             now_ms(),
@@ -491,12 +492,21 @@ pub async fn mark_reauth_required(
     }
     account.status = AccountStatus::ReauthRequired as i32;
     account.status_reason = reason.to_string();
-    shared.store.put_account(&account).map_err(store_err)?;
+    // The status and its feed entry at once; refused (nothing to do) when
+    // the account was revoked meanwhile, so nothing follows REVOKED.
+    match shared.store.put_account_with_changes(
+        &account,
+        &[status_change(&account, AccountStatus::ReauthRequired)],
+        now_ms(),
+    ) {
+        Err(StoreError::AccountRevoked) => return Ok(()),
+        other => other.map_err(store_err)?,
+    }
+    shared.log_appended();
     shared
         .store
         .set_account_paused(account_id, true, now_ms())
         .map_err(store_err)?;
-    record_status_change(shared, &account, AccountStatus::ReauthRequired)?;
     shared.store.flush().await.map_err(store_err)?;
     tracing::warn!(account_id, "account needs re-authorisation");
     Ok(())

@@ -1429,6 +1429,22 @@ impl Store {
         Ok(())
     }
 
+    /// Appends change-log entries about one account (its status), refused
+    /// once the account is revoked: nothing of it follows REVOKED.
+    pub fn append_account_changes(
+        &self,
+        account: &str,
+        tenant: &str,
+        changes: &[ChangeDraft],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        (&self.accounts, &self.changes, &self.heads).transaction(|(accounts, log, heads)| {
+            refuse_revoked(accounts, account)?;
+            append_changes(log, heads, tenant, changes, now_ms)
+        })?;
+        Ok(())
+    }
+
     /// The bounds of a tenant's log.
     pub fn log_bounds(&self, tenant: &str) -> Result<LogBounds, StoreError> {
         Ok(self
@@ -2191,6 +2207,10 @@ mod tests {
         refused(
             s.put_account_with_changes(&AccountRecord::for_test("acc"), &changes, 0),
             "an active record with changes",
+        );
+        refused(
+            s.append_account_changes("acc", "t", &changes, 0),
+            "a status change",
         );
         refused(s.put_calendar("acc", &calendar_record("cal")), "a calendar");
         refused(s.outbox_put(&outbox_record(9, "acc")), "a pending write");
