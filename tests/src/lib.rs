@@ -211,6 +211,9 @@ pub struct Stack {
     pub scheduler_port: u16,
     /// Extra scheduler flags, kept across restarts.
     pub scheduler_extra: Vec<String>,
+    /// Environment of restarted schedulers (say, `RUST_LOG` to count what
+    /// the scheduler does after a restart).
+    pub scheduler_env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -234,6 +237,7 @@ impl Stack {
             scheduler,
             scheduler_port,
             scheduler_extra: Vec::new(),
+            scheduler_env: Vec::new(),
         })
     }
 
@@ -268,6 +272,7 @@ impl Stack {
             scheduler,
             scheduler_port,
             scheduler_extra: scheduler_extra.to_vec(),
+            scheduler_env: Vec::new(),
         })
     }
 
@@ -296,13 +301,18 @@ impl Stack {
     /// it was killed or stopped).
     pub async fn restart_scheduler(&mut self) -> Result<()> {
         let mut last = None;
+        let env: Vec<(&str, &str)> = self
+            .scheduler_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         for _ in 0..50 {
             match Self::start_scheduler(
                 self.dir.path(),
                 self.scheduler_port,
                 &self.sandbox.url(),
                 &self.scheduler_extra,
-                &[],
+                &env,
             )
             .await
             {
@@ -316,6 +326,12 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(last.unwrap_or_else(|| anyhow!("scheduler did not restart")))
+    }
+
+    /// The scheduler's store directory (open it only while the scheduler
+    /// is stopped).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
     }
 
     /// The admin token the scheduler generated in local mode.

@@ -1,8 +1,10 @@
 //! A scripted OAuth adapter served by the test process: a real gRPC
 //! CalendarAdapter whose provider side is a few fields the test controls
-//! (consents, token lifetimes and rotation, refusals, a paged listing with
-//! an outage on a chosen page). For testing the scheduler's own logic
-//! against exact provider behaviour.
+//! (consents, token lifetimes and rotation, refusals, the user's identity,
+//! a paged listing with an outage on a chosen page, a page or a create held
+//! until the test releases it, idempotent creates that later listings
+//! include). For testing the scheduler's own logic against exact provider
+//! behaviour and timing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,6 +52,27 @@ pub struct Provider {
     pub refreshes: u32,
     /// Token serial numbers.
     pub serial: u32,
+    /// The provider account id the provider confirms for the user who
+    /// consents next ("ada@oauth.example" when empty).
+    pub identity: String,
+    /// Hold the listing page with this index (once) until [`Scripted::release`].
+    pub hold_page: Option<usize>,
+    /// True while a held page waits.
+    pub page_held: bool,
+    /// Hold every create, after it is applied, until [`Scripted::release`]
+    /// (the provider has the event; its answer is late).
+    pub hold_creates: bool,
+    /// Creates held so far.
+    pub creates_held: u32,
+    /// Fail (UNAVAILABLE) creates, before applying them, while set.
+    pub fail_creates: bool,
+    /// Creates failed so far.
+    pub creates_failed: u32,
+    /// Created events by idempotency key, in creation order; listings
+    /// include them after the scripted ones.
+    pub created: Vec<(String, pb::Event)>,
+    /// What [`Scripted::release`] wakes.
+    pub gate: Arc<tokio::sync::Notify>,
 }
 
 impl Provider {
@@ -62,7 +85,11 @@ impl Provider {
         let access = self.token("at");
         self.live_access.push(access.clone());
         pb::ProviderCredentials {
-            provider_account_id: "ada@oauth.example".into(),
+            provider_account_id: if self.identity.is_empty() {
+                "ada@oauth.example".into()
+            } else {
+                self.identity.clone()
+            },
             secret: Some(pb::provider_credentials::Secret::Oauth(pb::OAuthTokens {
                 access_token: access,
                 refresh_token: refresh.unwrap_or_default(),
@@ -126,6 +153,12 @@ impl Scripted {
     /// The provider's state.
     pub fn p(&self) -> std::sync::MutexGuard<'_, Provider> {
         self.0.lock().expect("provider lock")
+    }
+
+    /// Lets one held page or create answer.
+    pub fn release(&self) {
+        let gate = self.p().gate.clone();
+        gate.notify_one();
     }
 
     fn check_access(&self, c: Option<&pb::ProviderCredentials>) -> Result<(), Status> {
@@ -282,17 +315,43 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
         self.check_access(req.get_ref().credentials.as_ref())?;
         let r = req.into_inner();
+        let held = {
+            let mut p = self.p();
+            p.sync_calls += 1;
+            let page = match r.cursor.as_str() {
+                "" => Some(0),
+                c => c
+                    .strip_prefix("page:")
+                    .and_then(|n| n.parse::<usize>().ok()),
+            };
+            (page.is_some() && page == p.hold_page).then(|| {
+                p.hold_page = None;
+                p.page_held = true;
+                p.gate.clone()
+            })
+        };
+        if let Some(gate) = held {
+            gate.notified().await;
+            self.p().page_held = false;
+        }
         let mut p = self.p();
-        p.sync_calls += 1;
-        // A listing of `listing` events, `page_size` at a time; cursor
-        // `page:N` while it runs, `done` after.
+        // A listing of `listing` events, `page_size` at a time, then the
+        // created ones; cursor `page:N` while it runs, `done:K` after (K
+        // created events seen: the next call answers the ones created
+        // since).
         let page = match r.cursor.as_str() {
             "" => 0,
-            "done" => {
+            c if c.starts_with("done") => {
+                let seen = c
+                    .strip_prefix("done:")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    .min(p.created.len());
                 return Ok(Response::new(pb::SyncEventsResponse {
-                    next_cursor: r.cursor,
+                    upserted: p.created[seen..].iter().map(|(_, e)| e.clone()).collect(),
+                    next_cursor: format!("done:{}", p.created.len()),
                     ..Default::default()
-                }))
+                }));
             }
             c => c
                 .strip_prefix("page:")
@@ -309,7 +368,7 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
         let size = (r.page_size as usize).max(1);
         let start = chrono::Utc::now() + chrono::Duration::days(1);
         let n = p.listing.max(1);
-        let events: Vec<pb::Event> = (page * size..((page + 1) * size).min(n))
+        let mut events: Vec<pb::Event> = (page * size..((page + 1) * size).min(n))
             .map(|i| {
                 let mut e = crate::timed_event(
                     if i == 0 {
@@ -326,12 +385,15 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
             })
             .collect();
         let more = (page + 1) * size < n;
+        if !more {
+            events.extend(p.created.iter().map(|(_, e)| e.clone()));
+        }
         Ok(Response::new(pb::SyncEventsResponse {
             upserted: events,
             next_cursor: if more {
                 format!("page:{}", page + 1)
             } else {
-                "done".into()
+                format!("done:{}", p.created.len())
             },
             more,
             full_listing: true,
@@ -352,9 +414,42 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
 
     async fn create_event(
         &self,
-        _: Request<pb::ProviderCreateEventRequest>,
+        req: Request<pb::ProviderCreateEventRequest>,
     ) -> Result<Response<pb::ProviderCreateEventResponse>, Status> {
-        Err(Status::unimplemented("not scripted"))
+        self.check_access(req.get_ref().credentials.as_ref())?;
+        let r = req.into_inner();
+        let (answer, held) = {
+            let mut p = self.p();
+            if p.fail_creates {
+                p.creates_failed += 1;
+                return Err(Status::unavailable("scripted outage"));
+            }
+            let answer = match p.created.iter().find(|(k, _)| *k == r.idempotency_key) {
+                Some((_, e)) => pb::ProviderCreateEventResponse {
+                    event: Some(e.clone()),
+                    already_existed: true,
+                },
+                None => {
+                    let mut e = r.event.unwrap_or_default();
+                    e.provider_event_id = format!("made-{}", r.idempotency_key);
+                    e.version = "v1".into();
+                    p.created.push((r.idempotency_key.clone(), e.clone()));
+                    pb::ProviderCreateEventResponse {
+                        event: Some(e),
+                        already_existed: false,
+                    }
+                }
+            };
+            let held = p.hold_creates.then(|| {
+                p.creates_held += 1;
+                p.gate.clone()
+            });
+            (answer, held)
+        };
+        if let Some(gate) = held {
+            gate.notified().await;
+        }
+        Ok(Response::new(answer))
     }
 
     async fn update_event(

@@ -8,7 +8,7 @@ use calbridge::ErrorKind;
 
 use crate::adapters::adapter_error;
 use crate::state::{calendar_aad, hash_hex, identity_aad, now_ms, random_hex, store_err, Shared};
-use crate::store::{AccountRecord, CalendarRecord, ChangeDraft, ChannelRecord};
+use crate::store::{AccountRecord, CalendarRecord, ChangeDraft, ChannelRecord, StoreError};
 
 /// Connects (or re-authorises) a password account for `tenant`.
 pub async fn connect_password(
@@ -81,17 +81,22 @@ pub async fn store_connected(
         .into_inner()
         .calendars;
 
-    let identity_hash = hash_hex(&[
-        tenant,
-        &c.provider.to_string(),
-        &credentials.provider_account_id.to_ascii_lowercase(),
-    ]);
+    let identity_hash = identity_hash(tenant, c.provider, &credentials.provider_account_id);
+    // The account this identity connected before, if any: found by the
+    // exact identity's hash, and only when its own sealed identity is
+    // exactly the one the provider confirmed now (the proof that this is
+    // the same provider user; a mapping that says otherwise is ignored).
     let existing = match shared
         .store
         .account_by_identity(&identity_hash)
         .map_err(store_err)?
     {
-        Some(id) => shared.store.account(&id).map_err(store_err)?,
+        Some(id) => shared.store.account(&id).map_err(store_err)?.filter(|a| {
+            a.tenant_id == tenant
+                && a.provider == c.provider
+                && sealed_identity(shared, a).as_deref()
+                    == Some(credentials.provider_account_id.as_str())
+        }),
         None => None,
     };
     if let Some(expected) = c.expected_account {
@@ -161,6 +166,70 @@ pub async fn store_connected(
         }
     }
     Ok(shared.account_pb(&account))
+}
+
+/// The hash an account's identity is found by: (tenant, provider, provider
+/// account id), the provider account id exactly as the provider gave it.
+/// Two provider users whose ids differ in any way, letter case included
+/// (CalDAV principal URLs are case-sensitive), are two accounts.
+pub fn identity_hash(tenant: &str, provider: i32, provider_account_id: &str) -> String {
+    hash_hex(&[tenant, &provider.to_string(), provider_account_id])
+}
+
+/// The provider account id sealed in an account's record; `None` when it
+/// cannot be opened (a revoked account).
+fn sealed_identity(shared: &Shared, account: &AccountRecord) -> Option<String> {
+    let key = shared.data_key(account).ok().flatten()?;
+    let bytes = key
+        .open(
+            identity_aad(&account.account_id).as_bytes(),
+            &account.sealed_identity,
+        )
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The store's meta entry recording that identity hashes are exact.
+const IDENTITY_HASHES_META: &str = "identity_hashes";
+
+/// Recomputes the identity hash of every account from its sealed identity,
+/// once per store: stores written before identities became exact hashed
+/// the lower-cased provider account id. Accounts whose identity cannot be
+/// opened (revoked ones) keep theirs; they are never reconnected.
+pub fn migrate_identity_hashes(shared: &Shared) -> Result<usize, ErrorKind> {
+    if shared
+        .store
+        .meta_get(IDENTITY_HASHES_META)
+        .map_err(store_err)?
+        .is_some_and(|v| v == b"exact")
+    {
+        return Ok(0);
+    }
+    let mut changed = 0;
+    for t in shared.store.tenants().map_err(store_err)? {
+        for a in shared
+            .store
+            .tenant_accounts(&t.tenant_id, None, usize::MAX)
+            .map_err(store_err)?
+        {
+            let Some(identity) = sealed_identity(shared, &a) else {
+                continue;
+            };
+            let exact = identity_hash(&a.tenant_id, a.provider, &identity);
+            if exact != a.identity_hash {
+                shared
+                    .store
+                    .set_identity_hash(&a.account_id, &exact)
+                    .map_err(store_err)?;
+                changed += 1;
+            }
+        }
+    }
+    shared
+        .store
+        .meta_put(IDENTITY_HASHES_META, b"exact")
+        .map_err(store_err)?;
+    Ok(changed)
 }
 
 /// A provider's name for messages.
@@ -378,6 +447,18 @@ pub async fn renew_channels(shared: &Shared) {
     }
 }
 
+/// The change-log entry of an account's new status.
+fn status_change(account: &AccountRecord, status: AccountStatus) -> ChangeDraft {
+    ChangeDraft {
+        kind: ChangeKind::AccountStatus as i32,
+        account_id: account.account_id.clone(),
+        calendar_id: String::new(),
+        provider_event_id: String::new(),
+        account_status: status as i32,
+        sealed_event: Vec::new(),
+    }
+}
+
 fn record_status_change(
     shared: &Shared,
     account: &AccountRecord,
@@ -385,16 +466,10 @@ fn record_status_change(
 ) -> Result<(), ErrorKind> {
     shared
         .store
-        .append_changes(
+        .append_account_changes(
+            &account.account_id,
             &account.tenant_id,
-            &[ChangeDraft {
-                kind: ChangeKind::AccountStatus as i32,
-                account_id: account.account_id.clone(),
-                calendar_id: String::new(),
-                provider_event_id: String::new(),
-                account_status: status as i32,
-                sealed_event: Vec::new(),
-            }],
+            &[status_change(account, status)],
             now_ms(),
         )
         .map_err(store_err)?;
@@ -417,12 +492,21 @@ pub async fn mark_reauth_required(
     }
     account.status = AccountStatus::ReauthRequired as i32;
     account.status_reason = reason.to_string();
-    shared.store.put_account(&account).map_err(store_err)?;
+    // The status and its feed entry at once; refused (nothing to do) when
+    // the account was revoked meanwhile, so nothing follows REVOKED.
+    match shared.store.put_account_with_changes(
+        &account,
+        &[status_change(&account, AccountStatus::ReauthRequired)],
+        now_ms(),
+    ) {
+        Err(StoreError::AccountRevoked) => return Ok(()),
+        other => other.map_err(store_err)?,
+    }
+    shared.log_appended();
     shared
         .store
         .set_account_paused(account_id, true, now_ms())
         .map_err(store_err)?;
-    record_status_change(shared, &account, AccountStatus::ReauthRequired)?;
     shared.store.flush().await.map_err(store_err)?;
     tracing::warn!(account_id, "account needs re-authorisation");
     Ok(())
@@ -430,11 +514,24 @@ pub async fn mark_reauth_required(
 
 /// Revokes an account: at the provider where possible, stops channels,
 /// destroys the data key, deletes every row and records the change.
+///
+/// In-flight work is excluded by the store rather than waited for: the
+/// account is marked revoked in the same transaction that records REVOKED
+/// in the feed, and every later write naming the account (a sync page read
+/// before the mark, a write's result, a token refresh) sees the mark and
+/// writes nothing. So the feed never has an entry of the account after
+/// REVOKED, and the purge that follows leaves no row behind; rows a crash
+/// left are purged at the next start ([`sweep_revoked`]).
 pub async fn revoke(
     shared: &Shared,
     tenant: &str,
     account_id: &str,
 ) -> Result<pb::Account, ErrorKind> {
+    shared.tenant_account(tenant, account_id)?;
+    // One revocation of an account at a time, so REVOKED is recorded once.
+    // (No client event has an empty calendar id: this lock is no write's.)
+    let lock = shared.client_lock(account_id, "", "revoke");
+    let _one_revocation = lock.lock().await;
     let mut account = shared.tenant_account(tenant, account_id)?;
     if account.status == AccountStatus::Revoked as i32 {
         return Ok(shared.account_pb(&account));
@@ -458,44 +555,74 @@ pub async fn revoke(
     account.wrapped_key.clear();
     account.sealed_credentials.clear();
     account.sealed_identity.clear();
-    shared.store.put_account(&account).map_err(store_err)?;
-    shared.forget_data_key(account_id);
-    shared.store.flush().await.map_err(store_err)?;
+    // The mark and its feed entry in one transaction: from here on no write
+    // naming the account commits.
     shared
         .store
-        .purge_account_rows(account_id)
+        .put_account_with_changes(
+            &account,
+            &[status_change(&account, AccountStatus::Revoked)],
+            now_ms(),
+        )
         .map_err(store_err)?;
+    shared.forget_data_key(account_id);
     shared.account_mirror_changed(account_id);
+    shared.log_appended();
+    shared.store.flush().await.map_err(store_err)?;
+    purge_revoked_rows(shared, account_id)?;
     shared
         .store
         .remove_identity(&account.identity_hash)
         .map_err(store_err)?;
-    record_status_change(shared, &account, AccountStatus::Revoked)?;
     shared.store.flush().await.map_err(store_err)?;
     Ok(shared.account_pb(&account))
 }
 
-/// Finishes revocations a crash interrupted: rows of revoked accounts.
-pub fn sweep_revoked(shared: &Shared) -> Result<(), ErrorKind> {
+/// Purges the rows of a revoked account (see
+/// [`crate::store::Store::purge_accounts_rows`]) and drops what the caches
+/// kept of it. Returns how many rows went.
+pub fn purge_revoked_rows(shared: &Shared, account_id: &str) -> Result<usize, ErrorKind> {
+    let n = shared
+        .store
+        .purge_account_rows(account_id)
+        .map_err(store_err)?;
+    shared.account_mirror_changed(account_id);
+    shared.availability_cache.holds_changed();
+    Ok(n)
+}
+
+/// Purges every row of every revoked account (run at start, before the
+/// sync loop): what a crash during a revocation left, and what a sync or
+/// write racing a revocation left before revocation excluded them. Returns
+/// how many rows went.
+pub fn sweep_revoked(shared: &Shared) -> Result<usize, ErrorKind> {
+    let mut revoked = std::collections::HashSet::new();
     for t in shared.store.tenants().map_err(store_err)? {
         for a in shared
             .store
             .tenant_accounts(&t.tenant_id, None, usize::MAX)
             .map_err(store_err)?
         {
-            if a.status == AccountStatus::Revoked as i32
-                && !shared
-                    .store
-                    .calendars(&a.account_id)
-                    .map_err(store_err)?
-                    .is_empty()
-            {
-                shared
-                    .store
-                    .purge_account_rows(&a.account_id)
-                    .map_err(store_err)?;
+            if a.status == AccountStatus::Revoked as i32 {
+                revoked.insert(a.account_id);
             }
         }
+    }
+    shared
+        .store
+        .purge_accounts_rows(&revoked)
+        .map_err(store_err)
+}
+
+/// FAILED_PRECONDITION naming `field` when the account is revoked. A
+/// revoked account has no calendars left, so answering for it would report
+/// it free all the time: free/busy, availability and holds refuse it.
+pub fn check_not_revoked(account: &AccountRecord, field: &str) -> Result<(), ErrorKind> {
+    if account.status == AccountStatus::Revoked as i32 {
+        return Err(ErrorKind::FailedPrecondition(format!(
+            "{field}: account {:?} is revoked; leave it out",
+            account.account_id
+        )));
     }
     Ok(())
 }
@@ -522,4 +649,74 @@ pub fn check_writable(account: &AccountRecord) -> Result<(), ErrorKind> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TenantRecord;
+
+    #[test]
+    fn identity_hashes_of_an_older_store_become_exact_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Shared::for_test(dir.path());
+        s.store
+            .put_tenant(&TenantRecord {
+                tenant_id: "t".into(),
+                name: "t".into(),
+                created_ms: 0,
+            })
+            .unwrap();
+        let principal = "https://dav.example/dav/Ada/";
+        let caldav = pb::Provider::Caldav as i32;
+        // As stores before exact identities hashed it: lower-cased.
+        let old = hash_hex(&["t", &caldav.to_string(), &principal.to_ascii_lowercase()]);
+        let (key, wrapped) = s.master.new_data_key("acc");
+        let account = AccountRecord {
+            provider: caldav,
+            wrapped_key: wrapped,
+            sealed_identity: key.seal(identity_aad("acc").as_bytes(), principal.as_bytes()),
+            identity_hash: old.clone(),
+            ..AccountRecord::for_test("acc")
+        };
+        s.store
+            .put_account_with_calendars(&account, &[], 0)
+            .unwrap();
+        // A revoked account's identity cannot be opened: it is left alone.
+        let gone = AccountRecord {
+            identity_hash: "kept".into(),
+            ..AccountRecord::for_test("gone")
+        };
+        s.store.put_account_with_calendars(&gone, &[], 0).unwrap();
+        s.store
+            .put_account(&AccountRecord {
+                status: AccountStatus::Revoked as i32,
+                ..gone
+            })
+            .unwrap();
+
+        assert_eq!(migrate_identity_hashes(&s).unwrap(), 1);
+        let exact = identity_hash("t", caldav, principal);
+        assert_ne!(exact, old);
+        assert_eq!(
+            s.store.account("acc").unwrap().unwrap().identity_hash,
+            exact
+        );
+        assert_eq!(
+            s.store.account_by_identity(&exact).unwrap().as_deref(),
+            Some("acc")
+        );
+        assert_eq!(s.store.account_by_identity(&old).unwrap(), None);
+        assert_eq!(
+            s.store.account("gone").unwrap().unwrap().identity_hash,
+            "kept"
+        );
+        // The lower-cased principal is another user now.
+        assert_ne!(
+            identity_hash("t", caldav, &principal.to_ascii_lowercase()),
+            exact
+        );
+        // Once per store.
+        assert_eq!(migrate_identity_hashes(&s).unwrap(), 0);
+    }
 }

@@ -536,8 +536,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         inv.into_result().map_err(ErrorKind::from)?;
         let (start, end) = window.expect("validated");
         let mut out = Vec::with_capacity(r.account_ids.len());
-        for id in &r.account_ids {
+        for (i, id) in r.account_ids.iter().enumerate() {
             let a = self.shared.tenant_account(&tenant, id)?;
+            accounts::check_not_revoked(&a, &format!("account_ids[{i}]"))?;
             out.push(crate::freebusy::account_busy(
                 &self.shared,
                 &a,

@@ -90,8 +90,21 @@ pub async fn run(
         callback_url,
     ));
 
-    if let Err(e) = accounts::sweep_revoked(&shared) {
-        tracing::warn!(error = %e, "revocation sweep failed");
+    match accounts::migrate_identity_hashes(&shared) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(accounts = n, "account identities now match exactly"),
+        Err(e) => tracing::warn!(error = %e, "identity hashes not migrated"),
+    }
+    match accounts::sweep_revoked(&shared) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "rows of revoked accounts purged"),
+        Err(e) => tracing::warn!(error = %e, "revocation sweep failed"),
+    }
+    shared.store.flush().await?;
+    // Before the sync loop starts: calendars with interrupted writes wait
+    // for their replay.
+    if let Err(e) = writes::hold_syncs_for_interrupted_writes(&shared) {
+        tracing::warn!(error = %e, "interrupted writes not read");
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
@@ -102,6 +115,9 @@ pub async fn run(
                 Ok(n) => tracing::info!(pending = n, "interrupted writes processed"),
                 Err(e) => tracing::error!(error = %e, "interrupted writes not processed"),
             }
+            // Whatever happened, no calendar waits any longer.
+            shared.in_doubt.lock().expect("lock poisoned").clear();
+            shared.sync_wake.notify_one();
         });
     }
     // Background syncs run on a runtime of their own, so that a burst of

@@ -265,8 +265,9 @@ impl AvailabilityCache {
         }
     }
 
-    /// Records that a hold was created or released.
-    fn holds_changed(&self) {
+    /// Records that a hold was created, released, or changed by the
+    /// revocation of an account it named.
+    pub fn holds_changed(&self) {
         self.holds_version.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -795,6 +796,9 @@ impl<'a, 'r> Builder<'a, 'r> {
         // makes the result stale rather than wrong.
         let epoch = self.cache().epoch(&m.account_id);
         let account = self.shared.tenant_account(self.tenant, &m.account_id)?;
+        // Revocation changes the account's epoch, so a participant cached
+        // before it is never served after it.
+        crate::accounts::check_not_revoked(&account, &format!("{path}.account_id"))?;
         let calendars = self
             .shared
             .store
@@ -1408,8 +1412,9 @@ pub async fn create_hold(
         inv.push("ttl_minutes", "must be at most 10080 (a week)");
     }
     inv.into_result().map_err(ErrorKind::from)?;
-    for a in &req.account_ids {
-        shared.tenant_account(tenant, a)?;
+    for (i, a) in req.account_ids.iter().enumerate() {
+        let account = shared.tenant_account(tenant, a)?;
+        crate::accounts::check_not_revoked(&account, &format!("account_ids[{i}]"))?;
     }
     let (s, e) = slot.expect("validated");
     let ttl = if req.ttl_minutes == 0 {
@@ -1771,9 +1776,25 @@ mod tests {
         format!("{:?}", explain(s, "t", &e))
     }
 
-    /// The cached answers (and explanations) equal those built afresh.
+    fn revoked(s: &Shared, k: usize) -> bool {
+        revoked_id(s, &account_id(k))
+    }
+
+    fn revoked_id(s: &Shared, id: &str) -> bool {
+        s.store
+            .account(id)
+            .unwrap()
+            .is_some_and(|a| a.status == pb::AccountStatus::Revoked as i32)
+    }
+
+    /// The cached answers (and explanations) equal those built afresh, for
+    /// the members whose accounts are not revoked (a revoked one fails the
+    /// request, see `revoked_members_fail_the_request`).
     fn check_cache(s: &Shared, n: usize) -> Result<(), TestCaseError> {
-        let req = request(n, pb::AvailabilityFormat::OverlappingSlots);
+        let mut req = request(n, pb::AvailabilityFormat::OverlappingSlots);
+        let group = &mut req.groups[0];
+        group.members.retain(|m| !revoked_id(s, &m.account_id));
+        group.required = group.required.min(group.members.len() as u32);
         let probes: Vec<i64> = (0..6).map(|i| base() + i * 11 * 60 * MIN).collect();
         let cached = answer(s, &req);
         let cached_x: Vec<String> = probes.iter().map(|&t| explained(s, &req, t)).collect();
@@ -1857,6 +1878,40 @@ mod tests {
     /// writes followed by the same signals).
     fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
         let cal = |work: bool| if work { "work" } else { "primary" };
+        // A revoked account takes no writes (the store refuses them, see
+        // `a_revoked_account_takes_no_new_rows`): changes naming one are
+        // refused as the scheduler's paths refuse them.
+        let named = match c {
+            Change::PutEvent { k, .. }
+            | Change::RemoveEvent { k, .. }
+            | Change::SyncOff { k }
+            | Change::SyncOn { k }
+            | Change::NewCalendar { k }
+            | Change::SyncedNow { k } => Some(*k),
+            _ => None,
+        };
+        if named.is_some_and(|k| revoked(s, k)) {
+            return;
+        }
+        if let Change::CreateHold { ks, .. } = c {
+            if ks.iter().any(|&k| revoked(s, k)) {
+                let e = block_on(create_hold(
+                    s,
+                    "t",
+                    &pb::CreateHoldRequest {
+                        account_ids: ks.iter().map(|&k| account_id(k)).collect(),
+                        slot: Some(pb::TimeWindow {
+                            start: ts(base()),
+                            end: ts(base() + 45 * MIN),
+                        }),
+                        ttl_minutes: 30,
+                    },
+                ))
+                .expect_err("a hold on a revoked account");
+                assert!(matches!(e, ErrorKind::FailedPrecondition(_)), "{e:?}");
+                return;
+            }
+        }
         match c {
             Change::PutEvent {
                 k,
@@ -1966,8 +2021,7 @@ mod tests {
                 a.status = pb::AccountStatus::Revoked as i32;
                 a.wrapped_key.clear();
                 s.store.put_account(&a).unwrap();
-                s.store.purge_account_rows(&id).unwrap();
-                s.account_mirror_changed(&id);
+                crate::accounts::purge_revoked_rows(s, &id).unwrap();
             }
             Change::ReauthRequired { k } => {
                 block_on(crate::accounts::mark_reauth_required(
@@ -2017,6 +2071,39 @@ mod tests {
             for c in &changes {
                 apply(&s, c, &mut holds);
                 check_cache(&s, 4)?;
+            }
+        }
+    }
+
+    #[test]
+    fn revoked_members_fail_the_request_naming_them_even_when_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = seeded(dir.path(), 3);
+        let req = request(3, pb::AvailabilityFormat::OverlappingSlots);
+        // Cached while the account was active.
+        query(&s, "t", &req).unwrap();
+        apply(&s, &Change::Revoke { k: 1 }, &mut Vec::new());
+        for e in [
+            query(&s, "t", &req).map(|_| ()),
+            explain(
+                &s,
+                "t",
+                &pb::ExplainAvailabilityRequest {
+                    query: Some(req.clone()),
+                    slot: Some(pb::TimeWindow {
+                        start: ts(base()),
+                        end: ts(base() + 30 * MIN),
+                    }),
+                },
+            )
+            .map(|_| ()),
+        ] {
+            match e {
+                Err(ErrorKind::FailedPrecondition(m)) => {
+                    assert!(m.contains("groups[0].members[1].account_id"), "{m}");
+                    assert!(m.contains("acc1") && m.contains("revoked"), "{m}");
+                }
+                other => panic!("a revoked member answered {other:?}"),
             }
         }
     }

@@ -6,6 +6,13 @@
 //! configured return URL with `account_id=…` or `error=…` added (or shows a
 //! short page when none is configured). No API key is involved: the
 //! single-use state is the proof.
+//!
+//! An `error=…` redirect carries no proof at all: anyone who saw the consent
+//! URL (browser history, a proxy's log, a shoulder) knows its state and can
+//! send one. So an error redirect never consumes the pending state: it only
+//! says so to the browser. The state stays completable by the provider's
+//! real code (which needs the PKCE verifier held here) until it expires;
+//! a user who declined simply never produces one.
 
 use std::sync::Arc;
 
@@ -42,13 +49,8 @@ async fn callback(State(shared): State<Arc<Shared>>, Query(q): Query<CallbackQue
     };
     let state = q.state.unwrap_or_default();
     if let Some(error) = q.error {
-        // The user declined (or the provider refused): use the state up so it
-        // cannot be completed later, and say so.
-        if !state.is_empty() {
-            let _ = shared
-                .store
-                .take_auth_state(&crate::oauth::state_hash(&state));
-        }
+        // The user declined (or the provider refused), or someone says so:
+        // the state is left to expire (see the module comment).
         let error: String = error
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')

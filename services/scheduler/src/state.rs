@@ -19,8 +19,13 @@ use crate::config::Config;
 use crate::crypto::{DataKey, MasterKey};
 use crate::store::{AccountRecord, CalendarRecord, ChangeRecord, Store, StoreError};
 
-/// Turns a store error into a safe API error, logging the detail.
+/// Turns a store error into a safe API error, logging the detail. A write
+/// refused because its account was revoked meanwhile is no failure of the
+/// store: it answers FAILED_PRECONDITION, as a revoked account does.
 pub fn store_err(e: StoreError) -> ErrorKind {
+    if let StoreError::AccountRevoked = e {
+        return ErrorKind::FailedPrecondition("the account is revoked".into());
+    }
     tracing::error!(error = %e, "store failure");
     ErrorKind::Internal("the scheduler's store failed; see its log".into())
 }
@@ -116,6 +121,10 @@ pub struct Shared {
     pub sync_wake: Notify,
     /// Calendars to sync as soon as possible: (account, calendar).
     pub urgent: Mutex<HashSet<(String, String)>>,
+    /// Calendars with writes a crash interrupted that the replay has not
+    /// completed yet: (account, calendar). Filled at start, before the sync
+    /// loop runs; their syncs wait (see [`crate::writes::replay_outbox`]).
+    pub in_doubt: Mutex<HashSet<(String, String)>>,
     /// Bumped after every change-log append; watchers re-read the log.
     pub log_tick: watch::Sender<u64>,
     /// Per-calendar locks: a sync holds the write side, writes the read side.
@@ -148,6 +157,7 @@ impl Shared {
             data_keys: Mutex::new(HashMap::new()),
             sync_wake: Notify::new(),
             urgent: Mutex::new(HashSet::new()),
+            in_doubt: Mutex::new(HashSet::new()),
             log_tick,
             calendar_locks: Mutex::new(HashMap::new()),
             client_locks: Mutex::new(HashMap::new()),
@@ -280,6 +290,14 @@ impl Shared {
             .expect("lock poisoned")
             .insert((account.to_string(), calendar.to_string()));
         self.sync_wake.notify_one();
+    }
+
+    /// True while writes a crash interrupted on this calendar are not
+    /// completed: what the provider holds may be the platform's own write
+    /// whose result is not stored yet.
+    pub fn writes_in_doubt(&self, account: &str, calendar: &str) -> bool {
+        let in_doubt = self.in_doubt.lock().expect("lock poisoned");
+        !in_doubt.is_empty() && in_doubt.contains(&(account.to_string(), calendar.to_string()))
     }
 
     /// Tells change-feed watchers to look at the log.

@@ -41,6 +41,10 @@ pub enum StoreError {
     /// A record could not be decoded.
     #[error("store record {0} cannot be decoded")]
     Decode(String),
+    /// The write names a revoked account: nothing was written. A revoked
+    /// account takes no new rows (see [`Store::put_account`]).
+    #[error("the account is revoked")]
+    AccountRevoked,
 }
 
 impl From<sled::Error> for StoreError {
@@ -55,10 +59,15 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-impl From<TransactionError<()>> for StoreError {
-    fn from(e: TransactionError<()>) -> Self {
+/// Why a transaction gave up: the only reason a transaction here aborts is
+/// that it found its account revoked ([`refuse_revoked`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Revoked;
+
+impl From<TransactionError<Revoked>> for StoreError {
+    fn from(e: TransactionError<Revoked>) -> Self {
         match e {
-            TransactionError::Abort(()) => StoreError::Engine("transaction aborted".into()),
+            TransactionError::Abort(Revoked) => StoreError::AccountRevoked,
             TransactionError::Storage(s) => s.into(),
         }
     }
@@ -432,10 +441,35 @@ fn dec<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|_| StoreError::Decode(what.to_string()))
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<()>>;
+type TxResult<T> = Result<T, ConflictableTransactionError<Revoked>>;
 
 fn tx_get<T: DeserializeOwned>(t: &TransactionalTree, k: &[u8]) -> TxResult<Option<T>> {
     Ok(t.get(k)?.and_then(|v| serde_json::from_slice(&v).ok()))
+}
+
+/// The status of an account record, decoded alone.
+#[derive(Deserialize)]
+struct StatusOnly {
+    status: i32,
+}
+
+/// True when `bytes` is the record of a revoked account.
+fn is_revoked_record(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<StatusOnly>(bytes)
+        .is_ok_and(|a| a.status == calbridge::pb::AccountStatus::Revoked as i32)
+}
+
+/// Aborts the transaction when `account` is revoked. Every write that adds
+/// rows naming an account runs it inside the transaction that writes them:
+/// sled runs transactions one at a time, so a write either commits before
+/// the account is marked revoked (and revocation's purge removes its rows)
+/// or sees the mark and writes nothing. A sync page read before a
+/// revocation can therefore never be applied after it.
+fn refuse_revoked(accounts: &TransactionalTree, account: &str) -> TxResult<()> {
+    match accounts.get(account.as_bytes())? {
+        Some(v) if is_revoked_record(&v) => Err(ConflictableTransactionError::Abort(Revoked)),
+        _ => Ok(()),
+    }
 }
 
 /// A pending OAuth authorisation, stored under the hash of its `state` until
@@ -907,6 +941,7 @@ impl Store {
         )
             .transaction(|(accounts, tenant_accounts, identities, cals, sync)| {
                 written.borrow_mut().clear();
+                refuse_revoked(accounts, &account.account_id)?;
                 accounts.insert(account.account_id.as_bytes(), acc.clone())?;
                 tenant_accounts.insert(key(&[&account.tenant_id, &account.account_id]), &[])?;
                 if !account.identity_hash.is_empty() {
@@ -935,10 +970,72 @@ impl Store {
         Ok(())
     }
 
-    /// Stores an account record alone.
+    /// Stores an account record alone. A revoked account stays revoked: a
+    /// record that is not revoked never replaces a revoked one (a token
+    /// refresh or a status change that read the record before revocation
+    /// would otherwise bring its credentials back); that write fails with
+    /// [`StoreError::AccountRevoked`].
     pub fn put_account(&self, account: &AccountRecord) -> Result<(), StoreError> {
-        self.accounts
-            .insert(account.account_id.as_bytes(), enc(account))?;
+        let bytes = enc(account);
+        let revoking = account.status == calbridge::pb::AccountStatus::Revoked as i32;
+        self.accounts.transaction(|accounts| {
+            if !revoking {
+                refuse_revoked(accounts, &account.account_id)?;
+            }
+            accounts.insert(account.account_id.as_bytes(), bytes.clone())?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Stores an account record and appends change-log entries for its
+    /// tenant, atomically (revocation records REVOKED with the mark itself,
+    /// so no sync page can land between the two). Same rule as
+    /// [`Store::put_account`].
+    pub fn put_account_with_changes(
+        &self,
+        account: &AccountRecord,
+        changes: &[ChangeDraft],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let bytes = enc(account);
+        let revoking = account.status == calbridge::pb::AccountStatus::Revoked as i32;
+        (&self.accounts, &self.changes, &self.heads).transaction(|(accounts, log, heads)| {
+            if !revoking {
+                refuse_revoked(accounts, &account.account_id)?;
+            }
+            accounts.insert(account.account_id.as_bytes(), bytes.clone())?;
+            append_changes(log, heads, &account.tenant_id, changes, now_ms)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Replaces an account's identity hash (and its mapping), atomically;
+    /// the old mapping goes only when it names this account.
+    pub fn set_identity_hash(
+        &self,
+        account_id: &str,
+        identity_hash: &str,
+    ) -> Result<(), StoreError> {
+        (&self.accounts, &self.identities).transaction(|(accounts, identities)| {
+            let Some(mut a) = tx_get::<AccountRecord>(accounts, account_id.as_bytes())? else {
+                return Ok(());
+            };
+            if a.identity_hash == identity_hash {
+                return Ok(());
+            }
+            if identities
+                .get(a.identity_hash.as_bytes())?
+                .is_some_and(|v| v.as_ref() == account_id.as_bytes())
+            {
+                identities.remove(a.identity_hash.as_bytes())?;
+            }
+            a.identity_hash = identity_hash.to_string();
+            accounts.insert(account_id.as_bytes(), enc(&a))?;
+            identities.insert(identity_hash.as_bytes(), account_id.as_bytes())?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -963,10 +1060,14 @@ impl Store {
             .transpose()
     }
 
-    /// Updates one calendar record.
+    /// Updates one calendar record (refused for a revoked account).
     pub fn put_calendar(&self, account: &str, c: &CalendarRecord) -> Result<(), StoreError> {
-        self.calendars
-            .insert(key(&[account, &c.calendar_id]), enc(c))?;
+        let bytes = enc(c);
+        (&self.accounts, &self.calendars).transaction(|(accounts, calendars)| {
+            refuse_revoked(accounts, account)?;
+            calendars.insert(key(&[account, &c.calendar_id]), bytes.clone())?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -1035,16 +1136,38 @@ impl Store {
             .clone()
     }
 
-    /// Stores one calendar's sync state.
+    /// Stores one calendar's sync state (refused for a revoked account).
     pub fn put_sync_state(
         &self,
         account: &str,
         calendar: &str,
         s: &SyncRecord,
     ) -> Result<(), StoreError> {
+        let bytes = enc(s);
         let _writer = self.sync_states.writer();
-        self.sync.insert(key(&[account, calendar]), enc(s))?;
+        (&self.accounts, &self.sync).transaction(|(accounts, sync)| {
+            refuse_revoked(accounts, account)?;
+            sync.insert(key(&[account, calendar]), bytes.clone())?;
+            Ok(())
+        })?;
         self.sync_states.set(account, calendar, s.clone());
+        Ok(())
+    }
+
+    /// Removes one calendar's sync state (its calendar is gone): the sync
+    /// loop no longer considers it.
+    pub fn remove_sync_state(&self, account: &str, calendar: &str) -> Result<(), StoreError> {
+        let _writer = self.sync_states.writer();
+        self.sync.remove(key(&[account, calendar]))?;
+        if let Some(slot) = self
+            .sync_states
+            .map()
+            .get_mut(account)
+            .and_then(|m| m.get_mut(calendar))
+        {
+            slot.state = None;
+            slot.fresh.set(None);
+        }
         Ok(())
     }
 
@@ -1200,6 +1323,7 @@ impl Store {
         let (account, calendar) = (page.account, page.calendar);
         self.event_counts.begin();
         let committed = (
+            &self.accounts,
             &self.events,
             &self.event_index,
             &self.client_ids,
@@ -1207,7 +1331,8 @@ impl Store {
             &self.changes,
             &self.heads,
         )
-            .transaction(|(events, index, client_ids, sync, log, heads)| {
+            .transaction(|(accounts, events, index, client_ids, sync, log, heads)| {
+                refuse_revoked(accounts, account)?;
                 let mut delta = 0;
                 for p in page.puts {
                     delta += put_mirror(events, index, client_ids, account, calendar, p)?;
@@ -1238,12 +1363,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.event_counts.begin();
         let committed = (
+            &self.accounts,
             &self.events,
             &self.event_index,
             &self.client_ids,
             &self.outbox,
         )
-            .transaction(|(events, index, client_ids, outbox)| {
+            .transaction(|(accounts, events, index, client_ids, outbox)| {
+                refuse_revoked(accounts, account)?;
                 let mut delta = 0;
                 if let Some(p) = put {
                     delta += put_mirror(events, index, client_ids, account, calendar, p)?;
@@ -1262,9 +1389,14 @@ impl Store {
 
     // ---- outbox ----
 
-    /// Adds a pending write.
+    /// Adds a pending write (refused for a revoked account).
     pub fn outbox_put(&self, r: &OutboxRecord) -> Result<(), StoreError> {
-        self.outbox.insert(r.op_id.to_be_bytes(), enc(r))?;
+        let bytes = enc(r);
+        (&self.accounts, &self.outbox).transaction(|(accounts, outbox)| {
+            refuse_revoked(accounts, &r.account_id)?;
+            outbox.insert(&r.op_id.to_be_bytes(), bytes.clone())?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -1294,6 +1426,22 @@ impl Store {
     ) -> Result<(), StoreError> {
         (&self.changes, &self.heads)
             .transaction(|(log, heads)| append_changes(log, heads, tenant, changes, now_ms))?;
+        Ok(())
+    }
+
+    /// Appends change-log entries about one account (its status), refused
+    /// once the account is revoked: nothing of it follows REVOKED.
+    pub fn append_account_changes(
+        &self,
+        account: &str,
+        tenant: &str,
+        changes: &[ChangeDraft],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        (&self.accounts, &self.changes, &self.heads).transaction(|(accounts, log, heads)| {
+            refuse_revoked(accounts, account)?;
+            append_changes(log, heads, tenant, changes, now_ms)
+        })?;
         Ok(())
     }
 
@@ -1360,9 +1508,14 @@ impl Store {
 
     // ---- channels ----
 
-    /// Stores a push channel.
+    /// Stores a push channel (refused for a revoked account).
     pub fn put_channel(&self, c: &ChannelRecord) -> Result<(), StoreError> {
-        self.channels.insert(c.channel_id.as_bytes(), enc(c))?;
+        let bytes = enc(c);
+        (&self.accounts, &self.channels).transaction(|(accounts, channels)| {
+            refuse_revoked(accounts, &c.account_id)?;
+            channels.insert(c.channel_id.as_bytes(), bytes.clone())?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -1424,9 +1577,16 @@ impl Store {
 
     // ---- holds and working hours ----
 
-    /// Stores a hold.
+    /// Stores a hold (refused when it names a revoked account).
     pub fn put_hold(&self, tenant: &str, h: &HoldRecord) -> Result<(), StoreError> {
-        self.holds.insert(key(&[tenant, &h.hold_id]), enc(h))?;
+        let bytes = enc(h);
+        (&self.accounts, &self.holds).transaction(|(accounts, holds)| {
+            for a in &h.account_ids {
+                refuse_revoked(accounts, a)?;
+            }
+            holds.insert(key(&[tenant, &h.hold_id]), bytes.clone())?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -1510,44 +1670,99 @@ impl Store {
     // ---- revocation ----
 
     /// Deletes every row of an account but its (already scrubbed) account
-    /// record: calendars, sync states, mirror, client ids, channels, pending
-    /// writes.
-    pub fn purge_account_rows(&self, account: &str) -> Result<(), StoreError> {
-        let p = prefix(&[account]);
-        let _writer = self.sync_states.writer();
-        self.event_counts.begin();
-        let purged = (|| -> Result<(), StoreError> {
-            for tree in [
-                &self.calendars,
-                &self.sync,
-                &self.events,
-                &self.event_index,
-                &self.client_ids,
-            ] {
-                let mut batch = sled::Batch::default();
-                for k in tree.scan_prefix(&p).keys() {
-                    batch.remove(k?);
-                }
-                tree.apply_batch(batch)?;
-                if std::ptr::eq(tree, &self.sync) {
-                    self.sync_states.remove_account(account);
-                }
+    /// record and its change-log entries; see [`Store::purge_accounts_rows`].
+    pub fn purge_account_rows(&self, account: &str) -> Result<usize, StoreError> {
+        self.purge_accounts_rows(&std::iter::once(account.to_string()).collect())
+    }
+
+    /// Deletes every row that names one of `accounts` but their (already
+    /// scrubbed) account records and the change log (whose sequence must
+    /// stay gapless): calendars, sync states, mirror, client ids, channels,
+    /// pending writes, pending re-authorisations, identity mappings, and
+    /// their place in holds (a hold that names no other account goes).
+    /// Returns how many rows went.
+    pub fn purge_accounts_rows(
+        &self,
+        accounts: &std::collections::HashSet<String>,
+    ) -> Result<usize, StoreError> {
+        if accounts.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        {
+            let _writer = self.sync_states.writer();
+            for account in accounts {
+                let p = prefix(&[account]);
+                self.event_counts.begin();
+                let purged = (|| -> Result<usize, StoreError> {
+                    let mut n = 0;
+                    for tree in [
+                        &self.calendars,
+                        &self.sync,
+                        &self.events,
+                        &self.event_index,
+                        &self.client_ids,
+                    ] {
+                        let mut batch = sled::Batch::default();
+                        for k in tree.scan_prefix(&p).keys() {
+                            batch.remove(k?);
+                            n += 1;
+                        }
+                        tree.apply_batch(batch)?;
+                        if std::ptr::eq(tree, &self.sync) {
+                            self.sync_states.remove_account(account);
+                        }
+                    }
+                    Ok(n)
+                })();
+                self.event_counts.forget(account, None);
+                n += purged?;
             }
-            Ok(())
-        })();
-        self.event_counts.forget(account, None);
-        purged?;
+        }
+        let named = |id: &str| accounts.contains(id);
         for c in self.channels()? {
-            if c.account_id == account {
+            if named(&c.account_id) {
                 self.channels.remove(c.channel_id.as_bytes())?;
+                n += 1;
             }
         }
         for o in self.outbox_all()? {
-            if o.account_id == account {
+            if named(&o.account_id) {
                 self.outbox_remove(o.op_id)?;
+                n += 1;
             }
         }
-        Ok(())
+        for item in self.auth_states.iter() {
+            let (k, v) = item?;
+            if dec::<AuthStateRecord>("auth state", &v).is_ok_and(|r| named(&r.account_id)) {
+                self.auth_states.remove(k)?;
+                n += 1;
+            }
+        }
+        for item in self.identities.iter() {
+            let (k, v) = item?;
+            if named(&String::from_utf8_lossy(&v)) {
+                self.identities.remove(k)?;
+                n += 1;
+            }
+        }
+        for item in self.holds.iter() {
+            let (k, v) = item?;
+            let Ok(mut h) = dec::<HoldRecord>("hold", &v) else {
+                continue;
+            };
+            if !h.account_ids.iter().any(|a| named(a)) {
+                continue;
+            }
+            h.account_ids.retain(|a| !named(a));
+            if h.account_ids.is_empty() {
+                self.holds.remove(k)?;
+            } else {
+                self.holds.insert(k, enc(&h))?;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Removes an identity mapping (after revocation).
@@ -1774,6 +1989,288 @@ mod tests {
         );
     }
 
+    fn revoked_account(id: &str) -> AccountRecord {
+        AccountRecord {
+            status: calbridge::pb::AccountStatus::Revoked as i32,
+            ..AccountRecord::for_test(id)
+        }
+    }
+
+    fn calendar_record(id: &str) -> CalendarRecord {
+        CalendarRecord {
+            calendar_id: id.into(),
+            sealed_name: vec![],
+            primary: true,
+            read_only: false,
+            time_zone: "UTC".into(),
+            synced: true,
+            color: String::new(),
+        }
+    }
+
+    fn outbox_record(op_id: u64, account: &str) -> OutboxRecord {
+        OutboxRecord {
+            op_id,
+            tenant_id: "t".into(),
+            account_id: account.into(),
+            calendar_id: "cal".into(),
+            client_event_id: "mine".into(),
+            provider_event_id: String::new(),
+            delete: false,
+            sealed_event: vec![],
+            expected_version: String::new(),
+        }
+    }
+
+    fn channel_record(id: &str, account: &str) -> ChannelRecord {
+        ChannelRecord {
+            channel_id: id.into(),
+            account_id: account.into(),
+            calendar_id: "cal".into(),
+            token_hash: String::new(),
+            resource_id: String::new(),
+            expires_ms: 0,
+        }
+    }
+
+    fn hold_record(id: &str, accounts: &[&str]) -> HoldRecord {
+        HoldRecord {
+            hold_id: id.into(),
+            account_ids: accounts.iter().map(|a| a.to_string()).collect(),
+            start_ms: 0,
+            end_ms: 10,
+            expires_ms: i64::MAX,
+        }
+    }
+
+    fn page<'a>(account: &'a str, puts: &'a [MirrorPut], st: &'a SyncRecord) -> PageCommit<'a> {
+        PageCommit {
+            tenant: "t",
+            account,
+            calendar: "cal",
+            puts,
+            removes: &[],
+            state: st,
+            changes: &[],
+            now_ms: 0,
+        }
+    }
+
+    /// Every row that names `account`, tree by tree (the account record
+    /// and the change log aside).
+    fn rows_naming(s: &Store, account: &str) -> Vec<String> {
+        let p = prefix(&[account]);
+        let mut out = Vec::new();
+        for (name, tree) in [
+            ("calendars", &s.calendars),
+            ("sync", &s.sync),
+            ("events", &s.events),
+            ("event_index", &s.event_index),
+            ("client_ids", &s.client_ids),
+        ] {
+            for k in tree.scan_prefix(&p).keys() {
+                out.push(format!("{name} {:?}", k.unwrap()));
+            }
+        }
+        out.extend(
+            s.channels()
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.account_id == account)
+                .map(|c| format!("channel {}", c.channel_id)),
+        );
+        out.extend(
+            s.outbox_all()
+                .unwrap()
+                .into_iter()
+                .filter(|o| o.account_id == account)
+                .map(|o| format!("outbox {}", o.op_id)),
+        );
+        out.extend(
+            s.holds("t")
+                .unwrap()
+                .into_iter()
+                .filter(|h| h.account_ids.iter().any(|a| a == account))
+                .map(|h| format!("hold {}", h.hold_id)),
+        );
+        for item in s.identities.iter() {
+            let (k, v) = item.unwrap();
+            if v.as_ref() == account.as_bytes() {
+                out.push(format!("identity {k:?}"));
+            }
+        }
+        for item in s.auth_states.iter() {
+            let (k, v) = item.unwrap();
+            if dec::<AuthStateRecord>("auth state", &v).unwrap().account_id == account {
+                out.push(format!("auth state {k:?}"));
+            }
+        }
+        if s.all_sync_states()
+            .unwrap()
+            .iter()
+            .any(|(a, _, _)| a == account)
+        {
+            out.push("sync state in memory".into());
+        }
+        out
+    }
+
+    /// Writes one row of `account` into every tree that can name it.
+    fn fill(s: &Store, account: &str) {
+        let acc = AccountRecord {
+            identity_hash: format!("id-{account}"),
+            ..AccountRecord::for_test(account)
+        };
+        s.put_account_with_calendars(&acc, &[calendar_record("cal")], 0)
+            .unwrap();
+        let put = MirrorPut {
+            provider_event_id: "p1".into(),
+            record: record(0, 10),
+            previous_start_ms: None,
+            previous_client_id: None,
+        };
+        s.apply_sync_page(&page(account, &[put], &SyncRecord::default()))
+            .unwrap();
+        s.outbox_put(&outbox_record(s.next_id().unwrap(), account))
+            .unwrap();
+        s.put_channel(&channel_record(&format!("ch-{account}"), account))
+            .unwrap();
+        s.put_hold("t", &hold_record(&format!("alone-{account}"), &[account]))
+            .unwrap();
+        s.put_auth_state(
+            &format!("state-{account}"),
+            &AuthStateRecord {
+                tenant_id: "t".into(),
+                provider: 1,
+                access_level: 1,
+                redirect_uri: String::new(),
+                account_id: account.into(),
+                wrapped_key: vec![],
+                sealed_verifier: vec![],
+                expires_ms: i64::MAX,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_revoked_account_takes_no_new_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.put_account_with_calendars(
+            &AccountRecord::for_test("acc"),
+            &[calendar_record("cal")],
+            0,
+        )
+        .unwrap();
+        s.purge_account_rows("acc").unwrap();
+        s.put_account(&revoked_account("acc")).unwrap();
+
+        let put = MirrorPut {
+            provider_event_id: "late".into(),
+            record: record(0, 10),
+            previous_start_ms: None,
+            previous_client_id: None,
+        };
+        let st = SyncRecord::default();
+        let changes = [draft(calbridge::pb::ChangeKind::EventCreated as i32)];
+        let refused = |r: Result<(), StoreError>, what: &str| {
+            assert!(
+                matches!(r, Err(StoreError::AccountRevoked)),
+                "{what}: {r:?}"
+            );
+        };
+        refused(
+            s.apply_sync_page(&PageCommit {
+                changes: &changes,
+                ..page("acc", std::slice::from_ref(&put), &st)
+            }),
+            "a sync page",
+        );
+        refused(
+            s.commit_write("acc", "cal", Some(&put), None, 1),
+            "a write's result",
+        );
+        refused(s.put_sync_state("acc", "cal", &st), "a sync state");
+        refused(
+            s.put_account_with_calendars(
+                &AccountRecord::for_test("acc"),
+                &[calendar_record("cal")],
+                0,
+            ),
+            "a reconnection",
+        );
+        refused(
+            s.put_account(&AccountRecord::for_test("acc")),
+            "an active record",
+        );
+        refused(
+            s.put_account_with_changes(&AccountRecord::for_test("acc"), &changes, 0),
+            "an active record with changes",
+        );
+        refused(
+            s.append_account_changes("acc", "t", &changes, 0),
+            "a status change",
+        );
+        refused(s.put_calendar("acc", &calendar_record("cal")), "a calendar");
+        refused(s.outbox_put(&outbox_record(9, "acc")), "a pending write");
+        refused(s.put_channel(&channel_record("ch", "acc")), "a channel");
+        refused(
+            s.put_hold("t", &hold_record("h", &["other", "acc"])),
+            "a hold",
+        );
+        assert_eq!(rows_naming(&s, "acc"), Vec::<String>::new());
+        assert!(
+            s.changes_after("t", 0, 10).unwrap().is_empty(),
+            "no change logged"
+        );
+        assert_eq!(
+            s.account("acc").unwrap().unwrap().status,
+            calbridge::pb::AccountStatus::Revoked as i32
+        );
+        // A revoked record may still be written (revocation itself).
+        s.put_account(&revoked_account("acc")).unwrap();
+    }
+
+    #[test]
+    fn purging_accounts_clears_every_tree_that_names_them_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for a in ["gone", "kept"] {
+            fill(&s, a);
+        }
+        s.put_hold("t", &hold_record("shared", &["gone", "kept"]))
+            .unwrap();
+        assert!(
+            rows_naming(&s, "gone").len() >= 12,
+            "{:?}",
+            rows_naming(&s, "gone")
+        );
+        let kept_before = rows_naming(&s, "kept");
+
+        let n = s
+            .purge_accounts_rows(&std::iter::once("gone".to_string()).collect())
+            .unwrap();
+        assert_eq!(rows_naming(&s, "gone"), Vec::<String>::new());
+        // Calendar, sync state, event, index entry, client id, channel,
+        // pending write, pending authorisation, identity, and two holds.
+        assert_eq!(n, 11, "rows purged");
+        assert_eq!(rows_naming(&s, "kept"), kept_before);
+        // The hold both named still holds the other account.
+        assert_eq!(
+            s.hold("t", "shared").unwrap().unwrap().account_ids,
+            vec!["kept".to_string()]
+        );
+        assert!(s.hold("t", "alone-gone").unwrap().is_none());
+        assert_eq!(s.event_count("gone", "cal"), 0);
+        assert_eq!(s.event_count("kept", "cal"), 1);
+        let after_reopen = {
+            drop(s);
+            reopen(dir.path())
+        };
+        assert_eq!(rows_naming(&after_reopen, "gone"), Vec::<String>::new());
+    }
+
     #[test]
     fn reopening_keeps_the_schema_version() {
         let dir = tempfile::tempdir().unwrap();
@@ -1941,7 +2438,9 @@ mod tests {
                 s.put_account_with_calendars(&account, &calendars, *t)
                     .unwrap()
             }
-            SyncOp::Purge(a) => s.purge_account_rows(&acc(*a)).unwrap(),
+            SyncOp::Purge(a) => {
+                s.purge_account_rows(&acc(*a)).unwrap();
+            }
         }
     }
 

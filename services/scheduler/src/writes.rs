@@ -124,50 +124,109 @@ pub async fn delete(
     })
 }
 
-/// Completes the writes a crash interrupted. Run before the API serves.
+/// Marks the calendars that have writes a crash interrupted, so that their
+/// syncs wait for [`replay_outbox`]. Run at start, before the sync loop;
+/// returns how many calendars wait.
+pub fn hold_syncs_for_interrupted_writes(shared: &Shared) -> Result<usize, ErrorKind> {
+    let pending = shared.store.outbox_all().map_err(store_err)?;
+    let mut in_doubt = shared.in_doubt.lock().expect("lock poisoned");
+    in_doubt.extend(
+        pending
+            .into_iter()
+            .map(|op| (op.account_id, op.calendar_id)),
+    );
+    Ok(in_doubt.len())
+}
+
+/// Completes the writes a crash interrupted, each calendar's in order, the
+/// calendars side by side. A write the provider may have applied before the
+/// crash (its result not stored) is done again through the same idempotent
+/// path, so it ends as the platform's own write in the mirror. Until a
+/// calendar's writes are completed (or given up after the write timeout,
+/// like any write) its sync waits, so the provider's copy of such a write
+/// is never read back as an outside change; then the calendar is synced.
 pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
     let pending = shared.store.outbox_all().map_err(store_err)?;
     let n = pending.len();
+    let mut by_calendar: std::collections::BTreeMap<(String, String), Vec<OutboxRecord>> =
+        Default::default();
     for op in pending {
-        let account = match shared.store.account(&op.account_id).map_err(store_err)? {
-            Some(a) if check_writable(&a).is_ok() => a,
-            _ => {
-                shared.store.outbox_remove(op.op_id).map_err(store_err)?;
-                continue;
-            }
-        };
-        let lock_key = if op.delete && op.client_event_id.is_empty() {
-            format!("pid:{}", op.provider_event_id)
-        } else {
-            op.client_event_id.clone()
-        };
-        let lock = shared.client_lock(&op.account_id, &op.calendar_id, &lock_key);
-        let _one_at_a_time = lock.lock().await;
-        let result = if op.delete {
-            execute_delete(shared, &account, &op).await.map(|_| ())
-        } else {
-            match shared.live_key(&account).and_then(|k| {
-                open_event(&k, &outbox_aad(op.op_id), &op.sealed_event).map(|e| (k, e))
-            }) {
-                Ok((key, event)) => execute_upsert(shared, &account, &key, &op, &event)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            }
-        };
-        match result {
-            Ok(()) => tracing::info!(
-                op_id = op.op_id,
-                "completed a write interrupted by a restart"
-            ),
-            Err(e) => {
-                tracing::warn!(op_id = op.op_id, error = %e, "interrupted write could not be completed; dropped");
-                shared.store.outbox_remove(op.op_id).map_err(store_err)?;
-            }
-        }
+        by_calendar
+            .entry((op.account_id.clone(), op.calendar_id.clone()))
+            .or_default()
+            .push(op);
     }
+    let results = futures::future::join_all(by_calendar.into_iter().map(
+        |((account, calendar), ops)| async move {
+            let mut result = Ok(());
+            for op in ops {
+                result = replay_one(shared, op).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            shared
+                .in_doubt
+                .lock()
+                .expect("lock poisoned")
+                .remove(&(account.clone(), calendar.clone()));
+            shared.sync_soon(&account, &calendar);
+            result
+        },
+    ))
+    .await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
     shared.store.flush().await.map_err(store_err)?;
     Ok(n)
+}
+
+/// Completes one interrupted write, retrying while the provider is
+/// unavailable (up to the write timeout), or drops it.
+async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> {
+    let account = match shared.store.account(&op.account_id).map_err(store_err)? {
+        Some(a) if check_writable(&a).is_ok() => a,
+        _ => {
+            shared.store.outbox_remove(op.op_id).map_err(store_err)?;
+            return Ok(());
+        }
+    };
+    let lock_key = if op.delete && op.client_event_id.is_empty() {
+        format!("pid:{}", op.provider_event_id)
+    } else {
+        op.client_event_id.clone()
+    };
+    let lock = shared.client_lock(&op.account_id, &op.calendar_id, &lock_key);
+    let _one_at_a_time = lock.lock().await;
+    let result = if op.delete {
+        with_retries(shared, &account, op.op_id, || {
+            execute_delete(shared, &account, &op)
+        })
+        .await
+        .map(|_| ())
+    } else {
+        match shared
+            .live_key(&account)
+            .and_then(|k| open_event(&k, &outbox_aad(op.op_id), &op.sealed_event).map(|e| (k, e)))
+        {
+            Ok((key, event)) => with_retries(shared, &account, op.op_id, || {
+                execute_upsert(shared, &account, &key, &op, &event)
+            })
+            .await
+            .map(|_| ()),
+            Err(e) => Err(e),
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(
+            op_id = op.op_id,
+            "completed a write interrupted by a restart"
+        ),
+        Err(e) => {
+            tracing::warn!(op_id = op.op_id, error = %e, "interrupted write could not be completed; dropped");
+            shared.store.outbox_remove(op.op_id).map_err(store_err)?;
+        }
+    }
+    Ok(())
 }
 
 fn check_calendar_writable(

@@ -1,6 +1,8 @@
 //! kill -9 of the scheduler while it processes a stream of upserts: after a
 //! restart every acknowledged upsert exists exactly once at the provider, and
-//! the change log has no gap.
+//! the change log has no gap. A write the provider applied just before the
+//! kill (its answer lost) is completed after the restart as the platform's
+//! own write, never fed back as an outside change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use calbridge::pb;
-use calbridge_e2e::{eventually, timed_event, wait_synced, Stack};
+use calbridge_e2e::scripted::{self, Provider, CALENDAR};
+use calbridge_e2e::{
+    change_cursor, changes_after, eventually, sync_now_and_wait, timed_event, wait_synced, Stack,
+};
 use chrono::Utc;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,5 +324,114 @@ async fn a_provider_outage_answers_unavailable_with_retry_info_and_keeps_nothing
         .await?
         .into_inner();
     assert_eq!(a.status, pb::AccountStatus::Active as i32);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_provider_applied_before_a_kill_9_is_not_fed_back_as_an_outside_change(
+) -> Result<()> {
+    let (mut stack, provider) = scripted::stack(
+        Provider {
+            lifetime_s: 3600,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await?;
+    let (_, key) = stack.tenant("echo").await?;
+    let mut client = stack.client(Some(&key)).await?;
+    let account = provider.connect(&mut client, "").await?.account_id;
+    wait_synced(&mut client, &account).await?;
+    let cursor = change_cursor(&mut client).await?;
+
+    // The provider applies the create but its answer never arrives: the
+    // scheduler dies first.
+    provider.p().hold_creates = true;
+    let writer = {
+        let (mut client, account) = (client.clone(), account.clone());
+        tokio::spawn(async move {
+            client
+                .upsert_event(pb::UpsertEventRequest {
+                    account_id: account,
+                    calendar_id: CALENDAR.into(),
+                    client_event_id: "order-1".into(),
+                    event: Some(timed_event(
+                        "Order 1",
+                        Utc::now() + chrono::Duration::days(1),
+                        30,
+                    )),
+                    expected_version: String::new(),
+                    hold_id: String::new(),
+                })
+                .await
+        })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the create applied at the provider",
+        || async { (provider.p().creates_held >= 1).then_some(()) },
+    )
+    .await?;
+    stack.scheduler.kill9().await;
+    assert!(writer.await?.is_err(), "the write was never acknowledged");
+
+    // After the restart the provider refuses creates for a while: the
+    // replay of the write retries, and meanwhile the calendar's poll comes
+    // due (and would list the event as new).
+    let polls = {
+        let mut p = provider.p();
+        p.hold_creates = false;
+        p.fail_creates = true;
+        p.sync_calls
+    };
+    stack.restart_scheduler().await?;
+    let mut client = stack.client(Some(&key)).await?;
+    eventually(
+        Duration::from_secs(30),
+        "the replay retrying and the calendar's poll due",
+        || async {
+            let deferred = stack
+                .scheduler
+                .log
+                .lock()
+                .is_ok_and(|l| l.contains("sync deferred until the writes"));
+            let p = provider.p();
+            (p.creates_failed >= 1 && (deferred || p.sync_calls > polls)).then_some(())
+        },
+    )
+    .await?;
+    provider.p().fail_creates = false;
+    let event = eventually(
+        Duration::from_secs(30),
+        "the interrupted write completed",
+        || {
+            let mut c = client.clone();
+            let account = account.clone();
+            async move {
+                c.get_event(pb::GetEventRequest {
+                    account_id: account,
+                    calendar_id: CALENDAR.into(),
+                    client_event_id: "order-1".into(),
+                    provider_event_id: String::new(),
+                })
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+            }
+        },
+    )
+    .await?;
+    sync_now_and_wait(&mut client, &account, CALENDAR).await?;
+
+    assert_eq!(provider.p().created.len(), 1, "one event at the provider");
+    let echoes: Vec<pb::Change> = changes_after(&mut client, &cursor)
+        .await?
+        .into_iter()
+        .filter(|c| c.provider_event_id == event.provider_event_id)
+        .collect();
+    assert!(
+        echoes.is_empty(),
+        "the platform's own write came back as an outside change: {echoes:#?}"
+    );
     Ok(())
 }

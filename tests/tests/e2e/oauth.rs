@@ -5,7 +5,9 @@
 //! expiry and rotated refresh tokens are persisted (across a restart),
 //! `invalid_grant` makes the account REAUTH_REQUIRED with the mirror kept
 //! until it is authorised again, and the HTTP callback endpoint completes
-//! the flow and sends the browser on. Tokens never reach the disk in clear.
+//! the flow and sends the browser on (an error redirect, which anyone can
+//! forge, leaves the pending state alone). Tokens never reach the disk in
+//! clear.
 
 use std::time::Duration;
 
@@ -281,21 +283,66 @@ async fn the_http_callback_completes_and_sends_the_browser_on() -> Result<()> {
         r.headers()["location"].to_str()?,
         "https://platform.example/connected?error=invalid_request"
     );
+    Ok(())
+}
 
-    // A declined consent uses the state up too.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_redirect_cannot_burn_a_pending_state() -> Result<()> {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (stack, scripted) = stack(
+        provider(3600, false),
+        &[
+            "--oauth-callback-listen",
+            &listen,
+            "--oauth-return-url",
+            "https://platform.example/connected",
+        ],
+    )
+    .await?;
+    let (_, key) = stack.tenant("oauth-burn").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let callback = format!("http://{listen}/oauth/callback");
+
+    // Anyone who saw the consent URL knows the state and can send an error
+    // redirect with it, before the user's own redirect arrives.
     let state = begin(&mut c, "", "").await?;
     let code = scripted.p().consent(&state)?;
+    for _ in 0..2 {
+        let r = http
+            .get(&callback)
+            .query(&[("state", state.as_str()), ("error", "access_denied")])
+            .send()
+            .await?;
+        assert_eq!(
+            r.headers()["location"].to_str()?,
+            "https://platform.example/connected?error=access_denied_or_failed"
+        );
+    }
+
+    // The user's redirect still completes the authorisation, once.
     let r = http
         .get(&callback)
-        .query(&[("state", state.as_str()), ("error", "access_denied")])
+        .query(&[("state", &state), ("code", &code)])
         .send()
         .await?;
-    assert!(r.headers()["location"]
-        .to_str()?
-        .ends_with("?error=access_denied_or_failed"));
+    let location = r.headers()["location"].to_str()?.to_string();
+    let account_id = location
+        .strip_prefix("https://platform.example/connected?account_id=")
+        .ok_or_else(|| anyhow!("the state was burnt: {location}"))?;
+    let a = c
+        .get_account(pb::GetAccountRequest {
+            account_id: account_id.into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(a.status, pb::AccountStatus::Active as i32);
     let e = complete(&mut c, &state, &code, &callback)
         .await
-        .expect_err("declined state accepted");
+        .expect_err("a completed state accepted again");
     assert_eq!(violation_field(&e).as_deref(), Some("state"));
     Ok(())
 }
