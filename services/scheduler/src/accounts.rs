@@ -106,13 +106,13 @@ pub async fn store_connected(
         .as_ref()
         .is_some_and(|a| a.status == AccountStatus::ReauthRequired as i32);
     let (mut account, key) = match existing {
-        Some(a) if !a.wrapped_key.is_empty() => {
+        Some(a) if a.status != AccountStatus::Revoked as i32 => {
             let key = shared.live_key(&a)?;
             (a, key)
         }
         _ => {
             let account_id = format!("acc_{}", random_hex(12));
-            let (key, wrapped) = shared.master.new_data_key(&account_id);
+            let key = shared.create_data_key(&account_id).await?;
             (
                 AccountRecord {
                     account_id: account_id.clone(),
@@ -123,7 +123,6 @@ pub async fn store_connected(
                     status_reason: String::new(),
                     created_ms: now_ms(),
                     server_url: String::new(),
-                    wrapped_key: wrapped,
                     sealed_credentials: Vec::new(),
                     sealed_identity: Vec::new(),
                     identity_hash: identity_hash.clone(),
@@ -429,7 +428,9 @@ pub async fn mark_reauth_required(
 }
 
 /// Revokes an account: at the provider where possible, stops channels,
-/// destroys the data key, deletes every row and records the change.
+/// marks it revoked, destroys its data key in the keyring (durably, before
+/// any row goes: a crash after this leaves only unreadable rows, which the
+/// start-up sweep purges), deletes every row and records the change.
 pub async fn revoke(
     shared: &Shared,
     tenant: &str,
@@ -437,6 +438,8 @@ pub async fn revoke(
 ) -> Result<pb::Account, ErrorKind> {
     let mut account = shared.tenant_account(tenant, account_id)?;
     if account.status == AccountStatus::Revoked as i32 {
+        // A revocation whose key destruction failed completes it.
+        shared.destroy_data_key(account_id).await?;
         return Ok(shared.account_pb(&account));
     }
     stop_watches(shared, &account, None).await;
@@ -455,12 +458,11 @@ pub async fn revoke(
     }
     account.status = AccountStatus::Revoked as i32;
     account.status_reason = "revoked through calbridge".into();
-    account.wrapped_key.clear();
     account.sealed_credentials.clear();
     account.sealed_identity.clear();
     shared.store.put_account(&account).map_err(store_err)?;
-    shared.forget_data_key(account_id);
     shared.store.flush().await.map_err(store_err)?;
+    shared.destroy_data_key(account_id).await?;
     shared
         .store
         .purge_account_rows(account_id)

@@ -1609,7 +1609,6 @@ mod tests {
     fn connect(s: &Shared, k: usize) {
         let id = account_id(k);
         let account = AccountRecord {
-            wrapped_key: vec![1],
             identity_hash: format!("h{k}"),
             ..AccountRecord::for_test(&id)
         };
@@ -1964,7 +1963,6 @@ mod tests {
                 let id = account_id(*k);
                 let mut a = s.store.account(&id).unwrap().unwrap();
                 a.status = pb::AccountStatus::Revoked as i32;
-                a.wrapped_key.clear();
                 s.store.put_account(&a).unwrap();
                 s.store.purge_account_rows(&id).unwrap();
                 s.account_mirror_changed(&id);
@@ -2124,9 +2122,7 @@ mod tests {
         let mut ids = Vec::new();
         for (i, p) in people.iter().enumerate() {
             let id = format!("acc_{i:024}");
-            let (_, wrapped) = s.master.new_data_key(&id);
             let account = AccountRecord {
-                wrapped_key: wrapped,
                 sealed_credentials: vec![7; 120],
                 sealed_identity: vec![9; 60],
                 identity_hash: "h".repeat(64),
