@@ -8,6 +8,7 @@ mod caldav;
 mod crash;
 mod google;
 mod icloud;
+mod keys;
 mod listing;
 mod oauth;
 mod python_client;
