@@ -74,6 +74,7 @@ pub async fn run(
         addr: config.data_dir.display().to_string(),
         detail: format!("cannot create or lock the data directory: {e}"),
     };
+    disk::private_umask();
     disk::create_private_dir(&config.data_dir).map_err(data_dir_err)?;
     // Held until `run` returns: the keyring and the store have one user.
     let _data_dir_lock = disk::lock_dir(&config.data_dir)

@@ -139,6 +139,28 @@ fn opened(keys: &[(String, DataKey)], sealed: &[Sealed], account: &str) -> Vec<V
         .collect()
 }
 
+/// Paths under `dir` (itself included) that others may read: directories
+/// not 0700, files not 0600.
+fn not_owner_only(dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        out.push(format!("{} {mode:o}", dir.display()));
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            not_owner_only(&p, out)?;
+        } else {
+            let mode = std::fs::metadata(&p)?.permissions().mode() & 0o777;
+            if mode != 0o600 {
+                out.push(format!("{} {mode:o}", p.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -270,6 +292,10 @@ async fn a_copy_of_the_store_taken_before_revocation_cannot_open_the_revoked_acc
             "{secret:?} in plaintext"
         );
     }
+    // The data directory, the store and the keyring are the owner's alone.
+    let mut open_to_others = Vec::new();
+    not_owner_only(live, &mut open_to_others)?;
+    assert!(open_to_others.is_empty(), "{open_to_others:?}");
     Ok(())
 }
 
