@@ -63,9 +63,10 @@ pub enum RunError {
     Adapter(String),
 }
 
-/// Runs the scheduler until `shutdown` resolves: opens the store, completes
-/// interrupted writes, starts the sync loop, serves gRPC, then drains and
-/// flushes.
+/// Runs the scheduler until `shutdown` resolves: locks the data directory,
+/// opens the keyring and the store (upgrading an older store), completes
+/// interrupted revocations and writes, starts the sync loop, serves gRPC,
+/// then drains and flushes.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -83,7 +84,17 @@ pub async fn run(
     let masters = secrets::master_keys(&config)?;
     let admin_hash = secrets::admin_token_hash(&config)?;
     let vault = keyring::FileKeyring::open(&config.data_dir, masters.clone())?;
-    let store = upgrade::open_store(&config.store_dir(), &masters, &vault)?;
+    let store =
+        upgrade::open_store(&config.store_dir(), &masters, &vault).map_err(|e| match e {
+            upgrade::UpgradeError::Store(store::StoreError::Corrupt { detail, .. }) => {
+                store::StoreError::Corrupt {
+                    path: config.store_dir().display().to_string(),
+                    detail,
+                }
+                .into()
+            }
+            other => RunError::from(other),
+        })?;
     drop(masters);
     match keyring::reconcile(&store, &vault) {
         Ok(r) if r.destroyed > 0 => {

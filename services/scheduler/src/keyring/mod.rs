@@ -72,8 +72,9 @@ pub struct Rotation {
 }
 
 /// Holds account data keys outside the store. Every method that changes
-/// what is held returns only once the change is durable; reads answer from
-/// memory.
+/// what is held returns only once the change is durable, and may block
+/// (callers on async workers run it on the blocking pool); reads answer
+/// from memory.
 pub trait KeyVault: Send + Sync {
     /// The data key of a live account; `None` when the vault holds none
     /// (never created, or destroyed).
