@@ -43,7 +43,7 @@ pub struct Global {
 pub enum Command {
     /// Start the sandbox adapter and the scheduler locally, until Ctrl-C.
     Up(UpArgs),
-    /// Tenants and API keys (operator; needs the admin token).
+    /// Tenants, API keys and the master key (operator; needs the admin token).
     Admin(AdminCommand),
     /// Connect, inspect and revoke calendar accounts.
     #[command(subcommand)]
@@ -166,6 +166,9 @@ pub enum AdminSubcommand {
         #[arg(long)]
         key_id: String,
     },
+    /// Re-seal every account data key under the key now in the scheduler's
+    /// master key file (replace the file's content first).
+    RotateMasterKey,
 }
 
 /// The access level an account is connected with.

@@ -111,13 +111,13 @@ pub async fn store_connected(
         .as_ref()
         .is_some_and(|a| a.status == AccountStatus::ReauthRequired as i32);
     let (mut account, key) = match existing {
-        Some(a) if !a.wrapped_key.is_empty() => {
+        Some(a) if a.status != AccountStatus::Revoked as i32 => {
             let key = shared.live_key(&a)?;
             (a, key)
         }
         _ => {
             let account_id = format!("acc_{}", random_hex(12));
-            let (key, wrapped) = shared.master.new_data_key(&account_id);
+            let key = shared.create_data_key(&account_id).await?;
             (
                 AccountRecord {
                     account_id: account_id.clone(),
@@ -128,7 +128,6 @@ pub async fn store_connected(
                     status_reason: String::new(),
                     created_ms: now_ms(),
                     server_url: String::new(),
-                    wrapped_key: wrapped,
                     sealed_credentials: Vec::new(),
                     sealed_identity: Vec::new(),
                     identity_hash: identity_hash.clone(),
@@ -513,15 +512,17 @@ pub async fn mark_reauth_required(
 }
 
 /// Revokes an account: at the provider where possible, stops channels,
-/// destroys the data key, deletes every row and records the change.
+/// marks it revoked, destroys its data key in the keyring, deletes every
+/// row and records the change.
 ///
 /// In-flight work is excluded by the store rather than waited for: the
 /// account is marked revoked in the same transaction that records REVOKED
 /// in the feed, and every later write naming the account (a sync page read
 /// before the mark, a write's result, a token refresh) sees the mark and
 /// writes nothing. So the feed never has an entry of the account after
-/// REVOKED, and the purge that follows leaves no row behind; rows a crash
-/// left are purged at the next start ([`sweep_revoked`]).
+/// REVOKED. The key is destroyed durably before any row goes: a crash after
+/// that leaves only unreadable rows, which the start-up sweep purges
+/// ([`sweep_revoked`]), as it does rows a crash left otherwise.
 pub async fn revoke(
     shared: &Shared,
     tenant: &str,
@@ -534,6 +535,8 @@ pub async fn revoke(
     let _one_revocation = lock.lock().await;
     let mut account = shared.tenant_account(tenant, account_id)?;
     if account.status == AccountStatus::Revoked as i32 {
+        // A revocation whose key destruction failed completes it.
+        shared.destroy_data_key(account_id).await?;
         return Ok(shared.account_pb(&account));
     }
     stop_watches(shared, &account, None).await;
@@ -552,7 +555,6 @@ pub async fn revoke(
     }
     account.status = AccountStatus::Revoked as i32;
     account.status_reason = "revoked through calbridge".into();
-    account.wrapped_key.clear();
     account.sealed_credentials.clear();
     account.sealed_identity.clear();
     // The mark and its feed entry in one transaction: from here on no write
@@ -565,10 +567,11 @@ pub async fn revoke(
             now_ms(),
         )
         .map_err(store_err)?;
-    shared.forget_data_key(account_id);
-    shared.account_mirror_changed(account_id);
     shared.log_appended();
     shared.store.flush().await.map_err(store_err)?;
+    // Then the key, durably, before any row goes.
+    shared.destroy_data_key(account_id).await?;
+    shared.account_mirror_changed(account_id);
     purge_revoked_rows(shared, account_id)?;
     shared
         .store
@@ -671,10 +674,9 @@ mod tests {
         let caldav = pb::Provider::Caldav as i32;
         // As stores before exact identities hashed it: lower-cased.
         let old = hash_hex(&["t", &caldav.to_string(), &principal.to_ascii_lowercase()]);
-        let (key, wrapped) = s.master.new_data_key("acc");
+        let key = s.vault.create("acc").unwrap();
         let account = AccountRecord {
             provider: caldav,
-            wrapped_key: wrapped,
             sealed_identity: key.seal(identity_aad("acc").as_bytes(), principal.as_bytes()),
             identity_hash: old.clone(),
             ..AccountRecord::for_test("acc")

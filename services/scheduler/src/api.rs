@@ -972,6 +972,19 @@ impl pb::admin_server::Admin for AdminApi {
         self.shared.store.flush().await.map_err(store_err)?;
         Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn rotate_master_key(
+        &self,
+        req: Request<pb::RotateMasterKeyRequest>,
+    ) -> Reply<pb::RotateMasterKeyResponse> {
+        self.check(&req)?;
+        let r = crate::keyring::rotate_master_key(&self.shared).await?;
+        Ok(Response::new(pb::RotateMasterKeyResponse {
+            account_keys: u32::try_from(r.account_keys).unwrap_or(u32::MAX),
+            rotated: r.rotated,
+        }))
+    }
 }
 
 /// Receives adapters' provider notifications.

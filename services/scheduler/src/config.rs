@@ -144,6 +144,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     mode: Option<Mode>,
     master_key_file: Option<PathBuf>,
+    previous_master_key_file: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
     adapters: Option<BTreeMap<String, String>>,
     otlp_endpoint: Option<String>,
@@ -176,6 +177,9 @@ pub struct Flags {
     /// File holding the 32-byte master key (raw, hex or base64).
     #[arg(long)]
     pub master_key_file: Option<PathBuf>,
+    /// File holding the master key being replaced, during a rotation.
+    #[arg(long)]
+    pub previous_master_key_file: Option<PathBuf>,
     /// File holding the admin token.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
@@ -212,6 +216,12 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// Master key given directly (environment `CALBRIDGE_MASTER_KEY`).
     pub master_key: Option<Secret>,
+    /// The master key being replaced, during a rotation: keyring entries
+    /// sealed under it are re-sealed under the master key at start.
+    pub previous_master_key_file: Option<PathBuf>,
+    /// The previous master key given directly (environment
+    /// `CALBRIDGE_PREVIOUS_MASTER_KEY`).
+    pub previous_master_key: Option<Secret>,
     /// Admin token file.
     pub admin_token_file: Option<PathBuf>,
     /// Adapter endpoints by provider.
@@ -304,6 +314,17 @@ impl Config {
             .or_else(|| e("CALBRIDGE_MASTER_KEY_FILE").map(PathBuf::from))
             .or(file.master_key_file);
         let master_key = e("CALBRIDGE_MASTER_KEY").map(Secret::new);
+        let previous_master_key_file = flags
+            .previous_master_key_file
+            .or_else(|| e("CALBRIDGE_PREVIOUS_MASTER_KEY_FILE").map(PathBuf::from))
+            .or(file.previous_master_key_file);
+        let previous_master_key = e("CALBRIDGE_PREVIOUS_MASTER_KEY").map(Secret::new);
+        if previous_master_key.is_some() && previous_master_key_file.is_some() {
+            return Err(invalid(
+                "previous_master_key_file",
+                "set either previous_master_key_file or CALBRIDGE_PREVIOUS_MASTER_KEY, not both",
+            ));
+        }
         let admin_token_file = flags
             .admin_token_file
             .or_else(|| e("CALBRIDGE_ADMIN_TOKEN_FILE").map(PathBuf::from))
@@ -428,6 +449,8 @@ impl Config {
             mode,
             master_key_file,
             master_key,
+            previous_master_key_file,
+            previous_master_key,
             admin_token_file,
             adapters,
             otlp_endpoint,
@@ -442,6 +465,11 @@ impl Config {
     /// The sled store's directory.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+
+    /// The keyring file holding the account data keys.
+    pub fn keyring_path(&self) -> PathBuf {
+        self.data_dir.join(crate::keyring::KEYRING_FILE)
     }
 }
 
@@ -543,6 +571,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`listen`"));
+    }
+
+    #[test]
+    fn the_previous_master_key_comes_from_file_environment_or_flag_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "previous_master_key_file = \"/keys/old\"\n").unwrap();
+        let flags = Flags {
+            config: Some(p),
+            ..Default::default()
+        };
+        let c = Config::load(flags, &env(&[])).unwrap();
+        assert_eq!(c.previous_master_key_file, Some(PathBuf::from("/keys/old")));
+        let c = Config::load(
+            Flags::default(),
+            &env(&[("CALBRIDGE_PREVIOUS_MASTER_KEY_FILE", "/keys/env")]),
+        )
+        .unwrap();
+        assert_eq!(c.previous_master_key_file, Some(PathBuf::from("/keys/env")));
+        let err = Config::load(
+            Flags::default(),
+            &env(&[
+                ("CALBRIDGE_PREVIOUS_MASTER_KEY_FILE", "/keys/env"),
+                ("CALBRIDGE_PREVIOUS_MASTER_KEY", "00"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("previous_master_key_file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Envelope encryption of everything that could identify a person or grant
-//! access: a master key (from a file or the environment) wraps one random
-//! data key per account, and each data key seals that account's credentials
-//! and event content with AES-256-GCM-SIV. Destroying an account's wrapped
-//! data key makes every byte sealed under it unreadable, backups included.
+//! access: one random data key per account seals that account's credentials
+//! and event content with AES-256-GCM-SIV, and a master key (from a file or
+//! the environment) seals the data keys. The sealed data keys live in the
+//! keyring ([`crate::keyring`]), never in the store, so destroying an
+//! account's keyring entry makes every byte sealed under its data key
+//! unreadable, in the store and in any copy of it.
 
 use aes_gcm_siv::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 12;
 
@@ -66,10 +70,18 @@ impl Sealer {
     }
 }
 
-/// The master key: wraps and unwraps account data keys. `Debug` prints no
-/// key material.
+/// The raw bytes of a key, wiped from memory when dropped.
+pub type RawKey = Zeroizing<[u8; 32]>;
+
+/// The master key: seals and opens data keys. `Debug` prints no key
+/// material.
 #[derive(Clone)]
-pub struct MasterKey(Sealer);
+pub struct MasterKey {
+    sealer: Sealer,
+    /// SHA-256 of a label and the key: tells two master keys apart without
+    /// keeping the key's bytes.
+    fingerprint: [u8; 32],
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +92,19 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     /// A master key from 32 raw bytes.
     pub fn from_bytes(key: &[u8]) -> Result<MasterKey, CryptoError> {
-        Ok(MasterKey(Sealer::new(key)?))
+        let sealer = Sealer::new(key)?;
+        let mut h = Sha256::new();
+        h.update(b"calbridge/master-key-fingerprint\0");
+        h.update(key);
+        Ok(MasterKey {
+            sealer,
+            fingerprint: h.finalize().into(),
+        })
+    }
+
+    /// True when both are the same key.
+    pub fn same_key(&self, other: &MasterKey) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     /// 32 fresh random bytes, for generating a development key.
@@ -91,37 +115,95 @@ impl MasterKey {
         out
     }
 
-    /// Makes a new data key for `account_id`: the key and its wrapped form to
-    /// store.
-    pub fn new_data_key(&self, account_id: &str) -> (DataKey, Vec<u8>) {
-        let raw = Self::generate_bytes();
-        let wrapped = self.0.seal(wrap_aad(account_id).as_bytes(), &raw);
-        (DataKey(Sealer::new(&raw).expect("32-byte key")), wrapped)
+    /// Seals the raw bytes of a key for the record stored under `aad`.
+    pub fn seal_key(&self, aad: &[u8], raw: &[u8; 32]) -> Vec<u8> {
+        self.sealer.seal(aad, raw)
     }
 
-    /// Unwraps a stored data key of `account_id`.
-    pub fn unwrap_data_key(
-        &self,
-        account_id: &str,
-        wrapped: &[u8],
-    ) -> Result<DataKey, CryptoError> {
-        let raw = self.0.open(wrap_aad(account_id).as_bytes(), wrapped)?;
-        Ok(DataKey(Sealer::new(&raw)?))
+    /// Opens a key sealed with [`MasterKey::seal_key`].
+    pub fn open_key(&self, aad: &[u8], sealed: &[u8]) -> Result<RawKey, CryptoError> {
+        let bytes = Zeroizing::new(self.sealer.open(aad, sealed)?);
+        let raw: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::KeyLength(bytes.len()))?;
+        Ok(Zeroizing::new(raw))
     }
 
-    /// Seals a value that belongs to no account (pending OAuth states).
+    /// Makes a new data key for a short-lived record `id` kept in the store
+    /// (a pending authorisation): the key and its wrapped form to store. The
+    /// first schema also wrapped account data keys this way.
+    pub fn new_data_key(&self, id: &str) -> (DataKey, Vec<u8>) {
+        let (key, raw) = DataKey::generate();
+        (key, self.seal_key(wrap_aad(id).as_bytes(), &raw))
+    }
+
+    /// Unwraps a data key made by [`MasterKey::new_data_key`] for `id`.
+    pub fn unwrap_data_key(&self, id: &str, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
+        let raw = self.open_key(wrap_aad(id).as_bytes(), wrapped)?;
+        Ok(DataKey::from_raw(&raw))
+    }
+
+    /// Seals a value that belongs to no account.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        self.0.seal(aad, plaintext)
+        self.sealer.seal(aad, plaintext)
     }
 
     /// Opens a value sealed with [`MasterKey::seal`].
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.0.open(aad, sealed)
+        self.sealer.open(aad, sealed)
     }
 }
 
-fn wrap_aad(account_id: &str) -> String {
-    format!("calbridge/data-key/{account_id}")
+/// AAD of a data key wrapped by [`MasterKey::new_data_key`].
+fn wrap_aad(id: &str) -> String {
+    format!("calbridge/data-key/{id}")
+}
+
+/// The master key in use and, while a rotation is under way, the one it
+/// replaces: what was sealed under either opens.
+#[derive(Clone, Debug)]
+pub struct MasterKeys {
+    /// Seals everything new.
+    pub current: MasterKey,
+    /// Still opens what was sealed before the rotation.
+    pub previous: Option<MasterKey>,
+}
+
+impl MasterKeys {
+    /// Only `current`.
+    pub fn new(current: MasterKey) -> MasterKeys {
+        MasterKeys {
+            current,
+            previous: None,
+        }
+    }
+
+    /// Opens a sealed key under the current key, else the previous one;
+    /// the flag is true when it took the previous one.
+    pub fn open_key(&self, aad: &[u8], sealed: &[u8]) -> Result<(RawKey, bool), CryptoError> {
+        match self.current.open_key(aad, sealed) {
+            Ok(k) => Ok((k, false)),
+            Err(e) => match &self.previous {
+                Some(p) => p.open_key(aad, sealed).map(|k| (k, true)),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// [`MasterKey::unwrap_data_key`] under the current key, else the
+    /// previous one.
+    pub fn unwrap_data_key(&self, id: &str, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
+        self.unwrap_raw(id, wrapped)
+            .map(|raw| DataKey::from_raw(&raw))
+    }
+
+    /// The raw bytes of a data key made by [`MasterKey::new_data_key`] for
+    /// `id`, under the current key, else the previous one.
+    pub fn unwrap_raw(&self, id: &str, wrapped: &[u8]) -> Result<RawKey, CryptoError> {
+        self.open_key(wrap_aad(id).as_bytes(), wrapped)
+            .map(|(raw, _)| raw)
+    }
 }
 
 /// One account's data key. `Debug` prints no key material.
@@ -135,6 +217,17 @@ impl std::fmt::Debug for DataKey {
 }
 
 impl DataKey {
+    /// A fresh random data key and its raw bytes (to seal for storage).
+    pub fn generate() -> (DataKey, RawKey) {
+        let raw = Zeroizing::new(MasterKey::generate_bytes());
+        (DataKey::from_raw(&raw), raw)
+    }
+
+    /// The data key with these raw bytes.
+    pub fn from_raw(raw: &[u8; 32]) -> DataKey {
+        DataKey(Sealer::new(raw).expect("a 32-byte key"))
+    }
+
     /// Seals `plaintext` for the record stored under `aad`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         self.0.seal(aad, plaintext)
@@ -168,6 +261,27 @@ mod tests {
         let b = MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap();
         let (_, wrapped) = a.new_data_key("acc");
         assert!(b.unwrap_data_key("acc", &wrapped).is_err());
+    }
+
+    #[test]
+    fn the_previous_master_key_opens_what_it_sealed_and_is_reported() {
+        let old = MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap();
+        let new = MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap();
+        let (_, raw) = DataKey::generate();
+        let sealed = old.seal_key(b"k/acc", &raw);
+        let keys = MasterKeys {
+            current: new.clone(),
+            previous: Some(old.clone()),
+        };
+        let (opened, under_previous) = keys.open_key(b"k/acc", &sealed).unwrap();
+        assert_eq!(*opened, *raw);
+        assert!(under_previous);
+        assert!(MasterKeys::new(new.clone())
+            .open_key(b"k/acc", &sealed)
+            .is_err());
+        assert!(keys.open_key(b"k/other", &sealed).is_err());
+        assert!(!old.same_key(&new));
+        assert!(old.same_key(&old.clone()));
     }
 
     #[test]

@@ -9,8 +9,10 @@ pub mod api;
 pub mod availability;
 pub mod config;
 pub mod crypto;
+pub mod disk;
 pub mod feed;
 pub mod freebusy;
+pub mod keyring;
 pub mod meetings;
 pub mod mirror;
 pub mod oauth;
@@ -19,6 +21,7 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod upgrade;
 pub mod writes;
 
 use std::future::Future;
@@ -38,6 +41,15 @@ pub enum RunError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The store could not be opened or upgraded.
+    #[error(transparent)]
+    Upgrade(#[from] upgrade::UpgradeError),
+    /// The keyring could not be opened.
+    #[error(transparent)]
+    Keyring(#[from] keyring::VaultError),
+    /// Another scheduler uses the data directory.
+    #[error("another scheduler uses the data directory {0} (it holds scheduler.lock)")]
+    Locked(String),
     /// The port could not be bound or served.
     #[error("serving on {addr}: {detail}")]
     Serve {
@@ -51,26 +63,49 @@ pub enum RunError {
     Adapter(String),
 }
 
-/// Runs the scheduler until `shutdown` resolves: opens the store, completes
-/// interrupted writes, starts the sync loop, serves gRPC, then drains and
-/// flushes.
+/// Runs the scheduler until `shutdown` resolves: locks the data directory,
+/// opens the keyring and the store (upgrading an older store), completes
+/// interrupted revocations and writes, starts the sync loop, serves gRPC,
+/// then drains and flushes.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| RunError::Serve {
+    let data_dir_err = |e: std::io::Error| RunError::Serve {
         addr: config.data_dir.display().to_string(),
-        detail: format!("cannot create the data directory: {e}"),
-    })?;
-    let master = secrets::master_key(&config)?;
+        detail: format!("cannot create or lock the data directory: {e}"),
+    };
+    disk::private_umask();
+    disk::create_private_dir(&config.data_dir).map_err(data_dir_err)?;
+    // Held until `run` returns: the keyring and the store have one user.
+    let _data_dir_lock = disk::lock_dir(&config.data_dir)
+        .map_err(data_dir_err)?
+        .ok_or_else(|| RunError::Locked(config.data_dir.display().to_string()))?;
+    let masters = secrets::master_keys(&config)?;
     let admin_hash = secrets::admin_token_hash(&config)?;
-    let store = store::Store::open(&config.store_dir()).map_err(|e| match e {
-        store::StoreError::Corrupt { detail, .. } => store::StoreError::Corrupt {
-            path: config.store_dir().display().to_string(),
-            detail,
-        },
-        other => other,
-    })?;
+    let vault = keyring::FileKeyring::open(&config.data_dir, masters.clone())?;
+    let store =
+        upgrade::open_store(&config.store_dir(), &masters, &vault).map_err(|e| match e {
+            upgrade::UpgradeError::Store(store::StoreError::Corrupt { detail, .. }) => {
+                store::StoreError::Corrupt {
+                    path: config.store_dir().display().to_string(),
+                    detail,
+                }
+                .into()
+            }
+            other => RunError::from(other),
+        })?;
+    drop(masters);
+    match keyring::reconcile(&store, &vault) {
+        Ok(r) if r.destroyed > 0 => {
+            tracing::info!(
+                destroyed = r.destroyed,
+                "keys of revoked or never-stored accounts destroyed"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "keyring not reconciled with the store"),
+    }
     let bound = calbridge_runtime::bind(config.listen)
         .await
         .map_err(|e| RunError::Serve {
@@ -84,7 +119,7 @@ pub async fn run(
     let adapters = adapters::Adapters::new(&config.adapters).map_err(RunError::Adapter)?;
     let shared = Arc::new(state::Shared::new(
         store,
-        master,
+        Arc::new(vault),
         adapters,
         config,
         callback_url,
@@ -239,6 +274,9 @@ async fn upkeep(shared: Arc<state::Shared>, mut stop: tokio::sync::watch::Receiv
         }
         if let Err(e) = shared.store.prune_auth_states(state::now_ms()) {
             tracing::warn!(error = %e, "expired authorisations not pruned");
+        }
+        if let Err(e) = shared.store.restrict_permissions() {
+            tracing::warn!(error = %e, "store files not made owner-only");
         }
         match feed::prune(&shared) {
             Ok(0) => {}

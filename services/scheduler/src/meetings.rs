@@ -1614,7 +1614,6 @@ mod tests {
     fn connect(s: &Shared, k: usize) {
         let id = account_id(k);
         let account = AccountRecord {
-            wrapped_key: vec![1],
             identity_hash: format!("h{k}"),
             ..AccountRecord::for_test(&id)
         };
@@ -2019,7 +2018,6 @@ mod tests {
                 let id = account_id(*k);
                 let mut a = s.store.account(&id).unwrap().unwrap();
                 a.status = pb::AccountStatus::Revoked as i32;
-                a.wrapped_key.clear();
                 s.store.put_account(&a).unwrap();
                 crate::accounts::purge_revoked_rows(s, &id).unwrap();
             }
@@ -2211,9 +2209,7 @@ mod tests {
         let mut ids = Vec::new();
         for (i, p) in people.iter().enumerate() {
             let id = format!("acc_{i:024}");
-            let (_, wrapped) = s.master.new_data_key(&id);
             let account = AccountRecord {
-                wrapped_key: wrapped,
                 sealed_credentials: vec![7; 120],
                 sealed_identity: vec![9; 60],
                 identity_hash: "h".repeat(64),

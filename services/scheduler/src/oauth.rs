@@ -163,7 +163,7 @@ pub async fn begin(
         .await
         .map_err(|s| adapter_error(&s))?
         .into_inner();
-    let (key, wrapped_key) = shared.master.new_data_key(&hash);
+    let (key, wrapped_key) = shared.vault.new_transient_key(&hash);
     let expires_ms =
         now_ms() + i64::try_from(shared.config.oauth.state_ttl_seconds).unwrap_or(600) * 1000;
     shared
@@ -237,10 +237,14 @@ pub async fn complete(
         .into());
     }
     let verifier = shared
-        .master
-        .unwrap_data_key(&hash, &record.wrapped_key)
-        .and_then(|k| k.open(verifier_aad(&hash).as_bytes(), &record.sealed_verifier))
-        .map_err(|_| ErrorKind::Internal("a pending authorisation cannot be opened".into()))?;
+        .vault
+        .open_transient_key(&hash, &record.wrapped_key)
+        .ok()
+        .and_then(|k| {
+            k.open(verifier_aad(&hash).as_bytes(), &record.sealed_verifier)
+                .ok()
+        })
+        .ok_or_else(|| ErrorKind::Internal("a pending authorisation cannot be opened".into()))?;
     let verifier = String::from_utf8(verifier)
         .map_err(|_| ErrorKind::Internal("a pending authorisation is damaged".into()))?;
     let credentials = shared

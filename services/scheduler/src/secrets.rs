@@ -7,7 +7,7 @@ use std::path::Path;
 use base64::Engine;
 
 use crate::config::{Config, Mode};
-use crate::crypto::MasterKey;
+use crate::crypto::{MasterKey, MasterKeys};
 use crate::state::hash_hex;
 
 /// Why a secret could not be loaded.
@@ -115,6 +115,39 @@ pub fn master_key(config: &Config) -> Result<MasterKey, SecretsError> {
         source_name: source_name.clone(),
     })?;
     MasterKey::from_bytes(&key).map_err(|_| SecretsError::BadMasterKey { source_name })
+}
+
+/// The master key ([`master_key`]) and, during a rotation, the previous
+/// one from `previous_master_key_file` or `CALBRIDGE_PREVIOUS_MASTER_KEY`
+/// (ignored with a warning when it is the master key itself).
+pub fn master_keys(config: &Config) -> Result<MasterKeys, SecretsError> {
+    let current = master_key(config)?;
+    let previous = match (
+        &config.previous_master_key,
+        &config.previous_master_key_file,
+    ) {
+        (Some(k), _) => Some((
+            k.expose().as_bytes().to_vec(),
+            "CALBRIDGE_PREVIOUS_MASTER_KEY".to_string(),
+        )),
+        (None, Some(p)) => Some((read("previous master key", p)?, p.display().to_string())),
+        (None, None) => None,
+    };
+    let previous = match previous {
+        None => None,
+        Some((raw, source_name)) => {
+            let key = decode_key(&raw)
+                .and_then(|k| MasterKey::from_bytes(&k).ok())
+                .ok_or(SecretsError::BadMasterKey { source_name })?;
+            if key.same_key(&current) {
+                tracing::warn!("the previous master key is the master key itself; ignored");
+                None
+            } else {
+                Some(key)
+            }
+        }
+    };
+    Ok(MasterKeys { current, previous })
 }
 
 /// The hash of the admin token from the configured file, or (local mode

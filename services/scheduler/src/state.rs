@@ -1,5 +1,5 @@
-//! The scheduler's shared state: the store, the master key and a cache of
-//! unwrapped account data keys, the adapter clients, and the signals that
+//! The scheduler's shared state: the store, the key vault holding account
+//! data keys, the adapter clients, and the signals that
 //! connect the API, the sync loop and the change feed. Also the sealing of
 //! event content and credentials, and the conversion of stored records to
 //! contract messages.
@@ -16,7 +16,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::adapters::Adapters;
 use crate::config::Config;
-use crate::crypto::{DataKey, MasterKey};
+use crate::crypto::DataKey;
+use crate::keyring::{vault_err, KeyVault};
 use crate::store::{AccountRecord, CalendarRecord, ChangeRecord, Store, StoreError};
 
 /// Turns a store error into a safe API error, logging the detail. A write
@@ -108,15 +109,14 @@ pub type CalendarLock = Arc<tokio::sync::RwLock<()>>;
 pub struct Shared {
     /// The store.
     pub store: Store,
-    /// The master key.
-    pub master: MasterKey,
+    /// Account data keys (and the master key that seals them).
+    pub vault: Arc<dyn KeyVault>,
     /// Adapter clients.
     pub adapters: Adapters,
     /// Configuration.
     pub config: Config,
     /// The URL adapters call back on.
     pub callback_url: String,
-    data_keys: Mutex<HashMap<String, DataKey>>,
     /// Wakes the sync loop.
     pub sync_wake: Notify,
     /// Calendars to sync as soon as possible: (account, calendar).
@@ -142,7 +142,7 @@ impl Shared {
     /// Builds the shared state.
     pub fn new(
         store: Store,
-        master: MasterKey,
+        vault: Arc<dyn KeyVault>,
         adapters: Adapters,
         config: Config,
         callback_url: String,
@@ -150,11 +150,10 @@ impl Shared {
         let (log_tick, _) = watch::channel(0);
         Shared {
             store,
-            master,
+            vault,
             adapters,
             config,
             callback_url,
-            data_keys: Mutex::new(HashMap::new()),
             sync_wake: Notify::new(),
             urgent: Mutex::new(HashSet::new()),
             in_doubt: Mutex::new(HashSet::new()),
@@ -166,16 +165,19 @@ impl Shared {
         }
     }
 
-    /// Shared state for unit tests: a store in `dir`, a fresh master key,
-    /// no adapters and the default configuration.
+    /// Shared state for unit tests: a store in `dir/store`, a keyring in
+    /// `dir` under a fresh master key, no adapters and the default
+    /// configuration.
     #[cfg(test)]
     pub fn for_test(dir: &std::path::Path) -> Shared {
+        use crate::crypto::{MasterKey, MasterKeys};
         let config =
             crate::config::Config::load(crate::config::Flags::default(), &Default::default())
                 .unwrap();
+        let master = MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap();
         Shared::new(
-            Store::open(dir).unwrap(),
-            MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap(),
+            Store::open(&dir.join("store")).unwrap(),
+            Arc::new(crate::keyring::FileKeyring::open(dir, MasterKeys::new(master)).unwrap()),
             Adapters::new(&Default::default()).unwrap(),
             config,
             "http://127.0.0.1:1".into(),
@@ -307,37 +309,36 @@ impl Shared {
 
     /// The data key of an account; `None` when revoked.
     pub fn data_key(&self, account: &AccountRecord) -> Result<Option<DataKey>, ErrorKind> {
-        if account.wrapped_key.is_empty() {
+        if account.status == pb::AccountStatus::Revoked as i32 {
             return Ok(None);
         }
-        if let Some(k) = self
-            .data_keys
-            .lock()
-            .expect("lock poisoned")
-            .get(&account.account_id)
-        {
-            return Ok(Some(k.clone()));
+        match self.vault.data_key(&account.account_id) {
+            Some(k) => Ok(Some(k)),
+            None => {
+                tracing::error!(account_id = %account.account_id, "the keyring holds no data key for this account");
+                Err(ErrorKind::Internal("the account's data key is missing from the keyring: was the keyring replaced by an older copy?".into()))
+            }
         }
-        let k = self
-            .master
-            .unwrap_data_key(&account.account_id, &account.wrapped_key)
-            .map_err(|_| {
-                tracing::error!(account_id = %account.account_id, "data key cannot be unwrapped: wrong master key?");
-                ErrorKind::Internal("an account's data key cannot be unwrapped: is the master key the one the store was created with?".into())
-            })?;
-        self.data_keys
-            .lock()
-            .expect("lock poisoned")
-            .insert(account.account_id.clone(), k.clone());
-        Ok(Some(k))
     }
 
-    /// Forgets a cached data key (revocation).
-    pub fn forget_data_key(&self, account_id: &str) {
-        self.data_keys
-            .lock()
-            .expect("lock poisoned")
-            .remove(account_id);
+    /// Makes the data key of a new account, stored durably in the vault.
+    pub async fn create_data_key(&self, account_id: &str) -> Result<DataKey, ErrorKind> {
+        let (vault, id) = (self.vault.clone(), account_id.to_string());
+        tokio::task::spawn_blocking(move || vault.create(&id))
+            .await
+            .map_err(|_| ErrorKind::Internal("the keyring task failed".into()))?
+            .map_err(vault_err)
+    }
+
+    /// Destroys an account's data key in the vault, durably (revocation):
+    /// from then on nothing the scheduler keeps can open what it sealed.
+    pub async fn destroy_data_key(&self, account_id: &str) -> Result<(), ErrorKind> {
+        let (vault, ids) = (self.vault.clone(), vec![account_id.to_string()]);
+        tokio::task::spawn_blocking(move || vault.destroy(&ids))
+            .await
+            .map_err(|_| ErrorKind::Internal("the keyring task failed".into()))?
+            .map_err(vault_err)?;
+        Ok(())
     }
 
     /// The account's data key, or FAILED_PRECONDITION when revoked.

@@ -3,7 +3,8 @@
 //! cursor and its change-log entries; a write's result and its outbox entry)
 //! are single sled transactions, so a crash leaves the old state or the new
 //! one. Values that could identify a person arrive here already sealed; this
-//! module never sees plaintext content.
+//! module never sees plaintext content, nor any key (account data keys live
+//! in the keyring, [`crate::keyring`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,8 +15,16 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-/// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build reads and writes. Version 1 kept each account's
+/// data key, wrapped by the master key, in its account record; version 2
+/// keeps no key material ([`crate::upgrade`] moves the keys out).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The meta record of the schema version.
+pub(crate) const SCHEMA_KEY: &str = "schema_version";
+/// The meta record added to sled's id counter (a store rewritten into a
+/// fresh sled directory keeps handing out ids above the old ones).
+pub(crate) const ID_FLOOR_KEY: &str = "id_floor";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +41,12 @@ pub enum StoreError {
     /// The store was written by a newer calbridge.
     #[error("the store has schema version {found}, this build understands up to {SCHEMA_VERSION}; upgrade calbridge")]
     NewerSchema {
+        /// The version found.
+        found: u32,
+    },
+    /// The store has an older schema, which the scheduler upgrades at start.
+    #[error("the store has schema version {found}; start the scheduler, which upgrades it to {SCHEMA_VERSION}")]
+    OlderSchema {
         /// The version found.
         found: u32,
     },
@@ -133,9 +148,6 @@ pub struct AccountRecord {
     pub created_ms: i64,
     /// Server URL for CalDAV-based providers.
     pub server_url: String,
-    /// The account's data key wrapped by the master key; empty once revoked.
-    #[serde(with = "b64")]
-    pub wrapped_key: Vec<u8>,
     /// Sealed `pb::ProviderCredentials`; empty once revoked.
     #[serde(with = "b64")]
     pub sealed_credentials: Vec<u8>,
@@ -159,7 +171,6 @@ impl AccountRecord {
             status_reason: String::new(),
             created_ms: 0,
             server_url: String::new(),
-            wrapped_key: vec![],
             sealed_credentials: vec![],
             sealed_identity: vec![],
             identity_hash: String::new(),
@@ -523,6 +534,71 @@ pub struct Store {
     sync_states: Arc<SyncStates>,
     /// Mirrored-event counts per calendar, as last counted.
     event_counts: Arc<EventCounts>,
+    /// Added to sled's id counter (see [`ID_FLOOR_KEY`]).
+    id_floor: u64,
+    /// The store's directory.
+    dir: std::path::PathBuf,
+}
+
+fn corrupt(dir: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => StoreError::Corrupt {
+            path: dir.display().to_string(),
+            detail: e.to_string(),
+        },
+        other => StoreError::Engine(format!("opening {}: {other}", dir.display())),
+    }
+}
+
+/// Opens the sled database in `dir`. With `wait_for_lock`, an open refused
+/// because the directory is still locked is retried for up to ten seconds:
+/// sled releases the lock of a database this process dropped a moment
+/// after the drop, when its background thread has stopped.
+pub(crate) fn open_db(dir: &Path, wait_for_lock: bool) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(200))
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if wait_for_lock
+                    && e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(corrupt(dir, e)),
+        }
+    }
+}
+
+/// The schema version recorded in an opened database; `None` for a new one.
+pub(crate) fn stored_schema_version(db: &sled::Db, dir: &Path) -> Result<Option<u32>, StoreError> {
+    let meta = db.open_tree("meta").map_err(|e| corrupt(dir, e))?;
+    meta.get(SCHEMA_KEY)?
+        .map(|v| {
+            v.as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    path: dir.display().to_string(),
+                    detail: "schema version record is damaged".into(),
+                })
+        })
+        .transpose()
+}
+
+/// Makes `dir` and the files below it owner-only.
+pub(crate) fn restrict_permissions(dir: &Path) -> Result<(), StoreError> {
+    crate::disk::restrict_tree(dir).map_err(|e| {
+        StoreError::Engine(format!(
+            "restricting the permissions of {}: {e}",
+            dir.display()
+        ))
+    })
 }
 
 /// Mirrored-event counts per calendar (sync status asks often, and a
@@ -727,25 +803,42 @@ impl SyncStates {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, checking its schema version.
+    /// Opens (or creates) the store in `dir`, checking its schema version:
+    /// an older store is refused ([`StoreError::OlderSchema`]; the
+    /// scheduler upgrades it at start with [`crate::upgrade::open_store`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let corrupt = |e: sled::Error| match e {
-            sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => StoreError::Corrupt {
-                path: dir.display().to_string(),
-                detail: e.to_string(),
-            },
-            other => StoreError::Engine(format!("opening {}: {other}", dir.display())),
-        };
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(corrupt)?;
+        Store::from_db(open_db(dir, false)?, dir)
+    }
+
+    /// The store over an opened sled database of the current schema (a new
+    /// one gets the current schema version).
+    pub(crate) fn from_db(db: sled::Db, dir: &Path) -> Result<Store, StoreError> {
+        let corrupt = |e: sled::Error| corrupt(dir, e);
+        match stored_schema_version(&db, dir)? {
+            None => {
+                db.open_tree("meta")
+                    .map_err(corrupt)?
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(found) if found > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found }),
+            Some(found) if found < SCHEMA_VERSION => return Err(StoreError::OlderSchema { found }),
+            Some(_) => {}
+        }
         let t = |name: &str| db.open_tree(name).map_err(corrupt);
         let sync = t("sync")?;
         let sync_states = Arc::new(SyncStates::load(&sync)?);
+        let meta = t("meta")?;
+        let id_floor = match meta.get(ID_FLOOR_KEY)? {
+            None => 0,
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    path: dir.display().to_string(),
+                    detail: "id floor record is damaged".into(),
+                })?)
+            }
+        };
         let store = Store {
-            meta: t("meta")?,
+            meta,
             tenants: t("tenants")?,
             api_keys: t("api_keys")?,
             api_key_ids: t("api_key_ids")?,
@@ -766,28 +859,20 @@ impl Store {
             auth_states: t("auth_states")?,
             sync_states,
             event_counts: Arc::default(),
+            id_floor,
+            dir: dir.to_path_buf(),
             db,
         };
-        match store.meta.get("schema_version")? {
-            None => {
-                store
-                    .meta
-                    .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
-            }
-            Some(v) => {
-                let found =
-                    u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                        path: dir.display().to_string(),
-                        detail: "schema version record is damaged".into(),
-                    })?);
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema { found });
-                }
-                // Migrations from older versions go here, one step at a time.
-            }
-        }
         store.db.flush()?;
+        store.restrict_permissions()?;
         Ok(store)
+    }
+
+    /// Makes the store's directory and files owner-only again: sled creates
+    /// its files (snapshots, blobs) with the process's umask, though the
+    /// directory's own mode already keeps other users out.
+    pub fn restrict_permissions(&self) -> Result<(), StoreError> {
+        restrict_permissions(&self.dir)
     }
 
     /// Flushes every pending write to disk. Writes are acknowledged to
@@ -814,9 +899,10 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh id from sled's monotonic counter.
+    /// A fresh id from sled's monotonic counter (above every id a store
+    /// this one was rewritten from handed out).
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        Ok(self.id_floor + self.db.generate_id()?)
     }
 
     // ---- tenants and keys ----
@@ -2277,7 +2363,7 @@ mod tests {
         drop(Store::open(dir.path()).unwrap());
         let s = reopen(dir.path());
         assert_eq!(
-            s.meta_get("schema_version").unwrap().unwrap(),
+            s.meta_get(SCHEMA_KEY).unwrap().unwrap(),
             SCHEMA_VERSION.to_be_bytes().to_vec()
         );
     }

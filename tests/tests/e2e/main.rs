@@ -10,6 +10,7 @@ mod google;
 mod hostile;
 mod icloud;
 mod identity;
+mod keys;
 mod listing;
 mod oauth;
 mod python_client;

@@ -373,7 +373,6 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
             .account(&gone)?
             .ok_or_else(|| anyhow!("account stored"))?;
         record.status = AccountStatus::Revoked as i32;
-        record.wrapped_key.clear();
         record.sealed_credentials.clear();
         record.sealed_identity.clear();
         store.put_account(&record)?;

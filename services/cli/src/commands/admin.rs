@@ -1,5 +1,5 @@
-//! `calbridge admin`: tenants and API keys, authenticated with the operator's
-//! admin token.
+//! `calbridge admin`: tenants, API keys and master-key rotation,
+//! authenticated with the operator's admin token.
 
 use anyhow::{bail, Context, Result};
 use calbridge::pb;
@@ -109,6 +109,25 @@ pub async fn run(ctx: &Ctx, cmd: AdminCommand) -> Result<()> {
                 out.json(&json!({ "key_id": key_id, "revoked": true }));
             } else {
                 println!("revoked API key {key_id}");
+            }
+        }
+        AdminSubcommand::RotateMasterKey => {
+            let r = admin
+                .rotate_master_key(pb::RotateMasterKeyRequest {})
+                .await
+                .rpc(Api::Admin)?;
+            if out.json {
+                out.json(&json!({ "account_keys": r.account_keys, "rotated": r.rotated }));
+            } else if r.rotated {
+                println!(
+                    "re-sealed {} account keys under the new master key; keep the old key until every backup of the keyring taken before now has expired",
+                    r.account_keys
+                );
+            } else {
+                println!(
+                    "the master key file holds the key already in use: nothing changed ({} account keys)",
+                    r.account_keys
+                );
             }
         }
     }
