@@ -15,6 +15,7 @@ mod listing;
 mod oauth;
 mod python_client;
 mod revocation;
+mod soak;
 mod sync;
 mod tracing;
 mod walkthrough;
