@@ -17,6 +17,7 @@ pub mod checks;
 pub mod error;
 pub mod paging;
 pub mod provider_data;
+pub mod redact;
 pub mod time;
 pub mod validate;
 

@@ -333,7 +333,7 @@ pub async fn start_watches(shared: &Shared, account: &AccountRecord) {
             continue;
         }
         if let Err(e) = start_watch(shared, account, &credentials, &c.calendar_id).await {
-            tracing::warn!(calendar_id = %c.calendar_id, error = %e, "push channel not started; polling only");
+            tracing::warn!(calendar_id = %calbridge::redact::id(&c.calendar_id), error = %e, "push channel not started; polling only");
         }
     }
 }

@@ -329,7 +329,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         )))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn list_events(
         &self,
         req: Request<pb::ListEventsRequest>,
@@ -408,7 +408,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn get_event(&self, req: Request<pb::GetEventRequest>) -> Reply<pb::Event> {
         let tenant = self.tenant(&req)?;
         let r = req.into_inner();
@@ -442,7 +442,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         )?))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn upsert_event(
         &self,
         req: Request<pb::UpsertEventRequest>,
@@ -480,7 +480,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         Ok(Response::new(written))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn delete_event(
         &self,
         req: Request<pb::DeleteEventRequest>,

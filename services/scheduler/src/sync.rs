@@ -78,7 +78,7 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
                 global.clone(),
                 planned_wake.clone(),
             );
-            let span = tracing::info_span!("sync.calendar", account_id = %account, calendar_id = %calendar);
+            let span = tracing::info_span!("sync.calendar", account_id = %account, calendar_id = %calbridge::redact::id(&calendar));
             tokio::spawn(
                 async move {
                     let _g = global.acquire_owned().await;
