@@ -1,7 +1,8 @@
 //! A scripted OAuth adapter served by the test process: a real gRPC
 //! CalendarAdapter whose provider side is a few fields the test controls
 //! (consents, token lifetimes and rotation, refusals, a paged listing with
-//! an outage on a chosen page). For testing the scheduler's own logic
+//! an outage on a chosen page, extra calendars, listings that answer slowly
+//! or only when the test lets them). For testing the scheduler's own logic
 //! against exact provider behaviour.
 
 use std::collections::HashMap;
@@ -50,6 +51,15 @@ pub struct Provider {
     pub refreshes: u32,
     /// Token serial numbers.
     pub serial: u32,
+    /// Calendars listed besides [`CALENDAR`] (`cal-N@oauth.example`).
+    pub extra_calendars: usize,
+    /// While set and open, every SyncEvents call waits for the semaphore to
+    /// be closed ([`Scripted::release_held`]) before it answers.
+    pub hold: Option<Arc<tokio::sync::Semaphore>>,
+    /// SyncEvents calls held back now (at `hold` or in `delay`).
+    pub held: usize,
+    /// How long every SyncEvents call takes (a slow provider).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Provider {
@@ -121,6 +131,18 @@ impl Scripted {
         })
         .await?
         .into_inner())
+    }
+
+    /// Makes every SyncEvents call wait until [`Scripted::release_held`].
+    pub fn hold_syncs(&self) {
+        self.p().hold = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Lets the held SyncEvents calls (and every later one) answer.
+    pub fn release_held(&self) {
+        if let Some(h) = self.p().hold.take() {
+            h.close();
+        }
     }
 
     /// The provider's state.
@@ -265,15 +287,21 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
         req: Request<pb::ListProviderCalendarsRequest>,
     ) -> Result<Response<pb::ListProviderCalendarsResponse>, Status> {
         self.check_access(req.get_ref().credentials.as_ref())?;
-        Ok(Response::new(pb::ListProviderCalendarsResponse {
-            calendars: vec![pb::Calendar {
-                calendar_id: CALENDAR.into(),
-                name: "Ada".into(),
-                primary: true,
-                time_zone: "Europe/London".into(),
-                ..Default::default()
-            }],
-        }))
+        let extra = self.p().extra_calendars;
+        let mut calendars = vec![pb::Calendar {
+            calendar_id: CALENDAR.into(),
+            name: "Ada".into(),
+            primary: true,
+            time_zone: "Europe/London".into(),
+            ..Default::default()
+        }];
+        calendars.extend((0..extra).map(|i| pb::Calendar {
+            calendar_id: format!("cal-{i}@oauth.example"),
+            name: format!("Team {i}"),
+            time_zone: "Europe/London".into(),
+            ..Default::default()
+        }));
+        Ok(Response::new(pb::ListProviderCalendarsResponse { calendars }))
     }
 
     async fn sync_events(
@@ -281,6 +309,22 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
         req: Request<pb::SyncEventsRequest>,
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
         self.check_access(req.get_ref().credentials.as_ref())?;
+        let (hold, delay) = {
+            let p = self.p();
+            (p.hold.clone(), p.delay)
+        };
+        if hold.is_some() || delay.is_some() {
+            self.p().held += 1;
+            if let Some(hold) = hold {
+                // Closed (released) is the only way past: no permit is
+                // ever added.
+                let _ = hold.acquire().await;
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            self.p().held -= 1;
+        }
         let r = req.into_inner();
         let mut p = self.p();
         p.sync_calls += 1;

@@ -15,6 +15,7 @@ pub mod meetings;
 pub mod mirror;
 pub mod oauth;
 pub mod oauth_http;
+pub mod permits;
 pub mod secrets;
 pub mod state;
 pub mod store;
