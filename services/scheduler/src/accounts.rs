@@ -208,8 +208,9 @@ pub fn provider_name(provider: i32) -> &'static str {
 /// Merges the provider's calendar list with what is stored: new calendars
 /// are synced by default when they are primary or writable; existing ones
 /// keep their `synced` choice. At most `quotas.max_calendars_per_account`
-/// calendars are kept: the ones already kept, then new ones primary first
-/// and by id (a stable order, whatever order the provider lists them in).
+/// calendars are kept: the ones already kept, then new ones primary first,
+/// then writable ones, then by id (a stable order, whatever order the
+/// provider lists them in).
 /// Returns the records and how many listed calendars were left out.
 fn calendar_records(
     shared: &Shared,
@@ -235,7 +236,13 @@ fn calendar_records(
         })
         .collect();
     listed.sort_by(|a, b| {
-        let rank = |c: &pb::Calendar| (!stored.contains_key(&c.calendar_id), !c.primary);
+        let rank = |c: &pb::Calendar| {
+            (
+                !stored.contains_key(&c.calendar_id),
+                !c.primary,
+                c.read_only,
+            )
+        };
         rank(a)
             .cmp(&rank(b))
             .then_with(|| a.calendar_id.cmp(&b.calendar_id))
