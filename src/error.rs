@@ -187,10 +187,7 @@ impl From<ErrorKind> for Status {
                 );
                 let mut message = shown.to_string();
                 if total > shown.0.len() {
-                    message.push_str(&format!(
-                        "; and {} more violations",
-                        total - shown.0.len()
-                    ));
+                    message.push_str(&format!("; and {} more violations", total - shown.0.len()));
                 }
                 let violations: Vec<tonic_types::FieldViolation> = std::mem::take(&mut shown.0)
                     .into_iter()
@@ -353,7 +350,10 @@ mod tests {
             current_version: Some("v".repeat(1_000_000)),
         }
         .into();
-        assert!(status.metadata().get(crate::metadata::CURRENT_VERSION).is_none());
+        assert!(status
+            .metadata()
+            .get(crate::metadata::CURRENT_VERSION)
+            .is_none());
     }
 
     #[test]

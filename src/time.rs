@@ -25,8 +25,7 @@ pub const MAX_SECONDS: i64 = 253_402_300_799;
 /// The UTC time of a `Timestamp`, `None` outside years 1..=9999 (protobuf's
 /// Timestamp range) or when the nanos are out of range.
 pub fn from_timestamp(t: &Timestamp) -> Option<DateTime<Utc>> {
-    if !(0..1_000_000_000).contains(&t.nanos) || !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds)
-    {
+    if !(0..1_000_000_000).contains(&t.nanos) || !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) {
         return None;
     }
     DateTime::from_timestamp(t.seconds, t.nanos as u32)
@@ -88,9 +87,9 @@ pub fn parse_event_time(t: &EventTime) -> Result<Boundary, TimeError> {
         Some(event_time::Value::Instant(ts)) => from_timestamp(ts)
             .map(Boundary::Instant)
             .ok_or(TimeError::BadInstant),
-        Some(event_time::Value::Date(d)) => parse_date(d)
-            .map(Boundary::Date)
-            .ok_or(TimeError::BadDate),
+        Some(event_time::Value::Date(d)) => {
+            parse_date(d).map(Boundary::Date).ok_or(TimeError::BadDate)
+        }
     }
 }
 

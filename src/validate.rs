@@ -227,10 +227,7 @@ pub fn check_recurrence(inv: &mut Invalid, field: &str, lines: &[String]) {
         );
         return;
     }
-    if let Some(i) = lines
-        .iter()
-        .position(|l| l.chars().any(|c| c.is_control()))
-    {
+    if let Some(i) = lines.iter().position(|l| l.chars().any(|c| c.is_control())) {
         inv.push(
             format!("{field}[{i}]"),
             "must be one line without control characters",
@@ -361,10 +358,12 @@ mod tests {
     fn times_outside_years_1_to_9999_name_the_field() {
         let mut e = event();
         e.start = Some(crate::pb::EventTime {
-            value: Some(crate::pb::event_time::Value::Instant(prost_types::Timestamp {
-                seconds: crate::time::MIN_SECONDS - 1,
-                nanos: 0,
-            })),
+            value: Some(crate::pb::event_time::Value::Instant(
+                prost_types::Timestamp {
+                    seconds: crate::time::MIN_SECONDS - 1,
+                    nanos: 0,
+                },
+            )),
             time_zone: String::new(),
         });
         assert_eq!(fields(&e), vec!["event.start"]);

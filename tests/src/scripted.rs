@@ -301,7 +301,9 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
             time_zone: "Europe/London".into(),
             ..Default::default()
         }));
-        Ok(Response::new(pb::ListProviderCalendarsResponse { calendars }))
+        Ok(Response::new(pb::ListProviderCalendarsResponse {
+            calendars,
+        }))
     }
 
     async fn sync_events(

@@ -170,7 +170,10 @@ pub fn occurrences(
     let anchor = anchor(master)?;
     // `limit` keeps the crate's own guard against rules that never match.
     let set = rule_set(master, &anchor)?.limit();
-    let (from, to) = (from.with_timezone(&rrule::Tz::UTC), to.with_timezone(&rrule::Tz::UTC));
+    let (from, to) = (
+        from.with_timezone(&rrule::Tz::UTC),
+        to.with_timezone(&rrule::Tz::UTC),
+    );
     let mut starts: Vec<DateTime<Utc>> = Vec::new();
     for t in set.into_iter().take(MAX_CANDIDATES) {
         if t > to {

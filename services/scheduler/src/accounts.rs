@@ -231,7 +231,10 @@ fn calendar_records(
         .filter(|c| {
             !c.calendar_id.is_empty()
                 && c.calendar_id.len() <= calbridge::limits::MAX_CALENDAR_ID_BYTES
-                && !c.calendar_id.chars().any(calbridge::validate::forbidden_in_id)
+                && !c
+                    .calendar_id
+                    .chars()
+                    .any(calbridge::validate::forbidden_in_id)
                 && seen.insert(c.calendar_id.as_str())
         })
         .collect();

@@ -14,10 +14,10 @@ use calbridge::validate::{check_event, check_id, check_window};
 use calbridge::{ErrorKind, Invalid};
 use tonic::{Request, Response, Status};
 
+use crate::quota::RequestQuota;
 use crate::state::{
     event_aad, hash_hex, now_ms, open_event, random_hex, store_err, ts_ms as ts, Shared,
 };
-use crate::quota::RequestQuota;
 use crate::store::{ApiKeyRecord, TenantRecord};
 use crate::{accounts, feed, meetings, writes};
 
@@ -540,7 +540,13 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 ),
             );
         }
-        for (i, id) in r.account_ids.iter().enumerate() {
+        // Ids of an oversized list are not looked at one by one.
+        for (i, id) in r
+            .account_ids
+            .iter()
+            .enumerate()
+            .take(limits::MAX_FREE_BUSY_ACCOUNTS)
+        {
             check_id(
                 &mut inv,
                 &format!("account_ids[{i}]"),

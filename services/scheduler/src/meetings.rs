@@ -1049,10 +1049,7 @@ pub fn convert_hours(
     {
         inv.push(
             format!("{path}.overrides[{i}].ranges"),
-            format!(
-                "must have at most {} entries",
-                limits::MAX_OVERRIDE_RANGES
-            ),
+            format!("must have at most {} entries", limits::MAX_OVERRIDE_RANGES),
         );
     }
     if inv.0.len() > before {
@@ -1087,7 +1084,10 @@ pub fn convert_hours(
         let p = format!("{path}.overrides[{i}]");
         let date = calbridge::time::parse_date(&o.date);
         match date {
-            None => inv.push(format!("{p}.date"), "must be YYYY-MM-DD in years 0001..=9999"),
+            None => inv.push(
+                format!("{p}.date"),
+                "must be YYYY-MM-DD in years 0001..=9999",
+            ),
             Some(d) if !dates.insert(d) => inv.push(format!("{p}.date"), "duplicate date"),
             Some(_) => {}
         }
@@ -1139,10 +1139,7 @@ fn check_sizes<'g>(
             if m.calendar_ids.len() > limits::MAX_MEMBER_CALENDARS {
                 inv.push(
                     format!("{path}.members[{i}].calendar_ids"),
-                    format!(
-                        "must have at most {} entries",
-                        limits::MAX_MEMBER_CALENDARS
-                    ),
+                    format!("must have at most {} entries", limits::MAX_MEMBER_CALENDARS),
                 );
             }
         }
@@ -2486,7 +2483,11 @@ mod tests {
                 .map(|i| i.0.into_iter().map(|v| v.field).collect())
                 .unwrap_or_default()
         };
-        let h = hours(vec![day("2026-12-24"), day("0000-01-01"), day("2026-12-24")]);
+        let h = hours(vec![
+            day("2026-12-24"),
+            day("0000-01-01"),
+            day("2026-12-24"),
+        ]);
         assert_eq!(
             fields(&h),
             vec!["hours.overrides[1].date", "hours.overrides[2].date"]

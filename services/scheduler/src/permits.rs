@@ -65,7 +65,10 @@ impl FairPermits {
                 };
             }
             let (tx, rx) = oneshot::channel();
-            st.waiting.entry(tenant.to_string()).or_default().push_back(tx);
+            st.waiting
+                .entry(tenant.to_string())
+                .or_default()
+                .push_back(tx);
             rx
         };
         match rx.await {

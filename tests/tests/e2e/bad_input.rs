@@ -221,7 +221,9 @@ fn status_bytes(s: &tonic::Status) -> usize {
             .iter()
             .map(|kv| match kv {
                 tonic::metadata::KeyAndValueRef::Ascii(k, v) => k.as_str().len() + v.len(),
-                tonic::metadata::KeyAndValueRef::Binary(k, v) => k.as_str().len() + v.as_encoded_bytes().len(),
+                tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                    k.as_str().len() + v.as_encoded_bytes().len()
+                }
             })
             .sum::<usize>()
 }
@@ -305,7 +307,12 @@ async fn oversized_and_deceptive_input_is_refused_near_linearly_without_being_ec
     assert_eq!(fields(&s), vec!["event.end"]);
 
     // Ids that display as something else, or split a log line.
-    for id in ["acc\u{202E}fdp.exe", "a\u{2066}b\u{2069}", "\u{200F}acc", "a\u{2028}b"] {
+    for id in [
+        "acc\u{202E}fdp.exe",
+        "a\u{2066}b\u{2069}",
+        "\u{200F}acc",
+        "a\u{2028}b",
+    ] {
         let s = c
             .get_account(pb::GetAccountRequest {
                 account_id: id.into(),
@@ -450,7 +457,11 @@ async fn tenant_quotas_answer_resource_exhausted_with_retry_info() -> Result<()>
         .expect_err("over the account quota");
     assert_eq!(s.code(), Code::ResourceExhausted);
     assert!(s.get_error_details().retry_info().is_some());
-    assert!(s.message().contains("max_accounts_per_tenant"), "{}", s.message());
+    assert!(
+        s.message().contains("max_accounts_per_tenant"),
+        "{}",
+        s.message()
+    );
     let again = c
         .connect_password_account(connect("q1@example.com"))
         .await?
