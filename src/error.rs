@@ -143,20 +143,59 @@ impl std::fmt::Display for ErrorKind {
 
 impl std::error::Error for ErrorKind {}
 
+/// `s` cut to at most `max` bytes on a character boundary, marked with
+/// "…" when cut.
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Longest field path or violation description sent, in bytes.
+const MAX_VIOLATION_BYTES: usize = 256;
+
+/// Statuses never carry unbounded input: messages are cut to
+/// [`MAX_STATUS_MESSAGE_BYTES`](crate::limits::MAX_STATUS_MESSAGE_BYTES),
+/// at most [`MAX_FIELD_VIOLATIONS`](crate::limits::MAX_FIELD_VIOLATIONS)
+/// field violations are detailed (the message counts the rest), and a
+/// current version longer than an id is left out.
 impl From<ErrorKind> for Status {
     fn from(kind: ErrorKind) -> Status {
+        use crate::limits::{MAX_FIELD_VIOLATIONS, MAX_STATUS_MESSAGE_BYTES, MAX_VERSION_BYTES};
         let code = kind.code();
+        let cut = |m: &str| bounded(m, MAX_STATUS_MESSAGE_BYTES);
         match kind {
             ErrorKind::Invalid(invalid) => {
-                let message = invalid.to_string();
-                let violations: Vec<tonic_types::FieldViolation> = invalid
-                    .0
+                let total = invalid.0.len();
+                let mut shown = Invalid(
+                    invalid
+                        .0
+                        .into_iter()
+                        .take(MAX_FIELD_VIOLATIONS)
+                        .map(|v| {
+                            FieldViolation::new(
+                                bounded(&v.field, MAX_VIOLATION_BYTES),
+                                bounded(&v.description, MAX_VIOLATION_BYTES),
+                            )
+                        })
+                        .collect(),
+                );
+                let mut message = shown.to_string();
+                if total > shown.0.len() {
+                    message.push_str(&format!("; and {} more violations", total - shown.0.len()));
+                }
+                let violations: Vec<tonic_types::FieldViolation> = std::mem::take(&mut shown.0)
                     .into_iter()
                     .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
                     .collect();
                 Status::with_error_details(
                     code,
-                    message,
+                    cut(&message),
                     ErrorDetails::with_bad_request(violations),
                 )
             }
@@ -169,22 +208,25 @@ impl From<ErrorKind> for Status {
                 retry_after,
             } => Status::with_error_details(
                 code,
-                message,
+                cut(&message),
                 ErrorDetails::with_retry_info(retry_after),
             ),
             ErrorKind::Conflict {
                 message,
                 current_version,
             } => {
-                let mut status = Status::new(code, message);
-                if let Some(v) = current_version.and_then(|v| v.parse().ok()) {
+                let mut status = Status::new(code, cut(&message));
+                if let Some(v) = current_version
+                    .filter(|v| v.len() <= MAX_VERSION_BYTES)
+                    .and_then(|v| v.parse().ok())
+                {
                     status
                         .metadata_mut()
                         .insert(crate::metadata::CURRENT_VERSION, v);
                 }
                 status
             }
-            other => Status::new(code, other.to_string()),
+            other => Status::new(code, cut(&other.to_string())),
         }
     }
 }
@@ -282,6 +324,36 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn statuses_never_echo_unbounded_input() {
+        let huge = "é".repeat(600_000);
+        let status: Status = ErrorKind::NotFound(format!("account {huge:?} not found")).into();
+        assert!(status.message().len() <= crate::limits::MAX_STATUS_MESSAGE_BYTES);
+        assert!(status.message().starts_with("account \"é"));
+        let mut inv = Invalid::default();
+        inv.push(format!("ids[0].{huge}"), huge.clone());
+        for i in 1..10_000 {
+            inv.push(format!("ids[{i}]"), "must not be empty");
+        }
+        let status: Status = ErrorKind::Invalid(inv).into();
+        assert!(status.message().len() <= crate::limits::MAX_STATUS_MESSAGE_BYTES);
+        let details = status.get_error_details();
+        let violations = &details.bad_request().unwrap().field_violations;
+        assert_eq!(violations.len(), crate::limits::MAX_FIELD_VIOLATIONS);
+        assert!(violations
+            .iter()
+            .all(|v| v.field.len() <= 256 && v.description.len() <= 256));
+        let status: Status = ErrorKind::Conflict {
+            message: "stale".into(),
+            current_version: Some("v".repeat(1_000_000)),
+        }
+        .into();
+        assert!(status
+            .metadata()
+            .get(crate::metadata::CURRENT_VERSION)
+            .is_none());
     }
 
     #[test]

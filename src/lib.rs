@@ -17,6 +17,7 @@ pub mod checks;
 pub mod error;
 pub mod paging;
 pub mod provider_data;
+pub mod redact;
 pub mod time;
 pub mod validate;
 
@@ -68,4 +69,31 @@ pub mod limits {
     pub const MAX_FREE_BUSY_DAYS: i64 = 366;
     /// Most accounts in one free/busy query.
     pub const MAX_FREE_BUSY_ACCOUNTS: usize = 2000;
+    /// Longest iCalendar UID, in bytes.
+    pub const MAX_ICAL_UID_BYTES: usize = 1024;
+    /// Longest provider version (etag, change key), in bytes.
+    pub const MAX_VERSION_BYTES: usize = 1024;
+    /// Longest IANA time zone name, in bytes.
+    pub const MAX_ZONE_BYTES: usize = 64;
+    /// Most recurrence lines (RRULE, EXRULE, RDATE, EXDATE) on one event.
+    pub const MAX_RECURRENCE_LINES: usize = 1000;
+    /// Most bytes in all recurrence lines of one event together.
+    pub const MAX_RECURRENCE_BYTES: usize = 65_536;
+    /// Most calendar ids one availability member names.
+    pub const MAX_MEMBER_CALENDARS: usize = 1000;
+    /// Most weekly rules in one set of working hours.
+    pub const MAX_WEEKLY_RULES: usize = 100;
+    /// Most date overrides in one set of working hours.
+    pub const MAX_DATE_OVERRIDES: usize = 1000;
+    /// Most local ranges on one overridden date.
+    pub const MAX_OVERRIDE_RANGES: usize = 48;
+    /// Most query periods in one availability request.
+    pub const MAX_PERIODS: usize = 1000;
+    /// Longest page token or change cursor, in bytes.
+    pub const MAX_TOKEN_BYTES: usize = 2048;
+    /// Longest status message an error carries, in bytes: longer messages
+    /// are cut (never echoing unbounded input).
+    pub const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+    /// Most field violations an error carries (the rest are counted).
+    pub const MAX_FIELD_VIOLATIONS: usize = 50;
 }

@@ -14,16 +14,6 @@ use crate::time::{parse_event_time, Boundary};
 /// The longest provider event id kept: a calendar href plus an instance
 /// suffix.
 pub const MAX_PROVIDER_EVENT_ID_BYTES: usize = limits::MAX_CALENDAR_ID_BYTES + 64;
-/// The longest version (etag) kept.
-pub const MAX_VERSION_BYTES: usize = 1024;
-/// The longest iCalendar UID kept.
-pub const MAX_UID_BYTES: usize = 1024;
-/// The longest time-zone name kept.
-pub const MAX_ZONE_BYTES: usize = 64;
-/// The most recurrence lines kept on a series event, and the longest one.
-pub const MAX_RECURRENCE_LINES: usize = 100;
-/// The longest recurrence line kept.
-pub const MAX_RECURRENCE_LINE_BYTES: usize = 1024;
 /// The most skipped items one page may report, and the longest item id and
 /// reason kept of each.
 pub const MAX_SKIPPED_PER_PAGE: usize = 1000;
@@ -45,9 +35,9 @@ pub fn bound_event(e: &mut Event) -> Result<Trimmed, String> {
     if e.version.is_empty() {
         return Err("the provider gave the event no version".into());
     }
-    id_like("version", &e.version, MAX_VERSION_BYTES)?;
+    id_like("version", &e.version, limits::MAX_VERSION_BYTES)?;
     if !e.ical_uid.is_empty() {
-        id_like("ical_uid", &e.ical_uid, MAX_UID_BYTES)?;
+        id_like("ical_uid", &e.ical_uid, limits::MAX_ICAL_UID_BYTES)?;
     }
     let start = when("start", e.start.as_ref())?;
     let end = when("end", e.end.as_ref())?;
@@ -60,7 +50,7 @@ pub fn bound_event(e: &mut Event) -> Result<Trimmed, String> {
         return Err("the event ends before it starts, or mixes a date with a time".into());
     }
     for t in [e.start.as_ref(), e.end.as_ref()].into_iter().flatten() {
-        if t.time_zone.len() > MAX_ZONE_BYTES {
+        if t.time_zone.len() > limits::MAX_ZONE_BYTES {
             return Err("the event's time zone name is too long".into());
         }
     }
@@ -107,10 +97,8 @@ pub fn bound_event(e: &mut Event) -> Result<Trimmed, String> {
             limits::MAX_TITLE_BYTES,
         );
     }
-    if e.recurrence.len() > MAX_RECURRENCE_LINES
-        || e.recurrence
-            .iter()
-            .any(|l| l.len() > MAX_RECURRENCE_LINE_BYTES)
+    if e.recurrence.len() > limits::MAX_RECURRENCE_LINES
+        || e.recurrence.iter().map(String::len).sum::<usize>() > limits::MAX_RECURRENCE_BYTES
     {
         return Err("the event's recurrence is longer than calbridge keeps".into());
     }
@@ -161,14 +149,11 @@ fn id_like(field: &str, v: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Control characters, bidirectional overrides and isolates, and line or
-/// paragraph separators: never in an id.
+/// Control characters, bidirectional marks, overrides and isolates, and
+/// line or paragraph separators: never in an id (the API's own rule,
+/// [`crate::validate::forbidden_in_id`]).
 pub fn forbidden(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}'
-        )
+    crate::validate::forbidden_in_id(c)
 }
 
 fn when(field: &str, t: Option<&crate::pb::EventTime>) -> Result<Boundary, String> {

@@ -1,7 +1,7 @@
 //! Conversions between protobuf times and chrono, and the resolution of an
 //! [`EventTime`](crate::pb::EventTime) (instant or all-day date) to UTC.
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use prost_types::Timestamp;
 
@@ -15,13 +15,30 @@ pub fn to_timestamp(t: DateTime<Utc>) -> Timestamp {
     }
 }
 
-/// The UTC time of a `Timestamp`, `None` when out of chrono's range or when
-/// the nanos are out of range.
+/// The earliest `Timestamp` second accepted: 0001-01-01T00:00:00Z, the
+/// start of protobuf's Timestamp range.
+pub const MIN_SECONDS: i64 = -62_135_596_800;
+/// The latest `Timestamp` second accepted: 9999-12-31T23:59:59Z, the end of
+/// protobuf's Timestamp range.
+pub const MAX_SECONDS: i64 = 253_402_300_799;
+
+/// The UTC time of a `Timestamp`, `None` outside years 1..=9999 (protobuf's
+/// Timestamp range) or when the nanos are out of range.
 pub fn from_timestamp(t: &Timestamp) -> Option<DateTime<Utc>> {
-    if !(0..1_000_000_000).contains(&t.nanos) {
+    if !(0..1_000_000_000).contains(&t.nanos) || !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) {
         return None;
     }
     DateTime::from_timestamp(t.seconds, t.nanos as u32)
+}
+
+/// Parses a `YYYY-MM-DD` date of years 1..=9999.
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    if s.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|d| (1..=9999).contains(&d.year()))
 }
 
 /// A boundary of an event, parsed.
@@ -40,20 +57,24 @@ pub enum TimeError {
     #[error("must be set: either an instant or a date")]
     Missing,
     /// The instant is out of range.
-    #[error("instant is out of range")]
+    #[error("instant must lie in years 0001..=9999 (UTC) with nanos below 1e9")]
     BadInstant,
     /// The date is not YYYY-MM-DD.
-    #[error("date must be YYYY-MM-DD")]
+    #[error("date must be YYYY-MM-DD in years 0001..=9999")]
     BadDate,
     /// The zone is not an IANA zone.
     #[error("unknown time zone {0:?}: use an IANA name such as Europe/London")]
     UnknownZone(String),
 }
 
-/// Parses an IANA time zone name.
+/// Parses an IANA time zone name (at most
+/// [`MAX_ZONE_BYTES`](crate::limits::MAX_ZONE_BYTES) bytes).
 pub fn parse_zone(name: &str) -> Result<Tz, TimeError> {
-    name.parse::<Tz>()
-        .map_err(|_| TimeError::UnknownZone(name.chars().take(64).collect()))
+    let unknown = || TimeError::UnknownZone(name.chars().take(64).collect());
+    if name.len() > crate::limits::MAX_ZONE_BYTES {
+        return Err(unknown());
+    }
+    name.parse::<Tz>().map_err(|_| unknown())
 }
 
 /// Parses an [`EventTime`], checking its zone.
@@ -66,9 +87,9 @@ pub fn parse_event_time(t: &EventTime) -> Result<Boundary, TimeError> {
         Some(event_time::Value::Instant(ts)) => from_timestamp(ts)
             .map(Boundary::Instant)
             .ok_or(TimeError::BadInstant),
-        Some(event_time::Value::Date(d)) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .map(Boundary::Date)
-            .map_err(|_| TimeError::BadDate),
+        Some(event_time::Value::Date(d)) => {
+            parse_date(d).map(Boundary::Date).ok_or(TimeError::BadDate)
+        }
     }
 }
 
@@ -129,6 +150,25 @@ mod tests {
             boundary_utc(Boundary::Date(d), None).to_rfc3339(),
             "2026-07-01T00:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn times_outside_years_1_to_9999_are_refused() {
+        let at = |seconds| Timestamp { seconds, nanos: 0 };
+        assert!(from_timestamp(&at(MIN_SECONDS)).is_some());
+        assert!(from_timestamp(&at(MAX_SECONDS)).is_some());
+        assert_eq!(from_timestamp(&at(MIN_SECONDS - 1)), None);
+        assert_eq!(from_timestamp(&at(MAX_SECONDS + 1)), None);
+        assert_eq!(from_timestamp(&at(i64::MIN)), None);
+        let on = |d: &str| EventTime {
+            value: Some(event_time::Value::Date(d.into())),
+            time_zone: String::new(),
+        };
+        assert!(parse_event_time(&on("0001-01-01")).is_ok());
+        assert!(parse_event_time(&on("9999-12-31")).is_ok());
+        for bad in ["0000-12-31", "+10000-01-01", "-0001-01-01", "2026-1-1"] {
+            assert_eq!(parse_event_time(&on(bad)), Err(TimeError::BadDate), "{bad}");
+        }
     }
 
     #[test]

@@ -6,17 +6,40 @@ use crate::limits;
 use crate::pb::{Event, TimeWindow};
 use crate::time::{from_timestamp, parse_event_time, Boundary};
 
-/// Checks an id: non-empty, at most `max` bytes, no control characters.
+/// Checks an id: non-empty, at most `max` bytes, none of the characters
+/// [`forbidden_in_id`] names. One pass over the bytes.
 pub fn check_id(inv: &mut Invalid, field: &str, value: &str, max: usize) {
     if value.is_empty() {
         inv.push(field, "must not be empty");
     } else if value.len() > max {
         inv.push(field, format!("must be at most {max} bytes"));
     } else if !value.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && value.chars().any(char::is_control)
+        && value.chars().any(forbidden_in_id)
     {
-        inv.push(field, "must not contain control characters");
+        inv.push(
+            field,
+            "must not contain control, bidirectional-formatting or line-separator characters",
+        );
     }
+}
+
+/// True for the characters no id may contain: control characters (C0, DEL,
+/// C1), the bidirectional formatting characters (U+200E/U+200F marks,
+/// U+061C, the U+202A..U+202E embeddings and overrides, the U+2066..U+2069
+/// isolates), which make an id display as another, and the U+2028/U+2029
+/// line and paragraph separators, which split it in logs.
+pub fn forbidden_in_id(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
 }
 
 /// Checks a free-text field's length.
@@ -71,8 +94,23 @@ pub fn check_window(
 }
 
 /// Checks the writable fields of an event (`prefix` is its path, e.g.
-/// `event`).
+/// `event`): every string and list within its bound, times in years
+/// 1..=9999. Linear in the event's size.
 pub fn check_event(inv: &mut Invalid, prefix: &str, e: &Event) {
+    for (name, value, max) in [
+        ("account_id", &e.account_id, limits::MAX_ID_BYTES),
+        ("calendar_id", &e.calendar_id, limits::MAX_CALENDAR_ID_BYTES),
+        (
+            "provider_event_id",
+            &e.provider_event_id,
+            limits::MAX_CALENDAR_ID_BYTES,
+        ),
+        ("client_event_id", &e.client_event_id, limits::MAX_ID_BYTES),
+        ("ical_uid", &e.ical_uid, limits::MAX_ICAL_UID_BYTES),
+        ("version", &e.version, limits::MAX_VERSION_BYTES),
+    ] {
+        check_len(inv, &format!("{prefix}.{name}"), value, max);
+    }
     check_len(
         inv,
         &format!("{prefix}.title"),
@@ -140,6 +178,60 @@ pub fn check_event(inv: &mut Invalid, prefix: &str, e: &Event) {
                 "must be an e-mail address of at most 320 bytes",
             );
         }
+        check_len(
+            inv,
+            &format!("{prefix}.organizer.display_name"),
+            &o.display_name,
+            limits::MAX_TITLE_BYTES,
+        );
+    }
+    check_recurrence(inv, &format!("{prefix}.recurrence"), &e.recurrence);
+    if let Some(link) = &e.recurrence_link {
+        check_len(
+            inv,
+            &format!("{prefix}.recurrence_link.series_event_id"),
+            &link.series_event_id,
+            limits::MAX_CALENDAR_ID_BYTES,
+        );
+        if let Some(t) = &link.original_start {
+            boundary(
+                inv,
+                &format!("{prefix}.recurrence_link.original_start"),
+                Some(t),
+            );
+        }
+    }
+}
+
+/// Checks an event's recurrence lines at `field`: at most
+/// [`MAX_RECURRENCE_LINES`](limits::MAX_RECURRENCE_LINES) lines of at most
+/// [`MAX_RECURRENCE_BYTES`](limits::MAX_RECURRENCE_BYTES) in all, without
+/// control characters (a line is one line). Their meaning is the adapter's
+/// to check.
+pub fn check_recurrence(inv: &mut Invalid, field: &str, lines: &[String]) {
+    if lines.len() > limits::MAX_RECURRENCE_LINES {
+        inv.push(
+            field,
+            format!("must have at most {} lines", limits::MAX_RECURRENCE_LINES),
+        );
+        return;
+    }
+    let total: usize = lines.iter().map(String::len).sum();
+    if total > limits::MAX_RECURRENCE_BYTES {
+        inv.push(
+            field,
+            format!(
+                "must have at most {} bytes in all",
+                limits::MAX_RECURRENCE_BYTES
+            ),
+        );
+        return;
+    }
+    if let Some(i) = lines.iter().position(|l| l.chars().any(|c| c.is_control())) {
+        inv.push(
+            format!("{field}[{i}]"),
+            "must be one line without control characters",
+        );
     }
 }
 
@@ -214,6 +306,74 @@ mod tests {
         e.end = Some(date(NaiveDate::from_ymd_opt(2026, 12, 2).unwrap()));
         e.title = "x".repeat(limits::MAX_TITLE_BYTES + 1);
         assert_eq!(fields(&e), vec!["event.title", "event.end"]);
+    }
+
+    #[test]
+    fn ids_with_bidi_controls_or_line_separators_are_refused() {
+        for bad in [
+            "acc\u{202E}gpj.exe",
+            "a\u{2066}b",
+            "a\u{2069}",
+            "\u{200F}x",
+            "x\u{200E}",
+            "x\u{061C}",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "a\u{0085}b",
+            "a\nb",
+        ] {
+            let mut inv = Invalid::default();
+            check_id(&mut inv, "account_id", bad, 256);
+            assert_eq!(inv.0.len(), 1, "{bad:?} accepted");
+        }
+        let mut inv = Invalid::default();
+        check_id(&mut inv, "calendar_id", "Zürich-日本-כהן@example.com", 256);
+        assert!(inv.0.is_empty(), "{inv:?}");
+    }
+
+    #[test]
+    fn recurrence_lines_uid_and_organizer_name_are_bounded() {
+        let mut e = event();
+        e.recurrence = vec!["RRULE:FREQ=DAILY".to_string(); limits::MAX_RECURRENCE_LINES];
+        assert!(fields(&e).is_empty());
+        e.recurrence.push("EXDATE:20261201T090000Z".into());
+        assert_eq!(fields(&e), vec!["event.recurrence"]);
+        e.recurrence = vec!["RDATE:".to_string() + &"20261201T090000Z,".repeat(5000)];
+        assert_eq!(fields(&e), vec!["event.recurrence"]);
+        e.recurrence = vec!["RRULE:FREQ=DAILY".into(), "RDATE:x\r\nX-INJECTED:1".into()];
+        assert_eq!(fields(&e), vec!["event.recurrence[1]"]);
+        e.recurrence.clear();
+        e.ical_uid = "u".repeat(limits::MAX_ICAL_UID_BYTES + 1);
+        e.organizer = Some(crate::pb::Organizer {
+            email: "o@example.com".into(),
+            display_name: "n".repeat(limits::MAX_TITLE_BYTES + 1),
+        });
+        assert_eq!(
+            fields(&e),
+            vec!["event.ical_uid", "event.organizer.display_name"]
+        );
+    }
+
+    #[test]
+    fn times_outside_years_1_to_9999_name_the_field() {
+        let mut e = event();
+        e.start = Some(crate::pb::EventTime {
+            value: Some(crate::pb::event_time::Value::Instant(
+                prost_types::Timestamp {
+                    seconds: crate::time::MIN_SECONDS - 1,
+                    nanos: 0,
+                },
+            )),
+            time_zone: String::new(),
+        });
+        assert_eq!(fields(&e), vec!["event.start"]);
+        let mut e = event();
+        e.start = Some(date(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()));
+        e.end = Some(crate::pb::EventTime {
+            value: Some(crate::pb::event_time::Value::Date("10000-01-01".into())),
+            time_zone: String::new(),
+        });
+        assert_eq!(fields(&e), vec!["event.end"]);
     }
 
     #[test]

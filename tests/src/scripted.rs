@@ -3,8 +3,9 @@
 //! (consents, token lifetimes and rotation, refusals, the user's identity,
 //! a paged listing with an outage on a chosen page, a page or a create held
 //! until the test releases it, idempotent creates that later listings
-//! include). For testing the scheduler's own logic against exact provider
-//! behaviour and timing.
+//! include, extra calendars, listings that answer slowly or only when the
+//! test lets them). For testing the scheduler's own logic against exact
+//! provider behaviour and timing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,6 +74,15 @@ pub struct Provider {
     pub created: Vec<(String, pb::Event)>,
     /// What [`Scripted::release`] wakes.
     pub gate: Arc<tokio::sync::Notify>,
+    /// Calendars listed besides [`CALENDAR`] (`cal-N@oauth.example`).
+    pub extra_calendars: usize,
+    /// While set and open, every SyncEvents call waits for the semaphore to
+    /// be closed ([`Scripted::release_held`]) before it answers.
+    pub hold: Option<Arc<tokio::sync::Semaphore>>,
+    /// SyncEvents calls held back now (at `hold` or in `delay`).
+    pub held: usize,
+    /// How long every SyncEvents call takes (a slow provider).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Provider {
@@ -148,6 +158,18 @@ impl Scripted {
         })
         .await?
         .into_inner())
+    }
+
+    /// Makes every SyncEvents call wait until [`Scripted::release_held`].
+    pub fn hold_syncs(&self) {
+        self.p().hold = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Lets the held SyncEvents calls (and every later one) answer.
+    pub fn release_held(&self) {
+        if let Some(h) = self.p().hold.take() {
+            h.close();
+        }
     }
 
     /// The provider's state.
@@ -298,14 +320,22 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
         req: Request<pb::ListProviderCalendarsRequest>,
     ) -> Result<Response<pb::ListProviderCalendarsResponse>, Status> {
         self.check_access(req.get_ref().credentials.as_ref())?;
+        let extra = self.p().extra_calendars;
+        let mut calendars = vec![pb::Calendar {
+            calendar_id: CALENDAR.into(),
+            name: "Ada".into(),
+            primary: true,
+            time_zone: "Europe/London".into(),
+            ..Default::default()
+        }];
+        calendars.extend((0..extra).map(|i| pb::Calendar {
+            calendar_id: format!("cal-{i}@oauth.example"),
+            name: format!("Team {i}"),
+            time_zone: "Europe/London".into(),
+            ..Default::default()
+        }));
         Ok(Response::new(pb::ListProviderCalendarsResponse {
-            calendars: vec![pb::Calendar {
-                calendar_id: CALENDAR.into(),
-                name: "Ada".into(),
-                primary: true,
-                time_zone: "Europe/London".into(),
-                ..Default::default()
-            }],
+            calendars,
         }))
     }
 
@@ -314,6 +344,22 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
         req: Request<pb::SyncEventsRequest>,
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
         self.check_access(req.get_ref().credentials.as_ref())?;
+        let (hold, delay) = {
+            let p = self.p();
+            (p.hold.clone(), p.delay)
+        };
+        if hold.is_some() || delay.is_some() {
+            self.p().held += 1;
+            if let Some(hold) = hold {
+                // Closed (released) is the only way past: no permit is
+                // ever added.
+                let _ = hold.acquire().await;
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            self.p().held -= 1;
+        }
         let r = req.into_inner();
         let held = {
             let mut p = self.p();

@@ -294,7 +294,7 @@ impl CalendarAdapter for CaldavAdapter {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn sync_events(
         &self,
         request: Request<pb::SyncEventsRequest>,
@@ -308,7 +308,7 @@ impl CalendarAdapter for CaldavAdapter {
 
     /// Pages of one stream share a [`ReadAhead`]: a listing reads every
     /// object with one calendar-query and serves the later pages from it.
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn stream_sync_events(
         &self,
         request: Request<pb::SyncEventsRequest>,
@@ -323,7 +323,7 @@ impl CalendarAdapter for CaldavAdapter {
         .map(Response::new)
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn create_event(
         &self,
         request: Request<pb::ProviderCreateEventRequest>,
@@ -346,8 +346,8 @@ impl CalendarAdapter for CaldavAdapter {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
-        provider_event_id = %request.get_ref().provider_event_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        provider_event_id = %calbridge::redact::id(&request.get_ref().provider_event_id),
     ))]
     async fn update_event(
         &self,
@@ -401,8 +401,8 @@ impl CalendarAdapter for CaldavAdapter {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
-        provider_event_id = %request.get_ref().provider_event_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        provider_event_id = %calbridge::redact::id(&request.get_ref().provider_event_id),
     ))]
     async fn delete_event(
         &self,

@@ -394,7 +394,7 @@ impl CalendarAdapter for GoogleAdapter {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn sync_events(
         &self,
         request: Request<pb::SyncEventsRequest>,
@@ -434,7 +434,7 @@ impl CalendarAdapter for GoogleAdapter {
 
     type StreamSyncEventsStream = calbridge::paging::PageStream;
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn stream_sync_events(
         &self,
         request: Request<pb::SyncEventsRequest>,
@@ -444,7 +444,7 @@ impl CalendarAdapter for GoogleAdapter {
             .map(Response::new)
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn create_event(
         &self,
         request: Request<pb::ProviderCreateEventRequest>,
@@ -507,8 +507,8 @@ impl CalendarAdapter for GoogleAdapter {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
-        provider_event_id = %request.get_ref().provider_event_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        provider_event_id = %calbridge::redact::id(&request.get_ref().provider_event_id),
     ))]
     async fn update_event(
         &self,
@@ -547,8 +547,8 @@ impl CalendarAdapter for GoogleAdapter {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
-        provider_event_id = %request.get_ref().provider_event_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        provider_event_id = %calbridge::redact::id(&request.get_ref().provider_event_id),
     ))]
     async fn delete_event(
         &self,
@@ -628,7 +628,7 @@ impl CalendarAdapter for GoogleAdapter {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn start_watch(
         &self,
         request: Request<pb::StartWatchRequest>,

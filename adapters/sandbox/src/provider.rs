@@ -34,6 +34,8 @@ use crate::recurrence::{self, Span};
 pub const DEFAULT_PAGE_SIZE: u32 = 250;
 /// The most events (upserted plus deleted) in one SyncEvents page.
 pub const MAX_PAGE_SIZE: u32 = 500;
+/// About how many bytes one series' instances may take in one expansion.
+pub const SERIES_BYTES: usize = 1 << 20;
 /// Journal entries kept per calendar; older cursors expire.
 pub const JOURNAL_RETENTION: usize = 10_000;
 /// Push channel lifetime when the caller asks for none.
@@ -278,8 +280,26 @@ fn link_original(e: &Event) -> Option<Boundary> {
     time::parse_event_time(t).ok()
 }
 
+/// About how many bytes an event takes on the wire (its free text and
+/// attendees, plus the fixed fields).
+fn approximate_size(e: &Event) -> usize {
+    let attendees: usize = e
+        .attendees
+        .iter()
+        .map(|a| a.email.len() + a.display_name.len() + 16)
+        .sum();
+    256 + e.title.len()
+        + e.description.len()
+        + e.location.len()
+        + e.ical_uid.len()
+        + e.provider_event_id.len() * 2
+        + attendees
+}
+
 /// The events a unit shows in a window: the event itself, or for a series
-/// its instances (exceptions replacing the instances they override).
+/// its instances (exceptions replacing the instances they override): at
+/// most [`recurrence::MAX_INSTANCES`], and fewer for large events so that
+/// they stay under [`SERIES_BYTES`] together.
 fn expand(unit: &Unit, zone: Option<Tz>, w: Window) -> Vec<Event> {
     let master = &unit.event;
     if !unit.is_series() {
@@ -306,8 +326,11 @@ fn expand(unit: &Unit, zone: Option<Tz>, w: Window) -> Vec<Event> {
                 return Vec::new();
             }
         };
+    // One series' instances stay under SERIES_BYTES together (a page never
+    // splits a series), whatever the size of its event.
+    let cap = (SERIES_BYTES / approximate_size(master)).clamp(1, recurrence::MAX_INSTANCES);
     let mut out = Vec::new();
-    for original in originals {
+    for original in originals.into_iter().take(cap) {
         let id = recurrence::instance_id(&master.provider_event_id, original);
         if unit.deleted_instances.contains(&id) || unit.exceptions.contains_key(&id) {
             continue;
@@ -1335,6 +1358,33 @@ mod tests {
                 return (up, del, cursor);
             }
         }
+    }
+
+    #[test]
+    fn oversize_recurrence_is_refused_and_large_series_are_expanded_within_bounds() {
+        let mut p = provider();
+        let mut e = meeting("Daily", 5, 9);
+        e.recurrence = vec!["EXDATE:20260110T090000Z".to_string(); 20_000];
+        e.recurrence.insert(0, "RRULE:FREQ=DAILY".into());
+        let refused = p.create_event(USER, PRIMARY, e.clone(), "k1", now());
+        match refused {
+            Err(ProviderError::Invalid(i)) => {
+                assert_eq!(i.0[0].field, "event.recurrence", "{i:?}")
+            }
+            other => panic!("accepted: {other:?}"),
+        }
+        // An hourly series of a large event shows fewer instances, so that
+        // one series stays within SERIES_BYTES.
+        e.recurrence = vec!["RRULE:FREQ=HOURLY".into()];
+        e.description = "d".repeat(60_000);
+        create(&mut p, "k2", e.clone());
+        let shown = sync(&p, "", MAX_PAGE_SIZE).unwrap().upserted;
+        assert!(!shown.is_empty());
+        assert!(
+            shown.len() * approximate_size(&e) <= SERIES_BYTES,
+            "{} instances",
+            shown.len()
+        );
     }
 
     #[test]

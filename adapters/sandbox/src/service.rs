@@ -218,7 +218,7 @@ impl CalendarAdapter for SandboxAdapter {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn sync_events(
         &self,
         request: Request<pb::SyncEventsRequest>,
@@ -246,7 +246,7 @@ impl CalendarAdapter for SandboxAdapter {
 
     type StreamSyncEventsStream = calbridge::paging::PageStream;
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn stream_sync_events(
         &self,
         request: Request<pb::SyncEventsRequest>,
@@ -256,7 +256,7 @@ impl CalendarAdapter for SandboxAdapter {
             .map(Response::new)
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn create_event(
         &self,
         request: Request<pb::ProviderCreateEventRequest>,
@@ -268,7 +268,7 @@ impl CalendarAdapter for SandboxAdapter {
             p.create_event(user, &r.calendar_id, event, &r.idempotency_key, now)
         })?;
         tracing::debug!(
-            provider_event_id = %created.event.provider_event_id,
+            provider_event_id = %calbridge::redact::id(&created.event.provider_event_id),
             already_existed = created.already_existed,
             "event created"
         );
@@ -279,8 +279,8 @@ impl CalendarAdapter for SandboxAdapter {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
-        provider_event_id = %request.get_ref().provider_event_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        provider_event_id = %calbridge::redact::id(&request.get_ref().provider_event_id),
     ))]
     async fn update_event(
         &self,
@@ -303,8 +303,8 @@ impl CalendarAdapter for SandboxAdapter {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
-        provider_event_id = %request.get_ref().provider_event_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        provider_event_id = %calbridge::redact::id(&request.get_ref().provider_event_id),
     ))]
     async fn delete_event(
         &self,
@@ -336,7 +336,7 @@ impl CalendarAdapter for SandboxAdapter {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
         channel_id = %request.get_ref().channel_id,
     ))]
     async fn start_watch(
@@ -402,7 +402,7 @@ impl SandboxControl for SandboxControlService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn list_provider_events(
         &self,
         request: Request<pb::ListSandboxEventsRequest>,
@@ -415,7 +415,7 @@ impl SandboxControl for SandboxControlService {
         Ok(Response::new(pb::ListSandboxEventsResponse { events }))
     }
 
-    #[tracing::instrument(skip_all, fields(calendar_id = %request.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id)))]
     async fn put_event(
         &self,
         request: Request<pb::PutSandboxEventRequest>,
@@ -431,8 +431,8 @@ impl SandboxControl for SandboxControlService {
     }
 
     #[tracing::instrument(skip_all, fields(
-        calendar_id = %request.get_ref().calendar_id,
-        provider_event_id = %request.get_ref().provider_event_id,
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        provider_event_id = %calbridge::redact::id(&request.get_ref().provider_event_id),
     ))]
     async fn remove_event(
         &self,

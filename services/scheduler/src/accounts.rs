@@ -3,6 +3,8 @@
 //! re-authorisation, and revocation (which destroys the account's data key
 //! and every mirrored byte).
 
+use std::collections::{HashMap, HashSet};
+
 use calbridge::pb::{self, AccessLevel, AccountStatus, ChangeKind};
 use calbridge::ErrorKind;
 
@@ -107,6 +109,10 @@ pub async fn store_connected(
             )));
         }
     }
+    // A new account (not a re-authorisation) must fit the tenant's quota.
+    if !matches!(&existing, Some(a) if a.status != AccountStatus::Revoked as i32) {
+        check_account_quota(shared, tenant)?;
+    }
     let was_reauth = existing
         .as_ref()
         .is_some_and(|a| a.status == AccountStatus::ReauthRequired as i32);
@@ -131,6 +137,7 @@ pub async fn store_connected(
                     sealed_credentials: Vec::new(),
                     sealed_identity: Vec::new(),
                     identity_hash: identity_hash.clone(),
+                    calendars_omitted: 0,
                 },
                 key,
             )
@@ -148,7 +155,8 @@ pub async fn store_connected(
         identity_aad(&account.account_id).as_bytes(),
         credentials.provider_account_id.as_bytes(),
     );
-    let records = calendar_records(shared, &key, &account.account_id, &calendars)?;
+    let (records, omitted) = calendar_records(shared, &key, &account.account_id, &calendars)?;
+    account.calendars_omitted = omitted;
     shared
         .store
         .put_account_with_calendars(&account, &records, now_ms())
@@ -231,6 +239,28 @@ pub fn migrate_identity_hashes(shared: &Shared) -> Result<usize, ErrorKind> {
     Ok(changed)
 }
 
+/// RESOURCE_EXHAUSTED when the tenant already holds
+/// `quotas.max_accounts_per_tenant` accounts (revoked ones do not count).
+fn check_account_quota(shared: &Shared, tenant: &str) -> Result<(), ErrorKind> {
+    let max = shared.config.quotas.max_accounts_per_tenant;
+    let held = shared
+        .store
+        .tenant_accounts(tenant, None, usize::MAX)
+        .map_err(store_err)?
+        .iter()
+        .filter(|a| a.status != AccountStatus::Revoked as i32)
+        .count();
+    if held >= max {
+        return Err(ErrorKind::RateLimited {
+            message: format!(
+                "the tenant holds {held} accounts, its quota (quotas.max_accounts_per_tenant = {max}): revoke one first"
+            ),
+            retry_after: None,
+        });
+    }
+    Ok(())
+}
+
 /// A provider's name for messages.
 pub fn provider_name(provider: i32) -> &'static str {
     match pb::Provider::try_from(provider) {
@@ -245,22 +275,65 @@ pub fn provider_name(provider: i32) -> &'static str {
 
 /// Merges the provider's calendar list with what is stored: new calendars
 /// are synced by default when they are primary or writable; existing ones
-/// keep their `synced` choice.
+/// keep their `synced` choice. At most `quotas.max_calendars_per_account`
+/// calendars are kept: the ones already kept, then new ones primary first,
+/// then writable ones, then by id (a stable order, whatever order the
+/// provider lists them in).
+/// Returns the records and how many listed calendars were left out.
 fn calendar_records(
     shared: &Shared,
     key: &crate::crypto::DataKey,
     account_id: &str,
     calendars: &[pb::Calendar],
-) -> Result<Vec<CalendarRecord>, ErrorKind> {
+) -> Result<(Vec<CalendarRecord>, u32), ErrorKind> {
+    let stored: HashMap<String, CalendarRecord> = shared
+        .store
+        .calendars(account_id)
+        .map_err(store_err)?
+        .into_iter()
+        .map(|c| (c.calendar_id.clone(), c))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut listed: Vec<&pb::Calendar> = calendars
+        .iter()
+        .filter(|c| {
+            !c.calendar_id.is_empty()
+                && c.calendar_id.len() <= calbridge::limits::MAX_CALENDAR_ID_BYTES
+                && !c
+                    .calendar_id
+                    .chars()
+                    .any(calbridge::validate::forbidden_in_id)
+                && seen.insert(c.calendar_id.as_str())
+        })
+        .collect();
+    listed.sort_by(|a, b| {
+        let rank = |c: &pb::Calendar| {
+            (
+                !stored.contains_key(&c.calendar_id),
+                !c.primary,
+                c.read_only,
+            )
+        };
+        rank(a)
+            .cmp(&rank(b))
+            .then_with(|| a.calendar_id.cmp(&b.calendar_id))
+    });
+    let mut room = shared
+        .config
+        .quotas
+        .max_calendars_per_account
+        .saturating_sub(stored.len());
+    let mut omitted = 0u32;
     let mut out = Vec::new();
-    for c in calendars {
-        if c.calendar_id.is_empty() || c.calendar_id.chars().any(char::is_control) {
-            continue;
+    for c in listed {
+        let existing = stored.get(&c.calendar_id);
+        if existing.is_none() {
+            if room == 0 {
+                omitted = omitted.saturating_add(1);
+                continue;
+            }
+            room -= 1;
         }
-        let stored = shared
-            .store
-            .calendar(account_id, &c.calendar_id)
-            .map_err(store_err)?;
         out.push(CalendarRecord {
             calendar_id: c.calendar_id.clone(),
             sealed_name: key.seal(
@@ -270,13 +343,21 @@ fn calendar_records(
             primary: c.primary,
             read_only: c.read_only,
             time_zone: c.time_zone.clone(),
-            synced: stored
+            synced: existing
                 .map(|s| s.synced)
                 .unwrap_or(c.primary || !c.read_only),
             color: c.color.clone(),
         });
     }
-    Ok(out)
+    if omitted > 0 {
+        tracing::warn!(
+            account_id,
+            kept = out.len(),
+            omitted,
+            "the provider lists more calendars than an account may keep"
+        );
+    }
+    Ok((out, omitted))
 }
 
 /// Asks the provider for the account's calendars again and stores them.
@@ -293,13 +374,14 @@ pub async fn refresh_calendars(shared: &Shared, account: &AccountRecord) -> Resu
         .map_err(|s| adapter_error(&s))?
         .into_inner()
         .calendars;
-    let records = calendar_records(shared, &key, &account.account_id, &calendars)?;
+    let (records, omitted) = calendar_records(shared, &key, &account.account_id, &calendars)?;
     // Re-read: the credentials may have been refreshed (and stored) above.
-    let account = shared
+    let mut account = shared
         .store
         .account(&account.account_id)
         .map_err(store_err)?
         .ok_or_else(|| ErrorKind::NotFound("the account is gone".into()))?;
+    account.calendars_omitted = omitted;
     shared
         .store
         .put_account_with_calendars(&account, &records, now_ms())
@@ -333,7 +415,7 @@ pub async fn start_watches(shared: &Shared, account: &AccountRecord) {
             continue;
         }
         if let Err(e) = start_watch(shared, account, &credentials, &c.calendar_id).await {
-            tracing::warn!(calendar_id = %c.calendar_id, error = %e, "push channel not started; polling only");
+            tracing::warn!(calendar_id = %calbridge::redact::id(&c.calendar_id), error = %e, "push channel not started; polling only");
         }
     }
 }

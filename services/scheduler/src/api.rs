@@ -14,6 +14,7 @@ use calbridge::validate::{check_event, check_id, check_window};
 use calbridge::{ErrorKind, Invalid};
 use tonic::{Request, Response, Status};
 
+use crate::quota::RequestQuota;
 use crate::state::{
     event_aad, hash_hex, now_ms, open_event, random_hex, store_err, ts_ms as ts, Shared,
 };
@@ -36,16 +37,33 @@ fn bearer<T>(req: &Request<T>) -> Option<String> {
 /// The public Scheduler service.
 pub struct SchedulerApi {
     shared: Arc<Shared>,
+    quota: RequestQuota,
 }
 
 impl SchedulerApi {
     /// A service over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
-        SchedulerApi { shared }
+        let q = &shared.config.quotas;
+        let quota = RequestQuota::new(q.requests_per_second, q.request_burst);
+        SchedulerApi { shared, quota }
+    }
+
+    /// The tenant a request's API key authenticates, once the request fits
+    /// the tenant's request rate quota (RESOURCE_EXHAUSTED with the delay
+    /// to wait otherwise).
+    fn tenant<T>(&self, req: &Request<T>) -> Result<String, ErrorKind> {
+        let tenant = self.authenticate(req)?;
+        if let Err(wait) = self.quota.check(&tenant) {
+            return Err(ErrorKind::RateLimited {
+                message: "the tenant's request rate quota (quotas.requests_per_second) is used up: retry after the delay given".into(),
+                retry_after: Some(wait),
+            });
+        }
+        Ok(tenant)
     }
 
     /// The tenant a request's API key authenticates.
-    fn tenant<T>(&self, req: &Request<T>) -> Result<String, ErrorKind> {
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<String, ErrorKind> {
         let key = bearer(req).ok_or_else(|| {
             ErrorKind::Unauthenticated("missing API key: send `authorization: Bearer <key>`".into())
         })?;
@@ -157,8 +175,12 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         req: Request<pb::BeginAuthorizationRequest>,
     ) -> Reply<pb::BeginAuthorizationResponse> {
         let tenant = self.tenant(&req)?;
+        let r = req.into_inner();
+        if !r.account_id.is_empty() {
+            require_id("account_id", &r.account_id)?;
+        }
         Ok(Response::new(
-            crate::oauth::begin(&self.shared, &tenant, req.into_inner()).await?,
+            crate::oauth::begin(&self.shared, &tenant, r).await?,
         ))
     }
 
@@ -329,7 +351,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         )))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn list_events(
         &self,
         req: Request<pb::ListEventsRequest>,
@@ -342,6 +364,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let window = check_window(&mut inv, "window", r.window.as_ref());
         let n = page_size(&mut inv, r.page_size, 250);
         let after = if r.page_token.is_empty() {
+            None
+        } else if r.page_token.len() > limits::MAX_TOKEN_BYTES {
+            inv.push("page_token", "is not a token returned by ListEvents");
             None
         } else {
             let t = parse_event_page_token(&r.page_token);
@@ -408,7 +433,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn get_event(&self, req: Request<pb::GetEventRequest>) -> Reply<pb::Event> {
         let tenant = self.tenant(&req)?;
         let r = req.into_inner();
@@ -442,7 +467,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         )?))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn upsert_event(
         &self,
         req: Request<pb::UpsertEventRequest>,
@@ -462,9 +487,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             None => inv.push("event", "must be set"),
             Some(e) => check_event(&mut inv, "event", e),
         }
-        if r.expected_version.len() > limits::MAX_ID_BYTES {
-            inv.push("expected_version", "must be at most 256 bytes");
-        }
+        check_version(&mut inv, &r.expected_version);
         if r.hold_id.len() > limits::MAX_ID_BYTES {
             inv.push("hold_id", "must be at most 256 bytes");
         }
@@ -480,7 +503,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         Ok(Response::new(written))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %req.get_ref().calendar_id))]
+    #[tracing::instrument(skip_all, fields(account_id = %req.get_ref().account_id, calendar_id = %calbridge::redact::id(&req.get_ref().calendar_id)))]
     async fn delete_event(
         &self,
         req: Request<pb::DeleteEventRequest>,
@@ -491,6 +514,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         account_id_field(&mut inv, &r.account_id);
         calendar_id_field(&mut inv, &r.calendar_id);
         one_id(&mut inv, &r.client_event_id, &r.provider_event_id);
+        check_version(&mut inv, &r.expected_version);
         inv.into_result().map_err(ErrorKind::from)?;
         Ok(Response::new(
             writes::delete(&self.shared, &tenant, r).await?,
@@ -516,7 +540,13 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 ),
             );
         }
-        for (i, id) in r.account_ids.iter().enumerate() {
+        // Ids of an oversized list are not looked at one by one.
+        for (i, id) in r
+            .account_ids
+            .iter()
+            .enumerate()
+            .take(limits::MAX_FREE_BUSY_ACCOUNTS)
+        {
             check_id(
                 &mut inv,
                 &format!("account_ids[{i}]"),
@@ -668,6 +698,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
     ) -> Reply<Self::WatchChangesStream> {
         let tenant = self.tenant(&req)?;
         let r = req.into_inner();
+        check_cursor_len(&r.cursor)?;
         let after = feed::check_cursor(&self.shared, &tenant, "cursor", &r.cursor)?;
         Ok(Response::new(feed::watch(
             self.shared.clone(),
@@ -686,6 +717,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let mut inv = Invalid::default();
         let n = page_size(&mut inv, r.page_size, 100);
         inv.into_result().map_err(ErrorKind::from)?;
+        check_cursor_len(&r.cursor)?;
         let after = feed::check_cursor(&self.shared, &tenant, "cursor", &r.cursor)?;
         let changes = feed::page(&self.shared, &tenant, after, n)?;
         let next_cursor = changes
@@ -813,6 +845,24 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         }
         Ok(Response::new(pb::SyncNowResponse { calendar_ids: ids }))
     }
+}
+
+/// An optional `expected_version`: at most a version's length.
+fn check_version(inv: &mut Invalid, version: &str) {
+    if version.len() > limits::MAX_VERSION_BYTES {
+        inv.push(
+            "expected_version",
+            format!("must be at most {} bytes", limits::MAX_VERSION_BYTES),
+        );
+    }
+}
+
+/// A change-feed cursor's length (its form is checked by the feed).
+fn check_cursor_len(cursor: &str) -> Result<(), ErrorKind> {
+    if cursor.len() > limits::MAX_TOKEN_BYTES {
+        return Err(Invalid::field("cursor", "is not a cursor returned by calbridge").into());
+    }
+    Ok(())
 }
 
 fn one_id(inv: &mut Invalid, client: &str, provider: &str) {
@@ -961,6 +1011,7 @@ impl pb::admin_server::Admin for AdminApi {
     ) -> Reply<pb::RevokeApiKeyResponse> {
         self.check(&req)?;
         let r = req.into_inner();
+        require_id("key_id", &r.key_id)?;
         if !self
             .shared
             .store

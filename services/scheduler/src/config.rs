@@ -93,6 +93,34 @@ impl Default for SyncConfig {
     }
 }
 
+/// Per-tenant quotas. Requests over a quota are answered
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` detail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Most accounts one tenant holds (revoked ones do not count);
+    /// connecting one more is refused, re-authorising one is not.
+    pub max_accounts_per_tenant: usize,
+    /// Most calendars kept per account; the provider's others are left out
+    /// and counted in `Account.calendars_omitted`.
+    pub max_calendars_per_account: usize,
+    /// Scheduler API requests per second one tenant may make, sustained.
+    pub requests_per_second: u32,
+    /// Requests one tenant may make at once above the sustained rate.
+    pub request_burst: u32,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            max_accounts_per_tenant: 10_000,
+            max_calendars_per_account: 1_000,
+            requests_per_second: 2_000,
+            request_burst: 4_000,
+        }
+    }
+}
+
 /// OAuth settings: the optional HTTP endpoint that completes consent
 /// redirects, and token handling.
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +181,7 @@ struct FileConfig {
     write_timeout_seconds: Option<u64>,
     sync: Option<SyncConfig>,
     oauth: Option<OAuthConfig>,
+    quotas: Option<QuotaConfig>,
 }
 
 /// Command-line flags of `calbridge-scheduler`.
@@ -238,6 +267,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// OAuth settings.
     pub oauth: OAuthConfig,
+    /// Per-tenant quotas.
+    pub quotas: QuotaConfig,
 }
 
 /// A provider as a map key.
@@ -394,6 +425,27 @@ impl Config {
             return Err(invalid("sync.window_future_days", "must be at least 1"));
         }
 
+        let quotas = file.quotas.unwrap_or_default();
+        for (key, value) in [
+            (
+                "quotas.max_accounts_per_tenant",
+                quotas.max_accounts_per_tenant as u64,
+            ),
+            (
+                "quotas.max_calendars_per_account",
+                quotas.max_calendars_per_account as u64,
+            ),
+            (
+                "quotas.requests_per_second",
+                u64::from(quotas.requests_per_second),
+            ),
+            ("quotas.request_burst", u64::from(quotas.request_burst)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+
         let mut oauth = file.oauth.unwrap_or_default();
         if let Some(l) = flags
             .oauth_callback_listen
@@ -459,6 +511,7 @@ impl Config {
             write_timeout: Duration::from_secs(write_timeout),
             sync,
             oauth,
+            quotas,
         })
     }
 
@@ -602,6 +655,30 @@ mod tests {
             err.to_string().contains("previous_master_key_file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn quotas_come_from_the_file_and_zero_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[quotas]\nmax_calendars_per_account = 2\nrequests_per_second = 50\n",
+        )
+        .unwrap();
+        let flags = || Flags {
+            config: Some(p.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(flags(), &env(&[])).unwrap();
+        assert_eq!(c.quotas.max_calendars_per_account, 2);
+        assert_eq!(c.quotas.requests_per_second, 50);
+        assert_eq!(c.quotas.max_accounts_per_tenant, 10_000);
+        std::fs::write(&p, "[quotas]\nrequest_burst = 0\n").unwrap();
+        assert!(Config::load(flags(), &env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("quotas.request_burst"));
     }
 
     #[test]

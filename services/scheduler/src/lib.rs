@@ -17,6 +17,8 @@ pub mod meetings;
 pub mod mirror;
 pub mod oauth;
 pub mod oauth_http;
+pub mod permits;
+pub mod quota;
 pub mod secrets;
 pub mod state;
 pub mod store;

@@ -958,9 +958,14 @@ impl<'a, 'r> Builder<'a, 'r> {
                     .collect(),
             );
         }
+        let synced: std::collections::HashSet<&str> = calendars
+            .iter()
+            .filter(|c| c.synced)
+            .map(|c| c.calendar_id.as_str())
+            .collect();
         let mut ok = true;
         for (i, id) in m.calendar_ids.iter().enumerate() {
-            if !calendars.iter().any(|c| c.synced && &c.calendar_id == id) {
+            if !synced.contains(id.as_str()) {
                 self.invalid.push(
                     format!("{path}.calendar_ids[{i}]"),
                     "is not a synced calendar of the account",
@@ -1009,13 +1014,16 @@ fn range(inv: &mut Invalid, path: &str, start: &str, end: &str) -> Option<engine
     }
 }
 
-/// Converts proto working hours at `path` to the engine's, with their zone.
+/// Converts proto working hours at `path` to the engine's, with their zone:
+/// every list within its bound (`limits::MAX_WEEKLY_RULES`,
+/// `MAX_DATE_OVERRIDES`, `MAX_OVERRIDE_RANGES`), no date overridden twice.
+/// Linear in the size of the hours.
 pub fn convert_hours(
     path: &str,
     h: &pb::WorkingHours,
 ) -> Result<(Tz, engine::WorkingHours), Invalid> {
     let mut inv = Invalid::default();
-    let tz = match h.time_zone.parse::<Tz>() {
+    let tz = match calbridge::time::parse_zone(&h.time_zone) {
         Ok(tz) => Some(tz),
         Err(_) => {
             inv.push(
@@ -1025,6 +1033,32 @@ pub fn convert_hours(
             None
         }
     };
+    // Oversized lists are refused before any of their entries is looked at.
+    let before = inv.0.len();
+    for (field, len, max) in [
+        ("weekly", h.weekly.len(), limits::MAX_WEEKLY_RULES),
+        ("overrides", h.overrides.len(), limits::MAX_DATE_OVERRIDES),
+    ] {
+        if len > max {
+            inv.push(
+                format!("{path}.{field}"),
+                format!("must have at most {max} entries"),
+            );
+        }
+    }
+    if let Some(i) = h
+        .overrides
+        .iter()
+        .position(|o| o.ranges.len() > limits::MAX_OVERRIDE_RANGES)
+    {
+        inv.push(
+            format!("{path}.overrides[{i}].ranges"),
+            format!("must have at most {} entries", limits::MAX_OVERRIDE_RANGES),
+        );
+    }
+    if inv.0.len() > before {
+        return Err(inv);
+    }
     let weekdays = [
         Weekday::Mon,
         Weekday::Tue,
@@ -1049,11 +1083,17 @@ pub fn convert_hours(
         }
     }
     let mut overrides = Vec::new();
+    let mut dates = std::collections::HashSet::with_capacity(h.overrides.len());
     for (i, o) in h.overrides.iter().enumerate() {
         let p = format!("{path}.overrides[{i}]");
-        let date = NaiveDate::parse_from_str(&o.date, "%Y-%m-%d").ok();
-        if date.is_none() {
-            inv.push(format!("{p}.date"), "must be YYYY-MM-DD");
+        let date = calbridge::time::parse_date(&o.date);
+        match date {
+            None => inv.push(
+                format!("{p}.date"),
+                "must be YYYY-MM-DD in years 0001..=9999",
+            ),
+            Some(d) if !dates.insert(d) => inv.push(format!("{p}.date"), "duplicate date"),
+            Some(_) => {}
         }
         let mut ranges = Vec::new();
         for (j, r) in o.ranges.iter().enumerate() {
@@ -1070,6 +1110,44 @@ pub fn convert_hours(
         tz.expect("checked"),
         engine::WorkingHours { weekly, overrides },
     ))
+}
+
+/// Refuses, before any participant is built, availability requests whose
+/// lists exceed their bounds: groups and members (at most the engine's
+/// member limit in all), each member's `calendar_ids`
+/// (`limits::MAX_MEMBER_CALENDARS`) and the periods (`limits::MAX_PERIODS`).
+fn check_sizes<'g>(
+    inv: &mut Invalid,
+    periods: usize,
+    groups: impl Iterator<Item = (String, &'g pb::ParticipantGroup)>,
+) {
+    let max_members = engine::Limits::default().max_members;
+    if periods > limits::MAX_PERIODS {
+        inv.push(
+            "periods",
+            format!("must have at most {} entries", limits::MAX_PERIODS),
+        );
+    }
+    let (mut n_groups, mut n_members) = (0usize, 0usize);
+    for (path, g) in groups {
+        n_groups += 1;
+        n_members = n_members.saturating_add(g.members.len());
+        if n_groups > max_members || n_members > max_members {
+            inv.push(
+                "groups",
+                format!("must have at most {max_members} groups and members in all"),
+            );
+            return;
+        }
+        for (i, m) in g.members.iter().enumerate() {
+            if m.calendar_ids.len() > limits::MAX_MEMBER_CALENDARS {
+                inv.push(
+                    format!("{path}.members[{i}].calendar_ids"),
+                    format!("must have at most {} entries", limits::MAX_MEMBER_CALENDARS),
+                );
+            }
+        }
+    }
 }
 
 fn periods(inv: &mut Invalid, field: &str, windows: &[pb::TimeWindow]) -> Vec<engine::Period> {
@@ -1122,6 +1200,16 @@ fn prepare(
     tenant: &str,
     req: &pb::QueryAvailabilityRequest,
 ) -> Result<(engine::Request, Gathered), ErrorKind> {
+    let mut inv = Invalid::default();
+    check_sizes(
+        &mut inv,
+        req.periods.len(),
+        req.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("groups[{i}]"), g)),
+    );
+    inv.into_result().map_err(ErrorKind::from)?;
     let mut inv = Invalid::default();
     let periods = periods(&mut inv, "periods", &req.periods);
     inv.into_result().map_err(ErrorKind::from)?;
@@ -1178,6 +1266,29 @@ pub fn sequences(
     tenant: &str,
     req: &pb::QuerySequencedAvailabilityRequest,
 ) -> Result<pb::QuerySequencedAvailabilityResponse, ErrorKind> {
+    let mut inv = Invalid::default();
+    if req.steps.len() > engine::Limits::default().max_steps {
+        inv.push(
+            "steps",
+            format!(
+                "must have at most {} steps",
+                engine::Limits::default().max_steps
+            ),
+        );
+    }
+    inv.into_result().map_err(ErrorKind::from)?;
+    let mut inv = Invalid::default();
+    check_sizes(
+        &mut inv,
+        req.periods.len(),
+        req.steps.iter().enumerate().flat_map(|(i, s)| {
+            s.groups
+                .iter()
+                .enumerate()
+                .map(move |(j, g)| (format!("steps[{i}].groups[{j}]"), g))
+        }),
+    );
+    inv.into_result().map_err(ErrorKind::from)?;
     let mut inv = Invalid::default();
     let periods = periods(&mut inv, "periods", &req.periods);
     if req.steps.is_empty() {
@@ -2435,6 +2546,56 @@ mod tests {
                 "hours.weekly[0].weekday",
                 "hours.weekly[0].end"
             ]
+        );
+    }
+
+    #[test]
+    fn working_hours_lists_are_bounded_and_dates_unique() {
+        let day = |d: &str| pb::DateOverride {
+            date: d.into(),
+            ranges: vec![],
+        };
+        let hours = |overrides| pb::WorkingHours {
+            time_zone: "Europe/London".into(),
+            weekly: vec![],
+            overrides,
+        };
+        let fields = |h: &pb::WorkingHours| -> Vec<String> {
+            convert_hours("hours", h)
+                .err()
+                .map(|i| i.0.into_iter().map(|v| v.field).collect())
+                .unwrap_or_default()
+        };
+        let h = hours(vec![
+            day("2026-12-24"),
+            day("0000-01-01"),
+            day("2026-12-24"),
+        ]);
+        assert_eq!(
+            fields(&h),
+            vec!["hours.overrides[1].date", "hours.overrides[2].date"]
+        );
+        let h = hours(vec![day("2026-12-24"); limits::MAX_DATE_OVERRIDES + 1]);
+        assert_eq!(fields(&h), vec!["hours.overrides"]);
+        let mut h = hours(vec![day("2026-12-24")]);
+        h.overrides[0].ranges = vec![
+            pb::LocalRange {
+                start: "09:00".into(),
+                end: "10:00".into(),
+            };
+            limits::MAX_OVERRIDE_RANGES + 1
+        ];
+        h.weekly = vec![
+            pb::WeeklyRule {
+                weekday: 1,
+                start: "09:00".into(),
+                end: "17:00".into(),
+            };
+            limits::MAX_WEEKLY_RULES + 1
+        ];
+        assert_eq!(
+            fields(&h),
+            vec!["hours.weekly", "hours.overrides[0].ranges"]
         );
     }
 

@@ -408,6 +408,7 @@ impl Shared {
             created_at: chrono::DateTime::from_timestamp_millis(a.created_ms)
                 .map(calbridge::time::to_timestamp),
             server_url: a.server_url.clone(),
+            calendars_omitted: a.calendars_omitted,
         }
     }
 

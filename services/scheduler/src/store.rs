@@ -156,6 +156,10 @@ pub struct AccountRecord {
     pub sealed_identity: Vec<u8>,
     /// Hash identifying (tenant, provider, provider account) for reconnects.
     pub identity_hash: String,
+    /// Calendars the provider listed beyond the per-account quota at the
+    /// last calendar refresh (not kept).
+    #[serde(default)]
+    pub calendars_omitted: u32,
 }
 
 #[cfg(test)]
@@ -174,6 +178,7 @@ impl AccountRecord {
             sealed_credentials: vec![],
             sealed_identity: vec![],
             identity_hash: String::new(),
+            calendars_omitted: 0,
         }
     }
 }

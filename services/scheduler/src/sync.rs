@@ -4,7 +4,7 @@
 //! which applies each provider page, its cursor and its change-log entries in
 //! one transaction and suppresses echoes of the platform's own writes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::adapters::adapter_error;
 use crate::mirror::{put_for, same_content, strip_content};
+use crate::permits::FairPermits;
 use crate::state::{
     change_aad, event_aad, hash_hex, now_ms, open_event, seal_event, store_err, Shared,
 };
@@ -26,13 +27,22 @@ use crate::store::{ChangeDraft, MirrorRemove, PageCommit, StoreError, SyncRecord
 const SCAN_FLOOR_MS: i64 = 100;
 
 /// Runs the sync loop until `shutdown` turns true.
+///
+/// Fairness: a sync first takes its account's permit and only then one of
+/// the global permits, which go round-robin to the tenants waiting (see
+/// [`FairPermits`]); due calendars are started round-robin by tenant, then
+/// by account. So an account whose calendars are slow holds at most
+/// `per_account_concurrency` global permits, and a tenant with many due
+/// calendars does not queue in front of another tenant's.
 pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let running: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
     // When the loop plans to scan next, ms: a finished sync whose calendar
     // is due sooner wakes it.
     let planned_wake = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let global = Arc::new(Semaphore::new(shared.config.sync.max_concurrent_syncs));
+    let global = FairPermits::new(shared.config.sync.max_concurrent_syncs);
     let mut per_account: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    // Accounts never change tenant: each is looked up once.
+    let mut tenants: HashMap<String, String> = HashMap::new();
     loop {
         // While this scan runs, any finished sync wakes the next one (its
         // new due time is not in `next_wake`).
@@ -49,11 +59,12 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
         let urgent: HashSet<(String, String)> =
             std::mem::take(&mut *shared.urgent.lock().expect("lock poisoned"));
         let mut still_urgent = HashSet::new();
+        let mut due = Vec::new();
         for (account, calendar, st) in states {
             if st.paused || st.disabled {
                 continue;
             }
-            let k = (account.clone(), calendar.clone());
+            let k = (account, calendar);
             let is_urgent = urgent.contains(&k);
             if running.lock().expect("lock poisoned").contains(&k) {
                 if is_urgent {
@@ -65,24 +76,44 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
                 next_wake = next_wake.min(st.next_due_ms);
                 continue;
             }
-            running.lock().expect("lock poisoned").insert(k.clone());
+            due.push(k);
+        }
+        for (account, calendar) in round_robin(due, |account| {
+            tenants
+                .entry(account.to_string())
+                .or_insert_with(|| {
+                    shared
+                        .store
+                        .account(account)
+                        .ok()
+                        .flatten()
+                        .map(|a| a.tenant_id)
+                        .unwrap_or_default()
+                })
+                .clone()
+        }) {
+            let k = (account.clone(), calendar.clone());
+            running.lock().expect("lock poisoned").insert(k);
             let account_sem = per_account
                 .entry(account.clone())
                 .or_insert_with(|| {
                     Arc::new(Semaphore::new(shared.config.sync.per_account_concurrency))
                 })
                 .clone();
+            let tenant = tenants.get(&account).cloned().unwrap_or_default();
             let (shared, running, global, planned_wake) = (
                 shared.clone(),
                 running.clone(),
                 global.clone(),
                 planned_wake.clone(),
             );
-            let span = tracing::info_span!("sync.calendar", account_id = %account, calendar_id = %calendar);
+            let span = tracing::info_span!("sync.calendar", account_id = %account, calendar_id = %calbridge::redact::id(&calendar));
             tokio::spawn(
                 async move {
-                    let _g = global.acquire_owned().await;
+                    // The account's permit first: a global permit is only
+                    // ever held by a sync that can run.
                     let _a = account_sem.acquire_owned().await;
+                    let _g = global.acquire(&tenant).await;
                     if let Err(e) = sync_calendar(&shared, &account, &calendar).await {
                         tracing::warn!(error = %e, "sync failed");
                     }
@@ -134,6 +165,46 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
             return;
         }
     }
+}
+
+/// Orders due `(account, calendar)` pairs round-robin: one calendar of one
+/// account of each tenant in turn (tenants by `tenant_of`, accounts within
+/// a tenant in turn too), so that no tenant's or account's backlog comes
+/// first as a block. Each account's calendars keep their order.
+fn round_robin(
+    due: Vec<(String, String)>,
+    mut tenant_of: impl FnMut(&str) -> String,
+) -> Vec<(String, String)> {
+    // Each account's calendars, accounts in order of first appearance.
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut accounts: Vec<VecDeque<(String, String)>> = Vec::new();
+    let n = due.len();
+    for (account, calendar) in due {
+        let i = *index.entry(account.clone()).or_insert_with(|| {
+            accounts.push(VecDeque::new());
+            accounts.len() - 1
+        });
+        accounts[i].push_back((account, calendar));
+    }
+    // tenant → its accounts' queues, taken in turn.
+    let mut by_tenant: BTreeMap<String, VecDeque<VecDeque<(String, String)>>> = BTreeMap::new();
+    for queue in accounts {
+        let tenant = tenant_of(&queue[0].0);
+        by_tenant.entry(tenant).or_default().push_back(queue);
+    }
+    let mut out = Vec::with_capacity(n);
+    while !by_tenant.is_empty() {
+        by_tenant.retain(|_, queues| {
+            if let Some(mut queue) = queues.pop_front() {
+                out.extend(queue.pop_front());
+                if !queue.is_empty() {
+                    queues.push_back(queue);
+                }
+            }
+            !queues.is_empty()
+        });
+    }
+    out
 }
 
 /// The delay before retry number `failures` (1-based): exponential with
@@ -833,6 +904,37 @@ mod tests {
         assert!(belongs_to("abc123_20261201T090000Z", "abc123"));
         assert!(!is_of_skipped("/cal/a.ics2", &skipped));
         assert!(!is_of_skipped("/cal/b.ics", &skipped));
+    }
+
+    #[test]
+    fn due_calendars_are_started_round_robin_by_tenant_then_account() {
+        let pair = |a: &str, c: &str| (a.to_string(), c.to_string());
+        // Tenant t1 has a big account a1 and a small a2; t2 one account b1
+        // listed last.
+        let due = vec![
+            pair("a1", "c1"),
+            pair("a1", "c2"),
+            pair("a1", "c3"),
+            pair("a1", "c4"),
+            pair("a2", "c1"),
+            pair("b1", "c1"),
+            pair("b1", "c2"),
+        ];
+        let order = round_robin(due, |a| {
+            if a.starts_with('a') { "t1" } else { "t2" }.to_string()
+        });
+        assert_eq!(
+            order,
+            vec![
+                pair("a1", "c1"),
+                pair("b1", "c1"),
+                pair("a2", "c1"),
+                pair("b1", "c2"),
+                pair("a1", "c2"),
+                pair("a1", "c3"),
+                pair("a1", "c4"),
+            ]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod availability;
 mod bad_input;
 mod caldav;
 mod crash;
+mod fairness;
 mod google;
 mod hostile;
 mod icloud;

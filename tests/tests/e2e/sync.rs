@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use calbridge::pb::{self, ChangeKind};
-use calbridge_e2e::{change_cursor as cursor, eventually, next_change, timed_event, Stack};
+use calbridge_e2e::{
+    change_cursor as cursor, eventually, next_change, sync_now_and_wait, timed_event, Stack,
+};
 use chrono::{TimeZone, Utc};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -474,5 +476,60 @@ async fn a_free_busy_account_keeps_only_intervals() -> Result<()> {
         &stack.dir.path().join("store"),
         b"Xylophone"
     )?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_never_show_the_e_mail_addresses_in_calendar_and_event_ids() -> Result<()> {
+    // Debug logging everywhere: the most the processes ever write.
+    let stack = Stack::start_with(&[], &[("RUST_LOG", "debug")]).await?;
+    let (_, key) = stack.tenant("logs").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let user = "grace.hopper@example.com";
+    let (account, calendar) = stack.sandbox_account(&mut c, user, "pw").await?;
+    assert!(
+        calendar.contains(user),
+        "the sandbox names calendars by user"
+    );
+    let start = chrono::Utc::now() + chrono::Duration::days(1);
+    c.upsert_event(pb::UpsertEventRequest {
+        account_id: account.clone(),
+        calendar_id: calendar.clone(),
+        client_event_id: "log-check".into(),
+        event: Some(timed_event("Check", start, 30)),
+        ..Default::default()
+    })
+    .await?;
+    sync_now_and_wait(&mut c, &account, &calendar).await?;
+    let mut sandbox = stack.sandbox().await?;
+    sandbox
+        .put_event(pb::PutSandboxEventRequest {
+            username: user.into(),
+            calendar_id: calendar.clone(),
+            event: Some(timed_event("Outside", start, 30)),
+        })
+        .await?;
+    sync_now_and_wait(&mut c, &account, &calendar).await?;
+    for (who, log) in [
+        (
+            "scheduler",
+            stack.scheduler.log.lock().expect("log").clone(),
+        ),
+        (
+            "sandbox adapter",
+            stack.sandbox.log.lock().expect("log").clone(),
+        ),
+    ] {
+        assert!(!log.is_empty(), "{who} logged");
+        assert!(
+            !log.contains("grace.hopper"),
+            "the {who}'s log shows the address:\n{}",
+            log.lines()
+                .filter(|l| l.contains("grace.hopper"))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     Ok(())
 }
