@@ -63,7 +63,7 @@ pub async fn upsert(
     };
     shared.store.outbox_put(&op).map_err(store_err)?;
     shared.store.flush().await.map_err(store_err)?;
-    let (event, outcome) = with_retries(shared, &account, op.op_id, || {
+    let (event, outcome) = with_retries(shared, &account, &op.calendar_id, op.op_id, || {
         execute_upsert(shared, &account, &key, &op, &event)
     })
     .await?;
@@ -115,7 +115,7 @@ pub async fn delete(
     };
     shared.store.outbox_put(&op).map_err(store_err)?;
     shared.store.flush().await.map_err(store_err)?;
-    let outcome = with_retries(shared, &account, op.op_id, || {
+    let outcome = with_retries(shared, &account, &op.calendar_id, op.op_id, || {
         execute_delete(shared, &account, &op)
     })
     .await?;
@@ -198,7 +198,7 @@ async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> 
     let lock = shared.client_lock(&op.account_id, &op.calendar_id, &lock_key);
     let _one_at_a_time = lock.lock().await;
     let result = if op.delete {
-        with_retries(shared, &account, op.op_id, || {
+        with_retries(shared, &account, &op.calendar_id, op.op_id, || {
             execute_delete(shared, &account, &op)
         })
         .await
@@ -208,7 +208,7 @@ async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> 
             .live_key(&account)
             .and_then(|k| open_event(&k, &outbox_aad(op.op_id), &op.sealed_event).map(|e| (k, e)))
         {
-            Ok((key, event)) => with_retries(shared, &account, op.op_id, || {
+            Ok((key, event)) => with_retries(shared, &account, &op.calendar_id, op.op_id, || {
                 execute_upsert(shared, &account, &key, &op, &event)
             })
             .await
@@ -250,10 +250,15 @@ fn check_calendar_writable(
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the write timeout
-/// would pass; drops the outbox entry when it fails.
+/// would pass; drops the outbox entry when it fails. No sync of the
+/// calendar runs meanwhile, the pauses between attempts included: after a
+/// failed attempt the provider may hold the write (applied, its answer
+/// lost), and a sync would read it back as an outside change before the
+/// retry claims it as the platform's own.
 async fn with_retries<T, F, Fut>(
     shared: &Shared,
     account: &AccountRecord,
+    calendar_id: &str,
     op_id: u64,
     mut attempt: F,
 ) -> Result<T, ErrorKind>
@@ -261,6 +266,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ErrorKind>>,
 {
+    let lock = shared.calendar_lock(&account.account_id, calendar_id);
+    let _no_sync_meanwhile = lock.read().await;
     let deadline = Instant::now() + shared.config.write_timeout;
     let mut failures = 0;
     loop {
@@ -306,8 +313,6 @@ async fn execute_upsert(
     event: &pb::Event,
 ) -> Result<(pb::Event, WriteOutcome), ErrorKind> {
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
-    let lock = shared.calendar_lock(acc, cal);
-    let _no_sync_meanwhile = lock.read().await;
     let credentials = crate::oauth::usable_credentials(shared, account).await?;
     let mut client = shared.adapters.client(account.provider)?;
     let zone = shared
@@ -411,8 +416,6 @@ async fn execute_delete(
     op: &OutboxRecord,
 ) -> Result<WriteOutcome, ErrorKind> {
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
-    let lock = shared.calendar_lock(acc, cal);
-    let _no_sync_meanwhile = lock.read().await;
     let credentials = crate::oauth::usable_credentials(shared, account).await?;
     let outcome = match shared
         .adapters

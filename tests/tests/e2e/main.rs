@@ -15,6 +15,7 @@ mod keys;
 mod listing;
 mod oauth;
 mod python_client;
+mod retried_writes;
 mod revocation;
 mod soak;
 mod sync;
