@@ -93,6 +93,17 @@ pub enum Window {
     Revoke,
 }
 
+impl Window {
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::Write => "write",
+            Window::SyncRead => "sync read",
+            Window::Revoke => "revocation",
+        }
+    }
+}
+
 /// The window a request belongs to, if any.
 pub fn window_of(method: &str, path: &str) -> Option<Window> {
     let path = path.split('?').next().unwrap_or_default();

@@ -105,7 +105,8 @@ pub fn event_start(base: DateTime<Utc>, rng: &mut StdRng) -> DateTime<Utc> {
     base + chrono::Duration::minutes(15 * rng.gen_range(0..50 * 96))
 }
 
-async fn connect(url: &str, key: &str) -> Result<SchedulerClient> {
+/// A scheduler client with a tenant's key.
+pub async fn connect(url: &str, key: &str) -> Result<SchedulerClient> {
     Ok(pb::scheduler_client::SchedulerClient::with_interceptor(
         channel(url).await?,
         Bearer(Some(key.to_string())),
@@ -131,6 +132,17 @@ pub async fn writer(
             continue;
         };
         let roll: f64 = rng.gen();
+        if roll < 0.05 {
+            // The platform asks for a sync now and then (more sync pages
+            // for the kills to land in).
+            let _ = c
+                .sync_now(pb::SyncNowRequest {
+                    account_id: account.clone(),
+                    calendar_id: String::new(),
+                })
+                .await;
+            continue;
+        }
         let create = job.live.is_empty() || (job.live.len() < job.cap && roll < 0.45);
         let (cid, delete) = if create {
             let cid = format!("{}c{}", job.prefix, job.next);

@@ -174,9 +174,13 @@ pub async fn run(cycles: u32, seed: u64) -> Result<Report> {
 struct KillPlan {
     target: Process,
     how: Option<Window>,
+    /// Whether the window is watched at the Google proxy (else CalDAV's).
+    google_side: bool,
     revoke_slot: Option<usize>,
-    revoke_google: bool,
     revoke_after: Duration,
+    /// For a sync-read window: an account of that side whose sync the
+    /// platform asks for (SyncNow) at `nudge_after`, so that a sync runs.
+    nudge: Option<(usize, Duration)>,
 }
 
 fn plan_kill(cfg: &SoakConfig, cycle: u32, rng: &mut StdRng, slots: &[Slot]) -> KillPlan {
@@ -192,32 +196,45 @@ fn plan_kill(cfg: &SoakConfig, cycle: u32, rng: &mut StdRng, slots: &[Slot]) -> 
         13..=14 => Some(Window::Revoke),
         _ => None,
     };
+    let mut google_side = match target {
+        Process::Google => true,
+        Process::Caldav => false,
+        Process::Scheduler => rng.gen_bool(0.5),
+    };
     let live: Vec<usize> = (0..slots.len())
         .filter(|i| slots[*i].account.is_some())
         .collect();
-    let wanted: Vec<usize> = live
+    let side: Vec<usize> = live
         .iter()
         .copied()
-        .filter(|i| match target {
-            Process::Google => slots[*i].google_user.is_some(),
-            Process::Caldav => slots[*i].google_user.is_none(),
-            Process::Scheduler => true,
-        })
+        .filter(|i| slots[*i].google_user.is_some() == google_side)
         .collect();
-    let revoke_slot = if how == Some(Window::Revoke) && !wanted.is_empty() {
-        Some(wanted[rng.gen_range(0..wanted.len())])
+    let max = cfg.max_load.as_millis() as u64;
+    let revoke_slot = if how == Some(Window::Revoke) && !side.is_empty() {
+        Some(side[rng.gen_range(0..side.len())])
     } else if !live.is_empty() && rng.gen_bool(cfg.revoke_chance) {
         Some(live[rng.gen_range(0..live.len())])
     } else {
         None
     };
-    let revoke_after = Duration::from_millis(rng.gen_range(0..cfg.max_load.as_millis() as u64));
+    let revoke_after = Duration::from_millis(rng.gen_range(0..max));
+    let how = how.filter(|w| *w != Window::Revoke || revoke_slot.is_some());
+    if how == Some(Window::Revoke) {
+        google_side = revoke_slot.is_some_and(|i| slots[i].google_user.is_some());
+    }
+    let nudge = (how == Some(Window::SyncRead) && !side.is_empty()).then(|| {
+        (
+            side[rng.gen_range(0..side.len())],
+            Duration::from_millis(rng.gen_range(0..max / 2)),
+        )
+    });
     KillPlan {
         target,
-        how: how.filter(|w| *w != Window::Revoke || revoke_slot.is_some()),
-        revoke_google: revoke_slot.is_some_and(|i| slots[i].google_user.is_some()),
+        how,
+        google_side,
         revoke_slot,
         revoke_after,
+        nudge,
     }
 }
 
@@ -229,7 +246,9 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
     let mut stack = ProxiedStack::start(ProxiedOptions {
         seed: cfg.seed,
         caldav_flags: vec!["--http-timeout-seconds".into(), "10".into()],
-        google_flags: Vec::new(),
+        // One user makes more than the adapter's default per-user budget
+        // (500 requests a minute) here.
+        google_flags: vec!["--requests-per-minute-per-user".into(), "1000000".into()],
         scheduler_toml: SCHEDULER_TOML.into(),
         google_users: users.iter().map(|u| u.to_string()).collect(),
         fake: FakeConfig {
@@ -288,6 +307,7 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
         ..Report::default()
     };
 
+    let mut seen = std::collections::HashSet::new();
     for cycle in 1..=cfg.cycles {
         let t0 = Instant::now();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -385,6 +405,23 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
             (i, tokio::spawn(task))
         });
 
+        if let Some((i, after)) = plan.nudge {
+            let s = &slots[i];
+            if let Some((account, _)) = s.account.clone() {
+                let (url, key) = (connector.scheduler_url.clone(), tenants[s.tenant].key.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let mut c = load::connect(&url, &key).await?;
+                    c.sync_now(calbridge::pb::SyncNowRequest {
+                        account_id: account,
+                        calendar_id: String::new(),
+                    })
+                    .await?;
+                    Ok::<(), anyhow::Error>(())
+                });
+            }
+        }
+
         // The kill.
         let point = kill(&mut stack, &cfg, &plan, &mut rng).await?;
         *report.kills.entry(plan.target.name()).or_default() += 1;
@@ -425,7 +462,11 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
         let observed = invariants::settle(&snapshot, &clients, &http, cfg.settle_timeout)
             .await
             .with_context(|| format!("cycle {cycle}: observing"))?;
-        let found = invariants::verify(&snapshot, &observed);
+        // The feeds are whole each time: report what is new only.
+        let found: Vec<Violation> = invariants::verify(&snapshot, &observed)
+            .into_iter()
+            .filter(|v| seen.insert(v.to_string()))
+            .collect();
         if cfg.progress {
             eprintln!(
                 "cycle {cycle}: killed the {} at {}, {:.2} s, {} violations",
@@ -482,13 +523,8 @@ async fn kill(
     plan: &KillPlan,
     rng: &mut StdRng,
 ) -> Result<String> {
-    let google_proxy = match (plan.target, plan.how) {
-        (_, Some(Window::Revoke)) => plan.revoke_google,
-        (Process::Google, _) => true,
-        (Process::Caldav, _) => false,
-        (Process::Scheduler, _) => rng.gen_bool(0.5),
-    };
-    let revoking_caldav = plan.how == Some(Window::Revoke) && !plan.revoke_google;
+    let google_proxy = plan.google_side;
+    let revoking_caldav = plan.how == Some(Window::Revoke) && !google_proxy;
     let Some(window) = plan.how.filter(|_| !revoking_caldav) else {
         let at = if revoking_caldav {
             // A CalDAV revocation calls no provider: aim at its moment.
@@ -499,7 +535,7 @@ async fn kill(
         tokio::time::sleep(at).await;
         stack.kill(plan.target).await;
         return Ok(if revoking_caldav {
-            "revoke (caldav, timed)".into()
+            "revocation at caldav, timed".into()
         } else {
             "random time".into()
         });
@@ -509,10 +545,10 @@ async fn kill(
     } else {
         &stack.dav_proxy
     };
-    let skip = if window == Window::Revoke {
-        0
-    } else {
-        rng.gen_range(0..3)
+    let skip = match window {
+        Window::Write => rng.gen_range(0..3),
+        Window::SyncRead => rng.gen_range(0..2),
+        Window::Revoke => 0,
     };
     let armed = proxy.arm(window, skip);
     let limit = cfg.max_load
@@ -527,7 +563,8 @@ async fn kill(
     };
     proxy.disarm();
     let name = format!(
-        "{window:?} at {}",
+        "{} at {}",
+        window.name(),
         if google_proxy { "google" } else { "caldav" }
     );
     stack.kill(plan.target).await;
@@ -538,7 +575,7 @@ async fn kill(
             let _ = release.send(());
             name
         }
-        None => format!("{name} (missed: time)"),
+        None => format!("{name} missed, at a random time"),
     })
 }
 
