@@ -234,31 +234,77 @@ impl FaultProxy {
     }
 }
 
-/// Requests that came back before the `Retry-After` their earlier answer
-/// gave: for each answer carrying `Retry-After: N`, any later arrival of
-/// the same request (method, target, body) earlier than N seconds after
-/// that answer, described. (A 10 ms allowance covers the clock readings.)
-pub fn retry_after_violations(log: &[Logged]) -> Vec<String> {
+/// Whether `later` repeats request `first`: the same method and target,
+/// and for methods other than PUT, PATCH and DELETE the same body (their
+/// bodies carry fresh timestamps, or nothing; their target names them).
+pub fn same_request(first: &Logged, later: &Logged) -> bool {
+    first.method == later.method
+        && first.target == later.target
+        && (matches!(first.method.as_str(), "PUT" | "PATCH" | "DELETE")
+            || first.body_digest == later.body_digest)
+}
+
+/// The answers carrying `Retry-After` whose request (see [`same_request`])
+/// came back, each with the index of its first repetition. Methods in
+/// `shared` are left out: requests of those methods are sent identically
+/// by many independent operations (a CalDAV zone lookup, a read-back), so
+/// a repetition need not be a retry.
+fn repeated_after_retry_after<'a>(
+    log: &'a [Logged],
+    shared: &[&str],
+) -> Vec<(&'a Logged, u64, &'a Logged)> {
     let mut out = Vec::new();
     for (i, first) in log.iter().enumerate() {
-        let (Some(secs), Some(answered)) = (first.retry_after, first.answered_at) else {
+        let Some(secs) = first.retry_after else {
             continue;
         };
-        let not_before = answered + Duration::from_secs(secs);
-        for later in &log[i + 1..] {
-            if later.method == first.method
-                && later.target == first.target
-                && later.body_digest == first.body_digest
-                && later.at + Duration::from_millis(10) < not_before
-            {
-                out.push(format!(
-                    "{} {} answered {:?} with Retry-After: {secs} at {:?} came back at {:?}",
-                    first.method, first.target, first.status, answered, later.at
-                ));
-            }
+        if shared.contains(&first.method.as_str()) {
+            continue;
+        }
+        if let Some(later) = log[i + 1..].iter().find(|l| same_request(first, l)) {
+            out.push((first, secs, later));
         }
     }
     out
+}
+
+/// Requests that came back before the `Retry-After` their earlier answer
+/// gave (see [`repeated_after_retry_after`] for `shared`), described. A
+/// 10 ms allowance covers the clock readings.
+pub fn retry_after_violations(log: &[Logged], shared: &[&str]) -> Vec<String> {
+    repeated_after_retry_after(log, shared)
+        .into_iter()
+        .filter_map(|(first, secs, later)| {
+            let answered = first.answered_at?;
+            let not_before = answered + Duration::from_secs(secs);
+            (later.at + Duration::from_millis(10) < not_before).then(|| {
+                format!(
+                    "{} {} answered {:?} with Retry-After: {secs} at {answered:?} came back at {:?}",
+                    first.method, first.target, first.status, later.at
+                )
+            })
+        })
+        .collect()
+}
+
+/// How many requests answered with `Retry-After` were sent again (proof
+/// that [`retry_after_violations`] had something to check).
+pub fn retried_after_retry_after(log: &[Logged], shared: &[&str]) -> usize {
+    repeated_after_retry_after(log, shared).len()
+}
+
+/// How many requests of any kind reached the server while an earlier
+/// answer's `Retry-After` ran (a figure: RFC 6585 asks a client to wait
+/// before "making a new request").
+pub fn requests_inside_retry_after(log: &[Logged]) -> usize {
+    log.iter()
+        .filter(|l| {
+            log.iter().any(|f| match (f.retry_after, f.answered_at) {
+                (Some(secs), Some(at)) => l.at > at && l.at < at + Duration::from_secs(secs),
+                _ => false,
+            })
+        })
+        .count()
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -514,4 +560,68 @@ fn retry_after_of(headers: &[(String, String)]) -> Option<u64> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
         .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged(at_ms: u64, method: &str, target: &str, retry_after: Option<u64>) -> Logged {
+        Logged {
+            at: Duration::from_millis(at_ms),
+            method: method.into(),
+            target: target.into(),
+            body_digest: "b".into(),
+            fault: retry_after.map(|_| FaultKind::TooManyRequests),
+            forwarded: retry_after.is_none(),
+            status: Some(if retry_after.is_some() { 429 } else { 200 }),
+            retry_after,
+            answered_at: Some(Duration::from_millis(at_ms + 5)),
+        }
+    }
+
+    #[test]
+    fn a_retry_before_the_retry_after_is_found_and_one_after_it_is_not() {
+        let early = [
+            logged(0, "REPORT", "/u/cal/", Some(1)),
+            logged(400, "PUT", "/u/cal/x.ics", None),
+            logged(600, "REPORT", "/u/cal/", None),
+        ];
+        assert_eq!(retry_after_violations(&early, &[]).len(), 1);
+        let late = [
+            logged(0, "REPORT", "/u/cal/", Some(1)),
+            logged(1010, "REPORT", "/u/cal/", None),
+        ];
+        assert!(retry_after_violations(&late, &[]).is_empty());
+        assert_eq!(retried_after_retry_after(&late, &[]), 1);
+        assert_eq!(requests_inside_retry_after(&early), 2);
+        // Shared reads are left out of the retry check.
+        let shared = [
+            logged(0, "PROPFIND", "/u/cal/", Some(1)),
+            logged(50, "PROPFIND", "/u/cal/", None),
+        ];
+        assert!(retry_after_violations(&shared, &["PROPFIND"]).is_empty());
+        assert_eq!(retry_after_violations(&shared, &[]).len(), 1);
+    }
+
+    #[test]
+    fn requests_fall_in_the_windows_a_soak_kills_in() {
+        assert_eq!(window_of("PUT", "/u/cal/a.ics"), Some(Window::Write));
+        assert_eq!(window_of("DELETE", "/u/cal/a.ics"), Some(Window::Write));
+        assert_eq!(window_of("REPORT", "/u/cal/"), Some(Window::SyncRead));
+        assert_eq!(window_of("PROPFIND", "/u/cal/"), None);
+        let g = "/calendar/v3/calendars/a%40b/events";
+        assert_eq!(
+            window_of("GET", &format!("{g}?syncToken=x")),
+            Some(Window::SyncRead)
+        );
+        assert_eq!(window_of("POST", g), Some(Window::Write));
+        assert_eq!(window_of("PATCH", &format!("{g}/e1")), Some(Window::Write));
+        assert_eq!(window_of("GET", &format!("{g}/e1")), None);
+        assert_eq!(window_of("POST", &format!("{g}/watch")), None);
+        assert_eq!(
+            window_of("POST", "/calendar/v3/channels/stop"),
+            Some(Window::Revoke)
+        );
+    }
 }

@@ -329,8 +329,12 @@ pub struct Observed {
 pub fn mirror_window() -> pb::TimeWindow {
     let now = Utc::now();
     pb::TimeWindow {
-        start: Some(calbridge::time::to_timestamp(now - chrono::Duration::days(2))),
-        end: Some(calbridge::time::to_timestamp(now + chrono::Duration::days(360))),
+        start: Some(calbridge::time::to_timestamp(
+            now - chrono::Duration::days(2),
+        )),
+        end: Some(calbridge::time::to_timestamp(
+            now + chrono::Duration::days(360),
+        )),
     }
 }
 
@@ -430,18 +434,14 @@ async fn mirror_of(
     account_id: &str,
     calendar_id: &str,
 ) -> Result<BTreeMap<String, MirrorEvent>> {
-    let events =
-        crate::caldav::list_events(c, account_id, calendar_id, mirror_window()).await?;
+    let events = crate::caldav::list_events(c, account_id, calendar_id, mirror_window()).await?;
     Ok(events
         .into_iter()
         .map(|e| {
-            let start = e
-                .start
-                .as_ref()
-                .and_then(|t| match &t.value {
-                    Some(pb::event_time::Value::Instant(ts)) => calbridge::time::from_timestamp(ts),
-                    _ => None,
-                });
+            let start = e.start.as_ref().and_then(|t| match &t.value {
+                Some(pb::event_time::Value::Instant(ts)) => calbridge::time::from_timestamp(ts),
+                _ => None,
+            });
             (
                 e.provider_event_id.clone(),
                 MirrorEvent {
@@ -454,7 +454,11 @@ async fn mirror_of(
         .collect())
 }
 
-async fn probe_revoked(c: &mut SchedulerClient, account_id: &str, calendar_id: &str) -> RevokedProbe {
+async fn probe_revoked(
+    c: &mut SchedulerClient,
+    account_id: &str,
+    calendar_id: &str,
+) -> RevokedProbe {
     let status = match c
         .get_account(pb::GetAccountRequest {
             account_id: account_id.to_string(),
@@ -515,7 +519,8 @@ pub async fn observe(
     }
     for (tenant, c) in clients {
         let mut c = c.clone();
-        o.feeds.insert(tenant.clone(), changes_after(&mut c, "").await?);
+        o.feeds
+            .insert(tenant.clone(), changes_after(&mut c, "").await?);
     }
     Ok(o)
 }
@@ -588,7 +593,11 @@ fn push(out: &mut Vec<Violation>, kind: &'static str, detail: String) {
 pub fn verify(ledger: &Ledger, o: &Observed) -> Vec<Violation> {
     let mut out = Vec::new();
     for (id, diff) in mirror_differences(ledger, o) {
-        push(&mut out, "mirror differs from provider", format!("{id}: {diff}"));
+        push(
+            &mut out,
+            "mirror differs from provider",
+            format!("{id}: {diff}"),
+        );
     }
     verify_mirror_entries(ledger, o, &mut out);
     verify_provider(ledger, o, &mut out);
@@ -598,7 +607,11 @@ pub fn verify(ledger: &Ledger, o: &Observed) -> Vec<Violation> {
     }
     for (id, p) in &o.revoked {
         if p.status != format!("{:?}", AccountStatus::Revoked) {
-            push(&mut out, "revoked account not reported revoked", format!("{id}: {}", p.status));
+            push(
+                &mut out,
+                "revoked account not reported revoked",
+                format!("{id}: {}", p.status),
+            );
         }
         if p.list_events_error.is_none() {
             push(
@@ -708,7 +721,11 @@ fn verify_provider(ledger: &Ledger, o: &Observed, out: &mut Vec<Violation>) {
                 );
             }
         }
-        for (oid, e) in ledger.outside.iter().filter(|(_, e)| e.calendar_key == *key) {
+        for (oid, e) in ledger
+            .outside
+            .iter()
+            .filter(|(_, e)| e.calendar_key == *key)
+        {
             let now = match events.get(&e.pid) {
                 Some(t) => Effect::Present(t.clone()),
                 None => Effect::Absent,
@@ -745,11 +762,18 @@ fn verify_feed(
     }
     let mut by_account: BTreeMap<&str, Vec<&pb::Change>> = BTreeMap::new();
     for ch in feed {
-        by_account.entry(ch.account_id.as_str()).or_default().push(ch);
+        by_account
+            .entry(ch.account_id.as_str())
+            .or_default()
+            .push(ch);
     }
     for (account, changes) in by_account {
         let Some(acc) = ledger.accounts.get(account) else {
-            push(out, "feed names an unknown account", format!("{tenant}: {account}"));
+            push(
+                out,
+                "feed names an unknown account",
+                format!("{tenant}: {account}"),
+            );
             continue;
         };
         if acc.tenant_id != tenant {
@@ -765,7 +789,11 @@ fn verify_feed(
         });
         if acc.revoked {
             match revoked_at {
-                None => push(out, "revoked account without REVOKED in the feed", account.into()),
+                None => push(
+                    out,
+                    "revoked account without REVOKED in the feed",
+                    account.into(),
+                ),
                 Some(i) if i + 1 < changes.len() => push(
                     out,
                     "change after REVOKED",
@@ -785,13 +813,20 @@ fn verify_feed(
         }
         // Per event: a valid life, no echo of the account's own writes.
         let mut present: BTreeMap<&str, Option<String>> = BTreeMap::new();
-        for ch in changes.iter().filter(|ch| ch.kind != ChangeKind::AccountStatus as i32) {
+        for ch in changes
+            .iter()
+            .filter(|ch| ch.kind != ChangeKind::AccountStatus as i32)
+        {
             let pid = ch.provider_event_id.as_str();
             if writers.get(&(acc.calendar_key.as_str(), pid)) == Some(&account) {
                 push(
                     out,
                     "echo of the account's own write",
-                    format!("{account} sequence {}: {:?} of {pid}", ch.sequence, ch.kind()),
+                    format!(
+                        "{account} sequence {}: {:?} of {pid}",
+                        ch.sequence,
+                        ch.kind()
+                    ),
                 );
             }
             let title = ch.event.as_ref().map(|e| e.title.clone());
@@ -907,7 +942,12 @@ mod tests {
         l.add_account("B", "t2", "dav", "/u/cal/");
         let i = l.begin_write("c1", "A", "/u/cal/k1.ics", Effect::Present("P c1 1".into()));
         l.end_write("c1", i, Outcome::Acked);
-        l.outside_edit("o1", "dav", "/u/cal/o1.ics", Effect::Present("O o1 2".into()));
+        l.outside_edit(
+            "o1",
+            "dav",
+            "/u/cal/o1.ics",
+            Effect::Present("O o1 2".into()),
+        );
         let mut o = Observed::default();
         o.provider.insert(
             "dav".into(),
@@ -918,11 +958,17 @@ mod tests {
         );
         o.mirrors.insert(
             "A".into(),
-            mirror(&[("/u/cal/k1.ics", "P c1 1", "c1"), ("/u/cal/o1.ics", "O o1 2", "")]),
+            mirror(&[
+                ("/u/cal/k1.ics", "P c1 1", "c1"),
+                ("/u/cal/o1.ics", "O o1 2", ""),
+            ]),
         );
         o.mirrors.insert(
             "B".into(),
-            mirror(&[("/u/cal/k1.ics", "P c1 1", ""), ("/u/cal/o1.ics", "O o1 2", "")]),
+            mirror(&[
+                ("/u/cal/k1.ics", "P c1 1", ""),
+                ("/u/cal/o1.ics", "O o1 2", ""),
+            ]),
         );
         o.feeds.insert(
             "t1".into(),

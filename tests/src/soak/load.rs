@@ -97,6 +97,8 @@ pub struct WriterJob {
     pub cap: usize,
     /// Set once the account's revocation is acknowledged.
     pub revoked: Arc<AtomicBool>,
+    /// Whether the platform also asks for syncs (SyncNow) now and then.
+    pub sync_now: bool,
 }
 
 /// Where events are placed: a day after the soak started, spread over 50
@@ -132,7 +134,7 @@ pub async fn writer(
             continue;
         };
         let roll: f64 = rng.gen();
-        if roll < 0.05 {
+        if job.sync_now && roll < 0.05 {
             // The platform asks for a sync now and then (more sync pages
             // for the kills to land in).
             let _ = c
@@ -151,14 +153,13 @@ pub async fn writer(
             (cid, false)
         } else {
             let cid = job.live[rng.gen_range(0..job.live.len())].clone();
-            (cid, roll >= 0.75 || job.live.len() >= job.cap && roll >= 0.6)
+            (
+                cid,
+                roll >= 0.75 || job.live.len() >= job.cap && roll >= 0.6,
+            )
         };
-        let key = calbridge_scheduler::writes::idempotency_key(
-            &job.tenant.id,
-            &account,
-            &calendar,
-            &cid,
-        );
+        let key =
+            calbridge_scheduler::writes::idempotency_key(&job.tenant.id, &account, &calendar, &cid);
         let pid = if job.caldav {
             format!("{calendar}{key}.ics")
         } else {
@@ -277,10 +278,12 @@ pub async fn dav_editor(
             let ics = vcalendar(&[timed_lines(&oid, &title, start, 30)]);
             dav.put(&format!("{oid}.ics"), &ics).await?;
             live[i].2 += 1;
-            ledger
-                .lock()
-                .expect("ledger lock")
-                .outside_edit(&oid, &key, &pid, Effect::Present(title));
+            ledger.lock().expect("ledger lock").outside_edit(
+                &oid,
+                &key,
+                &pid,
+                Effect::Present(title),
+            );
         }
         Counters::bump(&counters.outside_edits);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..120))).await;

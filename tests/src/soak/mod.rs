@@ -273,7 +273,10 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
         tenants.push(Tenant { id, key });
         let gkey = format!("google:{}", users[t]);
         ledger.add_calendar(&gkey, stack.google_calendar(users[t]));
-        for (suffix, google_user, key) in [("dav", None, "dav".to_string()), ("g", Some(users[t]), gkey)] {
+        for (suffix, google_user, key) in [
+            ("dav", None, "dav".to_string()),
+            ("g", Some(users[t]), gkey),
+        ] {
             slots.push(Slot {
                 name: format!("{name}-{suffix}"),
                 tenant: t,
@@ -288,8 +291,13 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
     }
     let counters = Arc::new(Counters::default());
     for s in slots.iter_mut() {
-        let a = load::reconnect(&connector, &tenants[s.tenant], s.google_user.as_deref(), &counters)
-            .await?;
+        let a = load::reconnect(
+            &connector,
+            &tenants[s.tenant],
+            s.google_user.as_deref(),
+            &counters,
+        )
+        .await?;
         ledger.add_account(&a.0, &tenants[s.tenant].id, &s.calendar_key, &a.1);
         s.account = Some(a);
     }
@@ -328,6 +336,7 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
                 next: s.next,
                 cap: cfg.cap,
                 revoked: flags[i].clone(),
+                sync_now: true,
             };
             let task = load::writer(
                 job,
@@ -408,7 +417,10 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
         if let Some((i, after)) = plan.nudge {
             let s = &slots[i];
             if let Some((account, _)) = s.account.clone() {
-                let (url, key) = (connector.scheduler_url.clone(), tenants[s.tenant].key.clone());
+                let (url, key) = (
+                    connector.scheduler_url.clone(),
+                    tenants[s.tenant].key.clone(),
+                );
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
                     let mut c = load::connect(&url, &key).await?;
@@ -482,10 +494,7 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
         report
             .violations
             .extend(found.into_iter().map(|v| (cycle, v)));
-        ledger
-            .lock()
-            .expect("ledger lock")
-            .settle_writes(&observed);
+        ledger.lock().expect("ledger lock").settle_writes(&observed);
         stack.dav_proxy.clear_log();
         stack.google_proxy.clear_log();
         report.cycles = cycle;
@@ -589,11 +598,36 @@ fn revoked_rows(stack: &ProxiedStack, ledger: &Ledger) -> Result<Vec<Violation>>
     let channels = store.channels()?;
     for (id, a) in ledger.accounts.iter().filter(|(_, a)| a.revoked) {
         let mut rows = Vec::new();
-        rows.extend(store.calendars(id)?.into_iter().map(|c| format!("calendar {}", c.calendar_id)));
-        rows.extend(states.iter().filter(|(acc, _, _)| acc == id).map(|(_, c, _)| format!("sync state {c}")));
-        rows.extend(store.event_ids(id, &a.calendar_id)?.into_iter().map(|e| format!("event {e}")));
-        rows.extend(outbox.iter().filter(|o| o.account_id == *id).map(|o| format!("pending write {}", o.op_id)));
-        rows.extend(channels.iter().filter(|c| c.account_id == *id).map(|c| format!("channel {}", c.channel_id)));
+        rows.extend(
+            store
+                .calendars(id)?
+                .into_iter()
+                .map(|c| format!("calendar {}", c.calendar_id)),
+        );
+        rows.extend(
+            states
+                .iter()
+                .filter(|(acc, _, _)| acc == id)
+                .map(|(_, c, _)| format!("sync state {c}")),
+        );
+        rows.extend(
+            store
+                .event_ids(id, &a.calendar_id)?
+                .into_iter()
+                .map(|e| format!("event {e}")),
+        );
+        rows.extend(
+            outbox
+                .iter()
+                .filter(|o| o.account_id == *id)
+                .map(|o| format!("pending write {}", o.op_id)),
+        );
+        rows.extend(
+            channels
+                .iter()
+                .filter(|c| c.account_id == *id)
+                .map(|c| format!("channel {}", c.channel_id)),
+        );
         if !rows.is_empty() {
             rows.truncate(5);
             out.push(Violation {

@@ -7,6 +7,7 @@ mod bad_input;
 mod caldav;
 mod crash;
 mod fairness;
+mod faults;
 mod google;
 mod hostile;
 mod icloud;

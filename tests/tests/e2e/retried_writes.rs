@@ -53,9 +53,11 @@ async fn a_write_applied_but_unanswered_is_not_fed_back_while_it_is_retried() ->
                 .await
         })
     };
-    eventually(Duration::from_secs(30), "the create applied, its answer lost", || async {
-        (provider.p().creates_lost == 1).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the create applied, its answer lost",
+        || async { (provider.p().creates_lost == 1).then_some(()) },
+    )
     .await?;
     // A sync asked for while the retry waits (LOST_ANSWER_RETRY): it must
     // not run before the retry has claimed the event.

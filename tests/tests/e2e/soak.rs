@@ -23,8 +23,14 @@ async fn twenty_kill_9_cycles_under_load_keep_writes_once_mirrors_exact_and_feed
     for p in ["scheduler", "caldav adapter", "google adapter"] {
         assert!(report.kills.get(p).copied().unwrap_or(0) >= 1, "{report}");
     }
-    assert!(report.upserts_acked > 20 && report.deletes_acked > 0, "{report}");
+    assert!(
+        report.upserts_acked > 20 && report.deletes_acked > 0,
+        "{report}"
+    );
     assert!(report.outside_edits > 20, "{report}");
-    assert!(report.revocations >= 1 && report.reconnections >= 1, "{report}");
+    assert!(
+        report.revocations >= 1 && report.reconnections >= 1,
+        "{report}"
+    );
     Ok(())
 }
