@@ -153,6 +153,9 @@ pub struct Logged {
 struct Armed {
     window: Window,
     skip: u32,
+    /// Stop before the request reaches the provider (else after it
+    /// answered).
+    before: bool,
     hit: oneshot::Sender<oneshot::Sender<()>>,
 }
 
@@ -213,8 +216,29 @@ impl FaultProxy {
     /// gets a release; the answer is passed on once the release is sent
     /// or dropped. Replaces an armed tripwire.
     pub fn arm(&self, window: Window, skip: u32) -> oneshot::Receiver<oneshot::Sender<()>> {
+        self.arm_at(window, skip, false)
+    }
+
+    /// Like [`FaultProxy::arm`], but the request is stopped before it
+    /// reaches the provider, and forwarded once released (a request that
+    /// arrives late, after its sender died: a ghost).
+    pub fn arm_before(&self, window: Window, skip: u32) -> oneshot::Receiver<oneshot::Sender<()>> {
+        self.arm_at(window, skip, true)
+    }
+
+    fn arm_at(
+        &self,
+        window: Window,
+        skip: u32,
+        before: bool,
+    ) -> oneshot::Receiver<oneshot::Sender<()>> {
         let (hit, rx) = oneshot::channel();
-        *self.shared.armed.lock().expect("armed lock") = Some(Armed { window, skip, hit });
+        *self.shared.armed.lock().expect("armed lock") = Some(Armed {
+            window,
+            skip,
+            before,
+            hit,
+        });
         rx
     }
 
@@ -384,18 +408,18 @@ fn decide(shared: &Shared) -> (Option<FaultKind>, bool, Option<FaultPlan>) {
 
 /// Stops at an armed tripwire matching `req`: hands the soak a release
 /// and waits for it (or for the soak to give up on it).
-async fn tripwire(shared: &Shared, req: &Req) {
+async fn tripwire(shared: &Shared, req: &Req, before: bool) {
     let Some(window) = window_of(&req.method, &req.path) else {
         return;
     };
     let hit = {
         let mut armed = shared.armed.lock().expect("armed lock");
         match armed.as_mut() {
-            Some(a) if a.window == window && a.skip > 0 => {
+            Some(a) if a.window == window && a.before == before && a.skip > 0 => {
                 a.skip -= 1;
                 None
             }
-            Some(a) if a.window == window => armed.take().map(|a| a.hit),
+            Some(a) if a.window == window && a.before == before => armed.take().map(|a| a.hit),
             _ => None,
         }
     };
@@ -432,6 +456,7 @@ async fn handle(mut stream: TcpStream, shared: &Shared) -> Result<()> {
         answered_at: None,
     };
     let upstream = if forward_first {
+        tripwire(shared, &req, true).await;
         match forward(shared, &req).await {
             Ok(u) => Some(u),
             Err(e) => {
@@ -447,7 +472,7 @@ async fn handle(mut stream: TcpStream, shared: &Shared) -> Result<()> {
         None
     };
     if upstream.is_some() {
-        tripwire(shared, &req).await;
+        tripwire(shared, &req, false).await;
     }
     let result = answer(&mut stream, shared, &mut entry, upstream, plan.as_ref()).await;
     shared.log.lock().expect("proxy log").push(entry);

@@ -23,6 +23,10 @@ pub fn idempotency_key(tenant: &str, account: &str, calendar: &str, client_id: &
     hash_hex(&[tenant, account, calendar, client_id])[..40].to_string()
 }
 
+/// How often an update without an expected version is tried again when
+/// the event changed between the adapter's read and its write.
+const MAX_UPDATE_RACES: u32 = 3;
+
 /// Creates or updates an event keyed by the caller's id.
 pub async fn upsert(
     shared: &Shared,
@@ -337,20 +341,37 @@ async fn execute_upsert(
                 return Ok((prev_event, WriteOutcome::Unchanged));
             }
         }
-        let updated = client
-            .update_event(pb::ProviderUpdateEventRequest {
-                credentials: Some(credentials.clone()),
-                calendar_id: cal.to_string(),
-                provider_event_id: pid.clone(),
-                event: Some(event.clone()),
-                expected_version: op.expected_version.clone(),
-            })
-            .await;
-        match updated {
-            Ok(r) => result = Some((r.into_inner(), WriteOutcome::Updated)),
-            // Deleted outside since: create it again below.
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(adapter_error(&s)),
+        let mut races = 0;
+        loop {
+            let updated = client
+                .update_event(pb::ProviderUpdateEventRequest {
+                    credentials: Some(credentials.clone()),
+                    calendar_id: cal.to_string(),
+                    provider_event_id: pid.clone(),
+                    event: Some(event.clone()),
+                    expected_version: op.expected_version.clone(),
+                })
+                .await;
+            match updated {
+                Ok(r) => result = Some((r.into_inner(), WriteOutcome::Updated)),
+                // Deleted outside since: create it again below.
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                // Without an expected version the platform asked for no
+                // version check: a conflict is the adapter's own
+                // read-then-write meeting another write of the event (say,
+                // one a killed scheduler sent, landing late while its write
+                // is replayed). Read it again and write over it.
+                Err(s)
+                    if s.code() == tonic::Code::Aborted
+                        && op.expected_version.is_empty()
+                        && races < MAX_UPDATE_RACES =>
+                {
+                    races += 1;
+                    continue;
+                }
+                Err(s) => return Err(adapter_error(&s)),
+            }
+            break;
         }
     }
     let (mut stored, outcome) = match result {

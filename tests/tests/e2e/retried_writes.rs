@@ -1,15 +1,20 @@
-//! A write whose first attempt the provider applied but whose answer was
-//! lost is retried; meanwhile no sync of its calendar may run, or it would
-//! read the provider's copy of the platform's own write back as an outside
-//! change (an echo in the feed). Found by the crash soak: a kill of an
-//! adapter after the provider accepted a write, then a push-triggered sync
-//! before the scheduler's retry.
+//! Writes whose outcome is in doubt, found by the crash soak. A write whose
+//! first attempt the provider applied but whose answer was lost is
+//! retried; meanwhile no sync of its calendar may run, or it would read the
+//! provider's copy of the platform's own write back as an outside change
+//! (an echo in the feed): a kill of an adapter after the provider accepted
+//! a write, then a push-triggered sync before the scheduler's retry. And a
+//! write of a killed scheduler that reaches the provider late must not make
+//! the restarted scheduler's replay of it fail (and echo).
 
 use std::time::Duration;
 
 use anyhow::Result;
 use calbridge::pb::{self, WriteOutcome};
+use calbridge_e2e::fault_proxy::Window;
+use calbridge_e2e::proxied::{Process, ProxiedOptions, ProxiedStack};
 use calbridge_e2e::scripted::{self, Provider, CALENDAR};
+use calbridge_e2e::soak::load::{self, Counters, Tenant};
 use calbridge_e2e::{
     change_cursor, changes_after, eventually, sync_now_and_wait, timed_event, wait_synced,
 };
@@ -78,5 +83,95 @@ async fn a_write_applied_but_unanswered_is_not_fed_back_while_it_is_retried() ->
         "the platform's own write came back as an outside change: {echoes:#?}"
     );
     assert_eq!(outcome, WriteOutcome::Created);
+    Ok(())
+}
+
+/// The PUT of an update reaches the provider late, after the scheduler
+/// that sent it died: the scheduler's replay of the write read the event
+/// before that ghost landed, so the replay's conditional PUT meets a
+/// version it did not read. The platform gave no expected version, so
+/// that conflict is the replay's own race: it must read again and finish
+/// the write as the platform's own, not drop it and let the next sync
+/// report the ghost's content as an outside change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_write_of_a_killed_scheduler_does_not_make_its_replay_echo() -> Result<()> {
+    let mut stack = ProxiedStack::start(ProxiedOptions {
+        scheduler_toml: "[sync]\npoll_interval_seconds = 3600\n".into(),
+        ..Default::default()
+    })
+    .await?;
+    let (id, key) = stack.tenant("ghost").await?;
+    let tenant = Tenant { id, key };
+    let (account, calendar) =
+        load::reconnect(&stack.connector(), &tenant, None, &Counters::default()).await?;
+    let mut client = stack.client(&tenant.key).await?;
+    let start = Utc::now() + chrono::Duration::days(2);
+    let upsert = |title: &str| pb::UpsertEventRequest {
+        account_id: account.clone(),
+        calendar_id: calendar.clone(),
+        client_event_id: "order-1".into(),
+        event: Some(timed_event(title, start, 30)),
+        expected_version: String::new(),
+        hold_id: String::new(),
+    };
+    let pid = client
+        .upsert_event(upsert("Order v1"))
+        .await?
+        .into_inner()
+        .event
+        .expect("the event")
+        .provider_event_id;
+    sync_now_and_wait(&mut client, &account, "").await?;
+    let cursor = change_cursor(&mut client).await?;
+
+    // The update's PUT is parked on its way to Radicale; its scheduler dies.
+    let parked = stack.dav_proxy.arm_before(Window::Write, 0);
+    let update = {
+        let mut client = client.clone();
+        let request = upsert("Order v2");
+        tokio::spawn(async move { client.upsert_event(request).await })
+    };
+    let ghost = tokio::time::timeout(Duration::from_secs(30), parked).await??;
+    stack.kill(Process::Scheduler).await;
+    assert!(update.await?.is_err(), "never acknowledged");
+
+    // The restarted scheduler replays the update: it reads the event (v1),
+    // and its PUT is parked in turn while the ghost lands.
+    let parked = stack.dav_proxy.arm_before(Window::Write, 0);
+    stack.restart(Process::Scheduler).await?;
+    let replay = tokio::time::timeout(Duration::from_secs(30), parked).await??;
+    let seen = stack.dav_proxy.log().len();
+    let _ = ghost.send(());
+    eventually(Duration::from_secs(30), "the ghost PUT applied", || async {
+        stack.dav_proxy.log()[seen..]
+            .iter()
+            .any(|l| l.method == "PUT" && l.status.is_some_and(|s| s < 300))
+            .then_some(())
+    })
+    .await?;
+    let _ = replay.send(());
+
+    let mut client = stack.client(&tenant.key).await?;
+    sync_now_and_wait(&mut client, &account, "").await?;
+    let echoes: Vec<pb::Change> = changes_after(&mut client, &cursor)
+        .await?
+        .into_iter()
+        .filter(|c| c.provider_event_id == pid)
+        .collect();
+    assert!(
+        echoes.is_empty(),
+        "the platform's own write came back as an outside change: {echoes:#?}"
+    );
+    let mirrored = client
+        .get_event(pb::GetEventRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+            client_event_id: "order-1".into(),
+            provider_event_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(mirrored.title, "Order v2");
+    assert_eq!(mirrored.provider_event_id, pid);
     Ok(())
 }
