@@ -93,6 +93,8 @@ pub struct ProxiedStack {
     pub google_proxy: FaultProxy,
     /// The calbridge processes.
     pub procs: BTreeMap<Process, Proc>,
+    /// What each process logged in its run before the current one.
+    pub previous_logs: BTreeMap<Process, String>,
     args: BTreeMap<Process, (&'static str, Vec<String>)>,
     log_filter: String,
 }
@@ -205,6 +207,7 @@ impl ProxiedStack {
             control,
             google_proxy,
             procs: BTreeMap::new(),
+            previous_logs: BTreeMap::new(),
             args,
             log_filter: opts.log_filter,
         };
@@ -230,7 +233,10 @@ impl ProxiedStack {
         for _ in 0..50 {
             match Proc::start_with_env(bin, &args, &env).await {
                 Ok(proc) => {
-                    self.procs.insert(p, proc);
+                    if let Some(old) = self.procs.insert(p, proc) {
+                        let log = old.log.lock().map(|l| l.clone()).unwrap_or_default();
+                        self.previous_logs.insert(p, log);
+                    }
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
@@ -262,13 +268,39 @@ impl ProxiedStack {
         self.procs[&Process::Scheduler].url()
     }
 
-    /// The scheduler's log so far (of its current run).
-    pub fn scheduler_log(&self) -> String {
-        self.procs[&Process::Scheduler]
-            .log
-            .lock()
-            .map(|l| l.clone())
+    /// What `p` logged so far in its current run.
+    pub fn log_of(&self, p: Process) -> String {
+        self.procs
+            .get(&p)
+            .and_then(|proc| proc.log.lock().ok().map(|l| l.clone()))
             .unwrap_or_default()
+    }
+
+    /// Writes every process's logs (this run's and the one before), the
+    /// proxies' request logs and Radicale's log into `dir`, each file name
+    /// starting with `prefix`.
+    pub fn dump_logs(&self, dir: &std::path::Path, prefix: &str) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for p in [Process::Scheduler, Process::Caldav, Process::Google] {
+            let name = p.name().replace(' ', "-");
+            std::fs::write(dir.join(format!("{prefix}{name}.log")), self.log_of(p))?;
+            if let Some(old) = self.previous_logs.get(&p) {
+                std::fs::write(dir.join(format!("{prefix}{name}-before.log")), old)?;
+            }
+        }
+        let requests = |log: Vec<crate::fault_proxy::Logged>| {
+            log.iter().map(|l| format!("{l:?}\n")).collect::<String>()
+        };
+        std::fs::write(
+            dir.join(format!("{prefix}caldav-requests.log")),
+            requests(self.dav_proxy.log()),
+        )?;
+        std::fs::write(
+            dir.join(format!("{prefix}google-requests.log")),
+            requests(self.google_proxy.log()),
+        )?;
+        std::fs::write(dir.join(format!("{prefix}radicale.log")), self.dav.log())?;
+        Ok(())
     }
 
     /// Creates a tenant; returns (tenant id, API key).

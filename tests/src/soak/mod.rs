@@ -54,6 +54,9 @@ pub struct SoakConfig {
     pub settle_timeout: Duration,
     /// Print one line per cycle on stderr.
     pub progress: bool,
+    /// Where to write every process's and proxy's log after a cycle that
+    /// found violations (none: not written).
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl SoakConfig {
@@ -68,6 +71,7 @@ impl SoakConfig {
             cap: 10,
             settle_timeout: Duration::from_secs(90),
             progress: false,
+            log_dir: None,
         }
     }
 }
@@ -490,6 +494,9 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
             for v in &found {
                 eprintln!("  {v}");
             }
+        }
+        if let (Some(dir), false) = (&cfg.log_dir, found.is_empty()) {
+            stack.dump_logs(dir, &format!("cycle-{cycle}-"))?;
         }
         report
             .violations
