@@ -269,7 +269,8 @@ pub fn same_request(first: &Logged, later: &Logged) -> bool {
 }
 
 /// The answers carrying `Retry-After` whose request (see [`same_request`])
-/// came back, each with the index of its first repetition. Methods in
+/// was sent again after the answer, each with the first such repetition
+/// (by arrival; the log is in the order answers completed). Methods in
 /// `shared` are left out: requests of those methods are sent identically
 /// by many independent operations (a CalDAV zone lookup, a read-back), so
 /// a repetition need not be a retry.
@@ -277,29 +278,36 @@ fn repeated_after_retry_after<'a>(
     log: &'a [Logged],
     shared: &[&str],
 ) -> Vec<(&'a Logged, u64, &'a Logged)> {
+    let mut by_arrival: Vec<&Logged> = log.iter().collect();
+    by_arrival.sort_by_key(|l| l.at);
     let mut out = Vec::new();
-    for (i, first) in log.iter().enumerate() {
-        let Some(secs) = first.retry_after else {
+    for first in &by_arrival {
+        let (Some(secs), Some(answered)) = (first.retry_after, first.answered_at) else {
             continue;
         };
         if shared.contains(&first.method.as_str()) {
             continue;
         }
-        if let Some(later) = log[i + 1..].iter().find(|l| same_request(first, l)) {
-            out.push((first, secs, later));
+        // Sent before the answer was out: not a retry of it.
+        if let Some(later) = by_arrival
+            .iter()
+            .find(|l| l.at >= answered && same_request(first, l))
+        {
+            out.push((*first, secs, *later));
         }
     }
     out
 }
 
 /// Requests that came back before the `Retry-After` their earlier answer
-/// gave (see [`repeated_after_retry_after`] for `shared`), described. A
-/// 10 ms allowance covers the clock readings.
+/// gave (see [`repeated_after_retry_after`] for `shared`), described.
 pub fn retry_after_violations(log: &[Logged], shared: &[&str]) -> Vec<String> {
     repeated_after_retry_after(log, shared)
         .into_iter()
         .filter_map(|(first, secs, later)| {
             let answered = first.answered_at?;
+            // `later` arrived after `answered`; the allowance covers the
+            // two clock readings.
             let not_before = answered + Duration::from_secs(secs);
             (later.at + Duration::from_millis(10) < not_before).then(|| {
                 format!(
@@ -627,6 +635,13 @@ mod tests {
         ];
         assert!(retry_after_violations(&shared, &["PROPFIND"]).is_empty());
         assert_eq!(retry_after_violations(&shared, &[]).len(), 1);
+        // The log is in the order answers completed: a request sent before
+        // the 429 (held by a timeout, answered after it) is no retry of it.
+        let held = [
+            logged(500, "DELETE", "/u/cal/x.ics", Some(1)),
+            logged(100, "DELETE", "/u/cal/x.ics", None),
+        ];
+        assert!(retry_after_violations(&held, &[]).is_empty());
     }
 
     #[test]

@@ -20,6 +20,30 @@ use crate::fault_proxy::FaultProxy;
 use crate::google::{dev_tls, CLIENT_ID, CLIENT_SECRET};
 use crate::invariants::ProviderCalendar;
 use crate::{accounts, channel, free_port, wait_synced, Bearer, Proc, SchedulerClient};
+use rand::Rng;
+
+/// A free loopback port below the kernel's ephemeral port range, for a
+/// process that is killed and restarted on it. A port from
+/// [`free_port`] lies inside that range, so while its process is down any
+/// outgoing connection on the machine may take it as its local port, and
+/// the restart finds it in use; ports below the range are never handed
+/// out that way.
+pub fn stable_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if low > 10_001 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..1000 {
+            let port = rng.gen_range(10_000..low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    free_port()
+}
 
 /// A calbridge process of the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -128,8 +152,8 @@ impl ProxiedStack {
         std::fs::write(dir.path().join("client_id"), CLIENT_ID)?;
         std::fs::write(dir.path().join("client_secret"), CLIENT_SECRET)?;
         std::fs::write(dir.path().join("scheduler.toml"), &opts.scheduler_toml)?;
-        let scheduler_port = free_port();
-        let callback_listen = format!("127.0.0.1:{}", free_port());
+        let scheduler_port = stable_port();
+        let callback_listen = format!("127.0.0.1:{}", stable_port());
         let callback_url = format!("http://{callback_listen}/oauth/callback");
         control
             .add_client(&ClientRegistration {
@@ -139,7 +163,7 @@ impl ProxiedStack {
             })
             .await?;
 
-        let caldav_port = free_port();
+        let caldav_port = stable_port();
         let mut caldav_args: Vec<String> = vec![
             "--listen".into(),
             format!("127.0.0.1:{caldav_port}"),
@@ -148,8 +172,8 @@ impl ProxiedStack {
         ];
         caldav_args.extend(opts.caldav_flags.iter().cloned());
 
-        let google_port = free_port();
-        let webhook_port = free_port();
+        let google_port = stable_port();
+        let webhook_port = stable_port();
         let mut google_args: Vec<String> = vec![
             "--listen".into(),
             format!("127.0.0.1:{google_port}"),

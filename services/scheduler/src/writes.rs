@@ -48,6 +48,7 @@ pub async fn upsert(
     event.updated_at = None;
     event.managed = true;
 
+    after_interrupted_writes(shared, &account.account_id, &req.calendar_id).await?;
     let lock = shared.client_lock(&account.account_id, &req.calendar_id, &req.client_event_id);
     let _one_at_a_time = lock.lock().await;
     let op = OutboxRecord {
@@ -91,6 +92,7 @@ pub async fn delete(
     } else {
         req.client_event_id.clone()
     };
+    after_interrupted_writes(shared, &account.account_id, &req.calendar_id).await?;
     let lock = shared.client_lock(&account.account_id, &req.calendar_id, &lock_key);
     let _one_at_a_time = lock.lock().await;
     let pid = if req.client_event_id.is_empty() {
@@ -126,6 +128,36 @@ pub async fn delete(
     Ok(pb::DeleteEventResult {
         outcome: outcome as i32,
     })
+}
+
+/// Waits (up to the write timeout) until the writes a restart interrupted
+/// on the calendar are completed. A new write of an event that overtook the
+/// replay of an older write of it would be overwritten by that replay: an
+/// acknowledged write lost.
+async fn after_interrupted_writes(
+    shared: &Shared,
+    account_id: &str,
+    calendar_id: &str,
+) -> Result<(), ErrorKind> {
+    if !shared.writes_in_doubt(account_id, calendar_id) {
+        return Ok(());
+    }
+    tracing::info!("write waits for the writes a restart interrupted on its calendar");
+    let deadline = Instant::now() + shared.config.write_timeout;
+    while shared.writes_in_doubt(account_id, calendar_id) {
+        if Instant::now() > deadline {
+            return Err(ErrorKind::Unavailable {
+                message:
+                    "writes interrupted by a restart are still being completed on this calendar"
+                        .into(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            });
+        }
+        // The replay clears the mark when it is done; writes wait for it
+        // only in the moments after a restart.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// Marks the calendars that have writes a crash interrupted, so that their

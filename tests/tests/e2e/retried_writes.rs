@@ -175,3 +175,99 @@ async fn a_late_write_of_a_killed_scheduler_does_not_make_its_replay_echo() -> R
     assert_eq!(mirrored.provider_event_id, pid);
     Ok(())
 }
+
+/// After a restart, a new write of an event must not overtake the replay
+/// of the older write of it that the restart interrupted: the replay would
+/// then put the older content back over an acknowledged write. Here the
+/// replay is held on another event of the calendar (replays of a calendar
+/// run in order) while the platform writes the event again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_write_never_overwrites_a_newer_acknowledged_one() -> Result<()> {
+    let mut stack = ProxiedStack::start(ProxiedOptions {
+        scheduler_toml: "[sync]\npoll_interval_seconds = 3600\n".into(),
+        ..Default::default()
+    })
+    .await?;
+    let (id, key) = stack.tenant("overtaken").await?;
+    let tenant = Tenant { id, key };
+    let (account, calendar) =
+        load::reconnect(&stack.connector(), &tenant, None, &Counters::default()).await?;
+    let client = stack.client(&tenant.key).await?;
+    let start = Utc::now() + chrono::Duration::days(2);
+    let upsert = |cid: &str, title: &str| pb::UpsertEventRequest {
+        account_id: account.clone(),
+        calendar_id: calendar.clone(),
+        client_event_id: cid.into(),
+        event: Some(timed_event(title, start, 30)),
+        expected_version: String::new(),
+        hold_id: String::new(),
+    };
+    let in_flight = |request: pb::UpsertEventRequest| {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.upsert_event(request).await })
+    };
+
+    // Two creates the scheduler dies during (their PUTs parked, then let
+    // through): both wait in its outbox, "first" before "second".
+    let (mut writes, mut releases) = (Vec::new(), Vec::new());
+    for cid in ["first", "second"] {
+        let parked = stack.dav_proxy.arm_before(Window::Write, 0);
+        writes.push(in_flight(upsert(cid, &format!("{cid} v1"))));
+        releases.push(tokio::time::timeout(Duration::from_secs(30), parked).await??);
+    }
+    stack.kill(Process::Scheduler).await;
+    drop(releases);
+    for w in writes {
+        assert!(w.await?.is_err(), "never acknowledged");
+    }
+
+    // The restarted scheduler replays "first"; its PUT is parked, so the
+    // replay of "second" waits behind it. Meanwhile the platform writes
+    // "second" again.
+    let parked = stack.dav_proxy.arm_before(Window::Write, 0);
+    stack.restart(Process::Scheduler).await?;
+    let replay = tokio::time::timeout(Duration::from_secs(30), parked).await??;
+    let mut client = stack.client(&tenant.key).await?;
+    let newer = {
+        let mut client = client.clone();
+        let request = upsert("second", "second v2");
+        tokio::spawn(async move { client.upsert_event(request).await })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the new write acknowledged, or waiting for the replay",
+        || async {
+            let waits = stack
+                .log_of(Process::Scheduler)
+                .contains("write waits for the writes a restart interrupted");
+            (waits || newer.is_finished()).then_some(())
+        },
+    )
+    .await?;
+    let _ = replay.send(());
+    let acked = newer.await??.into_inner();
+    assert_eq!(
+        acked.event.as_ref().map(|e| e.title.as_str()),
+        Some("second v2")
+    );
+    sync_now_and_wait(&mut client, &account, "").await?;
+
+    let pid = acked.event.expect("the event").provider_event_id;
+    let (status, body) = stack.dav.get(&pid).await?;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("SUMMARY:second v2"),
+        "the acknowledged write was overwritten by the replay of an older one: {body}"
+    );
+    let mirrored = client
+        .get_event(pb::GetEventRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+            client_event_id: "second".into(),
+            provider_event_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(mirrored.title, "second v2");
+    Ok(())
+}
