@@ -17,6 +17,8 @@ async fn twenty_kill_9_cycles_under_load_keep_writes_once_mirrors_exact_and_feed
     cfg.max_load = std::time::Duration::from_millis(900);
     cfg.revoke_chance = 0.25;
     cfg.progress = true;
+    // Every log of a cycle that found violations, when asked for.
+    cfg.log_dir = std::env::var_os("CALBRIDGE_SOAK_LOG_DIR").map(Into::into);
     let report = soak::run_with(cfg).await?;
     eprintln!("{report}");
     assert!(report.violations.is_empty(), "{report}");
