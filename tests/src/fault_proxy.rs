@@ -167,6 +167,8 @@ struct Shared {
     rng: Mutex<rand::rngs::StdRng>,
     armed: Mutex<Option<Armed>>,
     log: Mutex<Vec<Logged>>,
+    /// Requests read and not answered yet.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// The running proxy; its listener stops when it is dropped.
@@ -201,6 +203,7 @@ impl FaultProxy {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
             armed: Mutex::new(None),
             log: Mutex::new(Vec::new()),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let task = tokio::spawn(serve(listener, shared.clone()));
         Ok(FaultProxy { shared, task, base })
@@ -250,6 +253,21 @@ impl FaultProxy {
     /// Every request seen so far, in arrival order.
     pub fn log(&self) -> Vec<Logged> {
         self.shared.log.lock().expect("proxy log").clone()
+    }
+
+    /// Waits (up to `timeout`) until no request is on its way through the
+    /// proxy: the requests of a killed client have reached the provider
+    /// (or given up) before the client is started again.
+    pub async fn drained(&self, timeout: Duration) -> Result<()> {
+        crate::eventually(timeout, "the proxy's requests answered", || async {
+            (self
+                .shared
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0)
+                .then_some(())
+        })
+        .await
     }
 
     /// Forgets the log (a long soak keeps it small).
@@ -448,8 +466,25 @@ fn hex_prefix(bytes: &[u8]) -> String {
     bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn handle(mut stream: TcpStream, shared: &Shared) -> Result<()> {
     let req = read_request(&mut stream).await?;
+    let _in_flight = InFlight::new(&shared.in_flight);
     let at = shared.started.elapsed();
     let (fault, forward_first, plan) = decide(shared);
     let mut entry = Logged {

@@ -13,6 +13,16 @@
 //! scheduler is stopped and its store must hold no row of a revoked
 //! account.
 //!
+//! A killed process is restarted once the requests it had sent are
+//! answered at the providers (its proxies drained): a restart outlasts a
+//! request. A request that stays on its way longer than a restart — a
+//! "ghost" of the dead process — can do what no checker allows: a create
+//! landing after the restarted scheduler completed it and the platform
+//! deleted the event brings the event back (CalDAV keeps no tombstones
+//! that would refuse it). The soak leaves that case out; a ghost update
+//! landing during the replay of its write is covered by the end-to-end
+//! tests (`retried_writes`).
+//!
 //! The seed fixes every random choice (what to write, which process to
 //! kill, where); thread timing still varies from run to run.
 
@@ -442,6 +452,11 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
         let point = kill(&mut stack, &cfg, &plan, &mut rng).await?;
         *report.kills.entry(plan.target.name()).or_default() += 1;
         *report.kill_points.entry(point.clone()).or_default() += 1;
+        // What the killed process sent reaches the provider before it
+        // starts again (a restart outlasts a request; see the module docs).
+        for proxy in proxies_of(&stack, plan.target) {
+            proxy.drained(Duration::from_secs(30)).await?;
+        }
         stack.restart(plan.target).await?;
         tokio::time::sleep(cfg.after_restart).await;
         let _ = stop_tx.send(true);
@@ -593,6 +608,15 @@ async fn kill(
         }
         None => format!("{name} missed, at a random time"),
     })
+}
+
+/// The proxies that carry `p`'s requests to providers.
+fn proxies_of(stack: &ProxiedStack, p: Process) -> Vec<&crate::fault_proxy::FaultProxy> {
+    match p {
+        Process::Scheduler => vec![&stack.dav_proxy, &stack.google_proxy],
+        Process::Caldav => vec![&stack.dav_proxy],
+        Process::Google => vec![&stack.google_proxy],
+    }
 }
 
 /// Rows of revoked accounts left in the (stopped) scheduler's store.
