@@ -305,7 +305,7 @@ fn google_body(title: &str, start: DateTime<Utc>) -> serde_json::Value {
 /// then asks for a push without a change, until `stop`.
 #[allow(clippy::too_many_arguments)]
 pub async fn google_editor(
-    stack_control: calbridge_fake_google::Control,
+    control: calbridge_fake_google::Control,
     user: String,
     key: String,
     mut live: OutsideLive,
@@ -317,7 +317,6 @@ pub async fn google_editor(
     base: DateTime<Utc>,
     stop: watch::Receiver<bool>,
 ) -> Result<(OutsideLive, u64)> {
-    let control = stack_control;
     let tag = user.split('@').next().unwrap_or("g").to_string();
     while !*stop.borrow() {
         let roll: f64 = rng.gen();
