@@ -33,6 +33,7 @@ pub async fn upsert(
     tenant: &str,
     req: pb::UpsertEventRequest,
 ) -> Result<pb::UpsertEventResponse, ErrorKind> {
+    after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
     let account = shared.tenant_account(tenant, &req.account_id)?;
     check_writable(&account)?;
     check_calendar_writable(shared, &account, &req.calendar_id)?;
@@ -48,7 +49,6 @@ pub async fn upsert(
     event.updated_at = None;
     event.managed = true;
 
-    after_interrupted_writes(shared, &account.account_id, &req.calendar_id).await?;
     let lock = shared.client_lock(&account.account_id, &req.calendar_id, &req.client_event_id);
     let _one_at_a_time = lock.lock().await;
     let op = OutboxRecord {
@@ -84,6 +84,7 @@ pub async fn delete(
     tenant: &str,
     req: pb::DeleteEventRequest,
 ) -> Result<pb::DeleteEventResult, ErrorKind> {
+    after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
     let account = shared.tenant_account(tenant, &req.account_id)?;
     check_writable(&account)?;
     check_calendar_writable(shared, &account, &req.calendar_id)?;
@@ -92,7 +93,6 @@ pub async fn delete(
     } else {
         req.client_event_id.clone()
     };
-    after_interrupted_writes(shared, &account.account_id, &req.calendar_id).await?;
     let lock = shared.client_lock(&account.account_id, &req.calendar_id, &lock_key);
     let _one_at_a_time = lock.lock().await;
     let pid = if req.client_event_id.is_empty() {
@@ -133,15 +133,19 @@ pub async fn delete(
 /// Waits (up to the write timeout) until the writes a restart interrupted
 /// on the calendar are completed. A new write of an event that overtook the
 /// replay of an older write of it would be overwritten by that replay: an
-/// acknowledged write lost.
+/// acknowledged write lost. The caller reads the account after the wait,
+/// as it is then (revoked meanwhile, say).
 async fn after_interrupted_writes(
     shared: &Shared,
+    tenant: &str,
     account_id: &str,
     calendar_id: &str,
 ) -> Result<(), ErrorKind> {
     if !shared.writes_in_doubt(account_id, calendar_id) {
         return Ok(());
     }
+    // Another tenant's account is not found, whatever it waits for.
+    shared.tenant_account(tenant, account_id)?;
     tracing::info!("write waits for the writes a restart interrupted on its calendar");
     let deadline = Instant::now() + shared.config.write_timeout;
     while shared.writes_in_doubt(account_id, calendar_id) {

@@ -271,3 +271,80 @@ async fn a_replayed_write_never_overwrites_a_newer_acknowledged_one() -> Result<
     assert_eq!(mirrored.title, "second v2");
     Ok(())
 }
+
+/// A write that waited for the replay of interrupted writes answers for
+/// the account as it is once the replay is done: revoked meanwhile, a
+/// delete is refused, not reported done ("already gone") while the
+/// interrupted create it names stays at the provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_waited_for_a_replay_sees_a_revocation_made_meanwhile() -> Result<()> {
+    let mut stack = ProxiedStack::start(ProxiedOptions {
+        scheduler_toml: "[sync]\npoll_interval_seconds = 3600\n".into(),
+        ..Default::default()
+    })
+    .await?;
+    let (id, key) = stack.tenant("revoked-meanwhile").await?;
+    let tenant = Tenant { id, key };
+    let (account, calendar) =
+        load::reconnect(&stack.connector(), &tenant, None, &Counters::default()).await?;
+    let client = stack.client(&tenant.key).await?;
+
+    // A create the scheduler dies during (its PUT reaches Radicale after).
+    let parked = stack.dav_proxy.arm_before(Window::Write, 0);
+    let create = {
+        let mut client = client.clone();
+        let request = pb::UpsertEventRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+            client_event_id: "order-1".into(),
+            event: Some(timed_event(
+                "Order v1",
+                Utc::now() + chrono::Duration::days(2),
+                30,
+            )),
+            expected_version: String::new(),
+            hold_id: String::new(),
+        };
+        tokio::spawn(async move { client.upsert_event(request).await })
+    };
+    let release = tokio::time::timeout(Duration::from_secs(30), parked).await??;
+    stack.kill(Process::Scheduler).await;
+    drop(release);
+    assert!(create.await?.is_err(), "never acknowledged");
+    stack.dav_proxy.drained(Duration::from_secs(30)).await?;
+
+    // Its replay is held; a delete of it waits; the account is revoked.
+    let parked = stack.dav_proxy.arm_before(Window::Write, 0);
+    stack.restart(Process::Scheduler).await?;
+    let replay = tokio::time::timeout(Duration::from_secs(30), parked).await??;
+    let mut client = stack.client(&tenant.key).await?;
+    let delete = {
+        let mut client = client.clone();
+        let request = pb::DeleteEventRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+            client_event_id: "order-1".into(),
+            provider_event_id: String::new(),
+            expected_version: String::new(),
+        };
+        tokio::spawn(async move { client.delete_event(request).await })
+    };
+    eventually(Duration::from_secs(30), "the delete waiting", || async {
+        stack
+            .log_of(Process::Scheduler)
+            .contains("write waits for the writes a restart interrupted")
+            .then_some(())
+    })
+    .await?;
+    client
+        .revoke_account(pb::RevokeAccountRequest {
+            account_id: account.clone(),
+        })
+        .await?;
+    let _ = replay.send(());
+
+    let answer = delete.await?;
+    let status = answer.expect_err("a revoked account's delete is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    Ok(())
+}
