@@ -73,14 +73,7 @@ pub mod bounds {
     /// The most ATTENDEE properties read from one VEVENT (the contract's
     /// own bound on attendees).
     pub const MAX_ATTENDEES: usize = calbridge::limits::MAX_ATTENDEES;
-    /// The most instances one series contributes to a sync window: an
-    /// hourly series over the default 395-day window fits.
-    pub const MAX_INSTANCES: usize = 10_000;
-    /// The most candidate instances the expansion of one series may step
-    /// through, those before the window included: an hourly series from
-    /// decades back and a minutely one from months back fit, a secondly
-    /// one from a week back does not. About 0.1 s of CPU.
-    pub const MAX_STEPS: usize = 500_000;
+    pub use calbridge::expansion::{MAX_INSTANCES, MAX_STEPS};
     /// The work one sync page may spend on parsing and expansion, in
     /// steps (a byte of iCalendar text counts 1/256 of a step): the
     /// resources of a page beyond it wait for the next page, so a calendar
