@@ -67,7 +67,7 @@ fn refused(inv: Invalid) -> Result<(), Status> {
 /// What the adapters make of a valid event: the CalDAV object (read back
 /// by the CalDAV reader) and the Google request body.
 fn written(event: &pb::Event) {
-    if let Ok(text) = ics::event_to_ics(event, "key@calbridge", 0, crate::caldav::now()) {
+    if let Ok(text) = ics::event_to_ics(event, "key@calbridge", 0, crate::now()) {
         let _ = mapping::parse_object(&text, None);
     }
     let _ = event_body(

@@ -44,7 +44,7 @@ pub fn availability(data: &[u8]) {
     let Ok(case) = AvailabilityCase::decode(data) else {
         return;
     };
-    let now_ms = crate::caldav::now().timestamp_millis();
+    let now_ms = crate::now().timestamp_millis();
     if let Some(q) = &case.query {
         if let Some((req, participants)) = query_request(&case, q) {
             let _ = engine::query(&req, &participants, now_ms);

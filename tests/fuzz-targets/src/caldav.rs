@@ -26,13 +26,8 @@ fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
         .expect("a valid date")
 }
 
-/// The instant the fuzzed "now" stands for: 2026-01-01.
-pub fn now() -> DateTime<Utc> {
-    at(2026, 1, 1)
-}
-
 /// The window series are expanded over: the scheduler's default sync
-/// window (30 days back, 365 ahead) around [`now`].
+/// window (30 days back, 365 ahead) around [`crate::now`].
 pub fn window() -> Window {
     Window {
         start: at(2025, 12, 2),
@@ -118,7 +113,7 @@ pub fn ical_object(data: &[u8]) {
         return;
     };
     if !obj.is_recurring() {
-        let _ = ics::merge_event(&text, &written_event(), "uid@calbridge", 2, now());
+        let _ = ics::merge_event(&text, &written_event(), "uid@calbridge", 2, crate::now());
         return;
     }
     let suffix = events

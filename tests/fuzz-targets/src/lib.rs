@@ -13,6 +13,16 @@ pub mod availability;
 pub mod caldav;
 pub mod google;
 
+use chrono::{DateTime, TimeZone, Utc};
+
+/// The instant every target takes as now: 2026-01-01T00:00:00Z, so a run
+/// does not depend on the day it happens.
+pub fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid instant")
+}
+
 /// One fuzz target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the
 /// directories `fuzz/seeds/<name>/` and `fuzz/corpus/<name>/`) and what it
 /// runs on one input.
