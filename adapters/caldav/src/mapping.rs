@@ -117,12 +117,12 @@ impl When {
         }
     }
 
-    /// This shifted by `d` (whole days for dates).
-    pub fn plus(&self, d: Duration) -> When {
-        match self {
-            When::Date(date) => When::Date(*date + Duration::days(d.num_days())),
-            When::At(t, z) => When::At(*t + d, *z),
-        }
+    /// This shifted by `d` (whole days for dates); `None` out of range.
+    pub fn plus(&self, d: Duration) -> Option<When> {
+        Some(match self {
+            When::Date(date) => When::Date(date.checked_add_signed(Duration::days(d.num_days()))?),
+            When::At(t, z) => When::At(t.checked_add_signed(d)?, *z),
+        })
     }
 }
 
@@ -363,9 +363,9 @@ impl Reader<'_> {
                 .when(e, first_dt(e))
                 .ok_or(IcalError::BadTime("DTEND"))?,
             None => match prop(c, &ICalendarProperty::Duration).and_then(|e| e.values.first()) {
-                Some(ICalendarValue::Duration(d)) => {
-                    start.plus(d.to_time_delta().ok_or(IcalError::BadTime("DURATION"))?)
-                }
+                Some(ICalendarValue::Duration(d)) => start
+                    .plus(d.to_time_delta().ok_or(IcalError::BadTime("DURATION"))?)
+                    .ok_or(IcalError::BadTime("DURATION"))?,
                 Some(_) => return Err(IcalError::BadTime("DURATION")),
                 None => match start {
                     When::Date(d) => When::Date(d + Duration::days(1)),
@@ -643,10 +643,9 @@ fn param_text(e: &ICalendarEntry, name: &ICalendarParameterName) -> Option<Strin
 /// The e-mail address of a `mailto:` calendar user address.
 fn address(e: &ICalendarEntry) -> Option<String> {
     let v = e.values.first()?.as_text()?.trim();
-    let email = if v.len() >= 7 && v[..7].eq_ignore_ascii_case("mailto:") {
-        &v[7..]
-    } else {
-        v
+    let email = match v.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("mailto:") => &v[7..],
+        _ => v,
     };
     (!email.is_empty() && email.len() <= calbridge::limits::MAX_EMAIL_BYTES)
         .then(|| email.to_string())

@@ -278,6 +278,11 @@ fn bounded_occurrences(master: &VEvent, window: Window) -> Result<Found, IcalErr
     };
     let mut set = rrule::RRuleSet::new(dt_start);
     for rule in &master.rules {
+        // The rule parser is not safe on non-ASCII input (it panics on a
+        // multi-byte BYDAY); RFC 5545 rules are ASCII.
+        if !rule.text.is_ascii() {
+            return Err(IcalError::BadRule("the rule is not ASCII".into()));
+        }
         let mut parsed: rrule::RRule<rrule::Unvalidated> = rule
             .text
             .parse()

@@ -101,6 +101,11 @@ fn until_utc(v: &str, a: &Anchor) -> Result<DateTime<Utc>, MapError> {
 /// Parses an RRULE value; `None` when its UNTIL lies before the start (the
 /// rule then adds nothing).
 fn parse_rule(value: &str, a: &Anchor) -> Result<Option<rrule::RRule>, MapError> {
+    // The rule parser is not safe on non-ASCII input (it panics on a
+    // multi-byte BYDAY); RFC 5545 rules are ASCII.
+    if !value.is_ascii() {
+        return Err(bad("the rule is not ASCII"));
+    }
     let mut until = None;
     let mut parts = Vec::new();
     for p in value.split(';').filter(|p| !p.is_empty()) {
