@@ -1641,6 +1641,14 @@ impl Store {
         Ok(())
     }
 
+    /// A pending authorisation, left in place.
+    pub fn auth_state(&self, state_hash: &str) -> Result<Option<AuthStateRecord>, StoreError> {
+        self.auth_states
+            .get(state_hash.as_bytes())?
+            .map(|v| dec("auth state", &v))
+            .transpose()
+    }
+
     /// Removes and returns a pending authorisation: of two callers with the
     /// same state, only one gets it.
     pub fn take_auth_state(&self, state_hash: &str) -> Result<Option<AuthStateRecord>, StoreError> {
