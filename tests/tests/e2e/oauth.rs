@@ -58,6 +58,46 @@ fn provider(lifetime_s: i64, rotate: bool) -> Provider {
     }
 }
 
+/// A stack whose scheduler completes consent redirects itself at an HTTP
+/// callback and then sends the browser to
+/// `https://platform.example/connected`.
+struct CallbackStack {
+    stack: calbridge_e2e::Stack,
+    scripted: calbridge_e2e::scripted::Scripted,
+    /// A client of a new tenant.
+    c: SchedulerClient,
+    /// An HTTP client that does not follow redirects (the browser).
+    http: reqwest::Client,
+    /// The callback's URL.
+    callback: String,
+}
+
+async fn callback_stack(tenant: &str) -> Result<CallbackStack> {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (stack, scripted) = stack(
+        provider(3600, false),
+        &[
+            "--oauth-callback-listen",
+            &listen,
+            "--oauth-return-url",
+            "https://platform.example/connected",
+        ],
+    )
+    .await?;
+    let (_, key) = stack.tenant(tenant).await?;
+    let c = stack.client(Some(&key)).await?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    Ok(CallbackStack {
+        stack,
+        scripted,
+        c,
+        http,
+        callback: format!("http://{listen}/oauth/callback"),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn states_are_single_use_and_bound_to_redirect_uri_and_tenant() -> Result<()> {
     let (mut stack, scripted) = stack(provider(3600, false), &[]).await?;
@@ -225,24 +265,13 @@ async fn invalid_grant_needs_reauthorisation_and_keeps_the_mirror() -> Result<()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_http_callback_completes_and_sends_the_browser_on() -> Result<()> {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (stack, scripted) = stack(
-        provider(3600, false),
-        &[
-            "--oauth-callback-listen",
-            &listen,
-            "--oauth-return-url",
-            "https://platform.example/connected",
-        ],
-    )
-    .await?;
-    let (_, key) = stack.tenant("oauth-http").await?;
-    let mut c = stack.client(Some(&key)).await?;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let callback = format!("http://{listen}/oauth/callback");
+    let CallbackStack {
+        stack: _stack,
+        scripted,
+        mut c,
+        http,
+        callback,
+    } = callback_stack("oauth-http").await?;
 
     // No redirect URI given: the callback endpoint is the redirect.
     let state = begin(&mut c, "", "").await?;
@@ -281,24 +310,13 @@ async fn the_http_callback_completes_and_sends_the_browser_on() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_error_redirect_wrong_code_or_other_tenant_can_burn_a_pending_state() -> Result<()> {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (stack, scripted) = stack(
-        provider(3600, false),
-        &[
-            "--oauth-callback-listen",
-            &listen,
-            "--oauth-return-url",
-            "https://platform.example/connected",
-        ],
-    )
-    .await?;
-    let (_, key) = stack.tenant("oauth-burn").await?;
-    let mut c = stack.client(Some(&key)).await?;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let callback = format!("http://{listen}/oauth/callback");
+    let CallbackStack {
+        stack,
+        scripted,
+        mut c,
+        http,
+        callback,
+    } = callback_stack("oauth-burn").await?;
 
     // Anyone who saw the consent URL knows the state and can send an error
     // redirect with it, before the user's own redirect arrives.
