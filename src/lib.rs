@@ -15,6 +15,7 @@ pub mod pb {
 
 pub mod checks;
 pub mod error;
+pub mod expansion;
 pub mod paging;
 pub mod provider_data;
 pub mod redact;

@@ -80,6 +80,39 @@ where
     .await
 }
 
+/// A sync page stops growing past about this many bytes of events, so it
+/// stays well inside the default 4 MiB gRPC message limit however large
+/// the events are.
+pub const MAX_PAGE_BYTES: usize = 2 << 20;
+
+/// Roughly how many bytes an event takes on the wire.
+pub fn approx_size(e: &pb::Event) -> usize {
+    128 + e.provider_event_id.len()
+        + e.version.len()
+        + e.ical_uid.len()
+        + e.title.len()
+        + e.description.len()
+        + e.location.len()
+        + e.attendees
+            .iter()
+            .map(|a| 16 + a.email.len() + a.display_name.len())
+            .sum::<usize>()
+        + e.recurrence.iter().map(String::len).sum::<usize>()
+}
+
+/// How many of `events`, in order, fit in `room` more events and `bytes`
+/// more bytes of a page.
+pub fn fitting(events: &[pb::Event], room: usize, bytes: usize) -> usize {
+    let mut used = 0usize;
+    for (i, e) in events.iter().enumerate() {
+        used += approx_size(e);
+        if i >= room || used > bytes {
+            return i;
+        }
+    }
+    events.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

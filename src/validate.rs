@@ -205,9 +205,10 @@ pub fn check_event(inv: &mut Invalid, prefix: &str, e: &Event) {
 
 /// Checks an event's recurrence lines at `field`: at most
 /// [`MAX_RECURRENCE_LINES`](limits::MAX_RECURRENCE_LINES) lines of at most
-/// [`MAX_RECURRENCE_BYTES`](limits::MAX_RECURRENCE_BYTES) in all, without
-/// control characters (a line is one line). Their meaning is the adapter's
-/// to check.
+/// [`MAX_RECURRENCE_BYTES`](limits::MAX_RECURRENCE_BYTES) in all, each one
+/// line of printable ASCII (RRULE, RDATE and EXDATE values and their TZID
+/// parameters are ASCII; rule parsers are not all safe on anything else).
+/// Their meaning is the adapter's to check.
 pub fn check_recurrence(inv: &mut Invalid, field: &str, lines: &[String]) {
     if lines.len() > limits::MAX_RECURRENCE_LINES {
         inv.push(
@@ -227,10 +228,13 @@ pub fn check_recurrence(inv: &mut Invalid, field: &str, lines: &[String]) {
         );
         return;
     }
-    if let Some(i) = lines.iter().position(|l| l.chars().any(|c| c.is_control())) {
+    if let Some(i) = lines
+        .iter()
+        .position(|l| !l.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    {
         inv.push(
             format!("{field}[{i}]"),
-            "must be one line without control characters",
+            "must be one line of printable ASCII",
         );
     }
 }
@@ -342,6 +346,9 @@ mod tests {
         assert_eq!(fields(&e), vec!["event.recurrence"]);
         e.recurrence = vec!["RRULE:FREQ=DAILY".into(), "RDATE:x\r\nX-INJECTED:1".into()];
         assert_eq!(fields(&e), vec!["event.recurrence[1]"]);
+        // Non-ASCII in a rule once panicked a rule parser.
+        e.recurrence = vec!["RRULE:FREQ=WEEKLY;BYDAY=M\u{e9}".into()];
+        assert_eq!(fields(&e), vec!["event.recurrence[0]"]);
         e.recurrence.clear();
         e.ical_uid = "u".repeat(limits::MAX_ICAL_UID_BYTES + 1);
         e.organizer = Some(crate::pb::Organizer {

@@ -42,7 +42,8 @@ pub enum Attack {
     /// Besides one ordinary event, an object with a 6 MB line and one whose
     /// title is 500 KB.
     HugeLines,
-    /// The calendar home holds this many calendars.
+    /// The calendar home holds this many read-only calendars besides the
+    /// hostile one.
     ManyCalendars(usize),
 }
 
@@ -183,19 +184,21 @@ fn answer(req: &Req, body: &str, depth: &str, attack: &Attack) -> (u16, String) 
         );
     }
     if req.path == "/u/" && depth == "1" {
-        let calendar = |href: &str, name: &str| {
+        let calendar = |href: &str, name: &str, privilege: &str| {
             response_inner(
                 href,
-                &format!("<resourcetype><collection/><C:calendar/></resourcetype><displayname>{name}</displayname><current-user-privilege-set><privilege><all/></privilege></current-user-privilege-set>"),
+                &format!("<resourcetype><collection/><C:calendar/></resourcetype><displayname>{name}</displayname><current-user-privilege-set><privilege><{privilege}/></privilege></current-user-privilege-set>"),
             )
         };
         let mut inner = response_inner("/u/", "<resourcetype><collection/></resourcetype>");
-        inner.push_str(&calendar(CALENDAR, "Hostile"));
+        inner.push_str(&calendar(CALENDAR, "Hostile", "all"));
         match attack {
-            Attack::ForeignCalendar(url) => inner.push_str(&calendar(url, "Elsewhere")),
+            Attack::ForeignCalendar(url) => inner.push_str(&calendar(url, "Elsewhere", "all")),
+            // Read-only, so not synced by default: the test is about keeping
+            // the list, not about syncing thousands of calendars.
             Attack::ManyCalendars(n) => {
                 for i in 0..*n {
-                    inner.push_str(&calendar(&format!("/u/c{i}/"), &format!("C{i}")));
+                    inner.push_str(&calendar(&format!("/u/c{i}/"), &format!("C{i}"), "read"));
                 }
             }
             _ => {}

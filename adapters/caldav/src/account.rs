@@ -972,8 +972,10 @@ fn calendar_of(r: &DavResponse) -> Option<pb::Calendar> {
 /// `#RRGGBB` from Apple's `#RRGGBBAA` (or `#RRGGBB`).
 fn css_color(c: &str) -> Option<String> {
     let hex = c.trim().strip_prefix('#')?;
-    (hex.len() >= 6 && hex[..6].chars().all(|c| c.is_ascii_hexdigit()))
-        .then(|| format!("#{}", hex[..6].to_ascii_lowercase()))
+    let rgb = hex.get(..6)?;
+    rgb.chars()
+        .all(|c| c.is_ascii_hexdigit())
+        .then(|| format!("#{}", rgb.to_ascii_lowercase()))
 }
 
 /// A resource holding one non-recurring event, as the contract's event.
@@ -1020,7 +1022,8 @@ pub fn parse_free_busy(data: &str) -> Result<Vec<BusyPeriod>, IcalError> {
         let r = p.to_date_time()?;
         let off = r.offset.map(|o| o.local_minus_utc()).unwrap_or(0);
         Some(DateTime::<Utc>::from_naive_utc_and_offset(
-            r.date_time - chrono::Duration::seconds(i64::from(off)),
+            r.date_time
+                .checked_sub_signed(chrono::Duration::seconds(i64::from(off)))?,
             Utc,
         ))
     };
@@ -1052,7 +1055,10 @@ pub fn parse_free_busy(data: &str) -> Result<Vec<BusyPeriod>, IcalError> {
                     }
                     ICalendarValue::Period(ICalendarPeriod::Duration { start, duration }) => {
                         let s = utc(start);
-                        (s, s.and_then(|s| Some(s + duration.to_time_delta()?)))
+                        (
+                            s,
+                            s.and_then(|s| s.checked_add_signed(duration.to_time_delta()?)),
+                        )
                     }
                     _ => (None, None),
                 };

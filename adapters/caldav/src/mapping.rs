@@ -73,14 +73,7 @@ pub mod bounds {
     /// The most ATTENDEE properties read from one VEVENT (the contract's
     /// own bound on attendees).
     pub const MAX_ATTENDEES: usize = calbridge::limits::MAX_ATTENDEES;
-    /// The most instances one series contributes to a sync window: an
-    /// hourly series over the default 395-day window fits.
-    pub const MAX_INSTANCES: usize = 10_000;
-    /// The most candidate instances the expansion of one series may step
-    /// through, those before the window included: an hourly series from
-    /// decades back and a minutely one from months back fit, a secondly
-    /// one from a week back does not. About 0.1 s of CPU.
-    pub const MAX_STEPS: usize = 500_000;
+    pub use calbridge::expansion::{MAX_INSTANCES, MAX_STEPS};
     /// The work one sync page may spend on parsing and expansion, in
     /// steps (a byte of iCalendar text counts 1/256 of a step): the
     /// resources of a page beyond it wait for the next page, so a calendar
@@ -124,12 +117,12 @@ impl When {
         }
     }
 
-    /// This shifted by `d` (whole days for dates).
-    pub fn plus(&self, d: Duration) -> When {
-        match self {
-            When::Date(date) => When::Date(*date + Duration::days(d.num_days())),
-            When::At(t, z) => When::At(*t + d, *z),
-        }
+    /// This shifted by `d` (whole days for dates); `None` out of range.
+    pub fn plus(&self, d: Duration) -> Option<When> {
+        Some(match self {
+            When::Date(date) => When::Date(date.checked_add_signed(Duration::days(d.num_days()))?),
+            When::At(t, z) => When::At(t.checked_add_signed(d)?, *z),
+        })
     }
 }
 
@@ -370,9 +363,9 @@ impl Reader<'_> {
                 .when(e, first_dt(e))
                 .ok_or(IcalError::BadTime("DTEND"))?,
             None => match prop(c, &ICalendarProperty::Duration).and_then(|e| e.values.first()) {
-                Some(ICalendarValue::Duration(d)) => {
-                    start.plus(d.to_time_delta().ok_or(IcalError::BadTime("DURATION"))?)
-                }
+                Some(ICalendarValue::Duration(d)) => start
+                    .plus(d.to_time_delta().ok_or(IcalError::BadTime("DURATION"))?)
+                    .ok_or(IcalError::BadTime("DURATION"))?,
                 Some(_) => return Err(IcalError::BadTime("DURATION")),
                 None => match start {
                     When::Date(d) => When::Date(d + Duration::days(1)),
@@ -650,10 +643,9 @@ fn param_text(e: &ICalendarEntry, name: &ICalendarParameterName) -> Option<Strin
 /// The e-mail address of a `mailto:` calendar user address.
 fn address(e: &ICalendarEntry) -> Option<String> {
     let v = e.values.first()?.as_text()?.trim();
-    let email = if v.len() >= 7 && v[..7].eq_ignore_ascii_case("mailto:") {
-        &v[7..]
-    } else {
-        v
+    let email = match v.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("mailto:") => &v[7..],
+        _ => v,
     };
     (!email.is_empty() && email.len() <= calbridge::limits::MAX_EMAIL_BYTES)
         .then(|| email.to_string())

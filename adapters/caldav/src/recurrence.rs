@@ -8,10 +8,10 @@
 //!
 //! Expansion is bounded, since one invitation anyone can send must not
 //! stop a calendar's sync: a series contributes at most
-//! [`MAX_INSTANCES`] instances to a window (the earliest ones; the rest are
+//! [`MAX_INSTANCES`](crate::mapping::bounds::MAX_INSTANCES) instances to a window (the earliest ones; the rest are
 //! not mirrored and the resource is reported as truncated), and stepping
 //! through its rule (instances before the window included) may take at
-//! most [`MAX_STEPS`] candidates, beyond which the series is refused as
+//! most [`MAX_STEPS`](crate::mapping::bounds::MAX_STEPS) candidates, beyond which the series is refused as
 //! too costly and reported as skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,8 +24,6 @@ use calbridge::pb;
 use crate::mapping::{
     local_to_utc, CalendarObject, EventParts, IcalError, UntilValue, VEvent, When,
 };
-
-use crate::mapping::bounds::{MAX_INSTANCES, MAX_STEPS};
 
 /// A sync window `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +78,7 @@ pub fn find_instance(obj: &CalendarObject, suffix: &str) -> Option<When> {
 
 /// The events of a resource inside `window`: the single event, or the
 /// series' instances (overrides applied, cancelled overrides kept as
-/// cancelled instances, EXDATEs removed), at most [`MAX_INSTANCES`] of the
+/// cancelled instances, EXDATEs removed), at most [`MAX_INSTANCES`](crate::mapping::bounds::MAX_INSTANCES) of the
 /// series' own occurrences (see [`expand_bounded`]).
 pub fn expand(
     obj: &CalendarObject,
@@ -97,14 +95,14 @@ pub fn expand(
 pub struct Expansion {
     /// The events, sorted by start.
     pub events: Vec<pb::Event>,
-    /// When the series had more than [`MAX_INSTANCES`] occurrences in the
+    /// When the series had more than [`MAX_INSTANCES`](crate::mapping::bounds::MAX_INSTANCES) occurrences in the
     /// window: the original start of the last one mirrored.
     pub truncated_after: Option<When>,
     /// The candidate instances stepped through (the work done).
     pub steps: usize,
 }
 
-/// [`expand`], saying whether the series was cut at [`MAX_INSTANCES`].
+/// [`expand`], saying whether the series was cut at [`MAX_INSTANCES`](crate::mapping::bounds::MAX_INSTANCES).
 pub fn expand_bounded(
     obj: &CalendarObject,
     href: &str,
@@ -249,12 +247,12 @@ fn shift_end(master: &VEvent, original: &When) -> When {
 
 /// The original starts of a series' occurrences that may overlap `window`
 /// (starting up to the series' duration before it), at most
-/// [`MAX_INSTANCES`] of them.
+/// [`MAX_INSTANCES`](crate::mapping::bounds::MAX_INSTANCES) of them.
 pub fn occurrences(master: &VEvent, window: Window) -> Result<Vec<When>, IcalError> {
     Ok(bounded_occurrences(master, window)?.whens)
 }
 
-/// Occurrences, and whether there were more than [`MAX_INSTANCES`].
+/// Occurrences, and whether there were more than [`MAX_INSTANCES`](crate::mapping::bounds::MAX_INSTANCES).
 struct Found {
     whens: Vec<When>,
     truncated: bool,
@@ -280,6 +278,11 @@ fn bounded_occurrences(master: &VEvent, window: Window) -> Result<Found, IcalErr
     };
     let mut set = rrule::RRuleSet::new(dt_start);
     for rule in &master.rules {
+        // The rule parser is not safe on non-ASCII input (it panics on a
+        // multi-byte BYDAY); RFC 5545 rules are ASCII.
+        if !rule.text.is_ascii() {
+            return Err(IcalError::BadRule("the rule is not ASCII".into()));
+        }
         let mut parsed: rrule::RRule<rrule::Unvalidated> = rule
             .text
             .parse()
@@ -323,41 +326,21 @@ fn bounded_occurrences(master: &VEvent, window: Window) -> Result<Found, IcalErr
     let slack = Duration::days(1) + duration;
     let after = (window.start - slack).with_timezone(&Utc);
     let before = (window.end + Duration::days(1)).with_timezone(&Utc);
-    // Stepped by hand rather than with `after`/`before`, which still step
-    // through every candidate since DTSTART without a bound. `limit` keeps
-    // the crate's own guard against rules that never match.
-    let set = set.limit();
-    let mut seen = BTreeSet::new();
-    let mut whens = Vec::new();
-    let mut truncated = false;
-    let mut steps = 0;
-    for d in &set {
-        steps += 1;
-        if steps > MAX_STEPS {
-            return Err(IcalError::TooCostly(format!(
-                "more than {MAX_STEPS} candidate instances to step through"
-            )));
-        }
-        let utc = d.with_timezone(&Utc);
-        if utc > before {
-            break;
-        }
-        if utc < after || !seen.insert(utc) {
-            continue;
-        }
-        if whens.len() == MAX_INSTANCES {
-            truncated = true;
-            break;
-        }
-        whens.push(if all_day {
-            When::Date(utc.date_naive())
-        } else {
-            When::At(utc, zone)
-        });
-    }
+    let stepped = calbridge::expansion::step(set, after, before)
+        .map_err(|e| IcalError::TooCostly(e.to_string()))?;
     Ok(Found {
-        whens,
-        truncated,
-        steps,
+        whens: stepped
+            .starts
+            .into_iter()
+            .map(|utc| {
+                if all_day {
+                    When::Date(utc.date_naive())
+                } else {
+                    When::At(utc, zone)
+                }
+            })
+            .collect(),
+        truncated: stepped.truncated,
+        steps: stepped.steps,
     })
 }

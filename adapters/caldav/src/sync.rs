@@ -69,6 +69,8 @@ use calbridge::pb;
 
 use crate::account::{Account, Ask, Fetched};
 use crate::error::DavError;
+use calbridge::paging::{approx_size, fitting, MAX_PAGE_BYTES};
+
 use crate::mapping::bounds::{MAX_STEPS, PAGE_STEPS};
 use crate::mapping::{parse_object, IcalError};
 use crate::recurrence::{expand_bounded, Expansion, Window};
@@ -76,10 +78,6 @@ use crate::recurrence::{expand_bounded, Expansion, Window};
 /// The most events the adapter returns in one page (the scheduler asks for
 /// at most its `sync.page_size`, 250 unless configured up to 2500).
 pub const MAX_PAGE_SIZE: u32 = 2500;
-
-/// A page stops growing past about this many bytes of events (a guard for
-/// the default 4 MiB gRPC message limit when events are large).
-pub const MAX_PAGE_BYTES: usize = 2 << 20;
 
 /// The most hrefs a cursor carries; longer listings take a new PROPFIND
 /// after each such chunk (a few hundred KiB of cursor at most).
@@ -957,21 +955,6 @@ async fn page(
     }))
 }
 
-/// Roughly how many bytes an event takes on the wire.
-fn approx_size(e: &pb::Event) -> usize {
-    128 + e.provider_event_id.len()
-        + e.version.len()
-        + e.ical_uid.len()
-        + e.title.len()
-        + e.description.len()
-        + e.location.len()
-        + e.attendees
-            .iter()
-            .map(|a| 16 + a.email.len() + a.display_name.len())
-            .sum::<usize>()
-        + e.recurrence.iter().map(String::len).sum::<usize>()
-}
-
 /// A skipped item for the sync status: its href and the reason (which never
 /// quotes content).
 fn skipped_item(href: &str, e: &IcalError) -> pb::SkippedItem {
@@ -1019,19 +1002,6 @@ pub(crate) async fn expansion_permit() -> tokio::sync::SemaphorePermit<'static> 
     .acquire()
     .await
     .expect("the semaphore is never closed")
-}
-
-/// How many of `events`, in order, fit in `room` more events and `bytes`
-/// more bytes of a page.
-fn fitting(events: &[pb::Event], room: usize, bytes: usize) -> usize {
-    let mut used = 0usize;
-    for (i, e) in events.iter().enumerate() {
-        used += approx_size(e);
-        if i >= room || used > bytes {
-            return i;
-        }
-    }
-    events.len()
 }
 
 /// The skipped-item report of a series cut at

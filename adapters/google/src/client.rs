@@ -290,15 +290,20 @@ impl Session<'_> {
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, Utc::now()));
-                    let body = match resp.bytes().await {
-                        Ok(b) => b.to_vec(),
-                        Err(_) if status.is_success() => {
+                    let body = match read_capped(resp, MAX_BODY_BYTES).await {
+                        Ok(b) => b,
+                        Err(Capped::TooLarge) => {
+                            return Err(SendError::Final(GoogleError::Protocol(format!(
+                                "the answer is larger than {MAX_BODY_BYTES} bytes"
+                            ))))
+                        }
+                        Err(Capped::CutOff) if status.is_success() => {
                             return Err(SendError::Final(GoogleError::Unavailable(
                                 "the response body was cut off".into(),
                                 None,
                             )))
                         }
-                        Err(_) => Vec::new(),
+                        Err(Capped::CutOff) => Vec::new(),
                     };
                     if status.is_success() {
                         return Ok(Answer { status, body });
@@ -631,6 +636,34 @@ fn trace_headers() -> HeaderMap {
     let mut md = tonic::metadata::MetadataMap::new();
     calbridge_runtime::inject_trace_context(&mut md);
     md.into_headers()
+}
+
+/// The largest answer body read from Google: a full page of 2,500 events
+/// is a few MiB; anything far larger is not an answer to use.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// Why a body was not read whole.
+enum Capped {
+    /// Longer than the cap (told by `Content-Length` or found reading).
+    TooLarge,
+    /// The connection failed or timed out mid-body.
+    CutOff,
+}
+
+/// Reads a body in chunks, refusing one longer than `max` bytes before it
+/// is all in memory.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| Capped::CutOff)? {
+        if body.len() + chunk.len() > max {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -10,8 +10,6 @@
 //! instance (RFC 5545), unless an EXDATE removes it. Each instance is named
 //! as Google names it (`<masterId>_<original start>`).
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
@@ -22,9 +20,6 @@ use crate::mapping::{
     event_from_google, instance_id, overlaps, parse_when, Context, MapError, When,
 };
 use crate::model;
-
-/// The most occurrences considered in one expansion.
-const MAX_OCCURRENCES: u16 = u16::MAX;
 
 /// A sync window `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +101,11 @@ fn until_utc(v: &str, a: &Anchor) -> Result<DateTime<Utc>, MapError> {
 /// Parses an RRULE value; `None` when its UNTIL lies before the start (the
 /// rule then adds nothing).
 fn parse_rule(value: &str, a: &Anchor) -> Result<Option<rrule::RRule>, MapError> {
+    // The rule parser is not safe on non-ASCII input (it panics on a
+    // multi-byte BYDAY); RFC 5545 rules are ASCII.
+    if !value.is_ascii() {
+        return Err(bad("the rule is not ASCII"));
+    }
     let mut until = None;
     let mut parts = Vec::new();
     for p in value.split(';').filter(|p| !p.is_empty()) {
@@ -209,22 +209,21 @@ fn rule_set(a: &Anchor, lines: &[String]) -> Result<rrule::RRuleSet, MapError> {
 }
 
 /// The original starts of the series anchored at `start` whose start lies
-/// in `[from, to]`, sorted and without duplicates.
+/// in `[from, to]`, sorted and without duplicates, at most
+/// [`calbridge::expansion::MAX_INSTANCES`] (the earliest), and whether
+/// there were more.
 fn occurrences(
     start: &When,
     default_zone: Option<Tz>,
     lines: &[String],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<When>, MapError> {
+) -> Result<(Vec<When>, bool), MapError> {
     let a = anchor(start, default_zone);
-    let result = rule_set(&a, lines)?
-        .after(from.with_timezone(&rrule::Tz::UTC))
-        .before(to.with_timezone(&rrule::Tz::UTC))
-        .all(MAX_OCCURRENCES);
-    let starts: BTreeSet<DateTime<Utc>> =
-        result.dates.iter().map(|d| d.with_timezone(&Utc)).collect();
-    Ok(starts
+    let stepped = calbridge::expansion::step(rule_set(&a, lines)?, from, to)
+        .map_err(|e| MapError::BadRule(e.to_string()))?;
+    let whens = stepped
+        .starts
         .into_iter()
         .map(|t| {
             if a.all_day {
@@ -233,7 +232,8 @@ fn occurrences(
                 When::At(t, Some(a.zone))
             }
         })
-        .collect())
+        .collect();
+    Ok((whens, stepped.truncated))
 }
 
 /// How long each instance of a series lasts.
@@ -284,6 +284,18 @@ pub fn expand(
     window: Window,
     skip: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<pb::Event>, MapError> {
+    Ok(expand_bounded(master, ctx, window, skip)?.0)
+}
+
+/// [`expand`], and whether the series had more than
+/// [`calbridge::expansion::MAX_INSTANCES`] instances in the window (only
+/// the earliest are returned).
+pub fn expand_bounded(
+    master: &model::Event,
+    ctx: &Context,
+    window: Window,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<pb::Event>, bool), MapError> {
     let base = event_from_google(master, ctx)?;
     let start = parse_when(
         master
@@ -313,7 +325,8 @@ pub fn expand(
     let lines = master.recurrence.clone().unwrap_or_default();
     let master_id = base.provider_event_id.clone();
     let mut out = Vec::new();
-    for original in occurrences(&start, ctx.calendar_zone, &lines, from, to)? {
+    let (originals, truncated) = occurrences(&start, ctx.calendar_zone, &lines, from, to)?;
+    for original in originals {
         let instance_end = span.end_of(&original);
         if !overlaps(
             &original,
@@ -339,7 +352,7 @@ pub fn expand(
         });
         out.push(e);
     }
-    Ok(out)
+    Ok((out, truncated))
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use calbridge::paging::{approx_size, fitting, MAX_PAGE_BYTES};
 use calbridge::pb;
 
 use crate::error::GoogleError;
@@ -50,7 +51,7 @@ use crate::mapping::{
     MapError,
 };
 use crate::model;
-use crate::recurrence::{expand, Window};
+use crate::recurrence::{expand_bounded, Window};
 
 /// The most events the adapter returns in one page (a single series'
 /// expansion may exceed it when it alone fills the page).
@@ -85,6 +86,10 @@ pub struct Listing {
     /// Items of that page already answered.
     #[serde(rename = "o", default)]
     pub offset: usize,
+    /// Events of the item at `offset` already answered: an item (a series)
+    /// expanding to more events than fit one page is split across pages.
+    #[serde(rename = "i", default, skip_serializing_if = "is_zero")]
+    pub item_events: usize,
     /// `timeMin` of a full listing, Unix seconds.
     #[serde(rename = "a", default)]
     pub time_min: i64,
@@ -97,6 +102,10 @@ pub struct Listing {
     /// Hashes of the series masters met so far (full listing).
     #[serde(rename = "s", default, skip_serializing_if = "BTreeSet::is_empty")]
     pub series: BTreeSet<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The decoded cursor.
@@ -140,6 +149,7 @@ impl Cursor {
             full: true,
             page_token: None,
             offset: 0,
+            item_events: 0,
             time_min: window.start.timestamp(),
             time_max: window.end.timestamp(),
             exceptions: BTreeSet::new(),
@@ -274,11 +284,18 @@ fn full_item(value: &Value, listing: &mut Listing, ctx: &Context, window: Window
     if g.is_master() {
         listing.series.insert(id_hash(g.id()));
         let seen = &listing.exceptions;
-        return match expand(&g, ctx, window, &|iid| seen.contains(&id_hash(iid))) {
-            Ok(upserted) => Step::Emit {
+        return match expand_bounded(&g, ctx, window, &|iid| seen.contains(&id_hash(iid))) {
+            Ok((upserted, truncated)) => Step::Emit {
                 upserted,
                 deleted: Vec::new(),
-                skipped: None,
+                // Mirrored up to the bound; reported, not hidden.
+                skipped: truncated.then(|| pb::SkippedItem {
+                    item_id: g.id().to_string(),
+                    reason: format!(
+                        "the series has more than {} instances in the sync window; only the earliest are mirrored",
+                        calbridge::expansion::MAX_INSTANCES
+                    ),
+                }),
             },
             Err(e) => Step::skip(g.id(), e),
         };
@@ -354,6 +371,7 @@ pub async fn sync<S: EventSource>(
                 full: false,
                 page_token: None,
                 offset: 0,
+                item_events: 0,
                 time_min: 0,
                 time_max: 0,
                 exceptions: BTreeSet::new(),
@@ -367,6 +385,7 @@ pub async fn sync<S: EventSource>(
     let mut upserted: Vec<pb::Event> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
     let mut skipped: Vec<pb::SkippedItem> = Vec::new();
+    let mut bytes = 0usize;
     let mut requests = 0;
     'pages: while requests < MAX_REQUESTS_PER_CALL {
         requests += 1;
@@ -406,17 +425,39 @@ pub async fn sync<S: EventSource>(
                     continue 'pages;
                 }
                 Step::Emit {
-                    upserted: u,
+                    upserted: mut u,
                     deleted: d,
                     skipped: s,
                 } => {
-                    if !upserted.is_empty() && upserted.len() + u.len() > page_size {
+                    // What earlier pages carried of an item split across
+                    // pages (its deletions and report went with its first).
+                    let already = listing.item_events;
+                    u.drain(..already.min(u.len()));
+                    let fit = fitting(&u, page_size - upserted.len(), MAX_PAGE_BYTES - bytes);
+                    if fit < u.len() {
                         listing.offset = i;
+                        if !upserted.is_empty() {
+                            // Whole on the next page, if it fits one.
+                            return Ok(answer(&cursor, upserted, deleted, skipped, true));
+                        }
+                        // More than a page alone: this page takes what
+                        // fits (at least one event), the next ones the rest.
+                        let fit = fit.max(1);
+                        listing.item_events += fit;
+                        if already == 0 {
+                            deleted.extend(d);
+                            skipped.extend(s);
+                        }
+                        upserted.extend(u.drain(..fit));
                         return Ok(answer(&cursor, upserted, deleted, skipped, true));
                     }
+                    listing.item_events = 0;
+                    bytes += u.iter().map(approx_size).sum::<usize>();
                     upserted.extend(u);
-                    deleted.extend(d);
-                    skipped.extend(s);
+                    if already == 0 {
+                        deleted.extend(d);
+                        skipped.extend(s);
+                    }
                     i += 1;
                 }
             }
@@ -597,6 +638,7 @@ mod tests {
                 full: true,
                 page_token: Some("EjYKKD".into()),
                 offset: 3,
+                item_events: 250,
                 time_min: 1,
                 time_max: 2,
                 exceptions: [id_hash("a_20260101")].into_iter().collect(),
@@ -612,6 +654,54 @@ mod tests {
         for bad in ["", "garbage", "g1.!!!", "g2.e30", "g1.e30"] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_series_of_more_instances_than_a_page_is_split_across_pages_and_bounded() {
+        let flood = json!({
+            "kind": "calendar#event", "etag": "\"f-1\"", "id": "flood", "status": "confirmed",
+            "summary": "Flood",
+            "start": {"dateTime": "2026-01-01T00:00:00Z", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-01-01T00:01:00Z", "timeZone": "UTC"},
+            "recurrence": ["RRULE:FREQ=MINUTELY"],
+        });
+        let listing = page(
+            vec![single("a1111", 5), flood, single("b2222", 6)],
+            None,
+            Some("sync-1"),
+        );
+        // Each call reads the page again, from the item it stopped in.
+        let src = Pages::new(vec![listing.clone(); 6]);
+        let mut cursor = String::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut skipped = Vec::new();
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            let r = sync(&src, &req(&cursor, 2500)).await.unwrap();
+            assert!(
+                r.upserted.len() <= 2500,
+                "call {calls}: {}",
+                r.upserted.len()
+            );
+            for e in &r.upserted {
+                assert!(
+                    seen.insert(e.provider_event_id.clone()),
+                    "twice: {}",
+                    e.provider_event_id
+                );
+            }
+            skipped.extend(r.skipped.clone());
+            cursor = r.next_cursor.clone();
+            if !r.more {
+                break;
+            }
+        }
+        assert_eq!(calls, 6);
+        assert_eq!(seen.len(), calbridge::expansion::MAX_INSTANCES + 2);
+        assert!(seen.contains("a1111") && seen.contains("b2222"));
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].item_id, "flood");
     }
 
     #[tokio::test]

@@ -219,23 +219,30 @@ pub async fn complete(
             "is unknown, expired or already used: begin the authorisation again",
         ))
     };
-    // Taken out before anything else: a state is good for one attempt.
+    // Checked before it is taken, so that a caller who merely knows the
+    // state (another tenant, a wrong redirect URI) cannot use it up.
+    let peeked = shared
+        .store
+        .auth_state(&hash)
+        .map_err(store_err)?
+        .ok_or_else(unknown)?;
+    if tenant.is_some_and(|t| t != peeked.tenant_id) || peeked.expires_ms <= now_ms() {
+        return Err(unknown());
+    }
+    if peeked.redirect_uri != redirect_uri {
+        return Err(Invalid::field(
+            "redirect_uri",
+            "differs from the one given to BeginAuthorization",
+        )
+        .into());
+    }
+    // Then taken: of two attempts at once, one gets it.
     let record = shared
         .store
         .take_auth_state(&hash)
         .map_err(store_err)?
         .ok_or_else(unknown)?;
     shared.store.flush().await.map_err(store_err)?;
-    if tenant.is_some_and(|t| t != record.tenant_id) || record.expires_ms <= now_ms() {
-        return Err(unknown());
-    }
-    if record.redirect_uri != redirect_uri {
-        return Err(Invalid::field(
-            "redirect_uri",
-            "differs from the one given to BeginAuthorization; the state is now used up",
-        )
-        .into());
-    }
     let verifier = shared
         .vault
         .open_transient_key(&hash, &record.wrapped_key)
@@ -256,15 +263,29 @@ pub async fn complete(
             redirect_uri: record.redirect_uri.clone(),
             access_level: record.access_level,
         })
-        .await
-        .map_err(|s| match adapter_error(&s) {
-            ErrorKind::Unauthenticated(_) => ErrorKind::Unauthenticated(format!(
-                "{} refused the authorisation code (expired, already used, or not issued for this redirect URI): begin again",
-                provider_name(record.provider)
-            )),
-            other => other,
-        })?
-        .into_inner();
+        .await;
+    let credentials = match credentials {
+        Ok(c) => c.into_inner(),
+        Err(s) => {
+            let e = adapter_error(&s);
+            // A code the provider refuses proves nothing: anyone who saw the
+            // consent URL can send one. The state goes back, so the user's
+            // own redirect (with the real code) still completes it.
+            if matches!(e, ErrorKind::Unauthenticated(_) | ErrorKind::Invalid(_)) {
+                shared
+                    .store
+                    .put_auth_state(&hash, &record)
+                    .map_err(store_err)?;
+            }
+            return Err(match e {
+                ErrorKind::Unauthenticated(_) => ErrorKind::Unauthenticated(format!(
+                    "{} refused the authorisation code (expired, already used, or not issued for this redirect URI)",
+                    provider_name(record.provider)
+                )),
+                other => other,
+            });
+        }
+    };
     let expected = (!record.account_id.is_empty()).then_some(record.account_id.as_str());
     store_connected(
         shared,

@@ -183,6 +183,41 @@ impl AccountRecord {
     }
 }
 
+#[cfg(test)]
+impl CalendarRecord {
+    /// A synced primary calendar in UTC with no name (tests).
+    pub(crate) fn for_test(calendar_id: &str) -> CalendarRecord {
+        CalendarRecord {
+            calendar_id: calendar_id.into(),
+            sealed_name: vec![],
+            primary: true,
+            read_only: false,
+            time_zone: "UTC".into(),
+            synced: true,
+            color: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl OutboxRecord {
+    /// A pending create of client id `mine` in calendar `cal` of tenant `t`
+    /// (tests).
+    pub(crate) fn for_test(op_id: u64, account_id: &str) -> OutboxRecord {
+        OutboxRecord {
+            op_id,
+            tenant_id: "t".into(),
+            account_id: account_id.into(),
+            calendar_id: "cal".into(),
+            client_event_id: "mine".into(),
+            provider_event_id: String::new(),
+            delete: false,
+            sealed_event: vec![],
+            expected_version: String::new(),
+        }
+    }
+}
+
 /// A calendar of an account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CalendarRecord {
@@ -1641,6 +1676,14 @@ impl Store {
         Ok(())
     }
 
+    /// A pending authorisation, left in place.
+    pub fn auth_state(&self, state_hash: &str) -> Result<Option<AuthStateRecord>, StoreError> {
+        self.auth_states
+            .get(state_hash.as_bytes())?
+            .map(|v| dec("auth state", &v))
+            .transpose()
+    }
+
     /// Removes and returns a pending authorisation: of two callers with the
     /// same state, only one gets it.
     pub fn take_auth_state(&self, state_hash: &str) -> Result<Option<AuthStateRecord>, StoreError> {
@@ -2052,17 +2095,7 @@ mod tests {
     fn a_write_commit_removes_the_outbox_entry_and_maps_the_client_id() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let op = OutboxRecord {
-            op_id: 7,
-            tenant_id: "t".into(),
-            account_id: "acc".into(),
-            calendar_id: "cal".into(),
-            client_event_id: "mine".into(),
-            provider_event_id: String::new(),
-            delete: false,
-            sealed_event: vec![],
-            expected_version: String::new(),
-        };
+        let op = OutboxRecord::for_test(7, "acc");
         s.outbox_put(&op).unwrap();
         let put = MirrorPut {
             provider_event_id: "p1".into(),
@@ -2084,32 +2117,6 @@ mod tests {
         AccountRecord {
             status: calbridge::pb::AccountStatus::Revoked as i32,
             ..AccountRecord::for_test(id)
-        }
-    }
-
-    fn calendar_record(id: &str) -> CalendarRecord {
-        CalendarRecord {
-            calendar_id: id.into(),
-            sealed_name: vec![],
-            primary: true,
-            read_only: false,
-            time_zone: "UTC".into(),
-            synced: true,
-            color: String::new(),
-        }
-    }
-
-    fn outbox_record(op_id: u64, account: &str) -> OutboxRecord {
-        OutboxRecord {
-            op_id,
-            tenant_id: "t".into(),
-            account_id: account.into(),
-            calendar_id: "cal".into(),
-            client_event_id: "mine".into(),
-            provider_event_id: String::new(),
-            delete: false,
-            sealed_event: vec![],
-            expected_version: String::new(),
         }
     }
 
@@ -2212,7 +2219,7 @@ mod tests {
             identity_hash: format!("id-{account}"),
             ..AccountRecord::for_test(account)
         };
-        s.put_account_with_calendars(&acc, &[calendar_record("cal")], 0)
+        s.put_account_with_calendars(&acc, &[CalendarRecord::for_test("cal")], 0)
             .unwrap();
         let put = MirrorPut {
             provider_event_id: "p1".into(),
@@ -2222,7 +2229,7 @@ mod tests {
         };
         s.apply_sync_page(&page(account, &[put], &SyncRecord::default()))
             .unwrap();
-        s.outbox_put(&outbox_record(s.next_id().unwrap(), account))
+        s.outbox_put(&OutboxRecord::for_test(s.next_id().unwrap(), account))
             .unwrap();
         s.put_channel(&channel_record(&format!("ch-{account}"), account))
             .unwrap();
@@ -2250,7 +2257,7 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.put_account_with_calendars(
             &AccountRecord::for_test("acc"),
-            &[calendar_record("cal")],
+            &[CalendarRecord::for_test("cal")],
             0,
         )
         .unwrap();
@@ -2286,7 +2293,7 @@ mod tests {
         refused(
             s.put_account_with_calendars(
                 &AccountRecord::for_test("acc"),
-                &[calendar_record("cal")],
+                &[CalendarRecord::for_test("cal")],
                 0,
             ),
             "a reconnection",
@@ -2303,8 +2310,14 @@ mod tests {
             s.append_account_changes("acc", "t", &changes, 0),
             "a status change",
         );
-        refused(s.put_calendar("acc", &calendar_record("cal")), "a calendar");
-        refused(s.outbox_put(&outbox_record(9, "acc")), "a pending write");
+        refused(
+            s.put_calendar("acc", &CalendarRecord::for_test("cal")),
+            "a calendar",
+        );
+        refused(
+            s.outbox_put(&OutboxRecord::for_test(9, "acc")),
+            "a pending write",
+        );
         refused(s.put_channel(&channel_record("ch", "acc")), "a channel");
         refused(
             s.put_hold("t", &hold_record("h", &["other", "acc"])),

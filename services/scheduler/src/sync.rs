@@ -780,18 +780,6 @@ mod tests {
     use super::*;
     use crate::store::{AccountRecord, CalendarRecord, EventRecord, MirrorPut};
 
-    fn calendar(id: &str) -> CalendarRecord {
-        CalendarRecord {
-            calendar_id: id.into(),
-            sealed_name: vec![],
-            primary: true,
-            read_only: false,
-            time_zone: "UTC".into(),
-            synced: true,
-            color: String::new(),
-        }
-    }
-
     fn account(status: AccountStatus) -> AccountRecord {
         AccountRecord {
             status: status as i32,
@@ -804,7 +792,11 @@ mod tests {
     fn connected(dir: &std::path::Path) -> Shared {
         let s = Shared::for_test(dir);
         s.store
-            .put_account_with_calendars(&account(AccountStatus::Active), &[calendar("cal")], 0)
+            .put_account_with_calendars(
+                &account(AccountStatus::Active),
+                &[CalendarRecord::for_test("cal")],
+                0,
+            )
             .unwrap();
         s
     }

@@ -374,17 +374,7 @@ mod tests {
         for _ in 0..3 {
             last_id = db.generate_id().unwrap();
         }
-        let op = crate::store::OutboxRecord {
-            op_id: last_id,
-            tenant_id: "t".into(),
-            account_id: ACCOUNT.into(),
-            calendar_id: "cal".into(),
-            client_event_id: "mine".into(),
-            provider_event_id: String::new(),
-            delete: false,
-            sealed_event: vec![],
-            expected_version: String::new(),
-        };
+        let op = crate::store::OutboxRecord::for_test(last_id, ACCOUNT);
         db.open_tree("outbox")
             .unwrap()
             .insert(last_id.to_be_bytes(), serde_json::to_vec(&op).unwrap())

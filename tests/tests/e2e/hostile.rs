@@ -154,15 +154,20 @@ impl Arena {
 
     /// The adapter's peak resident memory, in MiB.
     fn adapter_peak_mib(&self) -> Result<u64> {
-        let pid = self.stack.adapter.child.id().context("adapter pid")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmHWM")?;
-        Ok(kb / 1024)
+        peak_mib(&self.stack.adapter)
     }
+}
+
+/// A process's peak resident memory, in MiB.
+fn peak_mib(p: &calbridge_e2e::Proc) -> Result<u64> {
+    let pid = p.child.id().context("pid")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmHWM")?;
+    Ok(kb / 1024)
 }
 
 fn window() -> pb::TimeWindow {
@@ -404,5 +409,42 @@ async fn hrefs_and_server_urls_naming_other_hosts_never_get_the_credentials() ->
     assert_eq!(elsewhere.seen(), vec![], "nothing reached the other host");
     assert_eq!(neighbour.seen(), vec![], "nothing reached the neighbour");
     arena.alive()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_thousand_calendars_are_kept_to_the_quota_without_growing_the_scheduler(
+) -> Result<()> {
+    let mut arena = Arena::start(Attack::ManyCalendars(20_000)).await?;
+    let before = peak_mib(&arena.stack.scheduler)?;
+    let account = arena.connect_mallory().await?;
+    assert_eq!(
+        account.calendars_omitted, 19_001,
+        "20,001 calendars listed, 1,000 kept"
+    );
+    let calendars = arena
+        .mallory
+        .list_calendars(pb::ListCalendarsRequest {
+            account_id: account.account_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .calendars;
+    assert_eq!(calendars.len(), 1_000);
+    assert!(
+        calendars.iter().any(|c| c.calendar_id == CALENDAR),
+        "the writable calendar is among those kept"
+    );
+    wait_synced(&mut arena.mallory, &account.account_id).await?;
+    let after = peak_mib(&arena.stack.scheduler)?;
+    println!(
+        "scheduler peak resident memory {before} MiB before, {after} MiB after 20,001 calendars"
+    );
+    ensure!(
+        after < before + 100,
+        "the scheduler grew from {before} to {after} MiB"
+    );
+    arena.alive()?;
+    arena.bystander_sync().await?;
     Ok(())
 }

@@ -58,6 +58,46 @@ fn provider(lifetime_s: i64, rotate: bool) -> Provider {
     }
 }
 
+/// A stack whose scheduler completes consent redirects itself at an HTTP
+/// callback and then sends the browser to
+/// `https://platform.example/connected`.
+struct CallbackStack {
+    stack: calbridge_e2e::Stack,
+    scripted: calbridge_e2e::scripted::Scripted,
+    /// A client of a new tenant.
+    c: SchedulerClient,
+    /// An HTTP client that does not follow redirects (the browser).
+    http: reqwest::Client,
+    /// The callback's URL.
+    callback: String,
+}
+
+async fn callback_stack(tenant: &str) -> Result<CallbackStack> {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (stack, scripted) = stack(
+        provider(3600, false),
+        &[
+            "--oauth-callback-listen",
+            &listen,
+            "--oauth-return-url",
+            "https://platform.example/connected",
+        ],
+    )
+    .await?;
+    let (_, key) = stack.tenant(tenant).await?;
+    let c = stack.client(Some(&key)).await?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    Ok(CallbackStack {
+        stack,
+        scripted,
+        c,
+        http,
+        callback: format!("http://{listen}/oauth/callback"),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn states_are_single_use_and_bound_to_redirect_uri_and_tenant() -> Result<()> {
     let (mut stack, scripted) = stack(provider(3600, false), &[]).await?;
@@ -85,29 +125,22 @@ async fn states_are_single_use_and_bound_to_redirect_uri_and_tenant() -> Result<
         assert_eq!(violation_field(&e).as_deref(), Some(field), "{e:?}");
     }
 
-    // A wrong redirect URI is refused and uses the state up.
+    // A wrong redirect URI is refused (checked before the state is taken,
+    // so the mistake does not use it up).
     let state = begin(&mut c, REDIRECT, "").await?;
     let code = scripted.p().consent(&state)?;
     let e = complete(&mut c, &state, &code, "https://evil.example/cb")
         .await
         .expect_err("wrong redirect accepted");
     assert_eq!(violation_field(&e).as_deref(), Some("redirect_uri"));
-    let e = complete(&mut c, &state, &code, REDIRECT)
-        .await
-        .expect_err("used state accepted");
-    assert_eq!(violation_field(&e).as_deref(), Some("state"));
 
     // Another tenant cannot complete this tenant's state.
-    let state = begin(&mut c, REDIRECT, "").await?;
-    let code = scripted.p().consent(&state)?;
     let e = complete(&mut other, &state, &code, REDIRECT)
         .await
         .expect_err("other tenant accepted");
     assert_eq!(violation_field(&e).as_deref(), Some("state"));
 
     // The right one works once: the adapter checked the PKCE verifier.
-    let state = begin(&mut c, REDIRECT, "").await?;
-    let code = scripted.p().consent(&state)?;
     let a = complete(&mut c, &state, &code, REDIRECT).await?;
     assert_eq!(a.status, pb::AccountStatus::Active as i32);
     assert_eq!(a.provider_account_id, "ada@oauth.example");
@@ -232,24 +265,13 @@ async fn invalid_grant_needs_reauthorisation_and_keeps_the_mirror() -> Result<()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_http_callback_completes_and_sends_the_browser_on() -> Result<()> {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (stack, scripted) = stack(
-        provider(3600, false),
-        &[
-            "--oauth-callback-listen",
-            &listen,
-            "--oauth-return-url",
-            "https://platform.example/connected",
-        ],
-    )
-    .await?;
-    let (_, key) = stack.tenant("oauth-http").await?;
-    let mut c = stack.client(Some(&key)).await?;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let callback = format!("http://{listen}/oauth/callback");
+    let CallbackStack {
+        stack: _stack,
+        scripted,
+        mut c,
+        http,
+        callback,
+    } = callback_stack("oauth-http").await?;
 
     // No redirect URI given: the callback endpoint is the redirect.
     let state = begin(&mut c, "", "").await?;
@@ -287,25 +309,14 @@ async fn the_http_callback_completes_and_sends_the_browser_on() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_error_redirect_cannot_burn_a_pending_state() -> Result<()> {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (stack, scripted) = stack(
-        provider(3600, false),
-        &[
-            "--oauth-callback-listen",
-            &listen,
-            "--oauth-return-url",
-            "https://platform.example/connected",
-        ],
-    )
-    .await?;
-    let (_, key) = stack.tenant("oauth-burn").await?;
-    let mut c = stack.client(Some(&key)).await?;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let callback = format!("http://{listen}/oauth/callback");
+async fn no_error_redirect_wrong_code_or_other_tenant_can_burn_a_pending_state() -> Result<()> {
+    let CallbackStack {
+        stack,
+        scripted,
+        mut c,
+        http,
+        callback,
+    } = callback_stack("oauth-burn").await?;
 
     // Anyone who saw the consent URL knows the state and can send an error
     // redirect with it, before the user's own redirect arrives.
@@ -322,6 +333,28 @@ async fn an_error_redirect_cannot_burn_a_pending_state() -> Result<()> {
             "https://platform.example/connected?error=access_denied_or_failed"
         );
     }
+
+    // Nor a made-up code at the callback, nor another tenant or a wrong
+    // redirect URI at CompleteAuthorization.
+    let r = http
+        .get(&callback)
+        .query(&[("state", state.as_str()), ("code", "made-up")])
+        .send()
+        .await?;
+    assert_eq!(
+        r.headers()["location"].to_str()?,
+        "https://platform.example/connected?error=invalid_grant"
+    );
+    let (_, other_key) = stack.tenant("oauth-burn-other").await?;
+    let mut other = stack.client(Some(&other_key)).await?;
+    let e = complete(&mut other, &state, "made-up", &callback)
+        .await
+        .expect_err("another tenant's state");
+    assert_eq!(violation_field(&e).as_deref(), Some("state"));
+    let e = complete(&mut c, &state, "made-up", "https://elsewhere.example/cb")
+        .await
+        .expect_err("a wrong redirect URI");
+    assert_eq!(violation_field(&e).as_deref(), Some("redirect_uri"));
 
     // The user's redirect still completes the authorisation, once.
     let r = http
