@@ -8,7 +8,9 @@
 //!  CALBRIDGE_TEST_PYTHON=$PWD/target/test-env/bin/python cargo bench -p calbridge-e2e --bench crash_soak -- --cycles 1000 --seed 7`
 //! (or `SOAK_CYCLES` and `SOAK_SEED`; defaults 100 cycles, seed 1;
 //! `SOAK_QUIET=1` leaves out the line per cycle; `SOAK_LOG_DIR=DIR` keeps
-//! every process's and proxy's log of a cycle that found violations).
+//! every process's and proxy's log of a cycle that found violations;
+//! `SOAK_GHOSTS=1` restarts a killed process at once, without waiting for
+//! the requests it sent, so that they may land after the restart).
 //!
 //! Each cycle: two tenants write (UpsertEvent create/update, DeleteEvent),
 //! a user edits outside at Radicale and at the fake Google (which pushes
@@ -44,6 +46,7 @@ async fn main() -> Result<()> {
     let mut cfg = SoakConfig::new(cycles, seed);
     cfg.progress = std::env::var("SOAK_QUIET").is_err();
     cfg.log_dir = std::env::var_os("SOAK_LOG_DIR").map(Into::into);
+    cfg.drain_before_restart = std::env::var("SOAK_GHOSTS").is_err();
     let report = soak::run_with(cfg).await?;
     println!("{report}");
     if !report.violations.is_empty() {

@@ -19,9 +19,10 @@
 //! "ghost" of the dead process — can do what no checker allows: a create
 //! landing after the restarted scheduler completed it and the platform
 //! deleted the event brings the event back (CalDAV keeps no tombstones
-//! that would refuse it). The soak leaves that case out; a ghost update
-//! landing during the replay of its write is covered by the end-to-end
-//! tests (`retried_writes`).
+//! that would refuse it). The soak leaves that case out unless asked
+//! ([`SoakConfig::drain_before_restart`]); a ghost update landing during
+//! the replay of its write is covered by the end-to-end tests
+//! (`retried_writes`).
 //!
 //! The seed fixes every random choice (what to write, which process to
 //! kill, where); thread timing still varies from run to run.
@@ -67,6 +68,10 @@ pub struct SoakConfig {
     /// Where to write every process's and proxy's log after a cycle that
     /// found violations (none: not written).
     pub log_dir: Option<std::path::PathBuf>,
+    /// Restart a killed process only once the requests it sent are
+    /// answered (see the module docs); off, its late requests ("ghosts")
+    /// may land after the restart.
+    pub drain_before_restart: bool,
 }
 
 impl SoakConfig {
@@ -82,6 +87,7 @@ impl SoakConfig {
             settle_timeout: Duration::from_secs(90),
             progress: false,
             log_dir: None,
+            drain_before_restart: true,
         }
     }
 }
@@ -454,8 +460,10 @@ pub async fn run_with(cfg: SoakConfig) -> Result<Report> {
         *report.kill_points.entry(point.clone()).or_default() += 1;
         // What the killed process sent reaches the provider before it
         // starts again (a restart outlasts a request; see the module docs).
-        for proxy in proxies_of(&stack, plan.target) {
-            proxy.drained(Duration::from_secs(30)).await?;
+        if cfg.drain_before_restart {
+            for proxy in proxies_of(&stack, plan.target) {
+                proxy.drained(Duration::from_secs(30)).await?;
+            }
         }
         stack.restart(plan.target).await?;
         tokio::time::sleep(cfg.after_restart).await;
