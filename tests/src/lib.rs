@@ -664,8 +664,12 @@ pub fn dir_contains(dir: &Path, needle: &[u8]) -> Result<bool> {
 }
 
 pub mod caldav;
+pub mod fault_proxy;
 pub mod google;
 pub mod hostile;
 pub mod http1;
 pub mod icloud;
+pub mod invariants;
+pub mod proxied;
 pub mod scripted;
+pub mod soak;

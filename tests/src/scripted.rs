@@ -69,6 +69,12 @@ pub struct Provider {
     pub fail_creates: bool,
     /// Creates failed so far.
     pub creates_failed: u32,
+    /// Apply this many creates, then answer each UNAVAILABLE with a retry
+    /// delay of [`LOST_ANSWER_RETRY`]: the provider has the event, its
+    /// answer was lost on the way.
+    pub lose_create_answers: u32,
+    /// Create answers lost so far.
+    pub creates_lost: u32,
     /// Created events by idempotency key, in creation order; listings
     /// include them after the scripted ones.
     pub created: Vec<(String, pb::Event)>,
@@ -205,6 +211,10 @@ pub const REDIRECT: &str = "https://platform.example/oauth/done";
 
 /// The one calendar's id.
 pub const CALENDAR: &str = "ada@oauth.example";
+
+/// The retry delay of a create answer lost on purpose
+/// ([`Provider::lose_create_answers`]).
+pub const LOST_ANSWER_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[tonic::async_trait]
 impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
@@ -486,6 +496,14 @@ impl pb::calendar_adapter_server::CalendarAdapter for Scripted {
                     }
                 }
             };
+            if p.lose_create_answers > 0 {
+                p.lose_create_answers -= 1;
+                p.creates_lost += 1;
+                return Err(Status::from(calbridge::ErrorKind::Unavailable {
+                    message: "scripted: the answer was lost".into(),
+                    retry_after: Some(LOST_ANSWER_RETRY),
+                }));
+            }
             let held = p.hold_creates.then(|| {
                 p.creates_held += 1;
                 p.gate.clone()

@@ -23,12 +23,17 @@ pub fn idempotency_key(tenant: &str, account: &str, calendar: &str, client_id: &
     hash_hex(&[tenant, account, calendar, client_id])[..40].to_string()
 }
 
+/// How often an update without an expected version is tried again when
+/// the event changed between the adapter's read and its write.
+const MAX_UPDATE_RACES: u32 = 3;
+
 /// Creates or updates an event keyed by the caller's id.
 pub async fn upsert(
     shared: &Shared,
     tenant: &str,
     req: pb::UpsertEventRequest,
 ) -> Result<pb::UpsertEventResponse, ErrorKind> {
+    after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
     let account = shared.tenant_account(tenant, &req.account_id)?;
     check_writable(&account)?;
     check_calendar_writable(shared, &account, &req.calendar_id)?;
@@ -63,7 +68,7 @@ pub async fn upsert(
     };
     shared.store.outbox_put(&op).map_err(store_err)?;
     shared.store.flush().await.map_err(store_err)?;
-    let (event, outcome) = with_retries(shared, &account, op.op_id, || {
+    let (event, outcome) = with_retries(shared, &account, &op.calendar_id, op.op_id, || {
         execute_upsert(shared, &account, &key, &op, &event)
     })
     .await?;
@@ -79,6 +84,7 @@ pub async fn delete(
     tenant: &str,
     req: pb::DeleteEventRequest,
 ) -> Result<pb::DeleteEventResult, ErrorKind> {
+    after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
     let account = shared.tenant_account(tenant, &req.account_id)?;
     check_writable(&account)?;
     check_calendar_writable(shared, &account, &req.calendar_id)?;
@@ -115,13 +121,47 @@ pub async fn delete(
     };
     shared.store.outbox_put(&op).map_err(store_err)?;
     shared.store.flush().await.map_err(store_err)?;
-    let outcome = with_retries(shared, &account, op.op_id, || {
+    let outcome = with_retries(shared, &account, &op.calendar_id, op.op_id, || {
         execute_delete(shared, &account, &op)
     })
     .await?;
     Ok(pb::DeleteEventResult {
         outcome: outcome as i32,
     })
+}
+
+/// Waits (up to the write timeout) until the writes a restart interrupted
+/// on the calendar are completed. A new write of an event that overtook the
+/// replay of an older write of it would be overwritten by that replay: an
+/// acknowledged write lost. The caller reads the account after the wait,
+/// as it is then (revoked meanwhile, say).
+async fn after_interrupted_writes(
+    shared: &Shared,
+    tenant: &str,
+    account_id: &str,
+    calendar_id: &str,
+) -> Result<(), ErrorKind> {
+    if !shared.writes_in_doubt(account_id, calendar_id) {
+        return Ok(());
+    }
+    // Another tenant's account is not found, whatever it waits for.
+    shared.tenant_account(tenant, account_id)?;
+    tracing::info!("write waits for the writes a restart interrupted on its calendar");
+    let deadline = Instant::now() + shared.config.write_timeout;
+    while shared.writes_in_doubt(account_id, calendar_id) {
+        if Instant::now() > deadline {
+            return Err(ErrorKind::Unavailable {
+                message:
+                    "writes interrupted by a restart are still being completed on this calendar"
+                        .into(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            });
+        }
+        // The replay clears the mark when it is done; writes wait for it
+        // only in the moments after a restart.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// Marks the calendars that have writes a crash interrupted, so that their
@@ -198,7 +238,7 @@ async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> 
     let lock = shared.client_lock(&op.account_id, &op.calendar_id, &lock_key);
     let _one_at_a_time = lock.lock().await;
     let result = if op.delete {
-        with_retries(shared, &account, op.op_id, || {
+        with_retries(shared, &account, &op.calendar_id, op.op_id, || {
             execute_delete(shared, &account, &op)
         })
         .await
@@ -208,7 +248,7 @@ async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> 
             .live_key(&account)
             .and_then(|k| open_event(&k, &outbox_aad(op.op_id), &op.sealed_event).map(|e| (k, e)))
         {
-            Ok((key, event)) => with_retries(shared, &account, op.op_id, || {
+            Ok((key, event)) => with_retries(shared, &account, &op.calendar_id, op.op_id, || {
                 execute_upsert(shared, &account, &key, &op, &event)
             })
             .await
@@ -250,10 +290,15 @@ fn check_calendar_writable(
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the write timeout
-/// would pass; drops the outbox entry when it fails.
+/// would pass; drops the outbox entry when it fails. No sync of the
+/// calendar runs meanwhile, the pauses between attempts included: after a
+/// failed attempt the provider may hold the write (applied, its answer
+/// lost), and a sync would read it back as an outside change before the
+/// retry claims it as the platform's own.
 async fn with_retries<T, F, Fut>(
     shared: &Shared,
     account: &AccountRecord,
+    calendar_id: &str,
     op_id: u64,
     mut attempt: F,
 ) -> Result<T, ErrorKind>
@@ -261,6 +306,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ErrorKind>>,
 {
+    let lock = shared.calendar_lock(&account.account_id, calendar_id);
+    let _no_sync_meanwhile = lock.read().await;
     let deadline = Instant::now() + shared.config.write_timeout;
     let mut failures = 0;
     loop {
@@ -306,8 +353,6 @@ async fn execute_upsert(
     event: &pb::Event,
 ) -> Result<(pb::Event, WriteOutcome), ErrorKind> {
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
-    let lock = shared.calendar_lock(acc, cal);
-    let _no_sync_meanwhile = lock.read().await;
     let credentials = crate::oauth::usable_credentials(shared, account).await?;
     let mut client = shared.adapters.client(account.provider)?;
     let zone = shared
@@ -332,20 +377,37 @@ async fn execute_upsert(
                 return Ok((prev_event, WriteOutcome::Unchanged));
             }
         }
-        let updated = client
-            .update_event(pb::ProviderUpdateEventRequest {
-                credentials: Some(credentials.clone()),
-                calendar_id: cal.to_string(),
-                provider_event_id: pid.clone(),
-                event: Some(event.clone()),
-                expected_version: op.expected_version.clone(),
-            })
-            .await;
-        match updated {
-            Ok(r) => result = Some((r.into_inner(), WriteOutcome::Updated)),
-            // Deleted outside since: create it again below.
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(adapter_error(&s)),
+        let mut races = 0;
+        loop {
+            let updated = client
+                .update_event(pb::ProviderUpdateEventRequest {
+                    credentials: Some(credentials.clone()),
+                    calendar_id: cal.to_string(),
+                    provider_event_id: pid.clone(),
+                    event: Some(event.clone()),
+                    expected_version: op.expected_version.clone(),
+                })
+                .await;
+            match updated {
+                Ok(r) => result = Some((r.into_inner(), WriteOutcome::Updated)),
+                // Deleted outside since: create it again below.
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                // Without an expected version the platform asked for no
+                // version check: a conflict is the adapter's own
+                // read-then-write meeting another write of the event (say,
+                // one a killed scheduler sent, landing late while its write
+                // is replayed). Read it again and write over it.
+                Err(s)
+                    if s.code() == tonic::Code::Aborted
+                        && op.expected_version.is_empty()
+                        && races < MAX_UPDATE_RACES =>
+                {
+                    races += 1;
+                    continue;
+                }
+                Err(s) => return Err(adapter_error(&s)),
+            }
+            break;
         }
     }
     let (mut stored, outcome) = match result {
@@ -411,8 +473,6 @@ async fn execute_delete(
     op: &OutboxRecord,
 ) -> Result<WriteOutcome, ErrorKind> {
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
-    let lock = shared.calendar_lock(acc, cal);
-    let _no_sync_meanwhile = lock.read().await;
     let credentials = crate::oauth::usable_credentials(shared, account).await?;
     let outcome = match shared
         .adapters
