@@ -663,6 +663,21 @@ pub fn dir_contains(dir: &Path, needle: &[u8]) -> Result<bool> {
     Ok(false)
 }
 
+/// Opens the store of a stopped scheduler whose data directory is
+/// `data_dir` (local mode: its master key in `master.key` there), with the
+/// id key its keyring holds.
+pub fn open_store(data_dir: &Path) -> Result<calbridge_scheduler::store::Store> {
+    use calbridge_scheduler::crypto::{MasterKey, MasterKeys};
+    use calbridge_scheduler::keyring::{FileKeyring, KeyVault};
+    let raw = std::fs::read(data_dir.join("master.key")).context("reading master.key")?;
+    let key = calbridge_scheduler::secrets::decode_key(&raw).context("master.key holds a key")?;
+    let vault = FileKeyring::open(data_dir, MasterKeys::new(MasterKey::from_bytes(&key)?))?;
+    Ok(calbridge_scheduler::store::Store::open(
+        &data_dir.join("store"),
+        vault.id_cipher()?,
+    )?)
+}
+
 pub mod caldav;
 pub mod fault_proxy;
 pub mod google;

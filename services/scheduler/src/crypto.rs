@@ -239,9 +239,101 @@ impl DataKey {
     }
 }
 
+/// Deterministic sealing of the ids the store keeps in its keys and
+/// records (calendar ids, provider event ids and hrefs, client event ids,
+/// server URLs, sync cursors): they often carry a user's e-mail address,
+/// and a key must stay the same for the same id to be found again.
+///
+/// AES-256-GCM-SIV under the store's id key (in the keyring, never in the
+/// store) with one fixed nonce: GCM-SIV is built to stay safe when a nonce
+/// repeats, revealing then only whether two ids are equal. The output is
+/// URL-safe base64 (no NUL, so it can sit between the NULs that join key
+/// parts); the empty id stays empty. `Debug` prints no key material.
+#[derive(Clone)]
+pub struct IdCipher(Aes256GcmSiv);
+
+/// The fixed nonce of [`IdCipher`] (12 bytes).
+const ID_NONCE: &[u8; NONCE_LEN] = b"calbridge-id";
+/// The associated data of every sealed id: this format's version.
+const ID_AAD: &[u8] = b"calbridge/ids/1";
+
+impl std::fmt::Debug for IdCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdCipher(***)")
+    }
+}
+
+impl IdCipher {
+    /// The cipher of these raw key bytes.
+    pub fn from_raw(raw: &[u8; 32]) -> IdCipher {
+        IdCipher(Aes256GcmSiv::new_from_slice(raw).expect("a 32-byte key"))
+    }
+
+    /// A cipher under a fresh random key (tests and throw-away stores).
+    pub fn random() -> IdCipher {
+        IdCipher::from_raw(&MasterKey::generate_bytes())
+    }
+
+    /// The sealed form of `id`: the same for the same id.
+    pub fn seal(&self, id: &str) -> String {
+        use base64::Engine;
+        if id.is_empty() {
+            return String::new();
+        }
+        let ct = self
+            .0
+            .encrypt(
+                Nonce::from_slice(ID_NONCE),
+                Payload {
+                    msg: id.as_bytes(),
+                    aad: ID_AAD,
+                },
+            )
+            .expect("AES-GCM-SIV encryption of in-memory data cannot fail");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ct)
+    }
+
+    /// The id sealed by [`IdCipher::seal`].
+    pub fn open(&self, sealed: &str) -> Result<String, CryptoError> {
+        use base64::Engine;
+        if sealed.is_empty() {
+            return Ok(String::new());
+        }
+        let ct = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| CryptoError::Open)?;
+        let pt = self
+            .0
+            .decrypt(
+                Nonce::from_slice(ID_NONCE),
+                Payload {
+                    msg: &ct,
+                    aad: ID_AAD,
+                },
+            )
+            .map_err(|_| CryptoError::Open)?;
+        String::from_utf8(pt).map_err(|_| CryptoError::Open)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_ids_are_stable_opaque_and_open_only_under_their_key() {
+        let ids = IdCipher::random();
+        let id = "alice@example.com";
+        let sealed = ids.seal(id);
+        assert_eq!(sealed, ids.seal(id));
+        assert_ne!(sealed, ids.seal("bob@example.com"));
+        assert!(!sealed.contains("alice") && !sealed.contains('@') && !sealed.contains('\0'));
+        assert_eq!(ids.open(&sealed).unwrap(), id);
+        assert!(IdCipher::random().open(&sealed).is_err());
+        assert!(ids.open("not sealed").is_err());
+        assert_eq!(ids.seal(""), "");
+        assert_eq!(ids.open("").unwrap(), "");
+    }
 
     #[test]
     fn a_data_key_round_trips_and_binds_the_record_key() {

@@ -175,9 +175,11 @@ impl Shared {
             crate::config::Config::load(crate::config::Flags::default(), &Default::default())
                 .unwrap();
         let master = MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap();
+        let vault = crate::keyring::FileKeyring::open(dir, MasterKeys::new(master)).unwrap();
+        let ids = crate::keyring::KeyVault::id_cipher(&vault).unwrap();
         Shared::new(
-            Store::open(&dir.join("store")).unwrap(),
-            Arc::new(crate::keyring::FileKeyring::open(dir, MasterKeys::new(master)).unwrap()),
+            Store::open(&dir.join("store"), ids).unwrap(),
+            Arc::new(vault),
             Adapters::new(&Default::default()).unwrap(),
             config,
             "http://127.0.0.1:1".into(),

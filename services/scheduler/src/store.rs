@@ -3,8 +3,11 @@
 //! cursor and its change-log entries; a write's result and its outbox entry)
 //! are single sled transactions, so a crash leaves the old state or the new
 //! one. Values that could identify a person arrive here already sealed; this
-//! module never sees plaintext content, nor any key (account data keys live
-//! in the keyring, [`crate::keyring`]).
+//! module never sees plaintext content, nor any account data key (they live
+//! in the keyring, [`crate::keyring`]). The ids it indexes by (calendar ids,
+//! provider event ids and hrefs, client ids), which often hold an e-mail
+//! address, it seals itself with the store's id key ([`IdCipher`]), in keys
+//! and in records alike.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -15,10 +18,14 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+use crate::crypto::IdCipher;
+
 /// The schema this build reads and writes. Version 1 kept each account's
 /// data key, wrapped by the master key, in its account record; version 2
-/// keeps no key material ([`crate::upgrade`] moves the keys out).
-pub const SCHEMA_VERSION: u32 = 2;
+/// keeps no key material ([`crate::upgrade`] moves the keys out); version 3
+/// keeps calendar, event and client ids, server URLs and cursors sealed
+/// ([`IdCipher`]) instead of in clear.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The meta record of the schema version.
 pub(crate) const SCHEMA_KEY: &str = "schema_version";
@@ -471,11 +478,211 @@ fn prefix(parts: &[&str]) -> Vec<u8> {
     k
 }
 
-fn index_key(account: &str, calendar: &str, start_ms: i64, pid: &str) -> Vec<u8> {
-    let mut k = prefix(&[account, calendar]);
+/// The key of one calendar's row (calendars, sync): the account id, then
+/// the calendar id sealed ([`IdCipher`]).
+fn cal_key(ids: &IdCipher, account: &str, calendar: &str) -> Vec<u8> {
+    key(&[account, &ids.seal(calendar)])
+}
+
+/// The prefix of every row of one calendar (events, index, client ids).
+fn cal_prefix(ids: &IdCipher, account: &str, calendar: &str) -> Vec<u8> {
+    prefix(&[account, &ids.seal(calendar)])
+}
+
+/// The key of an item of a calendar (an event by provider id, a client id):
+/// both ids sealed.
+fn item_key(ids: &IdCipher, account: &str, calendar: &str, item: &str) -> Vec<u8> {
+    key(&[account, &ids.seal(calendar), &ids.seal(item)])
+}
+
+fn index_key(ids: &IdCipher, account: &str, calendar: &str, start_ms: i64, pid: &str) -> Vec<u8> {
+    let mut k = cal_prefix(ids, account, calendar);
     k.extend_from_slice(&((start_ms as u64) ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(pid.as_bytes());
+    k.extend_from_slice(ids.seal(pid).as_bytes());
     k
+}
+
+/// The id sealed in a key part.
+fn open_part(ids: &IdCipher, what: &str, part: &[u8]) -> Result<String, StoreError> {
+    std::str::from_utf8(part)
+        .ok()
+        .and_then(|p| ids.open(p).ok())
+        .ok_or_else(|| StoreError::Decode(what.to_string()))
+}
+
+/// A key and its value.
+pub(crate) type Row = (Vec<u8>, Vec<u8>);
+
+/// One row of a schema 1 or 2 store (ids in clear) as this schema keeps it,
+/// for the upgrade's rewrite ([`crate::upgrade`]): key and value with their
+/// ids sealed. `None` for a mirror row that cannot be read (its calendar
+/// lists again); a sync state that cannot be read becomes the default one,
+/// as when the store opens.
+pub(crate) fn seal_legacy_row(
+    tree: &str,
+    k: &[u8],
+    v: &[u8],
+    ids: &IdCipher,
+) -> Result<Option<Row>, StoreError> {
+    fn parts(k: &[u8], n: usize) -> Option<Vec<&str>> {
+        let p: Vec<&str> = std::str::from_utf8(k).ok()?.splitn(n, '\0').collect();
+        (p.len() == n).then_some(p)
+    }
+    fn reseal<T: Serialize + DeserializeOwned + SealedIds>(
+        ids: &IdCipher,
+        v: &[u8],
+    ) -> Option<Vec<u8>> {
+        dec::<T>("record", v).ok().map(|r| enc_ids(ids, &r))
+    }
+    Ok(match tree {
+        "accounts" => Some((
+            k.to_vec(),
+            enc_ids(ids, &dec::<AccountRecord>("account", v)?),
+        )),
+        "outbox" => Some((k.to_vec(), enc_ids(ids, &dec::<OutboxRecord>("outbox", v)?))),
+        "changes" => Some((k.to_vec(), enc_ids(ids, &dec::<ChangeRecord>("change", v)?))),
+        "channels" => Some((
+            k.to_vec(),
+            enc_ids(ids, &dec::<ChannelRecord>("channel", v)?),
+        )),
+        "calendars" => parts(k, 2)
+            .and_then(|p| Some((cal_key(ids, p[0], p[1]), reseal::<CalendarRecord>(ids, v)?))),
+        "sync" => parts(k, 2).map(|p| {
+            let st = dec::<SyncRecord>("sync", v).unwrap_or_default();
+            (cal_key(ids, p[0], p[1]), enc_ids(ids, &st))
+        }),
+        "events" => parts(k, 3).and_then(|p| {
+            Some((
+                item_key(ids, p[0], p[1], p[2]),
+                reseal::<EventRecord>(ids, v)?,
+            ))
+        }),
+        "client_ids" => parts(k, 3).and_then(|p| {
+            let pid = std::str::from_utf8(v).ok()?;
+            Some((item_key(ids, p[0], p[1], p[2]), ids.seal(pid).into_bytes()))
+        }),
+        "event_index" => {
+            // account NUL calendar NUL start (8 bytes, may hold NULs) pid
+            let mut it = k.splitn(3, |b| *b == 0);
+            match (it.next(), it.next(), it.next()) {
+                (Some(a), Some(c), Some(rest)) if rest.len() >= 8 => {
+                    match (
+                        std::str::from_utf8(a),
+                        std::str::from_utf8(c),
+                        std::str::from_utf8(&rest[8..]),
+                    ) {
+                        (Ok(a), Ok(c), Ok(pid)) => {
+                            let mut nk = cal_prefix(ids, a, c);
+                            nk.extend_from_slice(&rest[..8]);
+                            nk.extend_from_slice(ids.seal(pid).as_bytes());
+                            Some((nk, v.to_vec()))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        }
+        _ => Some((k.to_vec(), v.to_vec())),
+    })
+}
+
+/// Records whose id fields the store keeps sealed ([`IdCipher`]): in memory
+/// they hold the ids, on disk what [`IdCipher::seal`] made of them.
+trait SealedIds: Clone {
+    /// Calls `f` on every id field.
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String));
+}
+
+fn each_opt(v: &mut Option<String>, f: &mut dyn FnMut(&mut String)) {
+    if let Some(s) = v {
+        f(s);
+    }
+}
+
+impl SealedIds for AccountRecord {
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
+        f(&mut self.server_url);
+    }
+}
+
+impl SealedIds for CalendarRecord {
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
+        f(&mut self.calendar_id);
+    }
+}
+
+impl SealedIds for SyncRecord {
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
+        f(&mut self.cursor);
+        f(&mut self.last_error);
+        for (id, reason) in &mut self.skipped {
+            f(id);
+            f(reason);
+        }
+    }
+}
+
+impl SealedIds for EventRecord {
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
+        each_opt(&mut self.client_event_id, f);
+    }
+}
+
+impl SealedIds for OutboxRecord {
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
+        f(&mut self.calendar_id);
+        f(&mut self.client_event_id);
+        f(&mut self.provider_event_id);
+    }
+}
+
+impl SealedIds for ChangeRecord {
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
+        f(&mut self.calendar_id);
+        f(&mut self.provider_event_id);
+    }
+}
+
+impl SealedIds for ChannelRecord {
+    fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
+        f(&mut self.calendar_id);
+        f(&mut self.resource_id);
+    }
+}
+
+/// A record serialized with its ids sealed.
+fn enc_ids<T: Serialize + SealedIds>(ids: &IdCipher, v: &T) -> Vec<u8> {
+    let mut sealed = v.clone();
+    sealed.each_id(&mut |s| *s = ids.seal(s));
+    enc(&sealed)
+}
+
+/// A record stored by [`enc_ids`], its ids opened.
+fn dec_ids<T: DeserializeOwned + SealedIds>(
+    ids: &IdCipher,
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let mut v: T = dec(what, bytes)?;
+    let mut opened = true;
+    v.each_id(&mut |s| match ids.open(s) {
+        Ok(clear) => *s = clear,
+        Err(_) => opened = false,
+    });
+    if opened {
+        Ok(v)
+    } else {
+        Err(StoreError::Decode(what.to_string()))
+    }
+}
+
+fn tx_get_ids<T: DeserializeOwned + SealedIds>(
+    ids: &IdCipher,
+    t: &TransactionalTree,
+    k: &[u8],
+) -> TxResult<Option<T>> {
+    Ok(t.get(k)?.and_then(|v| dec_ids(ids, "record", &v).ok()))
 }
 
 fn seq_key(tenant: &str, seq: u64) -> Vec<u8> {
@@ -578,6 +785,8 @@ pub struct Store {
     id_floor: u64,
     /// The store's directory.
     dir: std::path::PathBuf,
+    /// Seals the ids in keys and records.
+    ids: IdCipher,
 }
 
 fn corrupt(dir: &Path, e: sled::Error) -> StoreError {
@@ -822,15 +1031,22 @@ impl SyncStates {
     /// this schema) is replaced by the default state, as if the calendar
     /// had never synced: it lists from scratch, and the diff against the
     /// mirror keeps the change feed free of spurious entries.
-    fn load(tree: &sled::Tree) -> Result<SyncStates, StoreError> {
+    fn load(tree: &sled::Tree, ids: &IdCipher) -> Result<SyncStates, StoreError> {
         let states = SyncStates::default();
         for item in tree.iter() {
             let (k, v) = item?;
             let s = String::from_utf8_lossy(&k);
-            let Some((a, c)) = s.split_once('\0') else {
+            let Some((a, sealed)) = s.split_once('\0') else {
                 continue;
             };
-            let st = dec::<SyncRecord>("sync", &v).unwrap_or_else(|_| {
+            let Ok(c) = ids.open(sealed) else {
+                tracing::warn!(
+                    "a sync state's key does not open under the store's id key; skipped"
+                );
+                continue;
+            };
+            let c = c.as_str();
+            let st = dec_ids::<SyncRecord>(ids, "sync", &v).unwrap_or_else(|_| {
                 tracing::warn!(
                     "a sync state could not be decoded; its calendar lists from scratch"
                 );
@@ -846,13 +1062,14 @@ impl Store {
     /// Opens (or creates) the store in `dir`, checking its schema version:
     /// an older store is refused ([`StoreError::OlderSchema`]; the
     /// scheduler upgrades it at start with [`crate::upgrade::open_store`]).
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::from_db(open_db(dir, false)?, dir)
+    /// `ids` seals the ids the store keeps ([`IdCipher`]).
+    pub fn open(dir: &Path, ids: IdCipher) -> Result<Store, StoreError> {
+        Store::from_db(open_db(dir, false)?, dir, ids)
     }
 
     /// The store over an opened sled database of the current schema (a new
     /// one gets the current schema version).
-    pub(crate) fn from_db(db: sled::Db, dir: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn from_db(db: sled::Db, dir: &Path, ids: IdCipher) -> Result<Store, StoreError> {
         let corrupt = |e: sled::Error| corrupt(dir, e);
         match stored_schema_version(&db, dir)? {
             None => {
@@ -866,7 +1083,7 @@ impl Store {
         }
         let t = |name: &str| db.open_tree(name).map_err(corrupt);
         let sync = t("sync")?;
-        let sync_states = Arc::new(SyncStates::load(&sync)?);
+        let sync_states = Arc::new(SyncStates::load(&sync, &ids)?);
         let meta = t("meta")?;
         let id_floor = match meta.get(ID_FLOOR_KEY)? {
             None => 0,
@@ -901,6 +1118,7 @@ impl Store {
             event_counts: Arc::default(),
             id_floor,
             dir: dir.to_path_buf(),
+            ids,
             db,
         };
         store.db.flush()?;
@@ -1005,7 +1223,7 @@ impl Store {
     pub fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError> {
         self.accounts
             .get(id)?
-            .map(|v| dec("account", &v))
+            .map(|v| dec_ids(&self.ids, "account", &v))
             .transpose()
     }
 
@@ -1055,7 +1273,7 @@ impl Store {
         calendars: &[CalendarRecord],
         initial_due_ms: i64,
     ) -> Result<(), StoreError> {
-        let acc = enc(account);
+        let acc = enc_ids(&self.ids, account);
         let _writer = self.sync_states.writer();
         let written = std::cell::RefCell::new(Vec::new());
         (
@@ -1077,15 +1295,15 @@ impl Store {
                     )?;
                 }
                 for c in calendars {
-                    let k = key(&[&account.account_id, &c.calendar_id]);
-                    cals.insert(k.clone(), enc(c))?;
-                    let mut st: SyncRecord = tx_get(sync, &k)?.unwrap_or_default();
+                    let k = cal_key(&self.ids, &account.account_id, &c.calendar_id);
+                    cals.insert(k.clone(), enc_ids(&self.ids, c))?;
+                    let mut st: SyncRecord = tx_get_ids(&self.ids, sync, &k)?.unwrap_or_default();
                     if st.last_success_ms.is_none() {
                         st.next_due_ms = initial_due_ms;
                     }
                     st.paused = false;
                     st.disabled = !c.synced;
-                    sync.insert(k, enc(&st))?;
+                    sync.insert(k, enc_ids(&self.ids, &st))?;
                     written.borrow_mut().push((c.calendar_id.clone(), st));
                 }
                 Ok(())
@@ -1102,7 +1320,7 @@ impl Store {
     /// would otherwise bring its credentials back); that write fails with
     /// [`StoreError::AccountRevoked`].
     pub fn put_account(&self, account: &AccountRecord) -> Result<(), StoreError> {
-        let bytes = enc(account);
+        let bytes = enc_ids(&self.ids, account);
         let revoking = account.status == calbridge::pb::AccountStatus::Revoked as i32;
         self.accounts.transaction(|accounts| {
             if !revoking {
@@ -1124,14 +1342,14 @@ impl Store {
         changes: &[ChangeDraft],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let bytes = enc(account);
+        let bytes = enc_ids(&self.ids, account);
         let revoking = account.status == calbridge::pb::AccountStatus::Revoked as i32;
         (&self.accounts, &self.changes, &self.heads).transaction(|(accounts, log, heads)| {
             if !revoking {
                 refuse_revoked(accounts, &account.account_id)?;
             }
             accounts.insert(account.account_id.as_bytes(), bytes.clone())?;
-            append_changes(log, heads, &account.tenant_id, changes, now_ms)?;
+            append_changes(&self.ids, log, heads, &account.tenant_id, changes, now_ms)?;
             Ok(())
         })?;
         Ok(())
@@ -1145,7 +1363,9 @@ impl Store {
         identity_hash: &str,
     ) -> Result<(), StoreError> {
         (&self.accounts, &self.identities).transaction(|(accounts, identities)| {
-            let Some(mut a) = tx_get::<AccountRecord>(accounts, account_id.as_bytes())? else {
+            let Some(mut a) =
+                tx_get_ids::<AccountRecord>(&self.ids, accounts, account_id.as_bytes())?
+            else {
                 return Ok(());
             };
             if a.identity_hash == identity_hash {
@@ -1158,20 +1378,23 @@ impl Store {
                 identities.remove(a.identity_hash.as_bytes())?;
             }
             a.identity_hash = identity_hash.to_string();
-            accounts.insert(account_id.as_bytes(), enc(&a))?;
+            accounts.insert(account_id.as_bytes(), enc_ids(&self.ids, &a))?;
             identities.insert(identity_hash.as_bytes(), account_id.as_bytes())?;
             Ok(())
         })?;
         Ok(())
     }
 
-    /// An account's calendars.
+    /// An account's calendars, by calendar id.
     pub fn calendars(&self, account: &str) -> Result<Vec<CalendarRecord>, StoreError> {
-        self.calendars
+        let mut out = self
+            .calendars
             .scan_prefix(prefix(&[account]))
             .values()
-            .map(|v| dec("calendar", &v?))
-            .collect()
+            .map(|v| dec_ids(&self.ids, "calendar", &v?))
+            .collect::<Result<Vec<CalendarRecord>, StoreError>>()?;
+        out.sort_by(|a, b| a.calendar_id.cmp(&b.calendar_id));
+        Ok(out)
     }
 
     /// One calendar.
@@ -1181,17 +1404,17 @@ impl Store {
         calendar: &str,
     ) -> Result<Option<CalendarRecord>, StoreError> {
         self.calendars
-            .get(key(&[account, calendar]))?
-            .map(|v| dec("calendar", &v))
+            .get(cal_key(&self.ids, account, calendar))?
+            .map(|v| dec_ids(&self.ids, "calendar", &v))
             .transpose()
     }
 
     /// Updates one calendar record (refused for a revoked account).
     pub fn put_calendar(&self, account: &str, c: &CalendarRecord) -> Result<(), StoreError> {
-        let bytes = enc(c);
+        let bytes = enc_ids(&self.ids, c);
         (&self.accounts, &self.calendars).transaction(|(accounts, calendars)| {
             refuse_revoked(accounts, account)?;
-            calendars.insert(key(&[account, &c.calendar_id]), bytes.clone())?;
+            calendars.insert(cal_key(&self.ids, account, &c.calendar_id), bytes.clone())?;
             Ok(())
         })?;
         Ok(())
@@ -1200,7 +1423,7 @@ impl Store {
     /// Removes a calendar's mirror (events, index, client ids) and resets its
     /// cursor, without change-log entries (used when sync is turned off).
     pub fn clear_calendar_mirror(&self, account: &str, calendar: &str) -> Result<(), StoreError> {
-        let p = prefix(&[account, calendar]);
+        let p = cal_prefix(&self.ids, account, calendar);
         self.event_counts.begin();
         let cleared = (|| -> Result<(), StoreError> {
             for tree in [&self.events, &self.event_index, &self.client_ids] {
@@ -1219,7 +1442,10 @@ impl Store {
             st.cursor.clear();
             st.last_success_ms = None;
             st.busy_digest = None;
-            self.sync.insert(key(&[account, calendar]), enc(&st))?;
+            self.sync.insert(
+                cal_key(&self.ids, account, calendar),
+                enc_ids(&self.ids, &st),
+            )?;
             self.sync_states.set(account, calendar, st);
         }
         Ok(())
@@ -1269,11 +1495,11 @@ impl Store {
         calendar: &str,
         s: &SyncRecord,
     ) -> Result<(), StoreError> {
-        let bytes = enc(s);
+        let bytes = enc_ids(&self.ids, s);
         let _writer = self.sync_states.writer();
         (&self.accounts, &self.sync).transaction(|(accounts, sync)| {
             refuse_revoked(accounts, account)?;
-            sync.insert(key(&[account, calendar]), bytes.clone())?;
+            sync.insert(cal_key(&self.ids, account, calendar), bytes.clone())?;
             Ok(())
         })?;
         self.sync_states.set(account, calendar, s.clone());
@@ -1284,7 +1510,7 @@ impl Store {
     /// loop no longer considers it.
     pub fn remove_sync_state(&self, account: &str, calendar: &str) -> Result<(), StoreError> {
         let _writer = self.sync_states.writer();
-        self.sync.remove(key(&[account, calendar]))?;
+        self.sync.remove(cal_key(&self.ids, account, calendar))?;
         if let Some(slot) = self
             .sync_states
             .map()
@@ -1334,7 +1560,10 @@ impl Store {
             if !paused {
                 s.next_due_ms = due_ms;
             }
-            self.sync.insert(key(&[account, &calendar]), enc(&s))?;
+            self.sync.insert(
+                cal_key(&self.ids, account, &calendar),
+                enc_ids(&self.ids, &s),
+            )?;
             self.sync_states.set(account, &calendar, s);
         }
         Ok(())
@@ -1350,8 +1579,8 @@ impl Store {
         pid: &str,
     ) -> Result<Option<EventRecord>, StoreError> {
         self.events
-            .get(key(&[account, calendar, pid]))?
-            .map(|v| dec("event", &v))
+            .get(item_key(&self.ids, account, calendar, pid))?
+            .map(|v| dec_ids(&self.ids, "event", &v))
             .transpose()
     }
 
@@ -1362,20 +1591,23 @@ impl Store {
         calendar: &str,
         client_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .client_ids
-            .get(key(&[account, calendar, client_id]))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        self.client_ids
+            .get(item_key(&self.ids, account, calendar, client_id))?
+            .map(|v| open_part(&self.ids, "client id", &v))
+            .transpose()
     }
 
-    /// Provider ids of every mirrored event of a calendar.
+    /// Provider ids of every mirrored event of a calendar, in order.
     pub fn event_ids(&self, account: &str, calendar: &str) -> Result<Vec<String>, StoreError> {
-        let p = prefix(&[account, calendar]);
-        self.events
+        let p = cal_prefix(&self.ids, account, calendar);
+        let mut out = self
+            .events
             .scan_prefix(&p)
             .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?[p.len()..]).into_owned()))
-            .collect()
+            .map(|k| open_part(&self.ids, "event key", &k?[p.len()..]))
+            .collect::<Result<Vec<String>, StoreError>>()?;
+        out.sort();
+        Ok(out)
     }
 
     /// Number of mirrored events of a calendar (see [`EventCounts`]: a
@@ -1386,7 +1618,7 @@ impl Store {
             Err(ticket) => {
                 let n = self
                     .events
-                    .scan_prefix(prefix(&[account, calendar]))
+                    .scan_prefix(cal_prefix(&self.ids, account, calendar))
                     .keys()
                     .count() as u64;
                 self.event_counts.keep(account, calendar, ticket, n);
@@ -1395,8 +1627,10 @@ impl Store {
         }
     }
 
-    /// Index entries of a calendar overlapping [start, end), by start, after
-    /// the (start, pid) position `after` when given: (start, pid, entry).
+    /// Index entries of a calendar overlapping [start, end), by start (events
+    /// that start together in the order of their sealed ids: stable, not
+    /// alphabetical), after the (start, pid) position `after` when given:
+    /// (start, pid, entry).
     pub fn events_overlapping(
         &self,
         account: &str,
@@ -1406,16 +1640,16 @@ impl Store {
         after: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<(i64, String, IndexEntry)>, StoreError> {
-        let p = prefix(&[account, calendar]);
+        let p = cal_prefix(&self.ids, account, calendar);
         let from = match after {
             Some((s, pid)) => {
-                let mut k = index_key(account, calendar, s, pid);
+                let mut k = index_key(&self.ids, account, calendar, s, pid);
                 k.push(0);
                 k
             }
             None => p.clone(),
         };
-        let to = index_key(account, calendar, end_ms, "");
+        let to = index_key(&self.ids, account, calendar, end_ms, "");
         let mut out = Vec::new();
         for item in self.event_index.range(from..to) {
             let (k, v) = item?;
@@ -1431,7 +1665,7 @@ impl Store {
             }
             out.push((
                 s,
-                String::from_utf8_lossy(&k[p.len() + 8..]).into_owned(),
+                open_part(&self.ids, "index key", &k[p.len() + 8..])?,
                 entry,
             ));
             if out.len() >= limit {
@@ -1444,7 +1678,7 @@ impl Store {
     /// Applies one synced page atomically: mirror puts and removals, the new
     /// sync state and the change-log entries (sequences assigned here).
     pub fn apply_sync_page(&self, page: &PageCommit<'_>) -> Result<(), StoreError> {
-        let state_bytes = enc(page.state);
+        let state_bytes = enc_ids(&self.ids, page.state);
         let _writer = self.sync_states.writer();
         let (account, calendar) = (page.account, page.calendar);
         self.event_counts.begin();
@@ -1460,14 +1694,29 @@ impl Store {
             .transaction(|(accounts, events, index, client_ids, sync, log, heads)| {
                 refuse_revoked(accounts, account)?;
                 let mut delta = 0;
+                let m = MirrorTrees {
+                    ids: &self.ids,
+                    events,
+                    index,
+                    client_ids,
+                    account,
+                    calendar,
+                };
                 for p in page.puts {
-                    delta += put_mirror(events, index, client_ids, account, calendar, p)?;
+                    delta += m.put(p)?;
                 }
                 for r in page.removes {
-                    delta += remove_mirror(events, index, client_ids, account, calendar, r)?;
+                    delta += m.remove(r)?;
                 }
-                sync.insert(key(&[account, calendar]), state_bytes.clone())?;
-                append_changes(log, heads, page.tenant, page.changes, page.now_ms)?;
+                sync.insert(cal_key(&self.ids, account, calendar), state_bytes.clone())?;
+                append_changes(
+                    &self.ids,
+                    log,
+                    heads,
+                    page.tenant,
+                    page.changes,
+                    page.now_ms,
+                )?;
                 Ok(delta)
             });
         self.event_counts
@@ -1498,11 +1747,19 @@ impl Store {
             .transaction(|(accounts, events, index, client_ids, outbox)| {
                 refuse_revoked(accounts, account)?;
                 let mut delta = 0;
+                let m = MirrorTrees {
+                    ids: &self.ids,
+                    events,
+                    index,
+                    client_ids,
+                    account,
+                    calendar,
+                };
                 if let Some(p) = put {
-                    delta += put_mirror(events, index, client_ids, account, calendar, p)?;
+                    delta += m.put(p)?;
                 }
                 if let Some(r) = remove {
-                    delta += remove_mirror(events, index, client_ids, account, calendar, r)?;
+                    delta += m.remove(r)?;
                 }
                 outbox.remove(&outbox_id.to_be_bytes())?;
                 Ok(delta)
@@ -1517,7 +1774,7 @@ impl Store {
 
     /// Adds a pending write (refused for a revoked account).
     pub fn outbox_put(&self, r: &OutboxRecord) -> Result<(), StoreError> {
-        let bytes = enc(r);
+        let bytes = enc_ids(&self.ids, r);
         (&self.accounts, &self.outbox).transaction(|(accounts, outbox)| {
             refuse_revoked(accounts, &r.account_id)?;
             outbox.insert(&r.op_id.to_be_bytes(), bytes.clone())?;
@@ -1537,7 +1794,7 @@ impl Store {
         self.outbox
             .iter()
             .values()
-            .map(|v| dec("outbox", &v?))
+            .map(|v| dec_ids(&self.ids, "outbox", &v?))
             .collect()
     }
 
@@ -1550,8 +1807,9 @@ impl Store {
         changes: &[ChangeDraft],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        (&self.changes, &self.heads)
-            .transaction(|(log, heads)| append_changes(log, heads, tenant, changes, now_ms))?;
+        (&self.changes, &self.heads).transaction(|(log, heads)| {
+            append_changes(&self.ids, log, heads, tenant, changes, now_ms)
+        })?;
         Ok(())
     }
 
@@ -1566,7 +1824,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         (&self.accounts, &self.changes, &self.heads).transaction(|(accounts, log, heads)| {
             refuse_revoked(accounts, account)?;
-            append_changes(log, heads, tenant, changes, now_ms)
+            append_changes(&self.ids, log, heads, tenant, changes, now_ms)
         })?;
         Ok(())
     }
@@ -1598,7 +1856,7 @@ impl Store {
             if !k.starts_with(&p) || out.len() >= limit {
                 break;
             }
-            out.push(dec("change", &v)?);
+            out.push(dec_ids(&self.ids, "change", &v)?);
         }
         Ok(out)
     }
@@ -1636,7 +1894,7 @@ impl Store {
 
     /// Stores a push channel (refused for a revoked account).
     pub fn put_channel(&self, c: &ChannelRecord) -> Result<(), StoreError> {
-        let bytes = enc(c);
+        let bytes = enc_ids(&self.ids, c);
         (&self.accounts, &self.channels).transaction(|(accounts, channels)| {
             refuse_revoked(accounts, &c.account_id)?;
             channels.insert(c.channel_id.as_bytes(), bytes.clone())?;
@@ -1649,7 +1907,7 @@ impl Store {
     pub fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
         self.channels
             .get(id)?
-            .map(|v| dec("channel", &v))
+            .map(|v| dec_ids(&self.ids, "channel", &v))
             .transpose()
     }
 
@@ -1664,7 +1922,7 @@ impl Store {
         self.channels
             .iter()
             .values()
-            .map(|v| dec("channel", &v?))
+            .map(|v| dec_ids(&self.ids, "channel", &v?))
             .collect()
     }
 
@@ -1906,64 +2164,72 @@ impl Store {
     }
 }
 
-fn put_mirror(
-    events: &TransactionalTree,
-    index: &TransactionalTree,
-    client_ids: &TransactionalTree,
-    account: &str,
-    calendar: &str,
-    p: &MirrorPut,
-) -> TxResult<i64> {
-    let pid = &p.provider_event_id;
-    if let Some(prev) = p.previous_start_ms {
-        index.remove(index_key(account, calendar, prev, pid))?;
-    }
-    if let Some(prev) = &p.previous_client_id {
-        if p.record.client_event_id.as_deref() != Some(prev) {
-            client_ids.remove(key(&[account, calendar, prev]))?;
-        }
-    }
-    let added = events
-        .insert(key(&[account, calendar, pid]), enc(&p.record))?
-        .is_none();
-    index.insert(
-        index_key(account, calendar, p.record.start_ms, pid),
-        enc(&IndexEntry {
-            end_ms: p.record.end_ms,
-            busy: p.record.busy,
-            all_day: p.record.all_day,
-        }),
-    )?;
-    if let Some(c) = &p.record.client_event_id {
-        client_ids.insert(key(&[account, calendar, c]), pid.as_bytes())?;
-    }
-    Ok(i64::from(added))
+/// One calendar's mirror trees inside a transaction.
+struct MirrorTrees<'a> {
+    ids: &'a IdCipher,
+    events: &'a TransactionalTree,
+    index: &'a TransactionalTree,
+    client_ids: &'a TransactionalTree,
+    account: &'a str,
+    calendar: &'a str,
 }
 
-fn remove_mirror(
-    events: &TransactionalTree,
-    index: &TransactionalTree,
-    client_ids: &TransactionalTree,
-    account: &str,
-    calendar: &str,
-    r: &MirrorRemove,
-) -> TxResult<i64> {
-    let removed = events
-        .remove(key(&[account, calendar, &r.provider_event_id]))?
-        .is_some();
-    index.remove(index_key(
-        account,
-        calendar,
-        r.start_ms,
-        &r.provider_event_id,
-    ))?;
-    if let Some(c) = &r.client_event_id {
-        client_ids.remove(key(&[account, calendar, c]))?;
+impl MirrorTrees<'_> {
+    fn index_key(&self, start_ms: i64, pid: &str) -> Vec<u8> {
+        index_key(self.ids, self.account, self.calendar, start_ms, pid)
     }
-    Ok(-i64::from(removed))
+
+    fn item_key(&self, item: &str) -> Vec<u8> {
+        item_key(self.ids, self.account, self.calendar, item)
+    }
+
+    /// Puts an event; 1 when it was not mirrored before.
+    fn put(&self, p: &MirrorPut) -> TxResult<i64> {
+        let pid = &p.provider_event_id;
+        if let Some(prev) = p.previous_start_ms {
+            self.index.remove(self.index_key(prev, pid))?;
+        }
+        if let Some(prev) = &p.previous_client_id {
+            if p.record.client_event_id.as_deref() != Some(prev) {
+                self.client_ids.remove(self.item_key(prev))?;
+            }
+        }
+        let added = self
+            .events
+            .insert(self.item_key(pid), enc_ids(self.ids, &p.record))?
+            .is_none();
+        self.index.insert(
+            self.index_key(p.record.start_ms, pid),
+            enc(&IndexEntry {
+                end_ms: p.record.end_ms,
+                busy: p.record.busy,
+                all_day: p.record.all_day,
+            }),
+        )?;
+        if let Some(c) = &p.record.client_event_id {
+            self.client_ids
+                .insert(self.item_key(c), self.ids.seal(pid).as_bytes())?;
+        }
+        Ok(i64::from(added))
+    }
+
+    /// Removes an event; -1 when it was mirrored.
+    fn remove(&self, r: &MirrorRemove) -> TxResult<i64> {
+        let removed = self
+            .events
+            .remove(self.item_key(&r.provider_event_id))?
+            .is_some();
+        self.index
+            .remove(self.index_key(r.start_ms, &r.provider_event_id))?;
+        if let Some(c) = &r.client_event_id {
+            self.client_ids.remove(self.item_key(c))?;
+        }
+        Ok(-i64::from(removed))
+    }
 }
 
 fn append_changes(
+    ids: &IdCipher,
     log: &TransactionalTree,
     heads: &TransactionalTree,
     tenant: &str,
@@ -1986,7 +2252,7 @@ fn append_changes(
             recorded_ms: now_ms,
             sealed_event: c.sealed_event.clone(),
         };
-        log.insert(seq_key(tenant, bounds.head), enc(&rec))?;
+        log.insert(seq_key(tenant, bounds.head), enc_ids(ids, &rec))?;
     }
     heads.insert(tenant.as_bytes(), enc(&bounds))?;
     Ok(())
@@ -1995,6 +2261,11 @@ fn append_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id key of the stores these tests open (the same across reopens).
+    fn ids() -> IdCipher {
+        IdCipher::from_raw(&[7; 32])
+    }
 
     fn draft(kind: i32) -> ChangeDraft {
         ChangeDraft {
@@ -2023,7 +2294,7 @@ mod tests {
     #[test]
     fn change_sequences_are_per_tenant_and_gapless() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), ids()).unwrap();
         s.append_changes("t1", &[draft(1), draft(2)], 0).unwrap();
         s.append_changes("t2", &[draft(1)], 0).unwrap();
         s.append_changes("t1", &[draft(3)], 0).unwrap();
@@ -2041,7 +2312,7 @@ mod tests {
     #[test]
     fn pruning_moves_the_floor() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), ids()).unwrap();
         s.append_changes("t", &[draft(1), draft(1)], 10).unwrap();
         s.append_changes("t", &[draft(1)], 50).unwrap();
         assert_eq!(s.prune_changes("t", 20).unwrap(), 2);
@@ -2053,7 +2324,7 @@ mod tests {
     #[test]
     fn overlap_query_uses_start_and_end() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), ids()).unwrap();
         let st = SyncRecord::default();
         let puts: Vec<MirrorPut> = [(0, 10, "a"), (5, 30, "b"), (40, 50, "c"), (-100, -50, "d")]
             .iter()
@@ -2094,7 +2365,7 @@ mod tests {
     #[test]
     fn a_write_commit_removes_the_outbox_entry_and_maps_the_client_id() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), ids()).unwrap();
         let op = OutboxRecord::for_test(7, "acc");
         s.outbox_put(&op).unwrap();
         let put = MirrorPut {
@@ -2254,7 +2525,7 @@ mod tests {
     #[test]
     fn a_revoked_account_takes_no_new_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), ids()).unwrap();
         s.put_account_with_calendars(
             &AccountRecord::for_test("acc"),
             &[CalendarRecord::for_test("cal")],
@@ -2339,7 +2610,7 @@ mod tests {
     #[test]
     fn purging_accounts_clears_every_tree_that_names_them_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), ids()).unwrap();
         for a in ["gone", "kept"] {
             fill(&s, a);
         }
@@ -2378,7 +2649,7 @@ mod tests {
     #[test]
     fn reopening_keeps_the_schema_version() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path()).unwrap());
+        drop(Store::open(dir.path(), ids()).unwrap());
         let s = reopen(dir.path());
         assert_eq!(
             s.meta_get(SCHEMA_KEY).unwrap().unwrap(),
@@ -2392,7 +2663,7 @@ mod tests {
     fn reopen(dir: &Path) -> Store {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            match Store::open(dir) {
+            match Store::open(dir, ids()) {
                 Ok(s) => return s,
                 Err(e) if std::time::Instant::now() < deadline => {
                     assert!(e.to_string().contains("lock"), "{e}");
@@ -2406,15 +2677,20 @@ mod tests {
     /// The `sync` tree decoded straight from sled, as `all_sync_states`
     /// shows it.
     fn tree_states(s: &Store) -> Vec<String> {
-        s.sync
+        let mut out: Vec<String> = s
+            .sync
             .iter()
             .map(|item| {
                 let (k, v) = item.unwrap();
-                let k = String::from_utf8(k.to_vec()).unwrap().replace('\0', "/");
-                let st: SyncRecord = dec("sync", &v).unwrap();
+                let k = String::from_utf8(k.to_vec()).unwrap();
+                let (a, c) = k.split_once('\0').unwrap();
+                let k = format!("{a}/{}", s.ids.open(c).unwrap());
+                let st: SyncRecord = dec_ids(&s.ids, "sync", &v).unwrap();
                 format!("{k} {st:?}")
             })
-            .collect()
+            .collect();
+        out.sort();
+        out
     }
 
     fn memory_states(s: &Store) -> Vec<String> {
@@ -2555,7 +2831,7 @@ mod tests {
             ops in proptest::collection::vec(arb_sync_op(), 1..24)
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let s = Store::open(dir.path()).unwrap();
+            let s = Store::open(dir.path(), ids()).unwrap();
             // Cells taken before any write (as a cached participant keeps
             // them) follow every later write.
             let cells: Vec<(String, String, Arc<FreshnessCell>)> = (0..2)
@@ -2570,7 +2846,7 @@ mod tests {
                 proptest::prop_assert_eq!(memory_states(&s), tree_states(&s), "after {:?}", op);
                 // Counts kept between writes equal a fresh count.
                 for (a, c, _) in &cells {
-                    let scanned = s.events.scan_prefix(prefix(&[a, c])).count() as u64;
+                    let scanned = s.events.scan_prefix(cal_prefix(&s.ids, a, c)).count() as u64;
                     proptest::prop_assert_eq!(s.event_count(a, c), scanned, "{}/{} after {:?}", a, c, op);
                 }
                 for (a, c, cell) in &cells {
@@ -2588,7 +2864,7 @@ mod tests {
     #[test]
     fn concurrent_sync_state_writers_leave_memory_and_counts_equal_to_the_trees() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), ids()).unwrap();
         std::thread::scope(|scope| {
             for w in 0..4i64 {
                 let s = &s;
@@ -2613,7 +2889,10 @@ mod tests {
             });
         });
         assert_eq!(memory_states(&s), tree_states(&s));
-        let scanned = s.events.scan_prefix(prefix(&["acc0", "cal0"])).count() as u64;
+        let scanned = s
+            .events
+            .scan_prefix(cal_prefix(&s.ids, "acc0", "cal0"))
+            .count() as u64;
         assert_eq!(s.event_count("acc0", "cal0"), scanned);
         let expected = s
             .sync_state("acc0", "cal0")

@@ -22,12 +22,20 @@
 //! (a copy cut short) is removed and the upgrade starts over from the old
 //! store; a `store.ready` is moved into place (step 4); a `store.old` is
 //! wiped (step 5).
+//!
+//! Schemas 1 and 2 kept calendar ids, provider event ids (CalDAV hrefs),
+//! client event ids, server URLs and sync cursors in clear, in keys and
+//! records; they often hold a user's e-mail address. Schema 3 keeps them
+//! sealed under the store's id key ([`crate::crypto::IdCipher`], in the
+//! keyring). The upgrade to 3 is the same rewrite into a fresh directory,
+//! each row's ids sealed on the way ([`store::seal_legacy_row`]), so no
+//! clear id stays behind in the old sled segments.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
-use crate::crypto::{MasterKeys, RawKey};
+use crate::crypto::{IdCipher, MasterKeys, RawKey};
 use crate::disk;
 use crate::keyring::{KeyVault, VaultError};
 use crate::store::{self, Store, StoreError, ID_FLOOR_KEY, SCHEMA_KEY, SCHEMA_VERSION};
@@ -135,26 +143,36 @@ fn open_until(
 ) -> Result<Option<Store>, UpgradeError> {
     let dirs = Dirs::of(dir);
     recover(&dirs)?;
+    let ids = vault.id_cipher()?;
     let db = store::open_db(dir, true)?;
-    if store::stored_schema_version(&db, dir)? != Some(1) {
+    let from = match store::stored_schema_version(&db, dir)? {
+        Some(v @ (1 | 2)) => v,
         // New, current, or newer (which `from_db` refuses).
-        return Ok(Some(Store::from_db(db, dir)?));
+        _ => return Ok(Some(Store::from_db(db, dir, ids)?)),
+    };
+    if from == 1 {
+        tracing::warn!(
+            from,
+            to = SCHEMA_VERSION,
+            "upgrading the store: moving account keys into the keyring, then rewriting the store without them and with its ids sealed"
+        );
+        let keys = legacy_keys(&db, masters)?;
+        let imported = vault.import(&keys)?;
+        tracing::info!(imported, "account keys moved into the keyring");
+    } else {
+        tracing::warn!(
+            from,
+            to = SCHEMA_VERSION,
+            "upgrading the store: rewriting it with its ids sealed"
+        );
     }
-    tracing::warn!(
-        from = 1,
-        to = SCHEMA_VERSION,
-        "upgrading the store: moving account keys into the keyring, then rewriting the store without them"
-    );
-    let keys = legacy_keys(&db, masters)?;
-    let imported = vault.import(&keys)?;
-    tracing::info!(imported, "account keys moved into the keyring");
     if stop == Stop::AfterImport {
         return Ok(None);
     }
     let floor = id_floor(&db)?;
     {
         let fresh = store::open_db(&dirs.upgrade, true)?;
-        copy(&db, &fresh, floor, stop == Stop::MidCopy)?;
+        copy(&db, &fresh, floor, &ids, stop == Stop::MidCopy)?;
         fresh.flush()?;
     }
     drop(db);
@@ -171,7 +189,7 @@ fn open_until(
     }
     tracing::info!("store upgraded; the old store's files were overwritten and removed");
     let db = store::open_db(dir, true)?;
-    Ok(Some(Store::from_db(db, dir)?))
+    Ok(Some(Store::from_db(db, dir, ids)?))
 }
 
 /// Finishes what an interrupted upgrade left (see the module docs).
@@ -260,22 +278,37 @@ fn id_floor(db: &sled::Db) -> Result<u64, UpgradeError> {
 }
 
 /// Copies every tree of `from` into `to`: account records without their
-/// key, the meta tree with the current schema version and `floor`. With
-/// `half`, stops after half of the trees (a crash mid-copy, for tests).
-fn copy(from: &sled::Db, to: &sled::Db, floor: u64, half: bool) -> Result<(), UpgradeError> {
+/// key, every row with its ids sealed under `ids`, the meta tree with the
+/// current schema version and `floor`. With `half`, stops after half of
+/// the trees (a crash mid-copy, for tests).
+fn copy(
+    from: &sled::Db,
+    to: &sled::Db,
+    floor: u64,
+    ids: &IdCipher,
+    half: bool,
+) -> Result<(), UpgradeError> {
     let names = from.tree_names();
     let take = if half { names.len() / 2 } else { names.len() };
+    let mut dropped = 0usize;
     for name in names.into_iter().take(take) {
         let (src, dst) = (from.open_tree(&name)?, to.open_tree(&name)?);
-        let accounts = name.as_ref() == b"accounts";
+        let tree = String::from_utf8_lossy(&name).into_owned();
         let mut batch = sled::Batch::default();
         let mut pending = 0;
         for item in src.iter() {
             let (k, v) = item?;
-            if accounts {
-                batch.insert(k, without_key(&v)?);
+            let v = if tree == "accounts" {
+                without_key(&v)?
             } else {
-                batch.insert(k, v);
+                v.to_vec()
+            };
+            match store::seal_legacy_row(&tree, &k, &v, ids)? {
+                Some((k, v)) => batch.insert(k, v),
+                None => {
+                    dropped += 1;
+                    continue;
+                }
             }
             pending += 1;
             if pending == 1000 {
@@ -284,6 +317,12 @@ fn copy(from: &sled::Db, to: &sled::Db, floor: u64, half: bool) -> Result<(), Up
             }
         }
         dst.apply_batch(batch)?;
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "mirror rows that could not be read were left out (their calendars list again)"
+        );
     }
     let meta = to.open_tree("meta")?;
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
@@ -309,6 +348,12 @@ mod tests {
 
     const ACCOUNT: &str = "acc_000000000000000000000001";
     const REVOKED: &str = "acc_000000000000000000000002";
+    /// Ids as providers make them: a Google calendar id and a CalDAV href,
+    /// each with the user's e-mail address, and a platform's client id.
+    const CAL: &str = "zephyrine@example.com";
+    const PID: &str = "/dav/zephyrine@example.com/calendar/ev1.ics";
+    const CLIENT: &str = "meeting-for-zephyrine@example.com";
+    const EMAIL: &[u8] = b"zephyrine@example.com";
 
     /// A schema-1 store as the previous build wrote it: one live account
     /// whose record holds its wrapped key, one revoked account, a mirrored
@@ -356,19 +401,67 @@ mod tests {
             )
             .unwrap();
         let event = key.seal(
-            event_aad(ACCOUNT, "cal", "ev1").as_bytes(),
+            event_aad(ACCOUNT, CAL, PID).as_bytes(),
             b"Dentist Zephyrine",
         );
         db.open_tree("events")
             .unwrap()
             .insert(
-                store::key(&[ACCOUNT, "cal", "ev1"]),
+                store::key(&[ACCOUNT, CAL, PID]),
                 serde_json::to_vec(&serde_json::json!({
                     "version": "v1", "start_ms": 0, "end_ms": 10, "busy": 1,
-                    "client_event_id": null, "sealed": b64.encode(&event),
+                    "client_event_id": CLIENT, "sealed": b64.encode(&event),
                 }))
                 .unwrap(),
             )
+            .unwrap();
+        let mut index_key = store::key(&[ACCOUNT, CAL]);
+        index_key.push(0);
+        index_key.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        index_key.extend_from_slice(PID.as_bytes());
+        db.open_tree("event_index")
+            .unwrap()
+            .insert(index_key, br#"{"end_ms":10,"busy":1}"#.as_slice())
+            .unwrap();
+        db.open_tree("client_ids")
+            .unwrap()
+            .insert(store::key(&[ACCOUNT, CAL, CLIENT]), PID.as_bytes())
+            .unwrap();
+        db.open_tree("calendars")
+            .unwrap()
+            .insert(
+                store::key(&[ACCOUNT, CAL]),
+                serde_json::to_vec(&crate::store::CalendarRecord::for_test(CAL)).unwrap(),
+            )
+            .unwrap();
+        let sync = crate::store::SyncRecord {
+            cursor: format!("https://dav.example.com/{CAL}/sync/7"),
+            skipped: vec![(PID.to_string(), "too large".to_string())],
+            ..Default::default()
+        };
+        db.open_tree("sync")
+            .unwrap()
+            .insert(
+                store::key(&[ACCOUNT, CAL]),
+                serde_json::to_vec(&sync).unwrap(),
+            )
+            .unwrap();
+        let change = crate::store::ChangeRecord {
+            seq: 1,
+            kind: 1,
+            account_id: ACCOUNT.into(),
+            calendar_id: CAL.into(),
+            provider_event_id: PID.into(),
+            account_status: 0,
+            recorded_ms: 1,
+            sealed_event: Vec::new(),
+        };
+        let mut change_key = store::key(&["t"]);
+        change_key.push(0);
+        change_key.extend_from_slice(&1u64.to_be_bytes());
+        db.open_tree("changes")
+            .unwrap()
+            .insert(change_key, serde_json::to_vec(&change).unwrap())
             .unwrap();
         let mut last_id = 0;
         for _ in 0..3 {
@@ -423,8 +516,37 @@ mod tests {
                 .unwrap(),
             b"password: hunter2"
         );
-        let e = store.event(ACCOUNT, "cal", "ev1").unwrap().unwrap();
-        let aad = event_aad(ACCOUNT, "cal", "ev1");
+        let e = store.event(ACCOUNT, CAL, PID).unwrap().unwrap();
+        assert_eq!(e.client_event_id.as_deref(), Some(CLIENT));
+        assert_eq!(
+            store
+                .provider_id_for_client(ACCOUNT, CAL, CLIENT)
+                .unwrap()
+                .as_deref(),
+            Some(PID)
+        );
+        assert_eq!(
+            store.event_ids(ACCOUNT, CAL).unwrap(),
+            vec![PID.to_string()]
+        );
+        let index = store
+            .events_overlapping(ACCOUNT, CAL, -1, 100, None, 10)
+            .unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!((index[0].0, index[0].1.as_str()), (0, PID));
+        assert_eq!(store.calendars(ACCOUNT).unwrap()[0].calendar_id, CAL);
+        let st = store.sync_state(ACCOUNT, CAL).unwrap().unwrap();
+        assert_eq!(st.cursor, format!("https://dav.example.com/{CAL}/sync/7"));
+        assert_eq!(st.skipped[0].0, PID);
+        let log = store.changes_after("t", 0, 10).unwrap();
+        assert_eq!(
+            (
+                log[0].calendar_id.as_str(),
+                log[0].provider_event_id.as_str()
+            ),
+            (CAL, PID)
+        );
+        let aad = event_aad(ACCOUNT, CAL, PID);
         assert_eq!(
             key.open(aad.as_bytes(), &e.sealed).unwrap(),
             b"Dentist Zephyrine"
@@ -437,6 +559,8 @@ mod tests {
         assert_eq!(pending[0].op_id, last_id);
         // Not in the live store's files, not anywhere in the data directory.
         assert!(!contains(&tree_bytes(data), wrapped.as_bytes()));
+        // Nor any id with the user's e-mail address.
+        assert!(!contains(&tree_bytes(data), EMAIL));
         for leftover in ["store.upgrade", "store.ready", "store.old"] {
             assert!(!data.join(leftover).exists(), "{leftover} left behind");
         }
@@ -451,13 +575,46 @@ mod tests {
             &tree_bytes(&data.path().join("store")),
             wrapped.as_bytes()
         ));
+        assert!(contains(&tree_bytes(&data.path().join("store")), EMAIL));
         let store_dir = data.path().join("store");
         assert!(matches!(
-            Store::from_db(store::open_db(&store_dir, true).unwrap(), &store_dir),
+            Store::from_db(
+                store::open_db(&store_dir, true).unwrap(),
+                &store_dir,
+                IdCipher::random()
+            ),
             Err(StoreError::OlderSchema { found: 1 })
         ));
         check_upgraded(data.path(), &master, &wrapped, &key, last_id);
         // Reopening an upgraded store changes nothing.
+        check_upgraded(data.path(), &master, &wrapped, &key, last_id);
+    }
+
+    #[test]
+    fn a_schema_2_store_is_rewritten_with_its_ids_sealed() {
+        let data = tempfile::tempdir().unwrap();
+        let master = MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap();
+        let store_dir = data.path().join("store");
+        let (wrapped, key, last_id) = legacy_store(&store_dir, &master);
+        // What schema 2 held: the same rows, the key already in the keyring.
+        {
+            let db = sled::Config::new().path(&store_dir).open().unwrap();
+            let masters = MasterKeys::new(master.clone());
+            let keys = legacy_keys(&db, &masters).unwrap();
+            let accounts = db.open_tree("accounts").unwrap();
+            for item in accounts.iter() {
+                let (k, v) = item.unwrap();
+                accounts.insert(k, without_key(&v).unwrap()).unwrap();
+            }
+            db.open_tree("meta")
+                .unwrap()
+                .insert(SCHEMA_KEY, &2u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+            let vault = FileKeyring::open(data.path(), masters).unwrap();
+            vault.import(&keys).unwrap();
+        }
+        assert!(contains(&tree_bytes(&store_dir), EMAIL));
         check_upgraded(data.path(), &master, &wrapped, &key, last_id);
     }
 

@@ -629,7 +629,7 @@ fn proxies_of(stack: &ProxiedStack, p: Process) -> Vec<&crate::fault_proxy::Faul
 
 /// Rows of revoked accounts left in the (stopped) scheduler's store.
 fn revoked_rows(stack: &ProxiedStack, ledger: &Ledger) -> Result<Vec<Violation>> {
-    let store = calbridge_scheduler::store::Store::open(&stack.store_dir())
+    let store = crate::open_store(stack.store_dir().parent().expect("a data directory"))
         .map_err(|e| anyhow!("opening the store: {e}"))?;
     let mut out = Vec::new();
     let states = store.all_sync_states()?;

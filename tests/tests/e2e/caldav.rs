@@ -1023,7 +1023,8 @@ async fn invalid_sync_token(kind: ServerKind) -> Result<()> {
         "the scheduler stops cleanly"
     );
     {
-        let store = calbridge_scheduler::store::Store::open(&stack.store_dir())?;
+        let store =
+            calbridge_e2e::open_store(stack.store_dir().parent().expect("a data directory"))?;
         let mut replaced = 0;
         for (acc, cal, mut st) in store.all_sync_states()? {
             if acc != account {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use calbridge::pb;
 use calbridge_e2e::{bin, dir_contains, timed_event, Stack};
-use calbridge_scheduler::crypto::{DataKey, MasterKey, MasterKeys};
+use calbridge_scheduler::crypto::{DataKey, IdCipher, MasterKey, MasterKeys};
 use calbridge_scheduler::keyring::{entry_aad, FileKeyring, KeyVault, VaultError, KEYRING_FILE};
 use calbridge_scheduler::secrets::decode_key;
 use calbridge_scheduler::state::{calendar_aad, change_aad, cred_aad, event_aad, identity_aad};
@@ -93,8 +93,13 @@ struct Sealed {
 
 /// Every sealed value of `accounts` in the store at `dir`: credentials,
 /// identity, calendar names, mirrored events, change-log snapshots.
-fn sealed_values(dir: &Path, tenant: &str, accounts: &[&str]) -> Result<Vec<Sealed>> {
-    let store = Store::open(dir)?;
+fn sealed_values(
+    dir: &Path,
+    ids: IdCipher,
+    tenant: &str,
+    accounts: &[&str],
+) -> Result<Vec<Sealed>> {
+    let store = Store::open(dir, ids)?;
     let mut out = Vec::new();
     let mut push = |account: &str, aad: String, bytes: Vec<u8>| {
         if !bytes.is_empty() {
@@ -229,7 +234,9 @@ async fn a_copy_of_the_store_taken_before_revocation_cannot_open_the_revoked_acc
     // copy of it: opening a store writes to it).
     let opened_copy = tempfile::tempdir()?;
     copy_dir(&backup.path().join("store"), opened_copy.path())?;
-    let sealed = sealed_values(opened_copy.path(), &tenant, &accounts)?;
+    // The store's id key never changes: the live keyring's opens the copy.
+    let ids = FileKeyring::open(live, MasterKeys::new(master.clone()))?.id_cipher()?;
+    let sealed = sealed_values(opened_copy.path(), ids, &tenant, &accounts)?;
     let of_revoked = sealed.iter().filter(|s| s.account == revoked).count();
     assert!(
         of_revoked >= 4,
@@ -290,6 +297,14 @@ async fn a_copy_of_the_store_taken_before_revocation_cannot_open_the_revoked_acc
         assert!(
             !dir_contains(live, secret.as_bytes())?,
             "{secret:?} in plaintext"
+        );
+    }
+    // Nor is the user's e-mail address (in calendar ids and the like) in
+    // the store's keys or records.
+    for email in ["ottoline@example.com", "kept@example.com"] {
+        assert!(
+            !dir_contains(&live.join("store"), email.as_bytes())?,
+            "{email} in clear in the store"
         );
     }
     // The data directory, the store and the keyring are the owner's alone.

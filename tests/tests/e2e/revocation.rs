@@ -249,7 +249,8 @@ async fn revoking_during_a_slow_sync_leaves_no_rows_nothing_after_revoked_and_an
     drop(c);
     assert!(stack.scheduler.terminate().await?, "a clean stop");
     {
-        let store = Store::open(&stack.store_dir())?;
+        let store =
+            calbridge_e2e::open_store(stack.store_dir().parent().expect("a data directory"))?;
         assert_eq!(
             rows_of(&store, &tenant, &account, &calendars)?,
             Vec::<String>::new()
@@ -312,7 +313,8 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
     // after a revocation's mark leaves (a pending write, a push channel, a
     // hold); then the mark.
     {
-        let store = Store::open(&stack.store_dir())?;
+        let store =
+            calbridge_e2e::open_store(stack.store_dir().parent().expect("a data directory"))?;
         store.purge_account_rows(&gone)?;
         let late = MirrorPut {
             provider_event_id: "late".into(),
@@ -407,7 +409,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
 
     drop(c);
     assert!(stack.scheduler.terminate().await?, "a clean stop");
-    let store = Store::open(&stack.store_dir())?;
+    let store = calbridge_e2e::open_store(stack.store_dir().parent().expect("a data directory"))?;
     assert_eq!(
         rows_of(&store, &tenant, &gone, &calendars)?,
         Vec::<String>::new()

@@ -5,7 +5,11 @@
 //! ```text
 //! calbridge-keyring 1
 //! acc_0123abcd... <base64 of nonce || sealed key>
+//! @store-ids <base64 of nonce || sealed key>
 //! ```
+//!
+//! The line `@store-ids` holds the store's id key ([`IdCipher`]); account
+//! ids never start with `@`.
 //!
 //! A connect appends a line and syncs the file. Anything that removes or
 //! re-seals a line rewrites the whole file: `keyring.new` is written and
@@ -27,7 +31,7 @@ use std::sync::{Mutex, RwLock};
 use base64::Engine;
 
 use super::{KeyVault, Rotation, VaultError};
-use crate::crypto::{DataKey, MasterKey, MasterKeys, RawKey};
+use crate::crypto::{DataKey, IdCipher, MasterKey, MasterKeys, RawKey};
 use crate::disk;
 
 /// The keyring's file name inside the data directory.
@@ -35,6 +39,8 @@ pub const KEYRING_FILE: &str = "keyring";
 const NEW_FILE: &str = "keyring.new";
 const OLD_FILE: &str = "keyring.old";
 const HEADER: &str = "calbridge-keyring 1";
+/// The line of the store's id key.
+const IDS_ENTRY: &str = "@store-ids";
 
 /// Associated data of an account's keyring entry: binds the sealed key to
 /// the account and to this format's version.
@@ -77,6 +83,8 @@ pub struct FileKeyring {
     dir: PathBuf,
     masters: RwLock<MasterKeys>,
     keys: RwLock<HashMap<String, Entry>>,
+    /// The store's id key, once made.
+    ids: RwLock<Option<IdCipher>>,
     /// Serialises every change of the file.
     write: Mutex<()>,
 }
@@ -107,10 +115,14 @@ impl FileKeyring {
         let mut resealed = BTreeMap::new();
         let mut unopenable = Vec::new();
         let mut under_previous = 0;
+        let mut ids = None;
         for (id, sealed) in lines {
             match masters.open_key(entry_aad(&id).as_bytes(), &sealed) {
                 Ok((raw, previous)) => {
                     under_previous += usize::from(previous);
+                    if id == IDS_ENTRY {
+                        ids = Some(IdCipher::from_raw(&raw));
+                    }
                     let sealed_now = masters.current.seal_key(entry_aad(&id).as_bytes(), &raw);
                     resealed.insert(id.clone(), sealed_now.clone());
                     keys.insert(
@@ -147,6 +159,7 @@ impl FileKeyring {
             dir: dir.to_path_buf(),
             masters: RwLock::new(masters),
             keys: RwLock::new(keys),
+            ids: RwLock::new(ids),
             write: Mutex::new(()),
         })
     }
@@ -206,11 +219,14 @@ impl FileKeyring {
 
 impl KeyVault for FileKeyring {
     fn data_key(&self, account_id: &str) -> Option<DataKey> {
+        if account_id == IDS_ENTRY {
+            return None;
+        }
         self.entries().get(account_id).map(|e| e.key.clone())
     }
 
     fn create(&self, account_id: &str) -> Result<DataKey, VaultError> {
-        if !valid_id(account_id) {
+        if !valid_id(account_id) || account_id == IDS_ENTRY {
             return Err(VaultError::BadId);
         }
         let _w = self.lock();
@@ -239,7 +255,7 @@ impl KeyVault for FileKeyring {
         let mut lines = self.sealed_lines();
         let mut added = Vec::new();
         for (id, raw) in keys {
-            if !valid_id(id) {
+            if !valid_id(id) || id == IDS_ENTRY {
                 return Err(VaultError::BadId);
             }
             if let Some(sealed) = lines.get(id) {
@@ -271,11 +287,21 @@ impl KeyVault for FileKeyring {
     }
 
     fn destroy(&self, account_ids: &[String]) -> Result<usize, VaultError> {
-        self.destroy_until(account_ids, Stop::Never)
+        let accounts: Vec<String> = account_ids
+            .iter()
+            .filter(|id| *id != IDS_ENTRY)
+            .cloned()
+            .collect();
+        self.destroy_until(&accounts, Stop::Never)
     }
 
     fn account_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.entries().keys().cloned().collect();
+        let mut ids: Vec<String> = self
+            .entries()
+            .keys()
+            .filter(|id| *id != IDS_ENTRY)
+            .cloned()
+            .collect();
         ids.sort();
         ids
     }
@@ -283,7 +309,7 @@ impl KeyVault for FileKeyring {
     fn rotate(&self, master: MasterKey) -> Result<Rotation, VaultError> {
         let _w = self.lock();
         let masters = self.masters();
-        let account_keys = self.entries().len();
+        let account_keys = self.entries().keys().filter(|id| *id != IDS_ENTRY).count();
         if master.same_key(&masters.current) {
             return Ok(Rotation {
                 account_keys,
@@ -340,6 +366,28 @@ impl KeyVault for FileKeyring {
                 count: 1,
                 examples: "(a pending authorisation)".into(),
             })
+    }
+
+    fn id_cipher(&self) -> Result<IdCipher, VaultError> {
+        if let Some(ids) = self.ids.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(ids);
+        }
+        let _w = self.lock();
+        let mut held = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(ids) = held.clone() {
+            return Ok(ids);
+        }
+        let (key, raw) = DataKey::generate();
+        let sealed = self
+            .masters()
+            .current
+            .seal_key(entry_aad(IDS_ENTRY).as_bytes(), &raw);
+        append(&self.path(), &line(IDS_ENTRY, &sealed)).map_err(|e| io_err(&self.path(), e))?;
+        self.entries_mut()
+            .insert(IDS_ENTRY.to_string(), Entry { sealed, key });
+        let ids = IdCipher::from_raw(&raw);
+        *held = Some(ids.clone());
+        Ok(ids)
     }
 }
 
@@ -557,6 +605,32 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("acc_x"), "{err}");
+    }
+
+    #[test]
+    fn the_id_key_is_made_once_survives_rotation_and_is_no_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (master(), master());
+        let ring = FileKeyring::open(dir.path(), MasterKeys::new(old.clone())).unwrap();
+        ring.create("acc_a").unwrap();
+        let sealed = ring.id_cipher().unwrap().seal("alice@example.com");
+        assert_eq!(ring.id_cipher().unwrap().seal("alice@example.com"), sealed);
+        assert_eq!(ring.account_ids(), vec!["acc_a"]);
+        assert!(ring.data_key(IDS_ENTRY).is_none());
+        assert!(matches!(ring.create(IDS_ENTRY), Err(VaultError::BadId)));
+        // Reconciling destroys keys of accounts the store lacks: never this one.
+        assert_eq!(ring.destroy(&[IDS_ENTRY.to_string()]).unwrap(), 0);
+        assert_eq!(ring.rotate(new.clone()).unwrap().account_keys, 1);
+        drop(ring);
+        let ring = FileKeyring::open(dir.path(), MasterKeys::new(new)).unwrap();
+        assert_eq!(
+            ring.id_cipher().unwrap().open(&sealed).unwrap(),
+            "alice@example.com"
+        );
+        assert!(matches!(
+            FileKeyring::open(dir.path(), MasterKeys::new(old)),
+            Err(VaultError::WrongMasterKey { count: 2, .. })
+        ));
     }
 
     #[cfg(unix)]

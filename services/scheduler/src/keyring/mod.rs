@@ -16,7 +16,7 @@ use std::sync::Arc;
 use calbridge::pb::AccountStatus;
 use calbridge::ErrorKind;
 
-use crate::crypto::{DataKey, MasterKey, RawKey};
+use crate::crypto::{DataKey, IdCipher, MasterKey, RawKey};
 use crate::state::Shared;
 use crate::store::{Store, StoreError};
 
@@ -106,6 +106,11 @@ pub trait KeyVault: Send + Sync {
 
     /// Opens a key made by [`KeyVault::new_transient_key`].
     fn open_transient_key(&self, id: &str, wrapped: &[u8]) -> Result<DataKey, VaultError>;
+
+    /// The store's id key ([`IdCipher`]), made and stored durably on first
+    /// use. It outlives every account (ids in the change log stay
+    /// readable) and is sealed under the master key like the data keys.
+    fn id_cipher(&self) -> Result<IdCipher, VaultError>;
 }
 
 /// What [`reconcile`] found.
@@ -200,7 +205,8 @@ mod tests {
     #[test]
     fn reconciling_drops_keys_of_revoked_and_unknown_accounts_and_counts_missing_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store =
+            Store::open(&dir.path().join("store"), crate::crypto::IdCipher::random()).unwrap();
         let master = MasterKey::from_bytes(&MasterKey::generate_bytes()).unwrap();
         let vault = FileKeyring::open(dir.path(), MasterKeys::new(master)).unwrap();
         store
