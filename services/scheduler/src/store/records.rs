@@ -1,0 +1,400 @@
+//! The records the store keeps, as they are serialized (JSON), and the
+//! drafts callers hand it.
+
+use serde::{Deserialize, Serialize};
+
+/// Serde helper storing bytes as base64 inside JSON records.
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A tenant (calling service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Id.
+    pub tenant_id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+}
+
+/// An API key (stored under the hash of the key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public id.
+    pub key_id: String,
+    /// The tenant it authenticates.
+    pub tenant_id: String,
+    /// Label.
+    pub label: String,
+    /// Creation time, ms.
+    pub created_ms: i64,
+}
+
+/// A connected account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// Id.
+    pub account_id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `pb::Provider` value.
+    pub provider: i32,
+    /// `pb::AccessLevel` value.
+    pub access_level: i32,
+    /// `pb::AccountStatus` value.
+    pub status: i32,
+    /// Why the status is what it is.
+    pub status_reason: String,
+    /// Creation time, ms.
+    pub created_ms: i64,
+    /// Server URL for CalDAV-based providers.
+    pub server_url: String,
+    /// Sealed `pb::ProviderCredentials`; empty once revoked.
+    #[serde(with = "b64")]
+    pub sealed_credentials: Vec<u8>,
+    /// Sealed provider account id (e-mail); empty once revoked.
+    #[serde(with = "b64")]
+    pub sealed_identity: Vec<u8>,
+    /// Hash identifying (tenant, provider, provider account) for reconnects.
+    pub identity_hash: String,
+    /// Calendars the provider listed beyond the per-account quota at the
+    /// last calendar refresh (not kept).
+    #[serde(default)]
+    pub calendars_omitted: u32,
+}
+
+#[cfg(test)]
+impl AccountRecord {
+    /// An active account of tenant `t` with empty secrets (tests).
+    pub(crate) fn for_test(account_id: &str) -> AccountRecord {
+        AccountRecord {
+            account_id: account_id.to_string(),
+            tenant_id: "t".into(),
+            provider: 1,
+            access_level: 1,
+            status: 1,
+            status_reason: String::new(),
+            created_ms: 0,
+            server_url: String::new(),
+            sealed_credentials: vec![],
+            sealed_identity: vec![],
+            identity_hash: String::new(),
+            calendars_omitted: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+impl CalendarRecord {
+    /// A synced primary calendar in UTC with no name (tests).
+    pub(crate) fn for_test(calendar_id: &str) -> CalendarRecord {
+        CalendarRecord {
+            calendar_id: calendar_id.into(),
+            sealed_name: vec![],
+            primary: true,
+            read_only: false,
+            time_zone: "UTC".into(),
+            synced: true,
+            color: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl OutboxRecord {
+    /// A pending create of client id `mine` in calendar `cal` of tenant `t`
+    /// (tests).
+    pub(crate) fn for_test(op_id: u64, account_id: &str) -> OutboxRecord {
+        OutboxRecord {
+            op_id,
+            tenant_id: "t".into(),
+            account_id: account_id.into(),
+            calendar_id: "cal".into(),
+            client_event_id: "mine".into(),
+            provider_event_id: String::new(),
+            delete: false,
+            sealed_event: vec![],
+            expected_version: String::new(),
+        }
+    }
+}
+
+/// A calendar of an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalendarRecord {
+    /// Provider id.
+    pub calendar_id: String,
+    /// Sealed display name.
+    #[serde(with = "b64")]
+    pub sealed_name: Vec<u8>,
+    /// Primary calendar.
+    pub primary: bool,
+    /// Read-only at the provider.
+    pub read_only: bool,
+    /// IANA zone.
+    pub time_zone: String,
+    /// Kept in the mirror.
+    pub synced: bool,
+    /// Colour.
+    pub color: String,
+}
+
+/// The sync state of one calendar.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncRecord {
+    /// The provider cursor; empty means list from scratch.
+    pub cursor: String,
+    /// When the next poll is due, ms.
+    pub next_due_ms: i64,
+    /// Last successful sync, ms.
+    pub last_success_ms: Option<i64>,
+    /// Last error, safe to show.
+    pub last_error: String,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Paused because the account needs re-authorisation.
+    pub paused: bool,
+    /// The calendar is not synced.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Provider items that could not be read: (item id, reason).
+    #[serde(default)]
+    pub skipped: Vec<(String, String)>,
+    /// A full listing was under way when the last page was stored: its
+    /// cursor continues the listing, but the events of its earlier pages are
+    /// not known to the next run, which therefore starts the listing over.
+    #[serde(default)]
+    pub listing_in_progress: bool,
+    /// For calendars mirrored from free/busy alone: the digest of the busy
+    /// answer the mirror was last brought to. An identical answer changes
+    /// nothing, so the poll only moves the sync state on. Any other kind
+    /// of page clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_digest: Option<String>,
+}
+
+/// A mirrored event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Provider version.
+    pub version: String,
+    /// Start, ms (all-day resolved in the calendar's zone).
+    pub start_ms: i64,
+    /// End, ms.
+    pub end_ms: i64,
+    /// Busy status for free/busy (`pb::BusyStatus`; 0 = does not block).
+    pub busy: i32,
+    /// The caller's id, when written through calbridge.
+    pub client_event_id: Option<String>,
+    /// For all-day events: the local dates [start, end) as days from the
+    /// common era (availability blocks each participant's own local days).
+    #[serde(default)]
+    pub all_day: Option<(i32, i32)>,
+    /// Hash of the content the platform last wrote at this version (so an
+    /// identical upsert is recognised even when the provider stores the
+    /// event a little differently); `None` after any outside change.
+    #[serde(default)]
+    pub written_hash: Option<String>,
+    /// Sealed `pb::Event`.
+    #[serde(with = "b64")]
+    pub sealed: Vec<u8>,
+}
+
+/// What the time index holds per event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// End, ms.
+    pub end_ms: i64,
+    /// `pb::BusyStatus`, 0 when the event does not block.
+    pub busy: i32,
+    /// For all-day events: local dates [start, end) as days from the CE.
+    #[serde(default)]
+    pub all_day: Option<(i32, i32)>,
+}
+
+/// A tentative hold on a slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldRecord {
+    /// Id.
+    pub hold_id: String,
+    /// The accounts held.
+    pub account_ids: Vec<String>,
+    /// Start, ms.
+    pub start_ms: i64,
+    /// End, ms.
+    pub end_ms: i64,
+    /// Expiry, ms.
+    pub expires_ms: i64,
+}
+
+/// A pending write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// Outbox id (monotonic).
+    pub op_id: u64,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// The caller's id (upserts, and deletes by client id).
+    pub client_event_id: String,
+    /// Provider id (deletes by provider id).
+    pub provider_event_id: String,
+    /// True for a delete.
+    pub delete: bool,
+    /// Sealed `pb::Event` to write (upserts).
+    #[serde(with = "b64")]
+    pub sealed_event: Vec<u8>,
+    /// Version precondition.
+    pub expected_version: String,
+}
+
+/// One change-log entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Sequence (per tenant).
+    pub seq: u64,
+    /// `pb::ChangeKind`.
+    pub kind: i32,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// Provider event id.
+    pub provider_event_id: String,
+    /// `pb::AccountStatus` for account changes.
+    pub account_status: i32,
+    /// When recorded, ms.
+    pub recorded_ms: i64,
+    /// Sealed `pb::Event` under the account's data key.
+    #[serde(with = "b64")]
+    pub sealed_event: Vec<u8>,
+}
+
+/// A change before its sequence is assigned.
+#[derive(Debug, Clone)]
+pub struct ChangeDraft {
+    /// `pb::ChangeKind`.
+    pub kind: i32,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// Provider event id.
+    pub provider_event_id: String,
+    /// `pb::AccountStatus` for account changes.
+    pub account_status: i32,
+    /// Sealed event, possibly empty.
+    pub sealed_event: Vec<u8>,
+}
+
+/// The head and floor of a tenant's change log.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct LogBounds {
+    /// Last assigned sequence (0 when none).
+    pub head: u64,
+    /// Every sequence at or below this one was pruned.
+    pub pruned_through: u64,
+}
+
+/// A push channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// Id.
+    pub channel_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Calendar.
+    pub calendar_id: String,
+    /// SHA-256 of the channel token, hex.
+    pub token_hash: String,
+    /// Provider resource id.
+    pub resource_id: String,
+    /// Expiry, ms.
+    pub expires_ms: i64,
+}
+
+/// An event to put into the mirror.
+#[derive(Debug, Clone)]
+pub struct MirrorPut {
+    /// Provider id.
+    pub provider_event_id: String,
+    /// The record.
+    pub record: EventRecord,
+    /// The previous record's start, to move its index entry.
+    pub previous_start_ms: Option<i64>,
+    /// The previous record's client id, if it changed.
+    pub previous_client_id: Option<String>,
+}
+
+/// An event to remove from the mirror.
+#[derive(Debug, Clone)]
+pub struct MirrorRemove {
+    /// Provider id.
+    pub provider_event_id: String,
+    /// Its start, for the index.
+    pub start_ms: i64,
+    /// Its client id, if any.
+    pub client_event_id: Option<String>,
+}
+
+/// One synced page to commit.
+#[derive(Debug, Clone, Copy)]
+pub struct PageCommit<'a> {
+    /// The account's tenant (owner of the change log).
+    pub tenant: &'a str,
+    /// Account.
+    pub account: &'a str,
+    /// Calendar.
+    pub calendar: &'a str,
+    /// Events to put into the mirror.
+    pub puts: &'a [MirrorPut],
+    /// Events to remove from the mirror.
+    pub removes: &'a [MirrorRemove],
+    /// The calendar's new sync state.
+    pub state: &'a SyncRecord,
+    /// Change-log entries.
+    pub changes: &'a [ChangeDraft],
+    /// Now, ms.
+    pub now_ms: i64,
+}
+
+/// A pending OAuth authorisation, stored under the hash of its `state` until
+/// it is completed (once) or expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthStateRecord {
+    /// The tenant that began it.
+    pub tenant_id: String,
+    /// `pb::Provider` value.
+    pub provider: i32,
+    /// `pb::AccessLevel` value.
+    pub access_level: i32,
+    /// The exact redirect URI of the consent URL.
+    pub redirect_uri: String,
+    /// The account being re-authorised; empty for a new account.
+    pub account_id: String,
+    /// A data key for this authorisation, wrapped by the master key.
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    /// The PKCE code verifier, sealed with that key.
+    #[serde(with = "b64")]
+    pub sealed_verifier: Vec<u8>,
+    /// When it expires, ms.
+    pub expires_ms: i64,
+}
