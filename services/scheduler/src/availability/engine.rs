@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use super::hours::{weekday_index, Edge, Timeline, DAY};
+use super::hours::Timeline;
+use super::localtime::{weekday_index, Edge, DAY};
 use super::memo;
 use super::model::{Fnv, Format, Group, ParticipantData, Required, Slot};
 use super::validate::{Spec, Window};

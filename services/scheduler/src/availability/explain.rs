@@ -6,7 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use super::hours::{self, weekday_index, DAY};
+use super::hours;
+use super::localtime::{self, weekday_index, DAY};
 use super::model::{
     Explanation, GroupVerdict, ParticipantData, ParticipantReasons, Period, Reason, Request,
     RequestReason, Required,
@@ -49,7 +50,7 @@ pub(crate) fn participant_reasons(
     if per_day == 0 && per_week == 0 {
         return;
     }
-    let days_of = |r_start: i64| hours::local_ms(tz, r_start).div_euclid(DAY);
+    let days_of = |r_start: i64| localtime::local_ms(tz, r_start).div_euclid(DAY);
     let first = days_of(s);
     let last = days_of(e - 1);
     let starts: Vec<i64> = blocking.iter().map(|(_, r)| days_of(r.start)).collect();
@@ -58,7 +59,7 @@ pub(crate) fn participant_reasons(
             let count = starts.iter().filter(|&&d| d == day).count() as u32;
             if count >= per_day {
                 out.push(Reason::DailyCap {
-                    date: hours::date_of_day(day),
+                    date: localtime::date_of_day(day),
                     count,
                     max: per_day,
                 });
@@ -74,7 +75,7 @@ pub(crate) fn participant_reasons(
                 .count() as u32;
             if count >= per_week {
                 out.push(Reason::WeeklyCap {
-                    week_start: hours::date_of_day(ws),
+                    week_start: localtime::date_of_day(ws),
                     count,
                     max: per_week,
                 });
@@ -113,7 +114,7 @@ pub(crate) fn explain(
     let mut request = Vec::new();
     if s.rem_euclid(win.step) != 0 {
         request.push(RequestReason::NotAligned {
-            start_interval_minutes: (win.step / hours::MINUTE) as u32,
+            start_interval_minutes: (win.step / localtime::MINUTE) as u32,
         });
     }
     if !inside_periods(&req.periods, s, e) {
@@ -126,7 +127,7 @@ pub(crate) fn explain(
     }
     if e - s != spec.duration {
         request.push(RequestReason::DurationMismatch {
-            duration_minutes: (spec.duration / hours::MINUTE) as u32,
+            duration_minutes: (spec.duration / localtime::MINUTE) as u32,
         });
     }
     let members: BTreeSet<usize> = spec

@@ -1,115 +1,16 @@
-//! Local time in a participant's zone: turning working hours (weekly rules
-//! plus date overrides) and local days into UTC intervals, with the DST
-//! rules of the engine. A local time inside a spring-forward gap resolves to
-//! the first valid instant after the gap; an ambiguous local time (fall-back
-//! overlap) resolves to the earlier instant for starts and the later for
-//! ends. Two implementations share one day loop: a direct one over chrono
-//! (used by the reference and explanations) and a [`Timeline`] of the zone's
-//! offsets precomputed over the query range (used by the engine, so that its
-//! hot path does plain integer arithmetic).
+//! Working hours in a participant's zone: turning weekly rules plus date
+//! overrides and local days into UTC intervals, with the engine's DST rules
+//! (see the `localtime` module). Two implementations share one day loop: a
+//! direct one over chrono (used by the reference and explanations) and a
+//! [`Timeline`] of the zone's offsets precomputed over the query range (used
+//! by the engine, so that its hot path does plain integer arithmetic).
 
-use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
+use super::localtime::{
+    day_number, local_ms_to_naive, local_to_utc, offset_ms, weekday_index, Edge, DAY, MINUTE,
+};
 use super::model::{LocalRange, WorkingHours};
-
-/// One minute in ms.
-pub(crate) const MINUTE: i64 = 60_000;
-/// One day in ms.
-pub(crate) const DAY: i64 = 86_400_000;
-/// 1970-01-01 counted from 0001-01-01 (chrono's day numbering).
-const EPOCH_DAYS_FROM_CE: i64 = 719_163;
-
-/// Which instant an ambiguous local time resolves to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Edge {
-    /// A range start: the earlier instant.
-    Start,
-    /// A range end: the later instant.
-    End,
-}
-
-/// Days since 1970-01-01 of a date.
-pub(crate) fn day_number(date: NaiveDate) -> i64 {
-    i64::from(date.num_days_from_ce()) - EPOCH_DAYS_FROM_CE
-}
-
-/// The date of a day number.
-pub(crate) fn date_of_day(day: i64) -> NaiveDate {
-    i32::try_from(day + EPOCH_DAYS_FROM_CE)
-        .ok()
-        .and_then(NaiveDate::from_num_days_from_ce_opt)
-        .unwrap_or(NaiveDate::MIN)
-}
-
-/// ISO weekday index of a day number, Monday = 0.
-pub(crate) fn weekday_index(day: i64) -> i64 {
-    (day + 3).rem_euclid(7)
-}
-
-fn naive_utc(ms: i64) -> NaiveDateTime {
-    DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .naive_utc()
-}
-
-/// UTC offset of `tz` at an instant, ms.
-pub(crate) fn offset_ms(tz: Tz, utc_ms: i64) -> i64 {
-    i64::from(
-        tz.offset_from_utc_datetime(&naive_utc(utc_ms))
-            .fix()
-            .local_minus_utc(),
-    ) * 1000
-}
-
-/// Local wall-clock ms (ms since 1970-01-01T00:00 local) of an instant.
-pub(crate) fn local_ms(tz: Tz, utc_ms: i64) -> i64 {
-    utc_ms + offset_ms(tz, utc_ms)
-}
-
-/// Converts a local wall-clock time in `tz` to Unix ms with the engine's
-/// DST rules (see the module docs), straight through chrono.
-pub fn local_to_utc(tz: Tz, local: NaiveDateTime, edge: Edge) -> i64 {
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => t.timestamp_millis(),
-        LocalResult::Ambiguous(a, b) => {
-            let (a, b) = (a.timestamp_millis(), b.timestamp_millis());
-            match edge {
-                Edge::Start => a.min(b),
-                Edge::End => a.max(b),
-            }
-        }
-        LocalResult::None => {
-            // Inside a gap: find the first valid local second after it; its
-            // instant is the transition.
-            let valid = |l: NaiveDateTime| !matches!(tz.from_local_datetime(&l), LocalResult::None);
-            let mut lo = 0i64;
-            let mut hi = 1i64;
-            while !valid(local + chrono::Duration::seconds(hi)) && hi < 3 * 86_400 {
-                lo = hi;
-                hi *= 2;
-            }
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if valid(local + chrono::Duration::seconds(mid)) {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            let after = local + chrono::Duration::seconds(hi);
-            let sub = after.and_utc().timestamp_subsec_millis();
-            match tz.from_local_datetime(&(after - chrono::Duration::milliseconds(sub.into()))) {
-                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.timestamp_millis(),
-                LocalResult::None => after.and_utc().timestamp_millis(),
-            }
-        }
-    }
-}
-
-fn local_ms_to_naive(local: i64) -> NaiveDateTime {
-    naive_utc(local)
-}
 
 /// The offsets of one zone over a UTC range, as segments `(from_ms,
 /// offset_ms)`; the first segment starts at `i64::MIN`. Offsets are sampled
@@ -301,7 +202,7 @@ pub(crate) fn working_hours_fast(
 mod tests {
     use super::*;
     use crate::availability::model::{DateOverride, WeeklyRule};
-    use chrono::Weekday;
+    use chrono::{DateTime, NaiveDate, Weekday};
     use proptest::prelude::*;
 
     fn utc(s: &str) -> i64 {

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono_tz::Tz;
 
-use super::hours::{self, Timeline, DAY};
+use super::hours::{self, Timeline};
+use super::localtime::DAY;
 use super::model::WorkingHours;
 
 /// Ranges are rounded outwards to multiples of this (from the epoch).

@@ -25,13 +25,15 @@
 mod engine;
 mod explain;
 mod hours;
+mod localtime;
 mod memo;
 mod model;
 pub mod reference;
 mod sequence;
 mod validate;
 
-pub use hours::{local_to_utc, working_hours_utc, Edge};
+pub use hours::working_hours_utc;
+pub use localtime::{local_to_utc, Edge};
 pub use model::{
     Answer, BusyInterval, BusySpan, BusyStatus, DateOverride, Explanation, Format, Group,
     GroupVerdict, LocalRange, ParticipantData, ParticipantReasons, Period, Reason, Request,

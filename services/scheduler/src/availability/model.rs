@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 
-use super::hours::{self, Edge};
+use super::localtime::{self, Edge};
 
 /// How many members of a group must be free for the whole slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,7 +387,7 @@ impl ParticipantData {
                     .iter()
                     .map(|b| resolve(tz, b))
                     .filter(|r| r.end > r.start && r.status.blocks(tentative))
-                    .map(|r| hours::local_ms(tz, r.start).div_euclid(hours::DAY))
+                    .map(|r| localtime::local_ms(tz, r.start).div_euclid(localtime::DAY))
                     .collect();
                 days.sort_unstable();
                 let mut out: Vec<(i64, u32)> = Vec::new();
@@ -447,8 +447,8 @@ pub(crate) fn resolve(tz: Tz, b: &BusyInterval) -> Resolved {
     let (start, end) = match b.span {
         BusySpan::Timed { start_ms, end_ms } => (start_ms, end_ms),
         BusySpan::AllDay { start, end } => (
-            hours::local_to_utc(tz, start.and_time(chrono::NaiveTime::MIN), Edge::Start),
-            hours::local_to_utc(tz, end.and_time(chrono::NaiveTime::MIN), Edge::End),
+            localtime::local_to_utc(tz, start.and_time(chrono::NaiveTime::MIN), Edge::Start),
+            localtime::local_to_utc(tz, end.and_time(chrono::NaiveTime::MIN), Edge::End),
         ),
     };
     Resolved {

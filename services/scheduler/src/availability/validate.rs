@@ -4,7 +4,7 @@
 //! applied, periods merged and clipped to the minimum notice) the engine
 //! runs on.
 
-use super::hours::MINUTE;
+use super::localtime::MINUTE;
 use super::model::{Group, ParticipantData, Period, Request, Required, SequenceRequest};
 
 /// Limits on requests; [`Limits::default`] documents each default.
