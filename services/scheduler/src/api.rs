@@ -15,9 +15,10 @@ use calbridge::{ErrorKind, Invalid};
 use tonic::{Request, Response, Status};
 
 use crate::quota::RequestQuota;
-use crate::state::{
-    event_aad, hash_hex, now_ms, open_event, random_hex, store_err, ts_ms as ts, Shared,
-};
+use crate::clock::{now_ms, ts_ms as ts};
+use crate::crypto::{hash_hex, random_hex};
+use crate::sealing::{event_aad, open_event};
+use crate::state::Shared;
 use crate::store::{ApiKeyRecord, TenantRecord};
 use crate::{accounts, feed, meetings, writes};
 
@@ -70,8 +71,7 @@ impl SchedulerApi {
         match self
             .shared
             .store
-            .api_key(&hash_hex(&[&key]))
-            .map_err(store_err)?
+            .api_key(&hash_hex(&[&key]))?
         {
             Some(k) => Ok(k.tenant_id),
             None => Err(ErrorKind::Unauthenticated(
@@ -165,7 +165,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         }
         inv.into_result().map_err(ErrorKind::from)?;
         Ok(Response::new(
-            accounts::connect_password(&self.shared, &tenant, r).await?,
+            crate::connections::connect_password(&self.shared, &tenant, r).await?,
         ))
     }
 
@@ -180,7 +180,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             require_id("account_id", &r.account_id)?;
         }
         Ok(Response::new(
-            crate::oauth::begin(&self.shared, &tenant, r).await?,
+            crate::connections::oauth::begin(&self.shared, &tenant, r).await?,
         ))
     }
 
@@ -192,7 +192,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let tenant = self.tenant(&req)?;
         let r = req.into_inner();
         Ok(Response::new(
-            crate::oauth::complete(
+            crate::connections::oauth::complete(
                 &self.shared,
                 Some(&tenant),
                 &r.state,
@@ -210,8 +210,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let mut inv = Invalid::default();
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
-        let a = self.shared.tenant_account(&tenant, &r.account_id)?;
-        Ok(Response::new(self.shared.account_pb(&a)))
+        let a = accounts::tenant_account(&self.shared, &tenant, &r.account_id)?;
+        Ok(Response::new(accounts::account_pb(&self.shared, &a)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -231,13 +231,12 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let list = self
             .shared
             .store
-            .tenant_accounts(&tenant, after, n + 1)
-            .map_err(store_err)?;
+            .tenant_accounts(&tenant, after, n + 1)?;
         let more = list.len() > n;
         let accounts: Vec<pb::Account> = list
             .iter()
             .take(n)
-            .map(|a| self.shared.account_pb(a))
+            .map(|a| accounts::account_pb(&self.shared, a))
             .collect();
         let next = if more {
             accounts
@@ -261,7 +260,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
         Ok(Response::new(
-            accounts::revoke(&self.shared, &tenant, &r.account_id).await?,
+            crate::connections::revoke(&self.shared, &tenant, &r.account_id).await?,
         ))
     }
 
@@ -275,15 +274,14 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let mut inv = Invalid::default();
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
-        let a = self.shared.tenant_account(&tenant, &r.account_id)?;
+        let a = accounts::tenant_account(&self.shared, &tenant, &r.account_id)?;
         let key = self.shared.data_key(&a)?;
         let mut calendars: Vec<pb::Calendar> = self
             .shared
             .store
-            .calendars(&a.account_id)
-            .map_err(store_err)?
+            .calendars(&a.account_id)?
             .iter()
-            .map(|c| self.shared.calendar_pb(key.as_ref(), &a.account_id, c))
+            .map(|c| accounts::calendar_pb(key.as_ref(), &a.account_id, c))
             .collect();
         calendars.sort_by_key(|c| !c.primary);
         Ok(Response::new(pb::ListCalendarsResponse { calendars }))
@@ -300,12 +298,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         account_id_field(&mut inv, &r.account_id);
         calendar_id_field(&mut inv, &r.calendar_id);
         inv.into_result().map_err(ErrorKind::from)?;
-        let a = self.shared.tenant_account(&tenant, &r.account_id)?;
+        let a = accounts::tenant_account(&self.shared, &tenant, &r.account_id)?;
         let mut c = self
             .shared
             .store
-            .calendar(&a.account_id, &r.calendar_id)
-            .map_err(store_err)?
+            .calendar(&a.account_id, &r.calendar_id)?
             .ok_or_else(|| {
                 ErrorKind::NotFound(format!("calendar {:?} not found", r.calendar_id))
             })?;
@@ -313,38 +310,34 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             c.synced = r.synced;
             self.shared
                 .store
-                .put_calendar(&a.account_id, &c)
-                .map_err(store_err)?;
+                .put_calendar(&a.account_id, &c)?;
             let mut st = self
                 .shared
                 .store
-                .sync_state(&a.account_id, &c.calendar_id)
-                .map_err(store_err)?
+                .sync_state(&a.account_id, &c.calendar_id)?
                 .unwrap_or_default();
             st.disabled = !r.synced;
             st.next_due_ms = now_ms();
             if !r.synced {
-                accounts::stop_watches(&self.shared, &a, Some(&c.calendar_id)).await;
+                crate::watches::stop_watches(&self.shared, &a, Some(&c.calendar_id)).await;
                 self.shared
                     .store
-                    .clear_calendar_mirror(&a.account_id, &c.calendar_id)
-                    .map_err(store_err)?;
+                    .clear_calendar_mirror(&a.account_id, &c.calendar_id)?;
                 self.shared.mirror_changed(&a.account_id, &c.calendar_id);
                 st.cursor.clear();
                 st.last_success_ms = None;
             }
             self.shared
                 .store
-                .put_sync_state(&a.account_id, &c.calendar_id, &st)
-                .map_err(store_err)?;
-            self.shared.store.flush().await.map_err(store_err)?;
+                .put_sync_state(&a.account_id, &c.calendar_id, &st)?;
+            self.shared.store.flush().await?;
             if r.synced {
-                accounts::start_watches(&self.shared, &a).await;
+                crate::watches::start_watches(&self.shared, &a).await;
                 self.shared.sync_soon(&a.account_id, &c.calendar_id);
             }
         }
         let key = self.shared.data_key(&a)?;
-        Ok(Response::new(self.shared.calendar_pb(
+        Ok(Response::new(accounts::calendar_pb(
             key.as_ref(),
             &a.account_id,
             &c,
@@ -377,11 +370,10 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         };
         inv.into_result().map_err(ErrorKind::from)?;
         let (start, end) = window.expect("validated");
-        let a = self.shared.tenant_account(&tenant, &r.account_id)?;
+        let a = accounts::tenant_account(&self.shared, &tenant, &r.account_id)?;
         self.shared
             .store
-            .calendar(&a.account_id, &r.calendar_id)
-            .map_err(store_err)?
+            .calendar(&a.account_id, &r.calendar_id)?
             .ok_or_else(|| {
                 ErrorKind::NotFound(format!("calendar {:?} not found", r.calendar_id))
             })?;
@@ -396,8 +388,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 end.timestamp_millis(),
                 after.as_ref().map(|(s, p)| (*s, p.as_str())),
                 n + 1,
-            )
-            .map_err(store_err)?;
+            )?;
         let more = rows.len() > n;
         let mut events = Vec::new();
         let mut last = None;
@@ -405,8 +396,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             if let Some(rec) = self
                 .shared
                 .store
-                .event(&a.account_id, &r.calendar_id, &pid)
-                .map_err(store_err)?
+                .event(&a.account_id, &r.calendar_id, &pid)?
             {
                 events.push(open_event(
                     &key,
@@ -419,8 +409,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let as_of = self
             .shared
             .store
-            .sync_state(&a.account_id, &r.calendar_id)
-            .map_err(store_err)?
+            .sync_state(&a.account_id, &r.calendar_id)?
             .and_then(|s| s.last_success_ms)
             .and_then(ts);
         Ok(Response::new(pb::ListEventsResponse {
@@ -442,23 +431,21 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         calendar_id_field(&mut inv, &r.calendar_id);
         one_id(&mut inv, &r.client_event_id, &r.provider_event_id);
         inv.into_result().map_err(ErrorKind::from)?;
-        let a = self.shared.tenant_account(&tenant, &r.account_id)?;
+        let a = accounts::tenant_account(&self.shared, &tenant, &r.account_id)?;
         let key = self.shared.live_key(&a)?;
         let pid = if r.client_event_id.is_empty() {
             Some(r.provider_event_id.clone())
         } else {
             self.shared
                 .store
-                .provider_id_for_client(&a.account_id, &r.calendar_id, &r.client_event_id)
-                .map_err(store_err)?
+                .provider_id_for_client(&a.account_id, &r.calendar_id, &r.client_event_id)?
         };
         let not_found = || ErrorKind::NotFound("event not found in the mirror".into());
         let pid = pid.ok_or_else(not_found)?;
         let rec = self
             .shared
             .store
-            .event(&a.account_id, &r.calendar_id, &pid)
-            .map_err(store_err)?
+            .event(&a.account_id, &r.calendar_id, &pid)?
             .ok_or_else(not_found)?;
         Ok(Response::new(open_event(
             &key,
@@ -567,7 +554,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let (start, end) = window.expect("validated");
         let mut out = Vec::with_capacity(r.account_ids.len());
         for (i, id) in r.account_ids.iter().enumerate() {
-            let a = self.shared.tenant_account(&tenant, id)?;
+            let a = accounts::tenant_account(&self.shared, &tenant, id)?;
             accounts::check_not_revoked(&a, &format!("account_ids[{i}]"))?;
             out.push(crate::freebusy::account_busy(
                 &self.shared,
@@ -738,8 +725,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let head = self
             .shared
             .store
-            .log_bounds(&tenant)
-            .map_err(store_err)?
+            .log_bounds(&tenant)?
             .head;
         Ok(Response::new(pb::GetChangeCursorResponse {
             cursor: feed::cursor_of(head),
@@ -756,19 +742,17 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let mut inv = Invalid::default();
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
-        let a = self.shared.tenant_account(&tenant, &r.account_id)?;
+        let a = accounts::tenant_account(&self.shared, &tenant, &r.account_id)?;
         let mut out = Vec::new();
         for c in self
             .shared
             .store
-            .calendars(&a.account_id)
-            .map_err(store_err)?
+            .calendars(&a.account_id)?
         {
             let st = self
                 .shared
                 .store
-                .sync_state(&a.account_id, &c.calendar_id)
-                .map_err(store_err)?
+                .sync_state(&a.account_id, &c.calendar_id)?
                 .unwrap_or_default();
             let state = if !c.synced || st.disabled {
                 SyncState::Disabled
@@ -812,7 +796,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             calendar_id_field(&mut inv, &r.calendar_id);
         }
         inv.into_result().map_err(ErrorKind::from)?;
-        let a = self.shared.tenant_account(&tenant, &r.account_id)?;
+        let a = accounts::tenant_account(&self.shared, &tenant, &r.account_id)?;
         if a.status != AccountStatus::Active as i32 {
             return Err(ErrorKind::FailedPrecondition(
                 "the account is not active: it needs re-authorisation or was revoked".into(),
@@ -820,7 +804,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .into());
         }
         if r.calendar_id.is_empty() {
-            if let Err(e) = accounts::refresh_calendars(&self.shared, &a).await {
+            if let Err(e) = crate::connections::refresh_calendars(&self.shared, &a).await {
                 tracing::warn!(error = %e, "calendar list not refreshed");
             }
         }
@@ -828,8 +812,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         for c in self
             .shared
             .store
-            .calendars(&a.account_id)
-            .map_err(store_err)?
+            .calendars(&a.account_id)?
         {
             if c.synced && (r.calendar_id.is_empty() || r.calendar_id == c.calendar_id) {
                 self.shared.sync_soon(&a.account_id, &c.calendar_id);
@@ -936,8 +919,8 @@ impl pb::admin_server::Admin for AdminApi {
             name: r.name,
             created_ms: now_ms(),
         };
-        self.shared.store.put_tenant(&t).map_err(store_err)?;
-        self.shared.store.flush().await.map_err(store_err)?;
+        self.shared.store.put_tenant(&t)?;
+        self.shared.store.flush().await?;
         Ok(Response::new(pb::Tenant {
             tenant_id: t.tenant_id,
             name: t.name,
@@ -953,8 +936,7 @@ impl pb::admin_server::Admin for AdminApi {
         let tenants = self
             .shared
             .store
-            .tenants()
-            .map_err(store_err)?
+            .tenants()?
             .into_iter()
             .map(|t| pb::Tenant {
                 tenant_id: t.tenant_id,
@@ -981,8 +963,7 @@ impl pb::admin_server::Admin for AdminApi {
         if self
             .shared
             .store
-            .tenant(&r.tenant_id)
-            .map_err(store_err)?
+            .tenant(&r.tenant_id)?
             .is_none()
         {
             return Err(ErrorKind::NotFound(format!("tenant {:?} not found", r.tenant_id)).into());
@@ -999,9 +980,8 @@ impl pb::admin_server::Admin for AdminApi {
                     label: r.label,
                     created_ms: now_ms(),
                 },
-            )
-            .map_err(store_err)?;
-        self.shared.store.flush().await.map_err(store_err)?;
+            )?;
+        self.shared.store.flush().await?;
         Ok(Response::new(pb::CreateApiKeyResponse { key_id, api_key }))
     }
 
@@ -1015,12 +995,11 @@ impl pb::admin_server::Admin for AdminApi {
         if !self
             .shared
             .store
-            .revoke_api_key(&r.key_id)
-            .map_err(store_err)?
+            .revoke_api_key(&r.key_id)?
         {
             return Err(ErrorKind::NotFound(format!("API key {:?} not found", r.key_id)).into());
         }
-        self.shared.store.flush().await.map_err(store_err)?;
+        self.shared.store.flush().await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
 
@@ -1030,7 +1009,7 @@ impl pb::admin_server::Admin for AdminApi {
         req: Request<pb::RotateMasterKeyRequest>,
     ) -> Reply<pb::RotateMasterKeyResponse> {
         self.check(&req)?;
-        let r = crate::keyring::rotate_master_key(&self.shared).await?;
+        let r = crate::secrets::rotate_master_key(&self.shared.config, &self.shared.vault).await?;
         Ok(Response::new(pb::RotateMasterKeyResponse {
             account_keys: u32::try_from(r.account_keys).unwrap_or(u32::MAX),
             rotated: r.rotated,
@@ -1062,8 +1041,7 @@ impl pb::adapter_callback_server::AdapterCallback for CallbackApi {
         let ch = self
             .shared
             .store
-            .channel(&n.channel_id)
-            .map_err(store_err)?
+            .channel(&n.channel_id)?
             .ok_or_else(unknown)?;
         if !constant_time_eq(
             hash_hex(&[&n.channel_token]).as_bytes(),

@@ -13,6 +13,25 @@ use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 12;
 
+/// `bytes` random bytes as lowercase hex, for ids and tokens.
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+    hex::encode(b)
+}
+
+/// Lowercase hex SHA-256 of `parts` joined by NUL.
+pub fn hash_hex(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 /// Why sealed bytes could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {

@@ -10,7 +10,11 @@ use calbridge::pb;
 use calbridge::{ErrorKind, Invalid};
 use futures::Stream;
 
-use crate::state::{now_ms, store_err, Shared};
+use crate::clock::now_ms;
+use crate::crypto::DataKey;
+use crate::sealing::{change_aad, open_event};
+use crate::state::Shared;
+use crate::store::ChangeRecord;
 
 const CURSOR_PREFIX: &str = "c1.";
 
@@ -44,7 +48,7 @@ pub fn check_cursor(
     cursor: &str,
 ) -> Result<u64, ErrorKind> {
     let after = parse_cursor(field, cursor)?;
-    let bounds = shared.store.log_bounds(tenant).map_err(store_err)?;
+    let bounds = shared.store.log_bounds(tenant)?;
     if cursor.is_empty() {
         return Ok(bounds.pruned_through);
     }
@@ -73,13 +77,56 @@ pub fn page(
 ) -> Result<Vec<pb::Change>, ErrorKind> {
     let records = shared
         .store
-        .changes_after(tenant, after, limit)
-        .map_err(store_err)?;
+        .changes_after(tenant, after, limit)?;
     let mut keys = HashMap::new();
     Ok(records
         .iter()
-        .map(|c| shared.change_pb(c, &mut keys))
+        .map(|c| change_pb(shared, c, &mut keys))
         .collect())
+}
+
+/// Converts a change record to the contract message, opening its event
+/// when the account still has its data key.
+fn change_pb(
+    shared: &Shared,
+    c: &ChangeRecord,
+    keys: &mut HashMap<String, Option<DataKey>>,
+) -> pb::Change {
+    let key = keys
+        .entry(c.account_id.clone())
+        .or_insert_with(|| {
+            shared
+                .store
+                .account(&c.account_id)
+                .ok()
+                .flatten()
+                .and_then(|a| shared.data_key(&a).ok().flatten())
+        })
+        .clone();
+    let event = if c.sealed_event.is_empty() {
+        None
+    } else {
+        key.and_then(|k| {
+            open_event(
+                &k,
+                &change_aad(&c.account_id, &c.calendar_id, &c.provider_event_id),
+                &c.sealed_event,
+            )
+            .ok()
+        })
+    };
+    pb::Change {
+        sequence: c.seq,
+        cursor: cursor_of(c.seq),
+        recorded_at: chrono::DateTime::from_timestamp_millis(c.recorded_ms)
+            .map(calbridge::time::to_timestamp),
+        kind: c.kind,
+        account_id: c.account_id.clone(),
+        calendar_id: c.calendar_id.clone(),
+        event,
+        account_status: c.account_status,
+        provider_event_id: c.provider_event_id.clone(),
+    }
 }
 
 /// A stream of changes.
@@ -123,11 +170,10 @@ pub fn watch(shared: Arc<Shared>, tenant: String, mut after: u64) -> ChangeStrea
 pub fn prune(shared: &Shared) -> Result<usize, ErrorKind> {
     let cutoff = now_ms() - shared.config.change_retention.as_millis() as i64;
     let mut n = 0;
-    for t in shared.store.tenants().map_err(store_err)? {
+    for t in shared.store.tenants()? {
         n += shared
             .store
-            .prune_changes(&t.tenant_id, cutoff)
-            .map_err(store_err)?;
+            .prune_changes(&t.tenant_id, cutoff)?;
     }
     Ok(n)
 }

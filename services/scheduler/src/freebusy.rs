@@ -5,7 +5,7 @@
 use calbridge::pb;
 use calbridge::ErrorKind;
 
-use crate::state::{store_err, Shared};
+use crate::state::Shared;
 
 /// One busy interval in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +46,14 @@ pub fn account_busy(
     let mut as_of: Option<i64> = Some(i64::MAX);
     for c in shared
         .store
-        .calendars(&account.account_id)
-        .map_err(store_err)?
+        .calendars(&account.account_id)?
     {
         if !c.synced {
             continue;
         }
         let st = shared
             .store
-            .sync_state(&account.account_id, &c.calendar_id)
-            .map_err(store_err)?
+            .sync_state(&account.account_id, &c.calendar_id)?
             .unwrap_or_default();
         as_of = match (as_of, st.last_success_ms) {
             (Some(a), Some(b)) => Some(a.min(b)),

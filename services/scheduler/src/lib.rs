@@ -7,7 +7,10 @@ pub mod accounts;
 pub mod adapters;
 pub mod api;
 pub mod availability;
+pub mod busy;
+pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod disk;
 pub mod feed;
@@ -15,15 +18,16 @@ pub mod freebusy;
 pub mod keyring;
 pub mod meetings;
 pub mod mirror;
-pub mod oauth;
 pub mod oauth_http;
 pub mod permits;
 pub mod quota;
+pub mod sealing;
 pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod sync;
 pub mod upgrade;
+pub mod watches;
 pub mod writes;
 
 use std::future::Future;
@@ -127,7 +131,7 @@ pub async fn run(
         callback_url,
     ));
 
-    match accounts::migrate_identity_hashes(&shared) {
+    match connections::migrate_identity_hashes(&shared) {
         Ok(0) => {}
         Ok(n) => tracing::info!(accounts = n, "account identities now match exactly"),
         Err(e) => tracing::warn!(error = %e, "identity hashes not migrated"),
@@ -270,11 +274,11 @@ async fn upkeep(shared: Arc<state::Shared>, mut stop: tokio::sync::watch::Receiv
             _ = tick.tick() => {},
             _ = stop.changed() => return,
         }
-        accounts::renew_channels(&shared).await;
-        if let Err(e) = shared.store.prune_holds(state::now_ms()) {
+        watches::renew_channels(&shared).await;
+        if let Err(e) = shared.store.prune_holds(clock::now_ms()) {
             tracing::warn!(error = %e, "expired holds not pruned");
         }
-        if let Err(e) = shared.store.prune_auth_states(state::now_ms()) {
+        if let Err(e) = shared.store.prune_auth_states(clock::now_ms()) {
             tracing::warn!(error = %e, "expired authorisations not pruned");
         }
         if let Err(e) = shared.store.restrict_permissions() {

@@ -7,7 +7,7 @@ use calbridge::time::{boundary_utc, parse_event_time};
 use chrono_tz::Tz;
 
 use crate::crypto::DataKey;
-use crate::state::{event_aad, seal_event};
+use crate::sealing::{event_aad, seal_event};
 use crate::store::{EventRecord, MirrorPut};
 
 /// How an event shows in free/busy (0 = it does not block).

@@ -60,7 +60,7 @@ async fn callback(State(shared): State<Arc<Shared>>, Query(q): Query<CallbackQue
         return finish(&shared, Err(("access_denied_or_failed", error)));
     }
     let code = q.code.unwrap_or_default();
-    match crate::oauth::complete(&shared, None, &state, &code, &redirect_uri).await {
+    match crate::connections::oauth::complete(&shared, None, &state, &code, &redirect_uri).await {
         Ok(account) => finish(&shared, Ok(account.account_id)),
         Err(e) => {
             tracing::warn!(code = ?e.code(), "authorisation not completed");

@@ -1,14 +1,18 @@
 //! Loading the master key and the admin token. In production mode both must
 //! be configured; in local mode missing ones are generated into the data
-//! directory (readable by the owner only) with a loud warning.
+//! directory (readable by the owner only) with a loud warning. Also the
+//! online rotation of the master key.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine;
+use calbridge::ErrorKind;
 
 use crate::config::{Config, Mode};
 use crate::crypto::{MasterKey, MasterKeys};
-use crate::state::hash_hex;
+use crate::crypto::hash_hex;
+use crate::keyring::{vault_err, KeyVault, Rotation};
 
 /// Why a secret could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +183,34 @@ pub fn admin_token_hash(config: &Config) -> Result<String, SecretsError> {
         });
     }
     Ok(hash_hex(&[token]))
+}
+
+/// Rotates the master key online: reads the configured master key again
+/// and re-seals every account data key under it.
+pub async fn rotate_master_key(
+    config: &Config,
+    vault: &Arc<dyn KeyVault>,
+) -> Result<Rotation, ErrorKind> {
+    if config.master_key.is_some() {
+        return Err(ErrorKind::FailedPrecondition(
+            "the master key comes from CALBRIDGE_MASTER_KEY, which cannot change while the scheduler runs: configure master_key_file to rotate online, or restart with the new key and the old one as previous_master_key_file".into(),
+        ));
+    }
+    let master = master_key(config).map_err(|e| {
+        ErrorKind::FailedPrecondition(format!("the master key cannot be read: {e}"))
+    })?;
+    let vault = vault.clone();
+    let rotation = tokio::task::spawn_blocking(move || vault.rotate(master))
+        .await
+        .map_err(|_| ErrorKind::Internal("the rotation task failed".into()))?
+        .map_err(vault_err)?;
+    if rotation.rotated {
+        tracing::warn!(
+            account_keys = rotation.account_keys,
+            "master key rotated: the keyring is sealed under the new key; keep the old key until backups taken before now have expired"
+        );
+    }
+    Ok(rotation)
 }
 
 #[cfg(test)]

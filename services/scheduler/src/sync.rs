@@ -17,9 +17,10 @@ use tracing::Instrument;
 use crate::adapters::adapter_error;
 use crate::mirror::{put_for, same_content, strip_content};
 use crate::permits::FairPermits;
-use crate::state::{
-    change_aad, event_aad, hash_hex, now_ms, open_event, seal_event, store_err, Shared,
-};
+use crate::clock::now_ms;
+use crate::crypto::hash_hex;
+use crate::sealing::{change_aad, event_aad, open_event, seal_event};
+use crate::state::Shared;
 use crate::store::{ChangeDraft, MirrorRemove, PageCommit, StoreError, SyncRecord};
 
 /// The shortest wait between two timer-driven scans of the sync states, ms
@@ -270,8 +271,7 @@ pub async fn sync_calendar(
         // gone) is not written again.
         let Some(mut st) = shared
             .store
-            .sync_state(account_id, calendar_id)
-            .map_err(store_err)?
+            .sync_state(account_id, calendar_id)?
         else {
             return result;
         };
@@ -293,7 +293,7 @@ pub async fn sync_calendar(
             Err(StoreError::AccountRevoked) => {
                 set_aside(shared, account_id, calendar_id, Skipped::AccountRevoked)?;
             }
-            other => other.map_err(store_err)?,
+            other => other?,
         }
     }
     result
@@ -310,8 +310,7 @@ fn set_aside(
     let update = |change: &dyn Fn(&mut SyncRecord)| -> Result<(), ErrorKind> {
         let Some(mut st) = shared
             .store
-            .sync_state(account_id, calendar_id)
-            .map_err(store_err)?
+            .sync_state(account_id, calendar_id)?
         else {
             return Ok(());
         };
@@ -320,7 +319,7 @@ fn set_aside(
             Err(StoreError::AccountRevoked) => {
                 crate::accounts::purge_revoked_rows(shared, account_id).map(|_| ())
             }
-            other => other.map_err(store_err),
+            other => other.map_err(ErrorKind::from),
         }
     };
     match why {
@@ -336,7 +335,7 @@ fn set_aside(
         Skipped::CalendarGone => shared
             .store
             .remove_sync_state(account_id, calendar_id)
-            .map_err(store_err),
+            .map_err(ErrorKind::from),
         Skipped::NotSynced => update(&|st| st.disabled = true),
         Skipped::WritesInDoubt => {
             tracing::info!("sync deferred until the writes a restart interrupted are completed");
@@ -351,7 +350,7 @@ async fn sync_pages(
     account_id: &str,
     calendar_id: &str,
 ) -> Result<Option<Skipped>, ErrorKind> {
-    let Some(account) = shared.store.account(account_id).map_err(store_err)? else {
+    let Some(account) = shared.store.account(account_id)? else {
         return Ok(Some(Skipped::AccountRevoked));
     };
     if account.status == AccountStatus::Revoked as i32 {
@@ -362,8 +361,7 @@ async fn sync_pages(
     }
     let Some(calendar) = shared
         .store
-        .calendar(account_id, calendar_id)
-        .map_err(store_err)?
+        .calendar(account_id, calendar_id)?
     else {
         return Ok(Some(Skipped::CalendarGone));
     };
@@ -374,7 +372,7 @@ async fn sync_pages(
         return Ok(Some(Skipped::WritesInDoubt));
     }
     let key = shared.live_key(&account)?;
-    let credentials = crate::oauth::usable_credentials(shared, &account).await?;
+    let credentials = crate::accounts::usable_credentials(shared, &account).await?;
     let zone = calendar.time_zone.parse::<chrono_tz::Tz>().ok();
     let caps = shared.adapters.capabilities(account.provider).await?;
     let poll_s = match shared.config.sync.poll_interval_seconds {
@@ -397,8 +395,7 @@ async fn sync_pages(
     let _guard = lock.write().await;
     let mut st = shared
         .store
-        .sync_state(account_id, calendar_id)
-        .map_err(store_err)?
+        .sync_state(account_id, calendar_id)?
         .unwrap_or_default();
     // A listing interrupted midway (outage, crash) starts over: the pages
     // read before the interruption are not in `seen`, and the end of the
@@ -508,8 +505,7 @@ async fn sync_pages(
             }
             let existing = shared
                 .store
-                .event(account_id, calendar_id, &pid)
-                .map_err(store_err)?;
+                .event(account_id, calendar_id, &pid)?;
             if existing.as_ref().is_some_and(|x| x.version == e.version) {
                 // Already mirrored at this version: our own write, or a
                 // duplicate page. Nothing changed.
@@ -565,8 +561,7 @@ async fn sync_pages(
         if page.full_listing && !page.more && !unchanged_busy {
             for pid in shared
                 .store
-                .event_ids(account_id, calendar_id)
-                .map_err(store_err)?
+                .event_ids(account_id, calendar_id)?
             {
                 if !seen.contains(&pid) && !is_of_skipped(&pid, &skipped) {
                     deleted.push(pid);
@@ -576,8 +571,7 @@ async fn sync_pages(
         for pid in deleted {
             let Some(existing) = shared
                 .store
-                .event(account_id, calendar_id, &pid)
-                .map_err(store_err)?
+                .event(account_id, calendar_id, &pid)?
             else {
                 continue;
             };
@@ -641,7 +635,7 @@ async fn sync_pages(
             now_ms: now_ms(),
         }) {
             Err(StoreError::AccountRevoked) => return Ok(Some(Skipped::AccountRevoked)),
-            other => other.map_err(store_err)?,
+            other => other?,
         }
         if !puts.is_empty() || !removes.is_empty() {
             shared.mirror_changed(account_id, calendar_id);
@@ -769,8 +763,7 @@ async fn free_busy_page(
 pub fn resume_account(shared: &Shared, account_id: &str) -> Result<(), ErrorKind> {
     shared
         .store
-        .set_account_paused(account_id, false, now_ms())
-        .map_err(store_err)?;
+        .set_account_paused(account_id, false, now_ms())?;
     shared.sync_wake.notify_one();
     Ok(())
 }

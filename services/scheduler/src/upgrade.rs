@@ -344,7 +344,7 @@ mod tests {
     use super::*;
     use crate::crypto::{DataKey, MasterKey};
     use crate::keyring::FileKeyring;
-    use crate::state::{cred_aad, event_aad};
+    use crate::sealing::{cred_aad, event_aad};
 
     const ACCOUNT: &str = "acc_000000000000000000000001";
     const REVOKED: &str = "acc_000000000000000000000002";

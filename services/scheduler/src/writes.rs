@@ -14,7 +14,9 @@ use crate::accounts::{check_writable, mark_reauth_required};
 use crate::adapters::adapter_error;
 use crate::crypto::DataKey;
 use crate::mirror::{content_hash, normalize, put_for, same_content};
-use crate::state::{event_aad, hash_hex, open_event, outbox_aad, seal_event, store_err, Shared};
+use crate::crypto::hash_hex;
+use crate::sealing::{event_aad, open_event, outbox_aad, seal_event};
+use crate::state::Shared;
 use crate::store::{AccountRecord, MirrorRemove, OutboxRecord};
 
 /// The idempotency key of a create: stable for (tenant, account, calendar,
@@ -34,7 +36,7 @@ pub async fn upsert(
     req: pb::UpsertEventRequest,
 ) -> Result<pb::UpsertEventResponse, ErrorKind> {
     after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
-    let account = shared.tenant_account(tenant, &req.account_id)?;
+    let account = crate::accounts::tenant_account(shared, tenant, &req.account_id)?;
     check_writable(&account)?;
     check_calendar_writable(shared, &account, &req.calendar_id)?;
     let key = shared.live_key(&account)?;
@@ -52,7 +54,7 @@ pub async fn upsert(
     let lock = shared.client_lock(&account.account_id, &req.calendar_id, &req.client_event_id);
     let _one_at_a_time = lock.lock().await;
     let op = OutboxRecord {
-        op_id: shared.store.next_id().map_err(store_err)?,
+        op_id: shared.store.next_id()?,
         tenant_id: tenant.to_string(),
         account_id: account.account_id.clone(),
         calendar_id: req.calendar_id.clone(),
@@ -66,8 +68,8 @@ pub async fn upsert(
         sealed_event: seal_event(&key, &outbox_aad(op.op_id), &event),
         ..op
     };
-    shared.store.outbox_put(&op).map_err(store_err)?;
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.outbox_put(&op)?;
+    shared.store.flush().await?;
     let (event, outcome) = with_retries(shared, &account, &op.calendar_id, op.op_id, || {
         execute_upsert(shared, &account, &key, &op, &event)
     })
@@ -85,7 +87,7 @@ pub async fn delete(
     req: pb::DeleteEventRequest,
 ) -> Result<pb::DeleteEventResult, ErrorKind> {
     after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
-    let account = shared.tenant_account(tenant, &req.account_id)?;
+    let account = crate::accounts::tenant_account(shared, tenant, &req.account_id)?;
     check_writable(&account)?;
     check_calendar_writable(shared, &account, &req.calendar_id)?;
     let lock_key = if req.client_event_id.is_empty() {
@@ -100,8 +102,7 @@ pub async fn delete(
     } else {
         shared
             .store
-            .provider_id_for_client(&account.account_id, &req.calendar_id, &req.client_event_id)
-            .map_err(store_err)?
+            .provider_id_for_client(&account.account_id, &req.calendar_id, &req.client_event_id)?
     };
     let Some(pid) = pid else {
         return Ok(pb::DeleteEventResult {
@@ -109,7 +110,7 @@ pub async fn delete(
         });
     };
     let op = OutboxRecord {
-        op_id: shared.store.next_id().map_err(store_err)?,
+        op_id: shared.store.next_id()?,
         tenant_id: tenant.to_string(),
         account_id: account.account_id.clone(),
         calendar_id: req.calendar_id.clone(),
@@ -119,8 +120,8 @@ pub async fn delete(
         sealed_event: Vec::new(),
         expected_version: req.expected_version.clone(),
     };
-    shared.store.outbox_put(&op).map_err(store_err)?;
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.outbox_put(&op)?;
+    shared.store.flush().await?;
     let outcome = with_retries(shared, &account, &op.calendar_id, op.op_id, || {
         execute_delete(shared, &account, &op)
     })
@@ -145,7 +146,7 @@ async fn after_interrupted_writes(
         return Ok(());
     }
     // Another tenant's account is not found, whatever it waits for.
-    shared.tenant_account(tenant, account_id)?;
+    crate::accounts::tenant_account(shared, tenant, account_id)?;
     tracing::info!("write waits for the writes a restart interrupted on its calendar");
     let deadline = Instant::now() + shared.config.write_timeout;
     while shared.writes_in_doubt(account_id, calendar_id) {
@@ -168,7 +169,7 @@ async fn after_interrupted_writes(
 /// syncs wait for [`replay_outbox`]. Run at start, before the sync loop;
 /// returns how many calendars wait.
 pub fn hold_syncs_for_interrupted_writes(shared: &Shared) -> Result<usize, ErrorKind> {
-    let pending = shared.store.outbox_all().map_err(store_err)?;
+    let pending = shared.store.outbox_all()?;
     let mut in_doubt = shared.in_doubt.lock().expect("lock poisoned");
     in_doubt.extend(
         pending
@@ -186,7 +187,7 @@ pub fn hold_syncs_for_interrupted_writes(shared: &Shared) -> Result<usize, Error
 /// like any write) its sync waits, so the provider's copy of such a write
 /// is never read back as an outside change; then the calendar is synced.
 pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
-    let pending = shared.store.outbox_all().map_err(store_err)?;
+    let pending = shared.store.outbox_all()?;
     let n = pending.len();
     let mut by_calendar: std::collections::BTreeMap<(String, String), Vec<OutboxRecord>> =
         Default::default();
@@ -216,17 +217,17 @@ pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
     ))
     .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     Ok(n)
 }
 
 /// Completes one interrupted write, retrying while the provider is
 /// unavailable (up to the write timeout), or drops it.
 async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> {
-    let account = match shared.store.account(&op.account_id).map_err(store_err)? {
+    let account = match shared.store.account(&op.account_id)? {
         Some(a) if check_writable(&a).is_ok() => a,
         _ => {
-            shared.store.outbox_remove(op.op_id).map_err(store_err)?;
+            shared.store.outbox_remove(op.op_id)?;
             return Ok(());
         }
     };
@@ -263,7 +264,7 @@ async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> 
         ),
         Err(e) => {
             tracing::warn!(op_id = op.op_id, error = %e, "interrupted write could not be completed; dropped");
-            shared.store.outbox_remove(op.op_id).map_err(store_err)?;
+            shared.store.outbox_remove(op.op_id)?;
         }
     }
     Ok(())
@@ -276,8 +277,7 @@ fn check_calendar_writable(
 ) -> Result<(), ErrorKind> {
     match shared
         .store
-        .calendar(&account.account_id, calendar_id)
-        .map_err(store_err)?
+        .calendar(&account.account_id, calendar_id)?
     {
         None => Err(ErrorKind::NotFound(format!(
             "calendar {calendar_id:?} not found"
@@ -326,8 +326,8 @@ where
                     tokio::time::sleep(delay).await;
                     continue;
                 }
-                shared.store.outbox_remove(op_id).map_err(store_err)?;
-                shared.store.flush().await.map_err(store_err)?;
+                shared.store.outbox_remove(op_id)?;
+                shared.store.flush().await?;
                 if let ErrorKind::Unauthenticated(_) = e {
                     mark_reauth_required(
                         shared,
@@ -353,27 +353,25 @@ async fn execute_upsert(
     event: &pb::Event,
 ) -> Result<(pb::Event, WriteOutcome), ErrorKind> {
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
-    let credentials = crate::oauth::usable_credentials(shared, account).await?;
+    let credentials = crate::accounts::usable_credentials(shared, account).await?;
     let mut client = shared.adapters.client(account.provider)?;
     let zone = shared
         .store
-        .calendar(acc, cal)
-        .map_err(store_err)?
+        .calendar(acc, cal)?
         .and_then(|c| c.time_zone.parse::<chrono_tz::Tz>().ok());
 
     let known = shared
         .store
-        .provider_id_for_client(acc, cal, &op.client_event_id)
-        .map_err(store_err)?;
+        .provider_id_for_client(acc, cal, &op.client_event_id)?;
     let mut result: Option<(pb::Event, WriteOutcome)> = None;
     if let Some(pid) = known {
-        if let Some(prev) = shared.store.event(acc, cal, &pid).map_err(store_err)? {
+        if let Some(prev) = shared.store.event(acc, cal, &pid)? {
             let prev_event = open_event(key, &event_aad(acc, cal, &pid), &prev.sealed)?;
             let version_ok = op.expected_version.is_empty() || op.expected_version == prev.version;
             let rewritten = prev.written_hash.as_deref() == Some(content_hash(event).as_str());
             if (rewritten || same_content(&prev_event, event)) && version_ok {
-                shared.store.outbox_remove(op.op_id).map_err(store_err)?;
-                shared.store.flush().await.map_err(store_err)?;
+                shared.store.outbox_remove(op.op_id)?;
+                shared.store.flush().await?;
                 return Ok((prev_event, WriteOutcome::Unchanged));
             }
         }
@@ -454,16 +452,14 @@ async fn execute_upsert(
     stored.managed = true;
     let previous = shared
         .store
-        .event(acc, cal, &stored.provider_event_id)
-        .map_err(store_err)?;
+        .event(acc, cal, &stored.provider_event_id)?;
     let mut put = put_for(key, acc, cal, zone, &stored, previous.as_ref());
     put.record.written_hash = Some(content_hash(event));
     shared
         .store
-        .commit_write(acc, cal, Some(&put), None, op.op_id)
-        .map_err(store_err)?;
+        .commit_write(acc, cal, Some(&put), None, op.op_id)?;
     shared.mirror_changed(acc, cal);
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     Ok((stored, outcome))
 }
 
@@ -473,7 +469,7 @@ async fn execute_delete(
     op: &OutboxRecord,
 ) -> Result<WriteOutcome, ErrorKind> {
     let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
-    let credentials = crate::oauth::usable_credentials(shared, account).await?;
+    let credentials = crate::accounts::usable_credentials(shared, account).await?;
     let outcome = match shared
         .adapters
         .client(account.provider)?
@@ -491,8 +487,7 @@ async fn execute_delete(
     };
     let remove = shared
         .store
-        .event(acc, cal, &op.provider_event_id)
-        .map_err(store_err)?
+        .event(acc, cal, &op.provider_event_id)?
         .map(|prev| MirrorRemove {
             provider_event_id: op.provider_event_id.clone(),
             start_ms: prev.start_ms,
@@ -500,10 +495,9 @@ async fn execute_delete(
         });
     shared
         .store
-        .commit_write(acc, cal, None, remove.as_ref(), op.op_id)
-        .map_err(store_err)?;
+        .commit_write(acc, cal, None, remove.as_ref(), op.op_id)?;
     shared.mirror_changed(acc, cal);
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     Ok(outcome)
 }
 

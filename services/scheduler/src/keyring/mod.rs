@@ -7,17 +7,14 @@
 //! [`KeyVault`] is the seam: [`FileKeyring`] keeps the keys in one file next
 //! to the store, each sealed under the master key; a KMS or a database
 //! could hold them instead. This module also reconciles the vault with the
-//! store at start and rotates the master key online.
+//! store at start.
 
 mod file;
-
-use std::sync::Arc;
 
 use calbridge::pb::AccountStatus;
 use calbridge::ErrorKind;
 
 use crate::crypto::{DataKey, IdCipher, MasterKey, RawKey};
-use crate::state::Shared;
 use crate::store::{Store, StoreError};
 
 pub use file::{entry_aad, FileKeyring, KEYRING_FILE};
@@ -158,31 +155,6 @@ pub enum ReconcileError {
     /// The vault failed.
     #[error(transparent)]
     Vault(#[from] VaultError),
-}
-
-/// Rotates the master key online: reads the configured master key again
-/// and re-seals every account data key under it.
-pub async fn rotate_master_key(shared: &Shared) -> Result<Rotation, ErrorKind> {
-    if shared.config.master_key.is_some() {
-        return Err(ErrorKind::FailedPrecondition(
-            "the master key comes from CALBRIDGE_MASTER_KEY, which cannot change while the scheduler runs: configure master_key_file to rotate online, or restart with the new key and the old one as previous_master_key_file".into(),
-        ));
-    }
-    let master = crate::secrets::master_key(&shared.config).map_err(|e| {
-        ErrorKind::FailedPrecondition(format!("the master key cannot be read: {e}"))
-    })?;
-    let vault: Arc<dyn KeyVault> = shared.vault.clone();
-    let rotation = tokio::task::spawn_blocking(move || vault.rotate(master))
-        .await
-        .map_err(|_| ErrorKind::Internal("the rotation task failed".into()))?
-        .map_err(vault_err)?;
-    if rotation.rotated {
-        tracing::warn!(
-            account_keys = rotation.account_keys,
-            "master key rotated: the keyring is sealed under the new key; keep the old key until backups taken before now have expired"
-        );
-    }
-    Ok(rotation)
 }
 
 /// Turns a vault error into a safe API error, logging the detail.

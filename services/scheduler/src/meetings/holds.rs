@@ -40,7 +40,7 @@ pub async fn create_hold(
     }
     inv.into_result().map_err(ErrorKind::from)?;
     for (i, a) in req.account_ids.iter().enumerate() {
-        let account = shared.tenant_account(tenant, a)?;
+        let account = crate::accounts::tenant_account(shared, tenant, a)?;
         crate::accounts::check_not_revoked(&account, &format!("account_ids[{i}]"))?;
     }
     let (s, e) = slot.expect("validated");
@@ -56,9 +56,9 @@ pub async fn create_hold(
         end_ms: e.timestamp_millis(),
         expires_ms: now_ms() + i64::from(ttl) * 60_000,
     };
-    shared.store.put_hold(tenant, &h).map_err(store_err)?;
+    shared.store.put_hold(tenant, &h)?;
     shared.availability_cache.holds_changed();
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     Ok(hold_pb(&h))
 }
 
@@ -69,7 +69,7 @@ pub fn live_hold(
     field: &str,
     id: &str,
 ) -> Result<HoldRecord, ErrorKind> {
-    match shared.store.hold(tenant, id).map_err(store_err)? {
+    match shared.store.hold(tenant, id)? {
         Some(h) if h.expires_ms > now_ms() => Ok(h),
         _ => Err(ErrorKind::FailedPrecondition(format!(
             "{field} names no live hold (it expired or was released)"
@@ -79,9 +79,9 @@ pub fn live_hold(
 
 /// Releases a hold (idempotent).
 pub async fn release_hold(shared: &Shared, tenant: &str, id: &str) -> Result<(), ErrorKind> {
-    shared.store.remove_hold(tenant, id).map_err(store_err)?;
+    shared.store.remove_hold(tenant, id)?;
     shared.availability_cache.holds_changed();
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     Ok(())
 }
 
@@ -90,8 +90,7 @@ pub fn list_holds(shared: &Shared, tenant: &str) -> Result<Vec<pb::Hold>, ErrorK
     let now = now_ms();
     let mut holds: Vec<HoldRecord> = shared
         .store
-        .holds(tenant)
-        .map_err(store_err)?
+        .holds(tenant)?
         .into_iter()
         .filter(|h| h.expires_ms > now)
         .collect();

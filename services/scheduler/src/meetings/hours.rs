@@ -37,6 +37,14 @@ pub(super) fn range(
     }
 }
 
+/// Stored working hours (encoded) converted for the engine, as the
+/// participant cache keeps them; `None` when they cannot be.
+pub(crate) fn stored_hours_converted(bytes: &[u8]) -> Option<(Tz, engine::WorkingHours)> {
+    pb::WorkingHours::decode(bytes)
+        .ok()
+        .and_then(|p| convert_hours("hours", &p).ok())
+}
+
 /// Converts proto working hours at `path` to the engine's, with their zone:
 /// every list within its bound (`limits::MAX_WEEKLY_RULES`,
 /// `MAX_DATE_OVERRIDES`, `MAX_OVERRIDE_RANGES`), no date overridden twice.
@@ -217,10 +225,9 @@ pub async fn put_working_hours(
     let hours = req.hours.clone().expect("validated");
     shared
         .store
-        .put_working_hours(tenant, &req.working_hours_id, &hours.encode_to_vec())
-        .map_err(store_err)?;
+        .put_working_hours(tenant, &req.working_hours_id, &hours.encode_to_vec())?;
     shared.availability_cache.hours_changed();
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     Ok(pb::StoredWorkingHours {
         working_hours_id: req.working_hours_id.clone(),
         hours: Some(hours),
@@ -235,8 +242,7 @@ pub fn get_working_hours(
 ) -> Result<pb::StoredWorkingHours, ErrorKind> {
     let bytes = shared
         .store
-        .working_hours(tenant, id)
-        .map_err(store_err)?
+        .working_hours(tenant, id)?
         .ok_or_else(|| ErrorKind::NotFound(format!("working hours {id:?} not found")))?;
     Ok(pb::StoredWorkingHours {
         working_hours_id: id.to_string(),
@@ -255,8 +261,7 @@ pub fn list_working_hours(
 ) -> Result<Vec<pb::StoredWorkingHours>, ErrorKind> {
     shared
         .store
-        .all_working_hours(tenant)
-        .map_err(store_err)?
+        .all_working_hours(tenant)?
         .into_iter()
         .map(|(id, bytes)| {
             Ok(pb::StoredWorkingHours {
@@ -277,14 +282,13 @@ pub async fn delete_working_hours(
 ) -> Result<(), ErrorKind> {
     let deleted = shared
         .store
-        .delete_working_hours(tenant, id)
-        .map_err(store_err)?;
+        .delete_working_hours(tenant, id)?;
     shared.availability_cache.hours_changed();
     if !deleted {
         return Err(ErrorKind::NotFound(format!(
             "working hours {id:?} not found"
         )));
     }
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     Ok(())
 }

@@ -5,12 +5,12 @@
 //! answers back. Also owns holds and stored working hours. No event content
 //! is opened: the time index alone answers.
 //!
-//! Participants are built once and kept in an [`AvailabilityCache`] until
+//! Participants are built once and kept in an [`AvailabilityCache`]
+//! (`crate::busy`) until
 //! one of their inputs changes, so that an unchanged participant costs a
 //! lookup and the in-memory read of its calendars' freshness (which changes
 //! with every poll and is therefore never cached).
 
-mod cache;
 #[cfg(any(test, feature = "bench-fixtures"))]
 mod fixtures;
 mod holds;
@@ -20,7 +20,7 @@ mod query;
 #[cfg(test)]
 mod tests;
 
-pub use cache::*;
+pub use crate::busy::participants::*;
 #[cfg(any(test, feature = "bench-fixtures"))]
 pub use fixtures::*;
 pub use holds::*;
@@ -29,9 +29,8 @@ use participants::*;
 pub use query::*;
 
 use foldhash::{HashMap, HashMapExt};
-use std::hash::Hasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use calbridge::pb::{self, UnavailableReason};
 use calbridge::time::{from_timestamp, to_timestamp};
@@ -42,8 +41,10 @@ use chrono_tz::Tz;
 use prost::Message;
 
 use crate::availability as engine;
-use crate::state::{now_ms, random_hex, store_err, ts_ms as ts, Shared, Timeline};
-use crate::store::{CalendarRecord, FreshnessCell, HoldRecord};
+use crate::clock::{now_ms, ts_ms as ts};
+use crate::crypto::random_hex;
+use crate::state::Shared;
+use crate::store::{CalendarRecord, HoldRecord};
 
 /// One day, ms.
 const DAY_MS: i64 = 86_400_000;

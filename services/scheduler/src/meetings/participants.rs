@@ -97,7 +97,7 @@ impl<'a, 'r> Builder<'a, 'r> {
         let start = periods.iter().map(|p| p.start_ms).min().unwrap_or(0);
         let end = periods.iter().map(|p| p.end_ms).max().unwrap_or(0);
         let now = now_ms();
-        let holds = shared.availability_cache.tenant_holds(shared, tenant)?;
+        let holds = shared.availability_cache.tenant_holds(&shared.store, tenant)?;
         let from = start.saturating_sub(READ_MARGIN_MS);
         let to = end.saturating_add(READ_MARGIN_MS);
         Ok(Builder {
@@ -209,7 +209,7 @@ impl<'a, 'r> Builder<'a, 'r> {
         let hours = if !m.working_hours_id.is_empty() {
             match self
                 .cache()
-                .stored_hours(self.shared, self.tenant, &m.working_hours_id)?
+                .stored_hours(&self.shared.store, self.tenant, &m.working_hours_id, stored_hours_converted)?
             {
                 Some(h) => HoursWanted::Stored(h),
                 None => return Ok(None),
@@ -240,15 +240,14 @@ impl<'a, 'r> Builder<'a, 'r> {
         // Read before any input, so that a change landing during the build
         // makes the result stale rather than wrong.
         let epoch = self.cache().epoch(&m.account_id);
-        let account = self.shared.tenant_account(self.tenant, &m.account_id)?;
+        let account = crate::accounts::tenant_account(self.shared, self.tenant, &m.account_id)?;
         // Revocation changes the account's epoch, so a participant cached
         // before it is never served after it.
         crate::accounts::check_not_revoked(&account, &format!("{path}.account_id"))?;
         let calendars = self
             .shared
             .store
-            .calendars(&account.account_id)
-            .map_err(store_err)?;
+            .calendars(&account.account_id)?;
         let Some((zone, hours, used)) = self.hours(path, m, &calendars)? else {
             return Ok(None);
         };
@@ -347,7 +346,7 @@ impl<'a, 'r> Builder<'a, 'r> {
             let field = format!("{path}.working_hours_id");
             let Some(stored) =
                 self.cache()
-                    .stored_hours(self.shared, self.tenant, &m.working_hours_id)?
+                    .stored_hours(&self.shared.store, self.tenant, &m.working_hours_id, stored_hours_converted)?
             else {
                 self.invalid.push(
                     field,

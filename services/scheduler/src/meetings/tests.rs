@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::Ordering;
 use chrono::Datelike;
 
 use crate::store::{AccountRecord, EventRecord, MirrorPut, MirrorRemove, PageCommit};

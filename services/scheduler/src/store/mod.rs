@@ -83,6 +83,27 @@ pub enum StoreError {
     AccountRevoked,
 }
 
+/// A store error as the API answers it, the detail logged: a write refused
+/// because its account was revoked meanwhile is no failure of the store and
+/// answers FAILED_PRECONDITION, as a revoked account does; anything else is
+/// INTERNAL without detail.
+impl From<StoreError> for calbridge::ErrorKind {
+    fn from(e: StoreError) -> Self {
+        if let StoreError::AccountRevoked = e {
+            return calbridge::ErrorKind::FailedPrecondition("the account is revoked".into());
+        }
+        tracing::error!(error = %e, "store failure");
+        calbridge::ErrorKind::Internal("the scheduler's store failed; see its log".into())
+    }
+}
+
+/// A store error as a gRPC status (through [`calbridge::ErrorKind`]).
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        calbridge::ErrorKind::from(e).into()
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {

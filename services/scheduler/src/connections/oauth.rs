@@ -7,22 +7,20 @@
 //! - **Complete**: the state is taken out of the store (so a second attempt
 //!   with the same state finds nothing), checked for expiry, tenant and the
 //!   exact redirect URI, and only then is the code exchanged.
-//! - **Use**: every adapter call gets credentials through
-//!   [`usable_credentials`], which refreshes an access token that expires
-//!   within the configured margin, one refresh per account at a time, and
-//!   stores the new tokens (with a rotated refresh token, when the provider
-//!   sent one) in one write. A refresh the provider refuses (`invalid_grant`)
-//!   marks the account REAUTH_REQUIRED.
+//! - **Use**: see [`crate::accounts::usable_credentials`].
 
 use base64::Engine;
 use calbridge::pb::{self, AccessLevel, AccountStatus, Provider};
 use calbridge::{ErrorKind, Invalid};
 use sha2::{Digest, Sha256};
 
-use crate::accounts::{provider_name, store_connected, Connected};
+use super::{store_connected, Connected};
+use crate::accounts::provider_name;
 use crate::adapters::adapter_error;
-use crate::state::{hash_hex, now_ms, random_hex, store_err, ts_ms, Shared};
-use crate::store::{AccountRecord, AuthStateRecord};
+use crate::clock::{now_ms, ts_ms};
+use crate::crypto::{hash_hex, random_hex};
+use crate::state::Shared;
+use crate::store::AuthStateRecord;
 
 /// Longest redirect URI accepted.
 const MAX_REDIRECT_URI_BYTES: usize = 2048;
@@ -117,7 +115,7 @@ pub async fn begin(
     }
     inv.into_result().map_err(ErrorKind::from)?;
     if !req.account_id.is_empty() {
-        let account = shared.tenant_account(tenant, &req.account_id)?;
+        let account = crate::accounts::tenant_account(shared, tenant, &req.account_id)?;
         if account.provider != req.provider {
             return Err(Invalid::field(
                 "account_id",
@@ -180,9 +178,8 @@ pub async fn begin(
                 sealed_verifier: key.seal(verifier_aad(&hash).as_bytes(), verifier.as_bytes()),
                 expires_ms,
             },
-        )
-        .map_err(store_err)?;
-    shared.store.flush().await.map_err(store_err)?;
+        )?;
+    shared.store.flush().await?;
     Ok(pb::BeginAuthorizationResponse {
         authorization_url: response.authorization_url,
         state,
@@ -223,8 +220,7 @@ pub async fn complete(
     // state (another tenant, a wrong redirect URI) cannot use it up.
     let peeked = shared
         .store
-        .auth_state(&hash)
-        .map_err(store_err)?
+        .auth_state(&hash)?
         .ok_or_else(unknown)?;
     if tenant.is_some_and(|t| t != peeked.tenant_id) || peeked.expires_ms <= now_ms() {
         return Err(unknown());
@@ -239,10 +235,9 @@ pub async fn complete(
     // Then taken: of two attempts at once, one gets it.
     let record = shared
         .store
-        .take_auth_state(&hash)
-        .map_err(store_err)?
+        .take_auth_state(&hash)?
         .ok_or_else(unknown)?;
-    shared.store.flush().await.map_err(store_err)?;
+    shared.store.flush().await?;
     let verifier = shared
         .vault
         .open_transient_key(&hash, &record.wrapped_key)
@@ -274,8 +269,7 @@ pub async fn complete(
             if matches!(e, ErrorKind::Unauthenticated(_) | ErrorKind::Invalid(_)) {
                 shared
                     .store
-                    .put_auth_state(&hash, &record)
-                    .map_err(store_err)?;
+                    .put_auth_state(&hash, &record)?;
             }
             return Err(match e {
                 ErrorKind::Unauthenticated(_) => ErrorKind::Unauthenticated(format!(
@@ -299,109 +293,6 @@ pub async fn complete(
         },
     )
     .await
-}
-
-/// When the OAuth access token of `c` expires, ms (`None`: not OAuth, or no
-/// expiry given).
-fn access_expiry_ms(c: &pb::ProviderCredentials) -> Option<i64> {
-    match &c.secret {
-        Some(pb::provider_credentials::Secret::Oauth(t)) => t
-            .expires_at
-            .as_ref()
-            .and_then(calbridge::time::from_timestamp)
-            .map(|t| t.timestamp_millis()),
-        _ => None,
-    }
-}
-
-/// The account's credentials, ready to hand to its adapter: an OAuth access
-/// token that expires within the refresh margin is refreshed first (see the
-/// module comment). UNAUTHENTICATED when the provider refused the refresh;
-/// the account is then REAUTH_REQUIRED.
-pub async fn usable_credentials(
-    shared: &Shared,
-    account: &AccountRecord,
-) -> Result<pb::ProviderCredentials, ErrorKind> {
-    let credentials = shared.credentials(account)?;
-    if !needs_refresh(shared, &credentials) {
-        return Ok(credentials);
-    }
-    // One refresh per account at a time. The per-client-id lock map serves:
-    // an empty calendar id never names a real client event's lock.
-    let lock = shared.client_lock(&account.account_id, "", "");
-    let _guard = lock.lock().await;
-    // Another task may have refreshed while this one waited.
-    let account = shared
-        .store
-        .account(&account.account_id)
-        .map_err(store_err)?
-        .ok_or_else(|| ErrorKind::NotFound("the account is gone".into()))?;
-    let credentials = shared.credentials(&account)?;
-    if !needs_refresh(shared, &credentials) {
-        return Ok(credentials);
-    }
-    refresh(shared, account, credentials).await
-}
-
-fn needs_refresh(shared: &Shared, c: &pb::ProviderCredentials) -> bool {
-    let margin = i64::try_from(shared.config.oauth.refresh_margin_seconds).unwrap_or(300) * 1000;
-    access_expiry_ms(c).is_some_and(|exp| exp - now_ms() <= margin)
-}
-
-async fn refresh(
-    shared: &Shared,
-    mut account: AccountRecord,
-    old: pb::ProviderCredentials,
-) -> Result<pb::ProviderCredentials, ErrorKind> {
-    let result = shared
-        .adapters
-        .client(account.provider)?
-        .refresh_credentials(pb::RefreshCredentialsRequest {
-            credentials: Some(old.clone()),
-        })
-        .await;
-    let mut fresh = match result {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
-            let e = adapter_error(&s);
-            if let ErrorKind::Unauthenticated(_) = e {
-                crate::accounts::mark_reauth_required(
-                    shared,
-                    &account.account_id,
-                    "the provider refused to refresh the access token (access revoked or expired)",
-                )
-                .await?;
-                shared.sync_wake.notify_one();
-                return Err(ErrorKind::Unauthenticated(
-                    "the provider refused to refresh the account's access: it needs re-authorisation"
-                        .into(),
-                ));
-            }
-            return Err(e);
-        }
-    };
-    // Providers that do not rotate refresh tokens send none back: keep the
-    // stored one. Identity and access level are the account's.
-    if let (
-        Some(pb::provider_credentials::Secret::Oauth(new)),
-        Some(pb::provider_credentials::Secret::Oauth(prev)),
-    ) = (&mut fresh.secret, &old.secret)
-    {
-        if new.refresh_token.is_empty() {
-            new.refresh_token = prev.refresh_token.clone();
-        }
-        if new.scopes.is_empty() {
-            new.scopes = prev.scopes.clone();
-        }
-    }
-    fresh.provider_account_id = old.provider_account_id.clone();
-    fresh.access_level = old.access_level;
-    let key = shared.live_key(&account)?;
-    account.sealed_credentials = Shared::seal_credentials(&key, &account.account_id, &fresh);
-    shared.store.put_account(&account).map_err(store_err)?;
-    shared.store.flush().await.map_err(store_err)?;
-    tracing::info!(account_id = %account.account_id, "access token refreshed");
-    Ok(fresh)
 }
 
 #[cfg(test)]

@@ -1,11 +1,26 @@
-//! The participant cache: participants built once and kept until one of
-//! their inputs changes.
+//! The participant cache: availability participants built once from the
+//! time lines, holds and working hours, and kept until one of their inputs
+//! changes.
 
-use super::*;
+use std::hash::Hasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use calbridge::{pb, ErrorKind};
+use chrono_tz::Tz;
+use foldhash::{HashMap, HashMapExt};
+
+use super::Timeline;
+use crate::availability as engine;
+use crate::store::{FreshnessCell, HoldRecord, Store};
+
+/// Turns stored working hours into the engine's (`None` when they cannot
+/// be: the slow path then reports why).
+pub type ConvertHours = fn(&[u8]) -> Option<(Tz, engine::WorkingHours)>;
 
 /// Accounts are spread over this many change counters (a change of one
 /// account also invalidates the few others on its stripe: harmless).
-pub(super) const STRIPES: usize = 4096;
+pub(crate) const STRIPES: usize = 4096;
 /// Most busy intervals (events and holds) the participant cache keeps over
 /// all participants. An interval costs about 90 bytes (the engine's busy
 /// list, its two merged lists and the interval's source), so the cache's
@@ -16,12 +31,12 @@ pub const MAX_CACHED_INTERVALS: usize = 1 << 20;
 /// besides its intervals); evicted like [`MAX_CACHED_INTERVALS`].
 pub const MAX_CACHED_PARTICIPANTS: usize = 50_000;
 /// Most variants (read range, calendars, working hours) kept per account.
-pub(super) const MAX_VARIANTS: usize = 4;
+pub(crate) const MAX_VARIANTS: usize = 4;
 /// Most stored working-hours entries kept decoded; the map is emptied when
 /// it reaches the bound.
 pub const MAX_CACHED_HOURS: usize = 50_000;
 /// Most tenants whose holds are kept indexed; emptied at the bound.
-pub(super) const MAX_CACHED_TENANTS: usize = 1024;
+pub(crate) const MAX_CACHED_TENANTS: usize = 1024;
 
 /// Participants as built from the mirror, shared by availability requests
 /// until one of their inputs changes.
@@ -48,45 +63,45 @@ pub(super) const MAX_CACHED_TENANTS: usize = 1024;
 /// The freshness of each calendar is read (from the store's in-memory sync
 /// states) for every request.
 pub struct AvailabilityCache {
-    pub(super) stripes: Box<[AtomicU64]>,
-    pub(super) holds_version: AtomicU64,
-    pub(super) hours_version: AtomicU64,
-    pub(super) inner: Mutex<Inner>,
+    pub(crate) stripes: Box<[AtomicU64]>,
+    pub(crate) holds_version: AtomicU64,
+    pub(crate) hours_version: AtomicU64,
+    pub(crate) inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
-pub(super) struct Inner {
+pub(crate) struct Inner {
     /// Account id → its cached variants.
-    pub(super) accounts: HashMap<String, Vec<Arc<Built>>>,
-    pub(super) participants: usize,
-    pub(super) intervals: usize,
+    pub(crate) accounts: HashMap<String, Vec<Arc<Built>>>,
+    pub(crate) participants: usize,
+    pub(crate) intervals: usize,
     /// Clock for least-recently-used eviction.
-    pub(super) tick: u64,
+    pub(crate) tick: u64,
     /// Tenant → working-hours id → the stored hours as last read.
-    pub(super) hours: HashMap<String, HashMap<String, Arc<StoredHours>>>,
-    pub(super) hours_len: usize,
+    pub(crate) hours: HashMap<String, HashMap<String, Arc<StoredHours>>>,
+    pub(crate) hours_len: usize,
     /// Tenant → its holds by account.
-    pub(super) holds: HashMap<String, Arc<TenantHolds>>,
+    pub(crate) holds: HashMap<String, Arc<TenantHolds>>,
 }
 
 /// Stored working hours as last read.
-pub(super) struct StoredHours {
+pub(crate) struct StoredHours {
     /// `hours_version` at which the bytes were last confirmed.
-    pub(super) checked: AtomicU64,
-    pub(super) bytes: Vec<u8>,
+    pub(crate) checked: AtomicU64,
+    pub(crate) bytes: Vec<u8>,
     /// Decoded and converted; `None` when they cannot be (the slow path
     /// then reports why, with the member's field path).
-    pub(super) converted: Option<(Tz, engine::WorkingHours)>,
+    pub(crate) converted: Option<(Tz, engine::WorkingHours)>,
 }
 
 /// A tenant's holds (expired ones included) by account, in store order.
-pub(super) struct TenantHolds {
-    pub(super) version: u64,
-    pub(super) by_account: HashMap<String, Vec<HoldRecord>>,
+pub(crate) struct TenantHolds {
+    pub(crate) version: u64,
+    pub(crate) by_account: HashMap<String, Vec<HoldRecord>>,
 }
 
 /// Where a participant's working hours came from.
-pub(super) enum HoursUsed {
+pub(crate) enum HoursUsed {
     /// None given: the primary calendar's zone counts days.
     Absent,
     /// Stored, as read then.
@@ -98,7 +113,7 @@ pub(super) enum HoursUsed {
 /// What a busy interval handed to the engine stands for (its id is its
 /// index in [`Built::sources`]).
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Source {
+pub(crate) enum Source {
     /// Entry `index` of consulted calendar `calendar`'s time line.
     Event { calendar: u32, index: u32 },
     /// Hold `0` of [`Built::holds`].
@@ -106,42 +121,42 @@ pub(super) enum Source {
 }
 
 /// One participant built from the mirror.
-pub(super) struct Built {
-    pub(super) tenant: String,
-    pub(super) account_id: Arc<str>,
+pub(crate) struct Built {
+    pub(crate) tenant: String,
+    pub(crate) account_id: Arc<str>,
     /// The member's explicit calendar ids (empty: every synced calendar).
-    pub(super) calendar_ids: Vec<String>,
-    pub(super) hours: HoursUsed,
-    pub(super) range: (i64, i64),
+    pub(crate) calendar_ids: Vec<String>,
+    pub(crate) hours: HoursUsed,
+    pub(crate) range: (i64, i64),
     /// The account's change counter read before the build began.
-    pub(super) epoch: u64,
+    pub(crate) epoch: u64,
     /// The live holds overlapping the range, as built in.
-    pub(super) holds: Vec<HoldRecord>,
+    pub(crate) holds: Vec<HoldRecord>,
     /// The engine's view, without caps (each request sets its own).
-    pub(super) data: engine::ParticipantData,
+    pub(crate) data: engine::ParticipantData,
     /// Calendars consulted, in order.
-    pub(super) calendars: Vec<Consulted>,
-    pub(super) sources: Vec<Source>,
-    pub(super) last_used: AtomicU64,
+    pub(crate) calendars: Vec<Consulted>,
+    pub(crate) sources: Vec<Source>,
+    pub(crate) last_used: AtomicU64,
 }
 
 /// A calendar a participant was built from.
-pub(super) struct Consulted {
-    pub(super) id: Arc<str>,
+pub(crate) struct Consulted {
+    pub(crate) id: Arc<str>,
     /// The time line read.
-    pub(super) timeline: Arc<Timeline>,
+    pub(crate) timeline: Arc<Timeline>,
     /// Its freshness, as the store keeps it current (read for every
     /// request, never cached as a value).
-    pub(super) freshness: Arc<FreshnessCell>,
+    pub(crate) freshness: Arc<FreshnessCell>,
 }
 
 impl Built {
     /// Intervals held, for the memory bound.
-    pub(super) fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         self.sources.len()
     }
 
-    pub(super) fn same_key(&self, other: &Built) -> bool {
+    pub(crate) fn same_key(&self, other: &Built) -> bool {
         self.tenant == other.tenant
             && self.calendar_ids == other.calendar_ids
             && self.range == other.range
@@ -155,14 +170,14 @@ impl Built {
 }
 
 /// The working hours a request asks for, as the cache compares them.
-pub(super) enum HoursWanted<'r> {
+pub(crate) enum HoursWanted<'r> {
     Absent,
     Stored(Arc<StoredHours>),
     Inline(&'r pb::WorkingHours),
 }
 
 impl HoursUsed {
-    pub(super) fn is(&self, wanted: &HoursWanted<'_>) -> bool {
+    pub(crate) fn is(&self, wanted: &HoursWanted<'_>) -> bool {
         match (self, wanted) {
             (HoursUsed::Absent, HoursWanted::Absent) => true,
             (HoursUsed::Stored(a), HoursWanted::Stored(b)) => Arc::ptr_eq(a, b),
@@ -173,14 +188,14 @@ impl HoursUsed {
 }
 
 /// The stripe of an account (FNV-1a of its id).
-pub(super) fn stripe(account: &str) -> usize {
+pub(crate) fn stripe(account: &str) -> usize {
     let mut h = Fnv::default();
     h.write(account.as_bytes());
     h.finish() as usize % STRIPES
 }
 
 #[derive(Default)]
-pub(super) struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -198,11 +213,11 @@ impl Hasher for Fnv {
 }
 
 /// Whether a hold takes part in a participant built over `range` at `now`.
-pub(super) fn hold_counts(h: &HoldRecord, range: (i64, i64), now: i64) -> bool {
+pub(crate) fn hold_counts(h: &HoldRecord, range: (i64, i64), now: i64) -> bool {
     h.expires_ms > now && h.start_ms < range.1 && h.end_ms > range.0
 }
 
-pub(super) fn same_hold(a: &HoldRecord, b: &HoldRecord) -> bool {
+pub(crate) fn same_hold(a: &HoldRecord, b: &HoldRecord) -> bool {
     a.hold_id == b.hold_id && a.start_ms == b.start_ms && a.end_ms == b.end_ms
 }
 
@@ -237,7 +252,7 @@ impl AvailabilityCache {
     }
 
     /// Records that stored working hours were put or deleted.
-    pub(super) fn hours_changed(&self) {
+    pub(crate) fn hours_changed(&self) {
         self.hours_version.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -252,11 +267,11 @@ impl AvailabilityCache {
         *self.lock() = Inner::default();
     }
 
-    pub(super) fn epoch(&self, account: &str) -> u64 {
+    pub(crate) fn epoch(&self, account: &str) -> u64 {
         self.stripes[stripe(account)].load(Ordering::SeqCst)
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // Counters and maps stay consistent at every await-free step; a
         // panic elsewhere does not make them wrong.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -264,11 +279,12 @@ impl AvailabilityCache {
 
     /// The stored working hours `id` of `tenant` (`None` when there are
     /// none), re-read when any were put or deleted since last confirmed.
-    pub(super) fn stored_hours(
+    pub(crate) fn stored_hours(
         &self,
-        shared: &Shared,
+        store: &Store,
         tenant: &str,
         id: &str,
+        convert: ConvertHours,
     ) -> Result<Option<Arc<StoredHours>>, ErrorKind> {
         let version = self.hours_version.load(Ordering::SeqCst);
         let known = self
@@ -282,7 +298,7 @@ impl AvailabilityCache {
                 return Ok(known);
             }
         }
-        let Some(bytes) = shared.store.working_hours(tenant, id).map_err(store_err)? else {
+        let Some(bytes) = store.working_hours(tenant, id)? else {
             return Ok(None);
         };
         if let Some(h) = known {
@@ -291,9 +307,7 @@ impl AvailabilityCache {
                 return Ok(Some(h));
             }
         }
-        let converted = pb::WorkingHours::decode(bytes.as_slice())
-            .ok()
-            .and_then(|p| convert_hours("hours", &p).ok());
+        let converted = convert(&bytes);
         let h = Arc::new(StoredHours {
             checked: AtomicU64::new(version),
             bytes,
@@ -317,9 +331,9 @@ impl AvailabilityCache {
 
     /// The tenant's holds by account, re-read after any hold was created or
     /// released.
-    pub(super) fn tenant_holds(
+    pub(crate) fn tenant_holds(
         &self,
-        shared: &Shared,
+        store: &Store,
         tenant: &str,
     ) -> Result<Arc<TenantHolds>, ErrorKind> {
         let version = self.holds_version.load(Ordering::SeqCst);
@@ -329,7 +343,7 @@ impl AvailabilityCache {
             }
         }
         let mut by_account: HashMap<String, Vec<HoldRecord>> = HashMap::new();
-        for h in shared.store.holds(tenant).map_err(store_err)? {
+        for h in store.holds(tenant)? {
             for (i, a) in h.account_ids.iter().enumerate() {
                 if !h.account_ids[..i].contains(a) {
                     by_account.entry(a.clone()).or_default().push(h.clone());
@@ -349,7 +363,7 @@ impl AvailabilityCache {
     }
 
     /// A cached participant for this key that is still valid.
-    pub(super) fn find(
+    pub(crate) fn find(
         &self,
         tenant: &str,
         account: &str,
@@ -377,7 +391,7 @@ impl AvailabilityCache {
 
     /// Keeps a participant built from inputs read after its `epoch`, unless
     /// its account changed since.
-    pub(super) fn keep(&self, built: &Arc<Built>) {
+    pub(crate) fn keep(&self, built: &Arc<Built>) {
         let epoch = self.epoch(&built.account_id);
         let mut inner = self.lock();
         if epoch != built.epoch {
@@ -418,7 +432,7 @@ impl AvailabilityCache {
 
 /// Drops the least recently used participants until both counts are at
 /// most three quarters of their bounds.
-pub(super) fn evict(inner: &mut Inner) {
+pub(crate) fn evict(inner: &mut Inner) {
     let mut all: Vec<(u64, usize)> = inner
         .accounts
         .values()
