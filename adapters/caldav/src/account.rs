@@ -803,7 +803,7 @@ impl Account {
         let calendar_id = calendar_id.to_string();
         // CPU work, off the async workers, within a budget of a few pages'
         // worth (see `crate::mapping::bounds`).
-        let _cpu = crate::sync::expansion_permit().await;
+        let _cpu = crate::recurrence::expansion_permit().await;
         tokio::task::spawn_blocking(move || busy_of(fetched, zone, &calendar_id, window))
             .await
             .map_err(|_| DavError::Protocol("reading the calendar objects failed".into()))?

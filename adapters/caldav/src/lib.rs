@@ -19,6 +19,7 @@ pub mod egress;
 pub mod error;
 pub mod ics;
 pub mod mapping;
+pub mod parse;
 pub mod recurrence;
 pub mod service;
 pub mod sync;

@@ -344,3 +344,21 @@ fn bounded_occurrences(master: &VEvent, window: Window) -> Result<Found, IcalErr
         steps: stepped.steps,
     })
 }
+
+/// A permit to parse and expand on the blocking pool: as many at once as
+/// there are CPUs, so costly calendars queue behind each other (fairly,
+/// first come first served) instead of taking every core.
+pub(crate) async fn expansion_permit() -> tokio::sync::SemaphorePermit<'static> {
+    static CPU: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    CPU.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )
+    })
+    .acquire()
+    .await
+    .expect("the semaphore is never closed")
+}
+
+#[cfg(test)]
+mod tests;

@@ -73,7 +73,7 @@ use calbridge::paging::{approx_size, fitting, MAX_PAGE_BYTES};
 
 use crate::mapping::bounds::{MAX_STEPS, PAGE_STEPS};
 use crate::mapping::{parse_object, IcalError};
-use crate::recurrence::{expand_bounded, Expansion, Window};
+use crate::recurrence::{expand_bounded, expansion_permit, Expansion, Window};
 
 /// The most events the adapter returns in one page (the scheduler asks for
 /// at most its `sync.page_size`, 250 unless configured up to 2500).
@@ -987,21 +987,6 @@ fn resource(
 enum Read {
     Done(Result<(Expansion, bool), IcalError>),
     Deferred,
-}
-
-/// A permit to parse and expand on the blocking pool: as many at once as
-/// there are CPUs, so costly calendars queue behind each other (fairly,
-/// first come first served) instead of taking every core.
-pub(crate) async fn expansion_permit() -> tokio::sync::SemaphorePermit<'static> {
-    static CPU: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    CPU.get_or_init(|| {
-        tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-        )
-    })
-    .acquire()
-    .await
-    .expect("the semaphore is never closed")
 }
 
 /// The skipped-item report of a series cut at

@@ -158,7 +158,7 @@ fn offset_minutes(v: &ICalendarValue) -> Option<i32> {
 /// The IANA zone of a calendar from its `C:calendar-timezone` property (a
 /// VCALENDAR holding one VTIMEZONE).
 pub fn calendar_zone(vcalendar: &str) -> Option<Tz> {
-    let ical = crate::mapping::parse_calendar(vcalendar).ok()?;
+    let ical = crate::parse::parse_calendar(vcalendar).ok()?;
     let tzid = ical
         .components
         .iter()
@@ -174,7 +174,7 @@ pub fn calendar_zone(vcalendar: &str) -> Option<Tz> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::parse_calendar;
+    use crate::parse::parse_calendar;
 
     fn zone_of(ics: &str, tzid: &str) -> Option<Tz> {
         resolve_tzid(&parse_calendar(ics).unwrap(), tzid)

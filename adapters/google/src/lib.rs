@@ -24,8 +24,10 @@ pub mod oauth;
 pub mod push;
 pub mod recurrence;
 pub mod retry;
+pub mod rules;
 pub mod service;
 pub mod sync;
+pub mod times;
 
 pub use config::Config;
 pub use error::GoogleError;

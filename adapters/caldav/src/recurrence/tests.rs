@@ -1,6 +1,7 @@
-//! The iCalendar mapping on fixtures shaped like real producers' output
+//! Reading and expanding fixtures shaped like real producers' output
 //! (Google, Outlook/Exchange, Thunderbird, iCloud), plus floating times,
-//! odd series and deliberately broken files.
+//! odd series and deliberately broken files: the mapping and the expansion
+//! together.
 
 use chrono::{Datelike, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -8,7 +9,7 @@ use chrono_tz::Tz;
 use calbridge::pb::{self, event_time, EventStatus, ResponseStatus, Transparency};
 
 use super::*;
-use crate::recurrence::{expand, Window};
+use crate::mapping::*;
 
 fn fixture(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -257,7 +258,7 @@ fn series(dtstart: &str, rules: &str) -> String {
 fn an_endless_minutely_series_is_cut_at_the_instance_bound_and_says_where() {
     let obj = parse_object(&series("20260101T000000Z", "RRULE:FREQ=MINUTELY\r\n"), None).unwrap();
     let w = window(2026, 1, 2027, 1);
-    let x = crate::recurrence::expand_bounded(&obj, "/c/f.ics", "1", w, false).unwrap();
+    let x = expand_bounded(&obj, "/c/f.ics", "1", w, false).unwrap();
     assert_eq!(x.events.len(), bounds::MAX_INSTANCES);
     let last = x.truncated_after.expect("truncation reported");
     assert_eq!(
@@ -267,7 +268,7 @@ fn an_endless_minutely_series_is_cut_at_the_instance_bound_and_says_where() {
     );
     // A bounded series is not reported.
     let daily = parse_object(&series("20260101T090000Z", "RRULE:FREQ=DAILY\r\n"), None).unwrap();
-    let x = crate::recurrence::expand_bounded(&daily, "/c/d.ics", "1", w, false).unwrap();
+    let x = expand_bounded(&daily, "/c/d.ics", "1", w, false).unwrap();
     assert_eq!(x.events.len(), 365);
     assert_eq!(x.truncated_after, None);
 }
