@@ -13,6 +13,7 @@ pub mod pb {
     pub use super::generated::*;
 }
 
+pub mod adapter;
 pub mod checks;
 pub mod error;
 pub mod expansion;

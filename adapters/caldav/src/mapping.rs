@@ -593,7 +593,7 @@ impl EventParts<'_> {
     /// The event.
     pub fn build(self) -> pb::Event {
         let v = self.vevent;
-        let mut e = pb::Event {
+        let e = pb::Event {
             provider_event_id: self.id,
             ical_uid: v.uid.clone(),
             version: self.etag.to_string(),
@@ -606,13 +606,16 @@ impl EventParts<'_> {
             updated_at: v.last_modified.map(calbridge::time::to_timestamp),
             ..Default::default()
         };
-        if !self.busy_only {
-            e.title = v.summary.clone();
-            e.description = v.description.clone();
-            e.location = v.location.clone();
-            e.attendees = v.attendees.clone();
-            e.organizer = v.organizer.clone();
+        if self.busy_only {
+            return calbridge::adapter::free_busy_view(e);
         }
-        e
+        pb::Event {
+            title: v.summary.clone(),
+            description: v.description.clone(),
+            location: v.location.clone(),
+            attendees: v.attendees.clone(),
+            organizer: v.organizer.clone(),
+            ..e
+        }
     }
 }

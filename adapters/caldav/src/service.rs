@@ -8,6 +8,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use calbridge::adapter;
 use calbridge::checks::{check_calendar_id, required, writable};
 use calbridge::pb::calendar_adapter_server::CalendarAdapter;
 use calbridge::pb::provider_credentials::Secret;
@@ -100,13 +101,11 @@ impl CaldavAdapter {
 }
 
 fn password(c: Option<&pb::ProviderCredentials>) -> Result<&pb::PasswordCredentials, Status> {
-    match c.and_then(|c| c.secret.as_ref()) {
-        Some(Secret::Password(p)) => Ok(p),
-        _ => Err(ErrorKind::Unauthenticated(
-            "CalDAV credentials must be a server URL, user name and password".into(),
+    adapter::password_credentials(c).ok_or_else(|| {
+        adapter::wrong_credentials(
+            "CalDAV credentials must be a server URL, user name and password",
         )
-        .into()),
-    }
+    })
 }
 
 fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
@@ -175,10 +174,10 @@ pub fn resource_name(key: &str) -> String {
 }
 
 fn uses_passwords(what: &str) -> Status {
-    ErrorKind::Unimplemented(format!(
-        "{what} is not supported: CalDAV accounts connect with a user name and (app-specific) password (CheckPassword)"
-    ))
-    .into()
+    adapter::not_supported(
+        what,
+        "CalDAV accounts connect with a user name and (app-specific) password (CheckPassword)",
+    )
 }
 
 #[tonic::async_trait]

@@ -92,15 +92,6 @@ fn response_status_name(s: pb::ResponseStatus) -> Option<&'static str> {
     }
 }
 
-/// Removes what a FREE_BUSY account must never see.
-pub fn strip_content(e: &mut pb::Event) {
-    e.title.clear();
-    e.description.clear();
-    e.location.clear();
-    e.attendees.clear();
-    e.organizer = None;
-}
-
 /// Maps a single event, a series master (with its recurrence lines) or an
 /// exception (named by its instance id and linked to its series). Times
 /// are taken as they are; expansion is [`crate::recurrence`]'s job.
@@ -197,7 +188,7 @@ pub fn event_from_google(g: &model::Event, ctx: &Context) -> Result<pb::Event, M
         ..Default::default()
     };
     if ctx.busy_only {
-        strip_content(&mut e);
+        e = calbridge::adapter::free_busy_view(e);
     }
     Ok(e)
 }

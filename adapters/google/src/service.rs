@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use tonic::{Request, Response, Status};
 
+use calbridge::adapter;
 use calbridge::checks::{check_calendar_id, required, writable};
 use calbridge::pb;
 use calbridge::pb::calendar_adapter_server::CalendarAdapter;
@@ -84,16 +85,8 @@ impl GoogleAdapter {
 }
 
 fn oauth_tokens(c: Option<&pb::ProviderCredentials>) -> Result<(&str, &pb::OAuthTokens), Status> {
-    match c {
-        Some(pb::ProviderCredentials {
-            provider_account_id,
-            secret: Some(Secret::Oauth(t)),
-            ..
-        }) => Ok((provider_account_id, t)),
-        _ => {
-            Err(ErrorKind::Unauthenticated("Google credentials must be OAuth tokens".into()).into())
-        }
-    }
+    adapter::oauth_tokens(c)
+        .ok_or_else(|| adapter::wrong_credentials("Google credentials must be OAuth tokens"))
 }
 
 fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
@@ -371,10 +364,10 @@ impl CalendarAdapter for GoogleAdapter {
         &self,
         _request: Request<pb::CheckPasswordRequest>,
     ) -> Result<Response<pb::ProviderCredentials>, Status> {
-        Err(ErrorKind::Unimplemented(
-            "CheckPassword is not supported: Google accounts connect through OAuth (BuildAuthorizationUrl, ExchangeCode)".into(),
-        )
-        .into())
+        Err(adapter::not_supported(
+            "CheckPassword",
+            "Google accounts connect through OAuth (BuildAuthorizationUrl, ExchangeCode)",
+        ))
     }
 
     #[tracing::instrument(skip_all)]

@@ -225,14 +225,6 @@ fn normalize(e: &mut Event) {
     e.managed = !e.client_event_id.is_empty();
 }
 
-fn strip_content(e: &mut Event) {
-    e.title.clear();
-    e.description.clear();
-    e.location.clear();
-    e.attendees.clear();
-    e.organizer = None;
-}
-
 /// The UTC bounds of an event; dates resolve in the calendar's zone.
 fn bounds(e: &Event, zone: Option<Tz>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let s = time::parse_event_time(e.start.as_ref()?).ok()?;
@@ -669,7 +661,10 @@ impl Calendar {
             }
         };
         if q.busy_only {
-            resp.upserted.iter_mut().for_each(strip_content);
+            resp.upserted = std::mem::take(&mut resp.upserted)
+                .into_iter()
+                .map(calbridge::adapter::free_busy_view)
+                .collect();
         }
         Ok(resp)
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::Utc;
 use tonic::{Request, Response, Status};
 
+use calbridge::adapter;
 use calbridge::checks::required;
 use calbridge::pb::calendar_adapter_server::CalendarAdapter;
 use calbridge::pb::provider_credentials::Secret;
@@ -64,13 +65,11 @@ impl Shared {
 
 /// The user name and password of sandbox credentials.
 fn password(c: Option<&pb::ProviderCredentials>) -> Result<(&str, &str), Status> {
-    match c.and_then(|c| c.secret.as_ref()) {
-        Some(Secret::Password(p)) => Ok((&p.username, &p.password)),
-        _ => Err(ErrorKind::Unauthenticated(
-            "sandbox credentials must be a user name and password".into(),
-        )
-        .into()),
-    }
+    adapter::password_credentials(c)
+        .map(|p| (p.username.as_str(), p.password.as_str()))
+        .ok_or_else(|| {
+            adapter::wrong_credentials("sandbox credentials must be a user name and password")
+        })
 }
 
 fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
@@ -79,10 +78,10 @@ fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
 }
 
 fn uses_passwords(what: &str) -> Status {
-    ErrorKind::Unimplemented(format!(
-        "{what} is not supported: the sandbox provider uses user names and passwords (CheckPassword), not OAuth"
-    ))
-    .into()
+    adapter::not_supported(
+        what,
+        "the sandbox provider uses user names and passwords (CheckPassword), not OAuth",
+    )
 }
 
 /// The `CalendarAdapter` service of the sandbox provider.
