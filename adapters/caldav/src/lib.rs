@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use anyhow::Context as _;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use calbridge::pb::calendar_adapter_server::CalendarAdapterServer;
 use calbridge::services::CALENDAR_ADAPTER;
@@ -53,25 +53,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let adapter = service::CaldavAdapter::new(&config);
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let services = [CALENDAR_ADAPTER];
-    calbridge_runtime::set_serving(&reporter, &services).await;
-    let (reflection_v1, reflection_v1alpha) = calbridge_runtime::reflection_services();
-
-    calbridge_runtime::announce(SERVICE_NAME, bound.addr);
-    tracing::info!(addr = %bound.addr, "caldav adapter listening");
-    let signal = async move {
-        shutdown.await;
-        calbridge_runtime::set_not_serving(&reporter, &services).await;
-        tracing::info!("caldav adapter stopping");
-    };
-    Server::builder()
-        .trace_fn(calbridge_runtime::server_span)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(CalendarAdapterServer::new(adapter))
-        .serve_with_incoming_shutdown(bound.incoming, signal)
+    let routes = Routes::new(CalendarAdapterServer::new(adapter));
+    calbridge_runtime::serve(SERVICE_NAME, bound, &[CALENDAR_ADAPTER], routes, shutdown)
         .await
         .context("gRPC server failed")
 }

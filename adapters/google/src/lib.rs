@@ -9,7 +9,7 @@ use std::future::Future;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use calbridge::pb::calendar_adapter_server::CalendarAdapterServer;
 use calbridge::services::CALENDAR_ADAPTER;
@@ -98,32 +98,20 @@ pub async fn serve(
         None => None,
     };
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let services = [CALENDAR_ADAPTER];
-    calbridge_runtime::set_serving(&reporter, &services).await;
-    let (reflection_v1, reflection_v1alpha) = calbridge_runtime::reflection_services();
-
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    calbridge_runtime::announce(SERVICE_NAME, bound.addr);
-    tracing::info!(addr = %bound.addr, "google adapter listening");
-    let grpc_stop = stopped(stop_rx);
-    let signal = async move {
-        grpc_stop.await;
-        calbridge_runtime::set_not_serving(&reporter, &services).await;
-        tracing::info!("google adapter stopping");
-    };
-    let result = Server::builder()
-        .trace_fn(calbridge_runtime::server_span)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(CalendarAdapterServer::new(adapter))
-        .serve_with_incoming_shutdown(bound.incoming, signal)
-        .await
-        .context("gRPC server failed");
+    let routes = Routes::new(CalendarAdapterServer::new(adapter));
+    let result = calbridge_runtime::serve(
+        SERVICE_NAME,
+        bound,
+        &[CALENDAR_ADAPTER],
+        routes,
+        stopped(stop_rx),
+    )
+    .await
+    .context("gRPC server failed");
     if let Some(task) = webhook_task {
         let _ = task.await;
     }

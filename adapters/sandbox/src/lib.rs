@@ -8,7 +8,7 @@
 use std::future::Future;
 
 use anyhow::Context as _;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use calbridge::pb::calendar_adapter_server::CalendarAdapterServer;
 use calbridge::pb::sandbox_control_server::SandboxControlServer;
@@ -52,26 +52,15 @@ pub async fn serve(
     let shared = service::Shared::empty();
     let adapter = service::SandboxAdapter::new(shared.clone(), config.poll_interval_seconds);
     let control = service::SandboxControlService::new(shared);
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let services = [CALENDAR_ADAPTER, SANDBOX_CONTROL];
-    calbridge_runtime::set_serving(&reporter, &services).await;
-    let (reflection_v1, reflection_v1alpha) = calbridge_runtime::reflection_services();
-
-    calbridge_runtime::announce(SERVICE_NAME, bound.addr);
-    tracing::info!(addr = %bound.addr, "sandbox adapter listening");
-    let signal = async move {
-        shutdown.await;
-        calbridge_runtime::set_not_serving(&reporter, &services).await;
-        tracing::info!("sandbox adapter stopping");
-    };
-    Server::builder()
-        .trace_fn(calbridge_runtime::server_span)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(CalendarAdapterServer::new(adapter))
-        .add_service(SandboxControlServer::new(control))
-        .serve_with_incoming_shutdown(bound.incoming, signal)
-        .await
-        .context("gRPC server failed")
+    let routes = Routes::new(CalendarAdapterServer::new(adapter))
+        .add_service(SandboxControlServer::new(control));
+    calbridge_runtime::serve(
+        SERVICE_NAME,
+        bound,
+        &[CALENDAR_ADAPTER, SANDBOX_CONTROL],
+        routes,
+        shutdown,
+    )
+    .await
+    .context("gRPC server failed")
 }

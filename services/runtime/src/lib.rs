@@ -213,6 +213,41 @@ pub fn announce(service: &str, addr: SocketAddr) {
     let _ = out.flush();
 }
 
+/// Serves `routes` on `bound` the way every calbridge gRPC server runs:
+/// gRPC health (the whole server and each of `health_names` SERVING),
+/// reflection v1 and v1alpha, one span per request that continues the
+/// caller's trace ([`server_span`]), and the bound address announced on
+/// stdout under `name` ([`announce`]). When `shutdown` resolves, health
+/// turns NOT_SERVING and the server drains its connections and returns.
+pub async fn serve(
+    name: &str,
+    bound: Bound,
+    health_names: &[&str],
+    routes: tonic::service::Routes,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_serving(&reporter, health_names).await;
+    let (reflection_v1, reflection_v1alpha) = reflection_services();
+    let routes = routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    announce(name, bound.addr);
+    tracing::info!(addr = %bound.addr, "{name} listening");
+    let signal = async {
+        shutdown.await;
+        set_not_serving(&reporter, health_names).await;
+        tracing::info!("{name} stopping");
+    };
+    tonic::transport::Server::builder()
+        .trace_fn(server_span)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(bound.incoming, signal)
+        .await
+}
+
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
