@@ -271,7 +271,7 @@ fn duration_of(body: &Map<String, Value>) -> Duration {
 fn instances_of(
     cal: &Calendar,
     master: &StoredEvent,
-    f: &EventFilters,
+    f: &EventFilters<'_>,
     view: View,
     limit: usize,
 ) -> Vec<Row> {
@@ -308,7 +308,13 @@ fn instances_of(
     rows
 }
 
-fn push_exception(rows: &mut Vec<Row>, e: &StoredEvent, f: &EventFilters, zone: Tz, view: View) {
+fn push_exception(
+    rows: &mut Vec<Row>,
+    e: &StoredEvent,
+    f: &EventFilters<'_>,
+    zone: Tz,
+    view: View,
+) {
     if !f.matches(&e.body) {
         return;
     }
@@ -322,7 +328,7 @@ fn push_exception(rows: &mut Vec<Row>, e: &StoredEvent, f: &EventFilters, zone: 
 }
 
 /// A full (non-incremental) listing of a calendar's events.
-fn full_items(cal: &Calendar, f: &EventFilters, view: View, limit: usize) -> Vec<Value> {
+fn full_items(cal: &Calendar, f: &EventFilters<'_>, view: View, limit: usize) -> Vec<Value> {
     let zone = cal.time_zone;
     let live_master = |id: &str| cal.events.get(id).is_some_and(|m| !m.is_cancelled());
     let mut rows = Vec::new();
@@ -372,7 +378,7 @@ fn full_items(cal: &Calendar, f: &EventFilters, view: View, limit: usize) -> Vec
 fn incremental_items(
     cal: &Calendar,
     seq: u64,
-    f: &EventFilters,
+    f: &EventFilters<'_>,
     view: View,
     limit: usize,
 ) -> Vec<Value> {
@@ -540,7 +546,7 @@ fn serve_page(
 /// Starts a listing or continues one from its page token.
 fn page(
     state: &mut State,
-    q: &Query,
+    q: &Query<'_>,
     scope: Scope,
     max_results: usize,
     issue_sync: bool,
