@@ -53,9 +53,7 @@ impl Adapters {
     /// The client of a provider's adapter.
     pub fn client(&self, provider: i32) -> Result<AdapterClient, ErrorKind> {
         self.clients.get(&ProviderKey(provider)).cloned().ok_or_else(|| {
-            let name = pb::Provider::try_from(provider)
-                .map(|p| p.as_str_name().trim_start_matches("PROVIDER_").to_ascii_lowercase())
-                .unwrap_or_else(|_| "unknown".into());
+            let name = crate::providers::info(provider).map_or("unknown", |p| p.key);
             ErrorKind::FailedPrecondition(format!(
                 "no adapter is configured for provider {name}: start one and pass --adapter {name}=URL"
             ))

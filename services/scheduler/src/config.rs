@@ -285,14 +285,7 @@ impl ProviderKey {
 /// Parses a provider's short name (`google`, `microsoft`, `icloud`, `caldav`,
 /// `sandbox`).
 pub fn parse_provider(name: &str) -> Option<Provider> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "google" => Some(Provider::Google),
-        "microsoft" => Some(Provider::Microsoft),
-        "icloud" => Some(Provider::Icloud),
-        "caldav" => Some(Provider::Caldav),
-        "sandbox" => Some(Provider::Sandbox),
-        _ => None,
-    }
+    crate::providers::by_key(name).map(|p| p.provider)
 }
 
 impl Config {

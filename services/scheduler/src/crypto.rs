@@ -44,6 +44,12 @@ pub enum CryptoError {
     KeyLength(usize),
 }
 
+/// Whether two byte strings are equal, in time that depends on their
+/// length only (for comparing secrets' hashes).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A cipher for one key.
 #[derive(Clone)]
 struct Sealer(Aes256GcmSiv);

@@ -75,14 +75,35 @@ pub fn page(
     after: u64,
     limit: usize,
 ) -> Result<Vec<pb::Change>, ErrorKind> {
-    let records = shared
-        .store
-        .changes_after(tenant, after, limit)?;
+    let records = shared.store.changes_after(tenant, after, limit)?;
     let mut keys = HashMap::new();
     Ok(records
         .iter()
         .map(|c| change_pb(shared, c, &mut keys))
         .collect())
+}
+
+/// One page of changes after the cursor `cursor` (checked against the
+/// tenant's retained log), `n` at most, and the cursor that follows it.
+pub fn list(
+    shared: &Shared,
+    tenant: &str,
+    cursor: &str,
+    n: usize,
+) -> Result<(Vec<pb::Change>, String), ErrorKind> {
+    let after = check_cursor(shared, tenant, "cursor", cursor)?;
+    let changes = page(shared, tenant, after, n)?;
+    let next_cursor = changes
+        .last()
+        .map(|c| c.cursor.clone())
+        .unwrap_or_else(|| cursor_of(after));
+    Ok((changes, next_cursor))
+}
+
+/// The cursor of the tenant's newest change: watching from it sees only
+/// what comes after now.
+pub fn head_cursor(shared: &Shared, tenant: &str) -> Result<String, ErrorKind> {
+    Ok(cursor_of(shared.store.log_bounds(tenant)?.head))
 }
 
 /// Converts a change record to the contract message, opening its event
@@ -171,9 +192,7 @@ pub fn prune(shared: &Shared) -> Result<usize, ErrorKind> {
     let cutoff = now_ms() - shared.config.change_retention.as_millis() as i64;
     let mut n = 0;
     for t in shared.store.tenants()? {
-        n += shared
-            .store
-            .prune_changes(&t.tenant_id, cutoff)?;
+        n += shared.store.prune_changes(&t.tenant_id, cutoff)?;
     }
     Ok(n)
 }

@@ -35,6 +35,24 @@ pub fn merge(mut v: Vec<(Busy, String)>) -> Vec<(Busy, String)> {
     out
 }
 
+/// Free/busy of each named account of `tenant` over [start, end), in the
+/// order named; a revoked account fails the request, naming its field.
+pub fn query(
+    shared: &Shared,
+    tenant: &str,
+    account_ids: &[String],
+    start: i64,
+    end: i64,
+) -> Result<Vec<pb::AccountFreeBusy>, ErrorKind> {
+    let mut out = Vec::with_capacity(account_ids.len());
+    for (i, id) in account_ids.iter().enumerate() {
+        let a = crate::accounts::tenant_account(shared, tenant, id)?;
+        crate::accounts::check_not_revoked(&a, &format!("account_ids[{i}]"))?;
+        out.push(account_busy(shared, &a, start, end)?);
+    }
+    Ok(out)
+}
+
 /// The busy intervals of one account over [start, end).
 pub fn account_busy(
     shared: &Shared,
@@ -44,10 +62,7 @@ pub fn account_busy(
 ) -> Result<pb::AccountFreeBusy, ErrorKind> {
     let mut all = Vec::new();
     let mut as_of: Option<i64> = Some(i64::MAX);
-    for c in shared
-        .store
-        .calendars(&account.account_id)?
-    {
+    for c in shared.store.calendars(&account.account_id)? {
         if !c.synced {
             continue;
         }

@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod api;
 pub mod availability;
 pub mod busy;
+pub mod calendars;
 pub mod clock;
 pub mod config;
 pub mod connections;
@@ -18,14 +19,15 @@ pub mod freebusy;
 pub mod keyring;
 pub mod meetings;
 pub mod mirror;
-pub mod oauth_http;
 pub mod permits;
+pub mod providers;
 pub mod quota;
 pub mod sealing;
 pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod tenants;
 pub mod upgrade;
 pub mod watches;
 pub mod writes;
@@ -33,8 +35,6 @@ pub mod writes;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-use calbridge::pb;
 
 pub use config::{Config, Flags};
 
@@ -205,7 +205,7 @@ pub async fn run(
             tracing::info!(addr = %a, "OAuth callback endpoint listening");
         }
         let mut stop = stop_rx.clone();
-        let app = oauth_http::router(shared.clone());
+        let app = api::oauth_callback::router(shared.clone());
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -230,16 +230,9 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::scheduler_server::SchedulerServer::new(
-            api::SchedulerApi::new(shared.clone()),
-        ))
-        .add_service(pb::admin_server::AdminServer::new(api::AdminApi::new(
-            shared.clone(),
-            admin_hash,
-        )))
-        .add_service(pb::adapter_callback_server::AdapterCallbackServer::new(
-            api::CallbackApi::new(shared.clone()),
-        ))
+        .add_service(api::scheduler_service(shared.clone()))
+        .add_service(api::admin_service(shared.clone(), admin_hash))
+        .add_service(api::callback_service(shared.clone()))
         .serve_with_incoming_shutdown(bound.incoming, async {
             let _ = drained_rx.await;
         })

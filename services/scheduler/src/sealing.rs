@@ -108,7 +108,10 @@ pub async fn create_data_key(
 
 /// Destroys an account's data key in the vault, durably (revocation):
 /// from then on nothing the scheduler keeps can open what it sealed.
-pub async fn destroy_data_key(vault: &Arc<dyn KeyVault>, account_id: &str) -> Result<(), ErrorKind> {
+pub async fn destroy_data_key(
+    vault: &Arc<dyn KeyVault>,
+    account_id: &str,
+) -> Result<(), ErrorKind> {
     let (vault, ids) = (vault.clone(), vec![account_id.to_string()]);
     tokio::task::spawn_blocking(move || vault.destroy(&ids))
         .await

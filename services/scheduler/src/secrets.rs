@@ -10,8 +10,8 @@ use base64::Engine;
 use calbridge::ErrorKind;
 
 use crate::config::{Config, Mode};
-use crate::crypto::{MasterKey, MasterKeys};
 use crate::crypto::hash_hex;
+use crate::crypto::{MasterKey, MasterKeys};
 use crate::keyring::{vault_err, KeyVault, Rotation};
 
 /// Why a secret could not be loaded.

@@ -15,10 +15,10 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::adapters::adapter_error;
-use crate::mirror::{put_for, same_content, strip_content};
-use crate::permits::FairPermits;
 use crate::clock::now_ms;
 use crate::crypto::hash_hex;
+use crate::mirror::{put_for, same_content, strip_content};
+use crate::permits::FairPermits;
 use crate::sealing::{change_aad, event_aad, open_event, seal_event};
 use crate::state::Shared;
 use crate::store::{ChangeDraft, MirrorRemove, PageCommit, StoreError, SyncRecord};
@@ -269,10 +269,7 @@ pub async fn sync_calendar(
         }
         // A state removed meanwhile (the account revoked, the calendar
         // gone) is not written again.
-        let Some(mut st) = shared
-            .store
-            .sync_state(account_id, calendar_id)?
-        else {
+        let Some(mut st) = shared.store.sync_state(account_id, calendar_id)? else {
             return result;
         };
         st.failures += 1;
@@ -308,10 +305,7 @@ fn set_aside(
     why: Skipped,
 ) -> Result<(), ErrorKind> {
     let update = |change: &dyn Fn(&mut SyncRecord)| -> Result<(), ErrorKind> {
-        let Some(mut st) = shared
-            .store
-            .sync_state(account_id, calendar_id)?
-        else {
+        let Some(mut st) = shared.store.sync_state(account_id, calendar_id)? else {
             return Ok(());
         };
         change(&mut st);
@@ -359,10 +353,7 @@ async fn sync_pages(
     if account.status != AccountStatus::Active as i32 {
         return Ok(Some(Skipped::AccountInactive));
     }
-    let Some(calendar) = shared
-        .store
-        .calendar(account_id, calendar_id)?
-    else {
+    let Some(calendar) = shared.store.calendar(account_id, calendar_id)? else {
         return Ok(Some(Skipped::CalendarGone));
     };
     if !calendar.synced {
@@ -503,9 +494,7 @@ async fn sync_pages(
             if page.full_listing {
                 seen.insert(pid.clone());
             }
-            let existing = shared
-                .store
-                .event(account_id, calendar_id, &pid)?;
+            let existing = shared.store.event(account_id, calendar_id, &pid)?;
             if existing.as_ref().is_some_and(|x| x.version == e.version) {
                 // Already mirrored at this version: our own write, or a
                 // duplicate page. Nothing changed.
@@ -559,20 +548,14 @@ async fn sync_pages(
         }
         let mut deleted: Vec<String> = page.deleted;
         if page.full_listing && !page.more && !unchanged_busy {
-            for pid in shared
-                .store
-                .event_ids(account_id, calendar_id)?
-            {
+            for pid in shared.store.event_ids(account_id, calendar_id)? {
                 if !seen.contains(&pid) && !is_of_skipped(&pid, &skipped) {
                     deleted.push(pid);
                 }
             }
         }
         for pid in deleted {
-            let Some(existing) = shared
-                .store
-                .event(account_id, calendar_id, &pid)?
-            else {
+            let Some(existing) = shared.store.event(account_id, calendar_id, &pid)? else {
                 continue;
             };
             let last = open_event(

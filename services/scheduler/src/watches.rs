@@ -9,7 +9,7 @@ use calbridge::ErrorKind;
 use crate::accounts::usable_credentials;
 use crate::adapters::adapter_error;
 use crate::clock::now_ms;
-use crate::crypto::{hash_hex, random_hex};
+use crate::crypto::{constant_time_eq, hash_hex, random_hex};
 use crate::state::Shared;
 use crate::store::{AccountRecord, ChannelRecord};
 
@@ -75,16 +75,14 @@ pub async fn start_watch(
         .unwrap_or_else(|| {
             now_ms() + i64::from(shared.config.sync.push_channel_ttl_seconds) * 1000
         });
-    shared
-        .store
-        .put_channel(&ChannelRecord {
-            channel_id,
-            account_id: account.account_id.clone(),
-            calendar_id: calendar_id.to_string(),
-            token_hash: hash_hex(&[&token]),
-            resource_id: ch.resource_id,
-            expires_ms,
-        })?;
+    shared.store.put_channel(&ChannelRecord {
+        channel_id,
+        account_id: account.account_id.clone(),
+        calendar_id: calendar_id.to_string(),
+        token_hash: hash_hex(&[&token]),
+        resource_id: ch.resource_id,
+        expires_ms,
+    })?;
     Ok(())
 }
 
@@ -149,4 +147,21 @@ pub async fn renew_channels(shared: &Shared) {
             let _ = shared.store.remove_channel(&ch.channel_id);
         }
     }
+}
+
+/// A provider's notification that a watched calendar changed, as the
+/// adapter relays it: the calendar becomes due now. An unknown channel or a
+/// wrong channel token is NOT_FOUND alike.
+pub fn notified(shared: &Shared, channel_id: &str, channel_token: &str) -> Result<(), ErrorKind> {
+    let unknown = || ErrorKind::NotFound("unknown push channel".into());
+    let ch = shared.store.channel(channel_id)?.ok_or_else(unknown)?;
+    if !constant_time_eq(
+        hash_hex(&[channel_token]).as_bytes(),
+        ch.token_hash.as_bytes(),
+    ) {
+        tracing::warn!("push notification with a wrong channel token ignored");
+        return Err(unknown());
+    }
+    shared.sync_soon(&ch.account_id, &ch.calendar_id);
+    Ok(())
 }

@@ -12,9 +12,9 @@ use calbridge::ErrorKind;
 
 use crate::accounts::{check_writable, mark_reauth_required};
 use crate::adapters::adapter_error;
+use crate::crypto::hash_hex;
 use crate::crypto::DataKey;
 use crate::mirror::{content_hash, normalize, put_for, same_content};
-use crate::crypto::hash_hex;
 use crate::sealing::{event_aad, open_event, outbox_aad, seal_event};
 use crate::state::Shared;
 use crate::store::{AccountRecord, MirrorRemove, OutboxRecord};
@@ -28,6 +28,25 @@ pub fn idempotency_key(tenant: &str, account: &str, calendar: &str, client_id: &
 /// How often an update without an expected version is tried again when
 /// the event changed between the adapter's read and its write.
 const MAX_UPDATE_RACES: u32 = 3;
+
+/// Creates or updates an event keyed by the caller's id, in place of the
+/// hold the request names (if any): the hold must be live before the write,
+/// and is released after it succeeded.
+pub async fn upsert_event(
+    shared: &Shared,
+    tenant: &str,
+    req: pb::UpsertEventRequest,
+) -> Result<pb::UpsertEventResponse, ErrorKind> {
+    let hold_id = req.hold_id.clone();
+    if !hold_id.is_empty() {
+        crate::meetings::live_hold(shared, tenant, "hold_id", &hold_id)?;
+    }
+    let written = upsert(shared, tenant, req).await?;
+    if !hold_id.is_empty() {
+        crate::meetings::release_hold(shared, tenant, &hold_id).await?;
+    }
+    Ok(written)
+}
 
 /// Creates or updates an event keyed by the caller's id.
 pub async fn upsert(
@@ -100,9 +119,11 @@ pub async fn delete(
     let pid = if req.client_event_id.is_empty() {
         Some(req.provider_event_id.clone())
     } else {
-        shared
-            .store
-            .provider_id_for_client(&account.account_id, &req.calendar_id, &req.client_event_id)?
+        shared.store.provider_id_for_client(
+            &account.account_id,
+            &req.calendar_id,
+            &req.client_event_id,
+        )?
     };
     let Some(pid) = pid else {
         return Ok(pb::DeleteEventResult {
@@ -275,10 +296,7 @@ fn check_calendar_writable(
     account: &AccountRecord,
     calendar_id: &str,
 ) -> Result<(), ErrorKind> {
-    match shared
-        .store
-        .calendar(&account.account_id, calendar_id)?
-    {
+    match shared.store.calendar(&account.account_id, calendar_id)? {
         None => Err(ErrorKind::NotFound(format!(
             "calendar {calendar_id:?} not found"
         ))),
@@ -450,9 +468,7 @@ async fn execute_upsert(
     stored.calendar_id = cal.to_string();
     stored.client_event_id = op.client_event_id.clone();
     stored.managed = true;
-    let previous = shared
-        .store
-        .event(acc, cal, &stored.provider_event_id)?;
+    let previous = shared.store.event(acc, cal, &stored.provider_event_id)?;
     let mut put = put_for(key, acc, cal, zone, &stored, previous.as_ref());
     put.record.written_hash = Some(content_hash(event));
     shared

@@ -33,7 +33,6 @@ pub fn tenant_account(
     }
 }
 
-
 /// The decrypted provider credentials of an account.
 pub fn credentials(
     shared: &Shared,
@@ -42,6 +41,27 @@ pub fn credentials(
     sealing::open_credentials(&shared.live_key(account)?, account)
 }
 
+/// One page of a tenant's accounts, `n` at most after account id `after`,
+/// and the token of the next page (empty at the end).
+pub fn list_page(
+    shared: &Shared,
+    tenant: &str,
+    after: Option<&str>,
+    n: usize,
+) -> Result<(Vec<pb::Account>, String), ErrorKind> {
+    let list = shared.store.tenant_accounts(tenant, after, n + 1)?;
+    let more = list.len() > n;
+    let accounts: Vec<pb::Account> = list.iter().take(n).map(|a| account_pb(shared, a)).collect();
+    let next = if more {
+        accounts
+            .last()
+            .map(|a| a.account_id.clone())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok((accounts, next))
+}
 
 /// Converts an account record to the contract message.
 pub fn account_pb(shared: &Shared, a: &AccountRecord) -> pb::Account {
@@ -69,13 +89,8 @@ pub fn account_pb(shared: &Shared, a: &AccountRecord) -> pb::Account {
     }
 }
 
-
 /// Converts a calendar record to the contract message.
-pub fn calendar_pb(
-    key: Option<&DataKey>,
-    account_id: &str,
-    c: &CalendarRecord,
-) -> pb::Calendar {
+pub fn calendar_pb(key: Option<&DataKey>, account_id: &str, c: &CalendarRecord) -> pb::Calendar {
     let name = key
         .and_then(|k| {
             k.open(
@@ -98,17 +113,9 @@ pub fn calendar_pb(
     }
 }
 
-
 /// A provider's name for messages.
 pub fn provider_name(provider: i32) -> &'static str {
-    match pb::Provider::try_from(provider) {
-        Ok(pb::Provider::Google) => "Google",
-        Ok(pb::Provider::Microsoft) => "Microsoft",
-        Ok(pb::Provider::Icloud) => "iCloud",
-        Ok(pb::Provider::Caldav) => "CalDAV",
-        Ok(pb::Provider::Sandbox) => "sandbox",
-        _ => "provider",
-    }
+    crate::providers::info(provider).map_or("provider", |p| p.name)
 }
 
 /// FAILED_PRECONDITION naming `field` when the account is revoked. A

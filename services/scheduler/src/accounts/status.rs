@@ -27,14 +27,12 @@ pub(crate) fn record_status_change(
     account: &AccountRecord,
     status: AccountStatus,
 ) -> Result<(), ErrorKind> {
-    shared
-        .store
-        .append_account_changes(
-            &account.account_id,
-            &account.tenant_id,
-            &[status_change(account, status)],
-            now_ms(),
-        )?;
+    shared.store.append_account_changes(
+        &account.account_id,
+        &account.tenant_id,
+        &[status_change(account, status)],
+        now_ms(),
+    )?;
     shared.log_appended();
     Ok(())
 }
@@ -77,9 +75,7 @@ pub async fn mark_reauth_required(
 /// [`crate::store::Store::purge_accounts_rows`]) and drops what the caches
 /// kept of it. Returns how many rows went.
 pub fn purge_revoked_rows(shared: &Shared, account_id: &str) -> Result<usize, ErrorKind> {
-    let n = shared
-        .store
-        .purge_account_rows(account_id)?;
+    let n = shared.store.purge_account_rows(account_id)?;
     shared.account_mirror_changed(account_id);
     shared.availability_cache.holds_changed();
     Ok(n)

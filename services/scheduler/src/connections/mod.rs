@@ -100,10 +100,7 @@ pub async fn store_connected(
     // exact identity's hash, and only when its own sealed identity is
     // exactly the one the provider confirmed now (the proof that this is
     // the same provider user; a mapping that says otherwise is ignored).
-    let existing = match shared
-        .store
-        .account_by_identity(&identity_hash)?
-    {
+    let existing = match shared.store.account_by_identity(&identity_hash)? {
         Some(id) => shared.store.account(&id)?.filter(|a| {
             a.tenant_id == tenant
                 && a.provider == c.provider
@@ -232,16 +229,12 @@ pub fn migrate_identity_hashes(shared: &Shared) -> Result<usize, ErrorKind> {
             };
             let exact = identity_hash(&a.tenant_id, a.provider, &identity);
             if exact != a.identity_hash {
-                shared
-                    .store
-                    .set_identity_hash(&a.account_id, &exact)?;
+                shared.store.set_identity_hash(&a.account_id, &exact)?;
                 changed += 1;
             }
         }
     }
-    shared
-        .store
-        .meta_put(IDENTITY_HASHES_META, b"exact")?;
+    shared.store.meta_put(IDENTITY_HASHES_META, b"exact")?;
     Ok(changed)
 }
 

@@ -10,7 +10,7 @@
 //! - **Use**: see [`crate::accounts::usable_credentials`].
 
 use base64::Engine;
-use calbridge::pb::{self, AccessLevel, AccountStatus, Provider};
+use calbridge::pb::{self, AccessLevel, AccountStatus};
 use calbridge::{ErrorKind, Invalid};
 use sha2::{Digest, Sha256};
 
@@ -19,6 +19,7 @@ use crate::accounts::provider_name;
 use crate::adapters::adapter_error;
 use crate::clock::{now_ms, ts_ms};
 use crate::crypto::{hash_hex, random_hex};
+use crate::providers::{names_signing_in, SignIn};
 use crate::state::Shared;
 use crate::store::AuthStateRecord;
 
@@ -78,13 +79,16 @@ pub async fn begin(
     mut req: pb::BeginAuthorizationRequest,
 ) -> Result<pb::BeginAuthorizationResponse, ErrorKind> {
     let mut inv = Invalid::default();
-    match Provider::try_from(req.provider) {
-        Ok(Provider::Google | Provider::Microsoft) => {}
-        Ok(Provider::Icloud | Provider::Caldav | Provider::Sandbox) => inv.push(
+    match crate::providers::info(req.provider).map(|p| p.sign_in) {
+        Some(SignIn::OAuth) => {}
+        Some(SignIn::Password { .. }) => inv.push(
             "provider",
             "connects with a user name and password: call ConnectPasswordAccount instead",
         ),
-        _ => inv.push("provider", "must be PROVIDER_GOOGLE or PROVIDER_MICROSOFT"),
+        None => inv.push(
+            "provider",
+            format!("must be {}", names_signing_in(|s| s == SignIn::OAuth)),
+        ),
     }
     if AccessLevel::try_from(req.access_level).unwrap_or(AccessLevel::Unspecified)
         == AccessLevel::Unspecified
@@ -164,21 +168,19 @@ pub async fn begin(
     let (key, wrapped_key) = shared.vault.new_transient_key(&hash);
     let expires_ms =
         now_ms() + i64::try_from(shared.config.oauth.state_ttl_seconds).unwrap_or(600) * 1000;
-    shared
-        .store
-        .put_auth_state(
-            &hash,
-            &AuthStateRecord {
-                tenant_id: tenant.to_string(),
-                provider: req.provider,
-                access_level: req.access_level,
-                redirect_uri: req.redirect_uri,
-                account_id: req.account_id,
-                wrapped_key,
-                sealed_verifier: key.seal(verifier_aad(&hash).as_bytes(), verifier.as_bytes()),
-                expires_ms,
-            },
-        )?;
+    shared.store.put_auth_state(
+        &hash,
+        &AuthStateRecord {
+            tenant_id: tenant.to_string(),
+            provider: req.provider,
+            access_level: req.access_level,
+            redirect_uri: req.redirect_uri,
+            account_id: req.account_id,
+            wrapped_key,
+            sealed_verifier: key.seal(verifier_aad(&hash).as_bytes(), verifier.as_bytes()),
+            expires_ms,
+        },
+    )?;
     shared.store.flush().await?;
     Ok(pb::BeginAuthorizationResponse {
         authorization_url: response.authorization_url,
@@ -218,10 +220,7 @@ pub async fn complete(
     };
     // Checked before it is taken, so that a caller who merely knows the
     // state (another tenant, a wrong redirect URI) cannot use it up.
-    let peeked = shared
-        .store
-        .auth_state(&hash)?
-        .ok_or_else(unknown)?;
+    let peeked = shared.store.auth_state(&hash)?.ok_or_else(unknown)?;
     if tenant.is_some_and(|t| t != peeked.tenant_id) || peeked.expires_ms <= now_ms() {
         return Err(unknown());
     }
@@ -233,10 +232,7 @@ pub async fn complete(
         .into());
     }
     // Then taken: of two attempts at once, one gets it.
-    let record = shared
-        .store
-        .take_auth_state(&hash)?
-        .ok_or_else(unknown)?;
+    let record = shared.store.take_auth_state(&hash)?.ok_or_else(unknown)?;
     shared.store.flush().await?;
     let verifier = shared
         .vault
@@ -267,9 +263,7 @@ pub async fn complete(
             // consent URL can send one. The state goes back, so the user's
             // own redirect (with the real code) still completes it.
             if matches!(e, ErrorKind::Unauthenticated(_) | ErrorKind::Invalid(_)) {
-                shared
-                    .store
-                    .put_auth_state(&hash, &record)?;
+                shared.store.put_auth_state(&hash, &record)?;
             }
             return Err(match e {
                 ErrorKind::Unauthenticated(_) => ErrorKind::Unauthenticated(format!(

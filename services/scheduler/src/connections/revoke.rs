@@ -57,22 +57,18 @@ pub async fn revoke(
     account.sealed_identity.clear();
     // The mark and its feed entry in one transaction: from here on no write
     // naming the account commits.
-    shared
-        .store
-        .put_account_with_changes(
-            &account,
-            &[status_change(&account, AccountStatus::Revoked)],
-            now_ms(),
-        )?;
+    shared.store.put_account_with_changes(
+        &account,
+        &[status_change(&account, AccountStatus::Revoked)],
+        now_ms(),
+    )?;
     shared.log_appended();
     shared.store.flush().await?;
     // Then the key, durably, before any row goes.
     sealing::destroy_data_key(&shared.vault, account_id).await?;
     shared.account_mirror_changed(account_id);
     purge_revoked_rows(shared, account_id)?;
-    shared
-        .store
-        .remove_identity(&account.identity_hash)?;
+    shared.store.remove_identity(&account.identity_hash)?;
     shared.store.flush().await?;
     Ok(account_pb(shared, &account))
 }

@@ -280,9 +280,7 @@ pub async fn delete_working_hours(
     tenant: &str,
     id: &str,
 ) -> Result<(), ErrorKind> {
-    let deleted = shared
-        .store
-        .delete_working_hours(tenant, id)?;
+    let deleted = shared.store.delete_working_hours(tenant, id)?;
     shared.availability_cache.hours_changed();
     if !deleted {
         return Err(ErrorKind::NotFound(format!(

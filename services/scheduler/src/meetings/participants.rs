@@ -97,7 +97,9 @@ impl<'a, 'r> Builder<'a, 'r> {
         let start = periods.iter().map(|p| p.start_ms).min().unwrap_or(0);
         let end = periods.iter().map(|p| p.end_ms).max().unwrap_or(0);
         let now = now_ms();
-        let holds = shared.availability_cache.tenant_holds(&shared.store, tenant)?;
+        let holds = shared
+            .availability_cache
+            .tenant_holds(&shared.store, tenant)?;
         let from = start.saturating_sub(READ_MARGIN_MS);
         let to = end.saturating_add(READ_MARGIN_MS);
         Ok(Builder {
@@ -207,10 +209,12 @@ impl<'a, 'r> Builder<'a, 'r> {
         m: &pb::AvailabilityMember,
     ) -> Result<Option<Arc<Built>>, ErrorKind> {
         let hours = if !m.working_hours_id.is_empty() {
-            match self
-                .cache()
-                .stored_hours(&self.shared.store, self.tenant, &m.working_hours_id, stored_hours_converted)?
-            {
+            match self.cache().stored_hours(
+                &self.shared.store,
+                self.tenant,
+                &m.working_hours_id,
+                stored_hours_converted,
+            )? {
                 Some(h) => HoursWanted::Stored(h),
                 None => return Ok(None),
             }
@@ -244,10 +248,7 @@ impl<'a, 'r> Builder<'a, 'r> {
         // Revocation changes the account's epoch, so a participant cached
         // before it is never served after it.
         crate::accounts::check_not_revoked(&account, &format!("{path}.account_id"))?;
-        let calendars = self
-            .shared
-            .store
-            .calendars(&account.account_id)?;
+        let calendars = self.shared.store.calendars(&account.account_id)?;
         let Some((zone, hours, used)) = self.hours(path, m, &calendars)? else {
             return Ok(None);
         };
@@ -344,9 +345,12 @@ impl<'a, 'r> Builder<'a, 'r> {
     ) -> Result<Option<(Tz, Option<engine::WorkingHours>, HoursUsed)>, ErrorKind> {
         if !m.working_hours_id.is_empty() {
             let field = format!("{path}.working_hours_id");
-            let Some(stored) =
-                self.cache()
-                    .stored_hours(&self.shared.store, self.tenant, &m.working_hours_id, stored_hours_converted)?
+            let Some(stored) = self.cache().stored_hours(
+                &self.shared.store,
+                self.tenant,
+                &m.working_hours_id,
+                stored_hours_converted,
+            )?
             else {
                 self.invalid.push(
                     field,

@@ -1,6 +1,6 @@
 use super::*;
-use std::sync::atomic::Ordering;
 use chrono::Datelike;
+use std::sync::atomic::Ordering;
 
 use crate::store::{AccountRecord, EventRecord, MirrorPut, MirrorRemove, PageCommit};
 use proptest::prelude::*;
