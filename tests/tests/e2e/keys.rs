@@ -13,8 +13,8 @@ use calbridge::pb;
 use calbridge_e2e::{bin, dir_contains, timed_event, Stack};
 use calbridge_scheduler::crypto::{DataKey, IdCipher, MasterKey, MasterKeys};
 use calbridge_scheduler::keyring::{entry_aad, FileKeyring, KeyVault, VaultError, KEYRING_FILE};
-use calbridge_scheduler::secrets::decode_key;
 use calbridge_scheduler::sealing::{calendar_aad, change_aad, cred_aad, event_aad, identity_aad};
+use calbridge_scheduler::secrets::decode_key;
 use calbridge_scheduler::store::Store;
 use chrono::Utc;
 
