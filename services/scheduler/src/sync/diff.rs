@@ -256,7 +256,6 @@ pub fn page(
     st.cursor = page.next_cursor.clone();
     st.listing_in_progress = full_listing && page.more;
     if !page.more {
-        let now = now;
         if full_listing {
             st.skipped = std::mem::take(&mut listing.skipped);
         } else {
