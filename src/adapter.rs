@@ -1,8 +1,10 @@
 //! What every adapter must do alike, kept once so the adapters cannot drift
 //! apart: the free/busy view of an event (the privacy rule for FREE_BUSY
-//! accounts and busy-only pages), reading the credentials a call carries,
-//! and the answer to an operation a provider does not offer.
+//! accounts and busy-only pages), the time window a request names, reading
+//! the credentials a call carries, and the answer to an operation a
+//! provider does not offer.
 
+use chrono::{DateTime, Utc};
 use tonic::Status;
 
 use crate::pb::{self, provider_credentials::Secret};
@@ -35,6 +37,23 @@ pub fn free_busy_view(e: pb::Event) -> pb::Event {
         event_type: e.event_type,
         ..Default::default()
     }
+}
+
+/// A time window `[start, end)`: what a sync page or a free/busy query
+/// covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Start (inclusive).
+    pub start: DateTime<Utc>,
+    /// End (exclusive).
+    pub end: DateTime<Utc>,
+}
+
+/// The window at `field` of a request: required and ordered, else
+/// `INVALID_ARGUMENT` naming the field.
+pub fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
+    let (start, end) = crate::checks::window(field, w)?;
+    Ok(Window { start, end })
 }
 
 /// The password credentials a call carries, if that is what it carries.

@@ -25,22 +25,13 @@ use crate::mapping::{
     local_to_utc, CalendarObject, EventParts, IcalError, UntilValue, VEvent, When,
 };
 
-/// A sync window `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Start (inclusive).
-    pub start: DateTime<Utc>,
-    /// End (exclusive).
-    pub end: DateTime<Utc>,
-}
+pub use calbridge::adapter::Window;
 
-impl Window {
-    /// True when `[start, end)` (dates read in `zone`) overlaps the window;
-    /// a zero-length event counts when its start is inside.
-    pub fn overlaps(&self, start: &When, end: &When, zone: Tz) -> bool {
-        let (s, e) = (start.utc(zone), end.utc(zone));
-        s < self.end && (e > self.start || (e == s && s >= self.start))
-    }
+/// True when `[start, end)` (dates read in `zone`) overlaps `window`; a
+/// zero-length event counts when its start is inside.
+pub fn overlaps(window: Window, start: &When, end: &When, zone: Tz) -> bool {
+    let (s, e) = (start.utc(zone), end.utc(zone));
+    s < window.end && (e > window.start || (e == s && s >= window.start))
 }
 
 /// The id of an instance of the series stored at `href`.
@@ -116,7 +107,7 @@ pub fn expand_bounded(
         // Overrides without their master (an invitation to one instance):
         // each is an instance of a series we cannot see.
         for ov in &obj.overrides {
-            if window.overlaps(&ov.start, &ov.end, zone) {
+            if overlaps(window, &ov.start, &ov.end, zone) {
                 out.push(instance(ov, href, etag, ov.start, ov.end, busy_only));
             }
         }
@@ -127,7 +118,7 @@ pub fn expand_bounded(
         });
     };
     if !obj.is_recurring() {
-        if window.overlaps(&master.start, &master.end, zone) {
+        if overlaps(window, &master.start, &master.end, zone) {
             out.push(
                 EventParts {
                     vevent: master,
@@ -164,7 +155,7 @@ pub fn expand_bounded(
             continue;
         }
         let end = shift_end(master, original);
-        if window.overlaps(original, &end, zone) {
+        if overlaps(window, original, &end, zone) {
             out.push(instance_of(
                 master, href, etag, *original, *original, end, busy_only,
             ));
@@ -176,7 +167,7 @@ pub fn expand_bounded(
         if excluded.contains(k) || (found.truncated && last.is_some_and(|l| *k > l)) {
             continue;
         }
-        if window.overlaps(&ov.start, &ov.end, zone) {
+        if overlaps(window, &ov.start, &ov.end, zone) {
             let original = ov.recurrence_id.expect("overrides have a recurrence id");
             out.push(instance_of(
                 ov, href, etag, original, ov.start, ov.end, busy_only,

@@ -20,7 +20,6 @@ use crate::client::{http_client, DavClient, Limits};
 use crate::config::Config;
 use crate::error::DavError;
 use crate::mapping::parse_object;
-use crate::recurrence::Window;
 use crate::sync::{sync, ReadAhead, SyncRequest, MAX_PAGE_SIZE};
 
 /// The `CalendarAdapter` service for CalDAV servers and iCloud.
@@ -52,7 +51,7 @@ impl CaldavAdapter {
         ahead: &mut ReadAhead,
     ) -> Result<pb::SyncEventsResponse, Status> {
         check_calendar_id("calendar_id", &r.calendar_id)?;
-        let window = window("window", r.window.as_ref())?;
+        let window = adapter::window("window", r.window.as_ref())?;
         let account = self.account(r.credentials.as_ref())?;
         let page_size = match r.page_size {
             0 => MAX_PAGE_SIZE,
@@ -106,11 +105,6 @@ fn password(c: Option<&pb::ProviderCredentials>) -> Result<&pb::PasswordCredenti
             "CalDAV credentials must be a server URL, user name and password",
         )
     })
-}
-
-fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
-    let (start, end) = calbridge::checks::window(field, w)?;
-    Ok(Window { start, end })
 }
 
 /// Refuses instance ids (`<href>#<start>`) for updates: one instance
@@ -428,7 +422,7 @@ impl CalendarAdapter for CaldavAdapter {
         request: Request<pb::ProviderFreeBusyRequest>,
     ) -> Result<Response<pb::ProviderFreeBusyResponse>, Status> {
         let r = request.get_ref();
-        let window = window("window", r.window.as_ref())?;
+        let window = adapter::window("window", r.window.as_ref())?;
         let account = self.account(r.credentials.as_ref())?;
         let mut busy = Vec::new();
         for id in &r.calendar_ids {

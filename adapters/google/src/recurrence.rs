@@ -11,7 +11,7 @@
 //! instance (RFC 5545), unless an EXDATE removes it. Each instance is named
 //! as Google names it (`<masterId>_<original start>`).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 
 use calbridge::pb;
 
@@ -20,14 +20,7 @@ use crate::model;
 use crate::rules::occurrences;
 use crate::times::{instance_id, parse_when, MapError, When};
 
-/// A sync window `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Start (inclusive).
-    pub start: DateTime<Utc>,
-    /// End (exclusive).
-    pub end: DateTime<Utc>,
-}
+pub use calbridge::adapter::Window;
 
 /// How long each instance of a series lasts.
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +128,7 @@ mod tests {
     use super::*;
     use calbridge::pb::event_time;
     use calbridge::time::to_timestamp;
+    use chrono::{DateTime, Utc};
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -28,7 +28,6 @@ use crate::mapping::{
 use crate::model;
 use crate::oauth::{full_scope, missing_scopes, scopes_for, OAuth};
 use crate::push::{encode_token, Route, MAX_CHANNEL_ID};
-use crate::recurrence::Window;
 use crate::retry::RetryPolicy;
 use crate::sync::{sync, EventSource, ListQuery, SyncRequest, MAX_PAGE_SIZE};
 
@@ -87,11 +86,6 @@ impl GoogleAdapter {
 fn oauth_tokens(c: Option<&pb::ProviderCredentials>) -> Result<(&str, &pb::OAuthTokens), Status> {
     adapter::oauth_tokens(c)
         .ok_or_else(|| adapter::wrong_credentials("Google credentials must be OAuth tokens"))
-}
-
-fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
-    let (start, end) = calbridge::checks::window(field, w)?;
-    Ok(Window { start, end })
 }
 
 fn map_event(g: &model::Event) -> Result<pb::Event, GoogleError> {
@@ -394,7 +388,7 @@ impl CalendarAdapter for GoogleAdapter {
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
         let r = request.get_ref();
         check_calendar_id("calendar_id", &r.calendar_id)?;
-        let window = window("window", r.window.as_ref())?;
+        let window = adapter::window("window", r.window.as_ref())?;
         let session = self.session(r.credentials.as_ref())?;
         let page_size = match r.page_size {
             0 => MAX_PAGE_SIZE,
@@ -567,7 +561,7 @@ impl CalendarAdapter for GoogleAdapter {
         request: Request<pb::ProviderFreeBusyRequest>,
     ) -> Result<Response<pb::ProviderFreeBusyResponse>, Status> {
         let r = request.get_ref();
-        let window = window("window", r.window.as_ref())?;
+        let window = adapter::window("window", r.window.as_ref())?;
         for (i, id) in r.calendar_ids.iter().enumerate() {
             check_calendar_id(&format!("calendar_ids[{i}]"), id)?;
         }

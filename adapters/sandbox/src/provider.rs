@@ -51,14 +51,7 @@ pub const MAX_WATCH_TTL_SECONDS: u32 = 7 * 24 * 3600;
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
-/// A time window `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Start (inclusive).
-    pub start: DateTime<Utc>,
-    /// End (exclusive).
-    pub end: DateTime<Utc>,
-}
+pub use calbridge::adapter::Window;
 
 /// One SyncEvents call, as the provider sees it.
 #[derive(Debug, Clone, Copy)]

@@ -18,7 +18,7 @@ use calbridge::pb::{self, AccessLevel};
 use calbridge::{ErrorKind, Invalid};
 
 use crate::error::ProviderError;
-use crate::provider::{Provider, SyncQuery, Window, MAX_PAGE_SIZE};
+use crate::provider::{Provider, SyncQuery, MAX_PAGE_SIZE};
 use crate::push::Notifier;
 
 /// State shared by both services.
@@ -70,11 +70,6 @@ fn password(c: Option<&pb::ProviderCredentials>) -> Result<(&str, &str), Status>
         .ok_or_else(|| {
             adapter::wrong_credentials("sandbox credentials must be a user name and password")
         })
-}
-
-fn window(field: &str, w: Option<&pb::TimeWindow>) -> Result<Window, Status> {
-    let (start, end) = calbridge::checks::window(field, w)?;
-    Ok(Window { start, end })
 }
 
 fn uses_passwords(what: &str) -> Status {
@@ -223,7 +218,7 @@ impl CalendarAdapter for SandboxAdapter {
         request: Request<pb::SyncEventsRequest>,
     ) -> Result<Response<pb::SyncEventsResponse>, Status> {
         let r = request.get_ref();
-        let window = window("window", r.window.as_ref())?;
+        let window = adapter::window("window", r.window.as_ref())?;
         let query = SyncQuery {
             cursor: &r.cursor,
             window,
@@ -327,7 +322,7 @@ impl CalendarAdapter for SandboxAdapter {
         request: Request<pb::ProviderFreeBusyRequest>,
     ) -> Result<Response<pb::ProviderFreeBusyResponse>, Status> {
         let r = request.get_ref();
-        let window = window("window", r.window.as_ref())?;
+        let window = adapter::window("window", r.window.as_ref())?;
         let busy = self.read(r.credentials.as_ref(), |p, user| {
             p.free_busy(user, &r.calendar_ids, window)
         })?;
