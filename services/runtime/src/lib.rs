@@ -1,7 +1,8 @@
 //! What every calbridge process runs the same way: logging and OpenTelemetry
 //! export, W3C trace-context propagation through gRPC metadata, the gRPC
 //! health and reflection services, binding and announcing the listening
-//! address, and graceful shutdown on SIGTERM / Ctrl-C.
+//! address, graceful shutdown on SIGTERM / Ctrl-C, and [`serve`], which
+//! puts these together around a process's own gRPC services.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
