@@ -90,11 +90,13 @@ impl Adapters {
 }
 
 /// Reads an adapter's status as an error kind; transport failures become
-/// UNAVAILABLE with a message that names the adapter, not the socket.
+/// UNAVAILABLE with a message that names the adapter, not the socket. A
+/// transport failure is told by its source (the connection's own error),
+/// which a status that came over the wire never has: never by its text.
 pub fn adapter_error(s: &tonic::Status) -> ErrorKind {
     match ErrorKind::from_status(s) {
         ErrorKind::Unavailable { retry_after, .. }
-            if s.code() == tonic::Code::Unavailable && s.message().contains("transport") =>
+            if s.code() == tonic::Code::Unavailable && std::error::Error::source(s).is_some() =>
         {
             ErrorKind::Unavailable {
                 message: "the provider's adapter is not reachable".into(),
@@ -102,5 +104,41 @@ pub fn adapter_error(s: &tonic::Status) -> ErrorKind {
             }
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transport_failure_names_the_adapter_and_an_answer_keeps_its_message() {
+        // Nothing listens on a port just released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy();
+        let status = CalendarAdapterClient::with_interceptor(channel, TracePropagation)
+            .describe(pb::DescribeRequest {})
+            .await
+            .unwrap_err();
+        match adapter_error(&status) {
+            ErrorKind::Unavailable { message, .. } => {
+                assert_eq!(message, "the provider's adapter is not reachable")
+            }
+            other => panic!("{other:?}"),
+        }
+        // An adapter's own UNAVAILABLE answer, whatever its words, is kept.
+        let answered = tonic::Status::unavailable("transport of the provider: try later");
+        match adapter_error(&answered) {
+            ErrorKind::Unavailable { message, .. } => {
+                assert_eq!(message, "transport of the provider: try later")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
