@@ -102,16 +102,6 @@ pub fn content_hash(e: &pb::Event) -> String {
     hex::encode(Sha256::digest(writable.encode_to_vec()))
 }
 
-/// Removes everything but times, status and transparency (FREE_BUSY
-/// accounts).
-pub fn strip_content(e: &mut pb::Event) {
-    e.title.clear();
-    e.description.clear();
-    e.location.clear();
-    e.attendees.clear();
-    e.organizer = None;
-}
-
 /// Builds the mirror record of `event` (already stamped with account and
 /// calendar ids), replacing `previous` when there is one.
 pub fn put_for(

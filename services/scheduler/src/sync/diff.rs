@@ -11,7 +11,7 @@ use calbridge::pb::{self, ChangeKind};
 use chrono_tz::Tz;
 
 use crate::crypto::{hash_hex, DataKey};
-use crate::mirror::{put_for, same_content, strip_content};
+use crate::mirror::{put_for, same_content};
 use crate::sealing::{change_aad, event_aad, open_event, seal_event};
 use crate::store::{
     ChangeDraft, EventRecord, MirrorPut, MirrorRemove, Store, StoreError, SyncRecord,
@@ -144,7 +144,7 @@ pub fn page(
         .retain(|d| d.len() <= calbridge::provider_data::MAX_PROVIDER_EVENT_ID_BYTES);
     for mut e in std::mem::take(&mut page.upserted) {
         if busy_only {
-            strip_content(&mut e);
+            e = calbridge::adapter::free_busy_view(e);
         }
         match calbridge::provider_data::bound_event(&mut e) {
             Ok(cut) if !cut.0.is_empty() => {
