@@ -43,11 +43,30 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A port that was free a moment ago, for a child process that must listen
 /// on a known port (a restarted scheduler keeps its address).
+///
+/// Chosen at random below the kernel's ephemeral range: a port the kernel
+/// handed out (`bind(0)`) is handed out again to the next outgoing
+/// connection of any test running in parallel, which then takes it before
+/// the child can listen on it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use rand::Rng;
+    let (low, high) = (10_000u16, ephemeral_floor().clamp(12_000, 32_768));
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
+}
+
+/// The lowest port of the kernel's ephemeral range (32768 when unknown).
+fn ephemeral_floor() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or fails after `timeout`.
@@ -679,6 +698,7 @@ pub fn open_store(data_dir: &Path) -> Result<calbridge_scheduler::store::Store> 
 }
 
 pub mod caldav;
+pub mod conformance;
 pub mod fault_proxy;
 pub mod google;
 pub mod hostile;

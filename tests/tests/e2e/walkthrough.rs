@@ -47,48 +47,70 @@ impl Cli {
     }
 }
 
+/// Starts `calbridge up` on fresh ports and waits for its summary (printed
+/// once every process is ready); answers the child and the scheduler's and
+/// sandbox's ports. A port another process took between choosing and
+/// binding makes `up` exit early: that try is repeated on new ports, and
+/// any other early exit fails with `up`'s own words.
+async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, u16, u16)> {
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        let (sp, bp, cp) = (free_port(), free_port(), free_port());
+        let (gp, wp, fp, op) = (free_port(), free_port(), free_port(), free_port());
+        let stderr_path = data_dir.join("up.stderr");
+        let mut up = Command::new(bin("calbridge"))
+            .args([
+                "up",
+                "--data-dir",
+                &data_dir.display().to_string(),
+                "--listen",
+                &format!("127.0.0.1:{sp}"),
+                "--sandbox-listen",
+                &format!("127.0.0.1:{bp}"),
+                "--caldav-listen",
+                &format!("127.0.0.1:{cp}"),
+                "--google-listen",
+                &format!("127.0.0.1:{gp}"),
+                "--google-webhook-listen",
+                &format!("127.0.0.1:{wp}"),
+                "--fake-google-listen",
+                &format!("127.0.0.1:{fp}"),
+                "--oauth-callback-listen",
+                &format!("127.0.0.1:{op}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut up_out = BufReader::new(up.stdout.take().expect("stdout")).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(l)) = up_out.next_line().await {
+                if l.trim_start().starts_with("admin token") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .context("calbridge up did not become ready within 60 s")?;
+        if ready {
+            tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
+            return Ok((up, sp, bp));
+        }
+        let _ = up.wait().await;
+        last_error = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if !last_error.contains("in use") {
+            break;
+        }
+    }
+    bail!("calbridge up exited before it was ready: {last_error}")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (sp, bp, cp) = (free_port(), free_port(), free_port());
-    let (gp, wp, fp, op) = (free_port(), free_port(), free_port(), free_port());
-    let mut up = Command::new(bin("calbridge"))
-        .args([
-            "up",
-            "--data-dir",
-            &dir.path().display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{sp}"),
-            "--sandbox-listen",
-            &format!("127.0.0.1:{bp}"),
-            "--caldav-listen",
-            &format!("127.0.0.1:{cp}"),
-            "--google-listen",
-            &format!("127.0.0.1:{gp}"),
-            "--google-webhook-listen",
-            &format!("127.0.0.1:{wp}"),
-            "--fake-google-listen",
-            &format!("127.0.0.1:{fp}"),
-            "--oauth-callback-listen",
-            &format!("127.0.0.1:{op}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    // `up` prints its summary once both processes are ready.
-    let mut up_out = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(l)) = up_out.next_line().await {
-            if l.contains("admin.token") {
-                return;
-            }
-        }
-    })
-    .await
-    .context("calbridge up did not become ready")?;
-    tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
+    let (mut up, sp, bp) = start_up(dir.path()).await?;
 
     let mut cli = Cli {
         server: format!("http://127.0.0.1:{sp}"),
