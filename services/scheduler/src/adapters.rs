@@ -51,8 +51,8 @@ impl Adapters {
     }
 
     /// The client of a provider's adapter.
-    pub fn client(&self, provider: i32) -> Result<AdapterClient, ErrorKind> {
-        self.clients.get(&ProviderKey(provider)).cloned().ok_or_else(|| {
+    pub fn client(&self, provider: pb::Provider) -> Result<AdapterClient, ErrorKind> {
+        self.clients.get(&ProviderKey(provider as i32)).cloned().ok_or_else(|| {
             let name = crate::providers::info(provider).map_or("unknown", |p| p.key);
             ErrorKind::FailedPrecondition(format!(
                 "no adapter is configured for provider {name}: start one and pass --adapter {name}=URL"
@@ -61,17 +61,20 @@ impl Adapters {
     }
 
     /// True when the provider has a configured adapter.
-    pub fn has(&self, provider: i32) -> bool {
-        self.clients.contains_key(&ProviderKey(provider))
+    pub fn has(&self, provider: pb::Provider) -> bool {
+        self.clients.contains_key(&ProviderKey(provider as i32))
     }
 
     /// The capabilities of a provider's adapter (asked once).
-    pub async fn capabilities(&self, provider: i32) -> Result<pb::AdapterCapabilities, ErrorKind> {
+    pub async fn capabilities(
+        &self,
+        provider: pb::Provider,
+    ) -> Result<pb::AdapterCapabilities, ErrorKind> {
         if let Some(c) = self
             .capabilities
             .lock()
             .expect("lock poisoned")
-            .get(&ProviderKey(provider))
+            .get(&ProviderKey(provider as i32))
         {
             return Ok(*c);
         }
@@ -84,7 +87,7 @@ impl Adapters {
         self.capabilities
             .lock()
             .expect("lock poisoned")
-            .insert(ProviderKey(provider), caps);
+            .insert(ProviderKey(provider as i32), caps);
         Ok(caps)
     }
 }

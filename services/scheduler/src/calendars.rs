@@ -180,7 +180,7 @@ pub fn sync_status(
             .unwrap_or_default();
         let state = if !c.synced || st.disabled {
             SyncState::Disabled
-        } else if st.paused || a.status != AccountStatus::Active as i32 {
+        } else if st.paused || a.status != AccountStatus::Active {
             SyncState::Paused
         } else if st.failures > 0 {
             SyncState::Backoff
@@ -220,7 +220,7 @@ pub async fn sync_now(
     calendar_id: &str,
 ) -> Result<Vec<String>, ErrorKind> {
     let a = tenant_account(shared, tenant, account_id)?;
-    if a.status != AccountStatus::Active as i32 {
+    if a.status != AccountStatus::Active {
         return Err(ErrorKind::FailedPrecondition(
             "the account is not active: it needs re-authorisation or was revoked".into(),
         ));

@@ -141,11 +141,11 @@ fn change_pb(
         cursor: cursor_of(c.seq),
         recorded_at: chrono::DateTime::from_timestamp_millis(c.recorded_ms)
             .map(calbridge::time::to_timestamp),
-        kind: c.kind,
+        kind: c.kind as i32,
         account_id: c.account_id.clone(),
         calendar_id: c.calendar_id.clone(),
         event,
-        account_status: c.account_status,
+        account_status: c.account_status as i32,
         provider_event_id: c.provider_event_id.clone(),
     }
 }
@@ -203,11 +203,11 @@ mod tests {
 
     fn change() -> crate::store::ChangeDraft {
         crate::store::ChangeDraft {
-            kind: pb::ChangeKind::AccountStatus as i32,
+            kind: pb::ChangeKind::AccountStatus,
             account_id: "acc".into(),
             calendar_id: String::new(),
             provider_event_id: String::new(),
-            account_status: pb::AccountStatus::Active as i32,
+            account_status: pb::AccountStatus::Active,
             sealed_event: Vec::new(),
         }
     }

@@ -11,19 +11,19 @@ use crate::sealing::{event_aad, seal_event};
 use crate::store::{EventRecord, MirrorPut};
 
 /// How an event shows in free/busy (0 = it does not block).
-pub fn busy_of(e: &pb::Event) -> i32 {
+pub fn busy_of(e: &pb::Event) -> BusyStatus {
     if e.status == EventStatus::Cancelled as i32
         || e.transparency == Transparency::Transparent as i32
         || e.event_type == EventType::WorkingLocation as i32
     {
-        return 0;
+        return BusyStatus::Unspecified;
     }
     if e.event_type == EventType::OutOfOffice as i32 {
-        BusyStatus::OutOfOffice as i32
+        BusyStatus::OutOfOffice
     } else if e.status == EventStatus::Tentative as i32 {
-        BusyStatus::Tentative as i32
+        BusyStatus::Tentative
     } else {
-        BusyStatus::Busy as i32
+        BusyStatus::Busy
     }
 }
 
@@ -143,17 +143,17 @@ mod tests {
     #[test]
     fn cancelled_transparent_and_working_location_events_do_not_block() {
         let mut e = pb::Event::default();
-        assert_eq!(busy_of(&e), BusyStatus::Busy as i32);
+        assert_eq!(busy_of(&e), BusyStatus::Busy);
         e.status = EventStatus::Cancelled as i32;
-        assert_eq!(busy_of(&e), 0);
+        assert_eq!(busy_of(&e), BusyStatus::Unspecified);
         e.status = EventStatus::Confirmed as i32;
         e.transparency = Transparency::Transparent as i32;
-        assert_eq!(busy_of(&e), 0);
+        assert_eq!(busy_of(&e), BusyStatus::Unspecified);
         e.transparency = Transparency::Opaque as i32;
         e.event_type = EventType::OutOfOffice as i32;
-        assert_eq!(busy_of(&e), BusyStatus::OutOfOffice as i32);
+        assert_eq!(busy_of(&e), BusyStatus::OutOfOffice);
         e.event_type = EventType::WorkingLocation as i32;
-        assert_eq!(busy_of(&e), 0);
+        assert_eq!(busy_of(&e), BusyStatus::Unspecified);
     }
 
     #[test]

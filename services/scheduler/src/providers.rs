@@ -67,10 +67,15 @@ pub const PROVIDERS: &[ProviderInfo] = &[
     },
 ];
 
-/// The entry of a provider (a `pb::Provider` value); `None` for an unknown
-/// or unspecified one.
-pub fn info(provider: i32) -> Option<&'static ProviderInfo> {
-    PROVIDERS.iter().find(|p| p.provider as i32 == provider)
+/// The entry of a provider; `None` for an unspecified one.
+pub fn info(provider: Provider) -> Option<&'static ProviderInfo> {
+    PROVIDERS.iter().find(|p| p.provider == provider)
+}
+
+/// The provider a request names (a `pb::Provider` number): `Unspecified`
+/// for zero or a number this build does not know.
+pub fn from_request(provider: i32) -> Provider {
+    Provider::try_from(provider).unwrap_or(Provider::Unspecified)
 }
 
 /// The entry of a provider's short name, in any letter case.
@@ -116,7 +121,7 @@ mod tests {
                 format!("PROVIDER_{}", found[0].key.to_ascii_uppercase())
             );
         }
-        assert!(info(Provider::Unspecified as i32).is_none());
+        assert!(info(Provider::Unspecified).is_none());
         assert!(by_key("outlook").is_none());
     }
 

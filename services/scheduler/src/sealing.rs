@@ -82,7 +82,7 @@ pub fn data_key(
     vault: &dyn KeyVault,
     account: &AccountRecord,
 ) -> Result<Option<DataKey>, ErrorKind> {
-    if account.status == pb::AccountStatus::Revoked as i32 {
+    if account.status == pb::AccountStatus::Revoked {
         return Ok(None);
     }
     match vault.data_key(&account.account_id) {

@@ -448,11 +448,11 @@ mod tests {
             .unwrap();
         let change = crate::store::ChangeRecord {
             seq: 1,
-            kind: 1,
+            kind: calbridge::pb::ChangeKind::EventCreated,
             account_id: ACCOUNT.into(),
             calendar_id: CAL.into(),
             provider_event_id: PID.into(),
-            account_status: 0,
+            account_status: calbridge::pb::AccountStatus::Unspecified,
             recorded_ms: 1,
             sealed_event: Vec::new(),
         };

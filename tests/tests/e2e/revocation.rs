@@ -322,7 +322,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
                 version: "1".into(),
                 start_ms: Utc::now().timestamp_millis(),
                 end_ms: Utc::now().timestamp_millis() + 60_000,
-                busy: pb::BusyStatus::Busy as i32,
+                busy: pb::BusyStatus::Busy,
                 client_event_id: Some("late-client".into()),
                 all_day: None,
                 written_hash: None,
@@ -374,7 +374,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
         let mut record = store
             .account(&gone)?
             .ok_or_else(|| anyhow!("account stored"))?;
-        record.status = AccountStatus::Revoked as i32;
+        record.status = AccountStatus::Revoked;
         record.sealed_credentials.clear();
         record.sealed_identity.clear();
         store.put_account(&record)?;

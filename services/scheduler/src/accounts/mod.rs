@@ -77,10 +77,10 @@ pub fn account_pb(shared: &Shared, a: &AccountRecord) -> pb::Account {
         .unwrap_or_default();
     pb::Account {
         account_id: a.account_id.clone(),
-        provider: a.provider,
+        provider: a.provider as i32,
         provider_account_id: identity,
-        access_level: a.access_level,
-        status: a.status,
+        access_level: a.access_level as i32,
+        status: a.status as i32,
         status_reason: a.status_reason.clone(),
         created_at: chrono::DateTime::from_timestamp_millis(a.created_ms)
             .map(calbridge::time::to_timestamp),
@@ -114,7 +114,7 @@ pub fn calendar_pb(key: Option<&DataKey>, account_id: &str, c: &CalendarRecord) 
 }
 
 /// A provider's name for messages.
-pub fn provider_name(provider: i32) -> &'static str {
+pub fn provider_name(provider: pb::Provider) -> &'static str {
     crate::providers::info(provider).map_or("provider", |p| p.name)
 }
 
@@ -122,7 +122,7 @@ pub fn provider_name(provider: i32) -> &'static str {
 /// revoked account has no calendars left, so answering for it would report
 /// it free all the time: free/busy, availability and holds refuse it.
 pub fn check_not_revoked(account: &AccountRecord, field: &str) -> Result<(), ErrorKind> {
-    if account.status == AccountStatus::Revoked as i32 {
+    if account.status == AccountStatus::Revoked {
         return Err(ErrorKind::FailedPrecondition(format!(
             "{field}: account {:?} is revoked; leave it out",
             account.account_id
@@ -133,9 +133,9 @@ pub fn check_not_revoked(account: &AccountRecord, field: &str) -> Result<(), Err
 
 /// True when the account may be written to.
 pub fn check_writable(account: &AccountRecord) -> Result<(), ErrorKind> {
-    match AccountStatus::try_from(account.status) {
-        Ok(AccountStatus::Active) => {}
-        Ok(AccountStatus::ReauthRequired) => {
+    match account.status {
+        AccountStatus::Active => {}
+        AccountStatus::ReauthRequired => {
             return Err(ErrorKind::FailedPrecondition(
                 "the account needs re-authorisation: connect it again".into(),
             ))
@@ -146,7 +146,7 @@ pub fn check_writable(account: &AccountRecord) -> Result<(), ErrorKind> {
             ))
         }
     }
-    if account.access_level != AccessLevel::ReadWrite as i32 {
+    if account.access_level != AccessLevel::ReadWrite {
         return Err(ErrorKind::PermissionDenied(
             "the account was connected without write access (access level READ_WRITE is needed)"
                 .into(),

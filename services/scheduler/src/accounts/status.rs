@@ -11,11 +11,11 @@ use crate::store::{AccountRecord, ChangeDraft, StoreError};
 /// The change-log entry of an account's new status.
 pub(crate) fn status_change(account: &AccountRecord, status: AccountStatus) -> ChangeDraft {
     ChangeDraft {
-        kind: ChangeKind::AccountStatus as i32,
+        kind: ChangeKind::AccountStatus,
         account_id: account.account_id.clone(),
         calendar_id: String::new(),
         provider_event_id: String::new(),
-        account_status: status as i32,
+        account_status: status,
         sealed_event: Vec::new(),
     }
 }
@@ -47,10 +47,10 @@ pub async fn mark_reauth_required(
     let Some(mut account) = shared.store.account(account_id)? else {
         return Ok(());
     };
-    if account.status != AccountStatus::Active as i32 {
+    if account.status != AccountStatus::Active {
         return Ok(());
     }
-    account.status = AccountStatus::ReauthRequired as i32;
+    account.status = AccountStatus::ReauthRequired;
     account.status_reason = reason.to_string();
     // The status and its feed entry at once; refused (nothing to do) when
     // the account was revoked meanwhile, so nothing follows REVOKED.
@@ -92,7 +92,7 @@ pub fn sweep_revoked(shared: &Shared) -> Result<usize, ErrorKind> {
             .store
             .tenant_accounts(&t.tenant_id, None, usize::MAX)?
         {
-            if a.status == AccountStatus::Revoked as i32 {
+            if a.status == AccountStatus::Revoked {
                 revoked.insert(a.account_id);
             }
         }

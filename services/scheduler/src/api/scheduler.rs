@@ -40,7 +40,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let tenant = Tenant::of(&req)?;
         let r = req.into_inner();
         let mut inv = Invalid::default();
-        match providers::info(r.provider).map(|p| p.sign_in) {
+        match providers::info(providers::from_request(r.provider)).map(|p| p.sign_in) {
             Some(SignIn::Password { server_url }) => {
                 if server_url
                     && !(r.server_url.starts_with("https://")

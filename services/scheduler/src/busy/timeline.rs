@@ -79,14 +79,14 @@ impl TimelineCache {
         for (start_ms, pid, e) in
             store.events_overlapping(account, calendar, i64::MIN, i64::MAX, None, usize::MAX)?
         {
-            if e.busy == 0 {
+            if e.busy == calbridge::pb::BusyStatus::Unspecified {
                 continue;
             }
             max_len_ms = max_len_ms.max(e.end_ms - start_ms);
             entries.push(BusyEntry {
                 start_ms,
                 end_ms: e.end_ms,
-                busy: e.busy,
+                busy: e.busy as i32,
                 all_day: e.all_day,
                 provider_event_id: pid,
             });

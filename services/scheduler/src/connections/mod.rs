@@ -30,7 +30,8 @@ pub async fn connect_password(
     tenant: &str,
     req: pb::ConnectPasswordAccountRequest,
 ) -> Result<pb::Account, ErrorKind> {
-    let mut client = shared.adapters.client(req.provider)?;
+    let provider = crate::providers::from_request(req.provider);
+    let mut client = shared.adapters.client(provider)?;
     let credentials = client
         .check_password(pb::CheckPasswordRequest {
             server_url: req.server_url.clone(),
@@ -50,8 +51,9 @@ pub async fn connect_password(
         shared,
         tenant,
         Connected {
-            provider: req.provider,
-            access_level: req.access_level,
+            provider,
+            access_level: pb::AccessLevel::try_from(req.access_level)
+                .unwrap_or(pb::AccessLevel::Unspecified),
             server_url: &req.server_url,
             credentials,
             expected_account: None,
@@ -62,10 +64,10 @@ pub async fn connect_password(
 
 /// What a provider confirmed about an account being connected.
 pub struct Connected<'a> {
-    /// `pb::Provider` value.
-    pub provider: i32,
-    /// `pb::AccessLevel` value.
-    pub access_level: i32,
+    /// The provider.
+    pub provider: pb::Provider,
+    /// What calbridge may read and write.
+    pub access_level: pb::AccessLevel,
     /// The server URL asked for (CalDAV), used when the credentials carry none.
     pub server_url: &'a str,
     /// The credentials the provider accepted.
@@ -118,14 +120,14 @@ pub async fn store_connected(
         }
     }
     // A new account (not a re-authorisation) must fit the tenant's quota.
-    if !matches!(&existing, Some(a) if a.status != AccountStatus::Revoked as i32) {
+    if !matches!(&existing, Some(a) if a.status != AccountStatus::Revoked) {
         check_account_quota(shared, tenant)?;
     }
     let was_reauth = existing
         .as_ref()
-        .is_some_and(|a| a.status == AccountStatus::ReauthRequired as i32);
+        .is_some_and(|a| a.status == AccountStatus::ReauthRequired);
     let (mut account, key) = match existing {
-        Some(a) if a.status != AccountStatus::Revoked as i32 => {
+        Some(a) if a.status != AccountStatus::Revoked => {
             let key = shared.live_key(&a)?;
             (a, key)
         }
@@ -138,7 +140,7 @@ pub async fn store_connected(
                     tenant_id: tenant.to_string(),
                     provider: c.provider,
                     access_level: c.access_level,
-                    status: AccountStatus::Active as i32,
+                    status: AccountStatus::Active,
                     status_reason: String::new(),
                     created_ms: now_ms(),
                     server_url: String::new(),
@@ -152,7 +154,7 @@ pub async fn store_connected(
         }
     };
     account.access_level = c.access_level;
-    account.status = AccountStatus::Active as i32;
+    account.status = AccountStatus::Active;
     account.status_reason.clear();
     account.server_url = match &credentials.secret {
         Some(pb::provider_credentials::Secret::Password(p)) => p.server_url.clone(),
@@ -186,8 +188,9 @@ pub async fn store_connected(
 /// account id), the provider account id exactly as the provider gave it.
 /// Two provider users whose ids differ in any way, letter case included
 /// (CalDAV principal URLs are case-sensitive), are two accounts.
-pub fn identity_hash(tenant: &str, provider: i32, provider_account_id: &str) -> String {
-    hash_hex(&[tenant, &provider.to_string(), provider_account_id])
+pub fn identity_hash(tenant: &str, provider: pb::Provider, provider_account_id: &str) -> String {
+    // The provider's contract number, as every stored hash was made.
+    hash_hex(&[tenant, &(provider as i32).to_string(), provider_account_id])
 }
 
 /// The provider account id sealed in an account's record; `None` when it
@@ -246,7 +249,7 @@ fn check_account_quota(shared: &Shared, tenant: &str) -> Result<(), ErrorKind> {
         .store
         .tenant_accounts(tenant, None, usize::MAX)?
         .iter()
-        .filter(|a| a.status != AccountStatus::Revoked as i32)
+        .filter(|a| a.status != AccountStatus::Revoked)
         .count();
     if held >= max {
         return Err(ErrorKind::RateLimited {
@@ -389,9 +392,13 @@ mod tests {
             })
             .unwrap();
         let principal = "https://dav.example/dav/Ada/";
-        let caldav = pb::Provider::Caldav as i32;
+        let caldav = pb::Provider::Caldav;
         // As stores before exact identities hashed it: lower-cased.
-        let old = hash_hex(&["t", &caldav.to_string(), &principal.to_ascii_lowercase()]);
+        let old = hash_hex(&[
+            "t",
+            &(caldav as i32).to_string(),
+            &principal.to_ascii_lowercase(),
+        ]);
         let key = s.vault.create("acc").unwrap();
         let account = AccountRecord {
             provider: caldav,
@@ -410,7 +417,7 @@ mod tests {
         s.store.put_account_with_calendars(&gone, &[], 0).unwrap();
         s.store
             .put_account(&AccountRecord {
-                status: AccountStatus::Revoked as i32,
+                status: AccountStatus::Revoked,
                 ..gone
             })
             .unwrap();

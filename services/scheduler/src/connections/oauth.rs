@@ -79,7 +79,9 @@ pub async fn begin(
     mut req: pb::BeginAuthorizationRequest,
 ) -> Result<pb::BeginAuthorizationResponse, ErrorKind> {
     let mut inv = Invalid::default();
-    match crate::providers::info(req.provider).map(|p| p.sign_in) {
+    let provider = crate::providers::from_request(req.provider);
+    let access_level = AccessLevel::try_from(req.access_level).unwrap_or(AccessLevel::Unspecified);
+    match crate::providers::info(provider).map(|p| p.sign_in) {
         Some(SignIn::OAuth) => {}
         Some(SignIn::Password { .. }) => inv.push(
             "provider",
@@ -90,9 +92,7 @@ pub async fn begin(
             format!("must be {}", names_signing_in(|s| s == SignIn::OAuth)),
         ),
     }
-    if AccessLevel::try_from(req.access_level).unwrap_or(AccessLevel::Unspecified)
-        == AccessLevel::Unspecified
-    {
+    if access_level == AccessLevel::Unspecified {
         inv.push("access_level", "must be FREE_BUSY, READ or READ_WRITE");
     }
     if req.redirect_uri.is_empty() {
@@ -120,30 +120,30 @@ pub async fn begin(
     inv.into_result().map_err(ErrorKind::from)?;
     if !req.account_id.is_empty() {
         let account = crate::accounts::tenant_account(shared, tenant, &req.account_id)?;
-        if account.provider != req.provider {
+        if account.provider != provider {
             return Err(Invalid::field(
                 "account_id",
                 format!(
                     "is a {} account, not a {} one",
                     provider_name(account.provider),
-                    provider_name(req.provider)
+                    provider_name(provider)
                 ),
             )
             .into());
         }
-        if account.status == AccountStatus::Revoked as i32 {
+        if account.status == AccountStatus::Revoked {
             return Err(ErrorKind::FailedPrecondition(
                 "the account is revoked: connect a new account instead".into(),
             ));
         }
     }
-    let caps = shared.adapters.capabilities(req.provider).await?;
+    let caps = shared.adapters.capabilities(provider).await?;
     if !caps.oauth {
         return Err(Invalid::field(
             "provider",
             format!(
                 "the {} adapter does not connect through OAuth",
-                provider_name(req.provider)
+                provider_name(provider)
             ),
         )
         .into());
@@ -154,7 +154,7 @@ pub async fn begin(
     let hash = state_hash(&state);
     let response = shared
         .adapters
-        .client(req.provider)?
+        .client(provider)?
         .build_authorization_url(pb::BuildAuthorizationUrlRequest {
             access_level: req.access_level,
             redirect_uri: req.redirect_uri.clone(),
@@ -172,8 +172,8 @@ pub async fn begin(
         &hash,
         &AuthStateRecord {
             tenant_id: tenant.to_string(),
-            provider: req.provider,
-            access_level: req.access_level,
+            provider,
+            access_level,
             redirect_uri: req.redirect_uri,
             account_id: req.account_id,
             wrapped_key,
@@ -252,7 +252,7 @@ pub async fn complete(
             code: code.to_string(),
             code_verifier: verifier,
             redirect_uri: record.redirect_uri.clone(),
-            access_level: record.access_level,
+            access_level: record.access_level as i32,
         })
         .await;
     let credentials = match credentials {

@@ -32,7 +32,7 @@ pub async fn revoke(
     let lock = shared.client_lock(account_id, "", "revoke");
     let _one_revocation = lock.lock().await;
     let mut account = tenant_account(shared, tenant, account_id)?;
-    if account.status == AccountStatus::Revoked as i32 {
+    if account.status == AccountStatus::Revoked {
         // A revocation whose key destruction failed completes it.
         sealing::destroy_data_key(&shared.vault, account_id).await?;
         return Ok(account_pb(shared, &account));
@@ -51,7 +51,7 @@ pub async fn revoke(
             tracing::warn!(account_id, code = ?s.code(), "revocation at the provider failed; revoking locally");
         }
     }
-    account.status = AccountStatus::Revoked as i32;
+    account.status = AccountStatus::Revoked;
     account.status_reason = "revoked through calbridge".into();
     account.sealed_credentials.clear();
     account.sealed_identity.clear();

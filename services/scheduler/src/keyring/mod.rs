@@ -128,7 +128,7 @@ pub fn reconcile(store: &Store, vault: &dyn KeyVault) -> Result<Reconciled, Reco
     let mut gone = Vec::new();
     for id in vault.account_ids() {
         match store.account(&id)? {
-            Some(a) if a.status != AccountStatus::Revoked as i32 => {}
+            Some(a) if a.status != AccountStatus::Revoked => {}
             _ => gone.push(id),
         }
     }
@@ -136,8 +136,7 @@ pub fn reconcile(store: &Store, vault: &dyn KeyVault) -> Result<Reconciled, Reco
     let mut missing = 0;
     for t in store.tenants()? {
         for a in store.tenant_accounts(&t.tenant_id, None, usize::MAX)? {
-            if a.status != AccountStatus::Revoked as i32 && vault.data_key(&a.account_id).is_none()
-            {
+            if a.status != AccountStatus::Revoked && vault.data_key(&a.account_id).is_none() {
                 tracing::error!(account_id = %a.account_id, "the keyring holds no data key for this account: its data cannot be read (was the keyring replaced by an older copy?)");
                 missing += 1;
             }
@@ -190,7 +189,7 @@ mod tests {
             .unwrap();
         let live = AccountRecord::for_test("acc_live");
         let revoked = AccountRecord {
-            status: AccountStatus::Revoked as i32,
+            status: AccountStatus::Revoked,
             ..AccountRecord::for_test("acc_revoked")
         };
         let keyless = AccountRecord::for_test("acc_keyless");

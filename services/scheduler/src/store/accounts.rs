@@ -110,7 +110,7 @@ impl Store {
     /// [`StoreError::AccountRevoked`].
     pub fn put_account(&self, account: &AccountRecord) -> Result<(), StoreError> {
         let bytes = enc_ids(&self.ids, account);
-        let revoking = account.status == calbridge::pb::AccountStatus::Revoked as i32;
+        let revoking = account.status == calbridge::pb::AccountStatus::Revoked;
         self.accounts.transaction(|accounts| {
             if !revoking {
                 refuse_revoked(accounts, &account.account_id)?;
@@ -132,7 +132,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let bytes = enc_ids(&self.ids, account);
-        let revoking = account.status == calbridge::pb::AccountStatus::Revoked as i32;
+        let revoking = account.status == calbridge::pb::AccountStatus::Revoked;
         (&self.accounts, &self.changes, &self.heads).transaction(|(accounts, log, heads)| {
             if !revoking {
                 refuse_revoked(accounts, &account.account_id)?;

@@ -1,6 +1,7 @@
 //! The records the store keeps, as they are serialized (JSON), and the
 //! drafts callers hand it.
 
+use calbridge::pb::{AccessLevel, AccountStatus, BusyStatus, ChangeKind, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Serde helper storing bytes as base64 inside JSON records.
@@ -17,6 +18,23 @@ mod b64 {
         base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(s)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde helper storing a proto enum as its number, as the store always
+/// has: records written before the fields were typed read unchanged, and a
+/// number this build does not know (a record of a newer build) is a decode
+/// error rather than a silent default.
+mod number {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<E: Copy + Into<i32>, S: Serializer>(v: &E, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32((*v).into())
+    }
+
+    pub fn deserialize<'de, E: TryFrom<i32>, D: Deserializer<'de>>(d: D) -> Result<E, D::Error> {
+        let n = i32::deserialize(d)?;
+        E::try_from(n).map_err(|_| serde::de::Error::custom(format!("unknown enum value {n}")))
     }
 }
 
@@ -51,12 +69,15 @@ pub struct AccountRecord {
     pub account_id: String,
     /// Owning tenant.
     pub tenant_id: String,
-    /// `pb::Provider` value.
-    pub provider: i32,
-    /// `pb::AccessLevel` value.
-    pub access_level: i32,
-    /// `pb::AccountStatus` value.
-    pub status: i32,
+    /// The provider.
+    #[serde(with = "number")]
+    pub provider: Provider,
+    /// What calbridge may read and write.
+    #[serde(with = "number")]
+    pub access_level: AccessLevel,
+    /// Active, waiting for re-authorisation, or revoked.
+    #[serde(with = "number")]
+    pub status: AccountStatus,
     /// Why the status is what it is.
     pub status_reason: String,
     /// Creation time, ms.
@@ -84,9 +105,9 @@ impl AccountRecord {
         AccountRecord {
             account_id: account_id.to_string(),
             tenant_id: "t".into(),
-            provider: 1,
-            access_level: 1,
-            status: 1,
+            provider: Provider::Google,
+            access_level: AccessLevel::FreeBusy,
+            status: AccountStatus::Active,
             status_reason: String::new(),
             created_ms: 0,
             server_url: String::new(),
@@ -196,8 +217,9 @@ pub struct EventRecord {
     pub start_ms: i64,
     /// End, ms.
     pub end_ms: i64,
-    /// Busy status for free/busy (`pb::BusyStatus`; 0 = does not block).
-    pub busy: i32,
+    /// Busy status for free/busy (`Unspecified` = does not block).
+    #[serde(with = "number")]
+    pub busy: BusyStatus,
     /// The caller's id, when written through calbridge.
     pub client_event_id: Option<String>,
     /// For all-day events: the local dates [start, end) as days from the
@@ -219,8 +241,9 @@ pub struct EventRecord {
 pub struct IndexEntry {
     /// End, ms.
     pub end_ms: i64,
-    /// `pb::BusyStatus`, 0 when the event does not block.
-    pub busy: i32,
+    /// Busy status, `Unspecified` when the event does not block.
+    #[serde(with = "number")]
+    pub busy: BusyStatus,
     /// For all-day events: local dates [start, end) as days from the CE.
     #[serde(default)]
     pub all_day: Option<(i32, i32)>,
@@ -270,16 +293,18 @@ pub struct OutboxRecord {
 pub struct ChangeRecord {
     /// Sequence (per tenant).
     pub seq: u64,
-    /// `pb::ChangeKind`.
-    pub kind: i32,
+    /// What changed.
+    #[serde(with = "number")]
+    pub kind: ChangeKind,
     /// Account.
     pub account_id: String,
     /// Calendar.
     pub calendar_id: String,
     /// Provider event id.
     pub provider_event_id: String,
-    /// `pb::AccountStatus` for account changes.
-    pub account_status: i32,
+    /// The new status for account changes (`Unspecified` otherwise).
+    #[serde(with = "number")]
+    pub account_status: AccountStatus,
     /// When recorded, ms.
     pub recorded_ms: i64,
     /// Sealed `pb::Event` under the account's data key.
@@ -290,16 +315,16 @@ pub struct ChangeRecord {
 /// A change before its sequence is assigned.
 #[derive(Debug, Clone)]
 pub struct ChangeDraft {
-    /// `pb::ChangeKind`.
-    pub kind: i32,
+    /// What changed.
+    pub kind: ChangeKind,
     /// Account.
     pub account_id: String,
     /// Calendar.
     pub calendar_id: String,
     /// Provider event id.
     pub provider_event_id: String,
-    /// `pb::AccountStatus` for account changes.
-    pub account_status: i32,
+    /// The new status for account changes (`Unspecified` otherwise).
+    pub account_status: AccountStatus,
     /// Sealed event, possibly empty.
     pub sealed_event: Vec<u8>,
 }
@@ -381,10 +406,12 @@ pub struct PageCommit<'a> {
 pub struct AuthStateRecord {
     /// The tenant that began it.
     pub tenant_id: String,
-    /// `pb::Provider` value.
-    pub provider: i32,
-    /// `pb::AccessLevel` value.
-    pub access_level: i32,
+    /// The provider.
+    #[serde(with = "number")]
+    pub provider: Provider,
+    /// The access level asked for.
+    #[serde(with = "number")]
+    pub access_level: AccessLevel,
     /// The exact redirect URI of the consent URL.
     pub redirect_uri: String,
     /// The account being re-authorised; empty for a new account.
@@ -397,4 +424,35 @@ pub struct AuthStateRecord {
     pub sealed_verifier: Vec<u8>,
     /// When it expires, ms.
     pub expires_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An account record as every earlier build wrote it: enums as numbers.
+    const STORED: &str = r#"{"account_id":"acc","tenant_id":"t","provider":4,"access_level":3,"status":2,"status_reason":"","created_ms":1,"server_url":"","sealed_credentials":"","sealed_identity":"","identity_hash":""}"#;
+
+    #[test]
+    fn stored_enum_numbers_read_as_enums_and_write_back_unchanged() {
+        let a: AccountRecord = serde_json::from_str(STORED).unwrap();
+        assert_eq!(a.provider, Provider::Caldav);
+        assert_eq!(a.access_level, AccessLevel::ReadWrite);
+        assert_eq!(a.status, AccountStatus::ReauthRequired);
+        let v: serde_json::Value = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            (&v["provider"], &v["access_level"], &v["status"]),
+            (&4.into(), &3.into(), &2.into())
+        );
+        let e: IndexEntry =
+            serde_json::from_str(r#"{"end_ms":5,"busy":3,"all_day":null}"#).unwrap();
+        assert_eq!(e.busy, BusyStatus::OutOfOffice);
+    }
+
+    #[test]
+    fn an_enum_number_this_build_does_not_know_is_a_decode_error() {
+        let newer = STORED.replace(r#""status":2"#, r#""status":99"#);
+        let err = serde_json::from_str::<AccountRecord>(&newer).unwrap_err();
+        assert!(err.to_string().contains("unknown enum value 99"), "{err}");
+    }
 }

@@ -5,13 +5,15 @@ fn ids() -> IdCipher {
     IdCipher::from_raw(&[7; 32])
 }
 
-fn draft(kind: i32) -> ChangeDraft {
+use calbridge::pb::ChangeKind;
+
+fn draft(kind: ChangeKind) -> ChangeDraft {
     ChangeDraft {
         kind,
         account_id: "a".into(),
         calendar_id: "c".into(),
         provider_event_id: "e".into(),
-        account_status: 0,
+        account_status: calbridge::pb::AccountStatus::Unspecified,
         sealed_event: vec![],
     }
 }
@@ -21,7 +23,7 @@ fn record(start: i64, end: i64) -> EventRecord {
         version: "v1".into(),
         start_ms: start,
         end_ms: end,
-        busy: 1,
+        busy: calbridge::pb::BusyStatus::Busy,
         client_event_id: Some("mine".into()),
         all_day: None,
         written_hash: None,
@@ -33,9 +35,19 @@ fn record(start: i64, end: i64) -> EventRecord {
 fn change_sequences_are_per_tenant_and_gapless() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), ids()).unwrap();
-    s.append_changes("t1", &[draft(1), draft(2)], 0).unwrap();
-    s.append_changes("t2", &[draft(1)], 0).unwrap();
-    s.append_changes("t1", &[draft(3)], 0).unwrap();
+    s.append_changes(
+        "t1",
+        &[
+            draft(ChangeKind::EventCreated),
+            draft(ChangeKind::EventUpdated),
+        ],
+        0,
+    )
+    .unwrap();
+    s.append_changes("t2", &[draft(ChangeKind::EventCreated)], 0)
+        .unwrap();
+    s.append_changes("t1", &[draft(ChangeKind::EventDeleted)], 0)
+        .unwrap();
     let seqs: Vec<u64> = s
         .changes_after("t1", 0, 100)
         .unwrap()
@@ -51,8 +63,17 @@ fn change_sequences_are_per_tenant_and_gapless() {
 fn pruning_moves_the_floor() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), ids()).unwrap();
-    s.append_changes("t", &[draft(1), draft(1)], 10).unwrap();
-    s.append_changes("t", &[draft(1)], 50).unwrap();
+    s.append_changes(
+        "t",
+        &[
+            draft(ChangeKind::EventCreated),
+            draft(ChangeKind::EventCreated),
+        ],
+        10,
+    )
+    .unwrap();
+    s.append_changes("t", &[draft(ChangeKind::EventCreated)], 50)
+        .unwrap();
     assert_eq!(s.prune_changes("t", 20).unwrap(), 2);
     let b = s.log_bounds("t").unwrap();
     assert_eq!((b.head, b.pruned_through), (3, 2));
@@ -124,7 +145,7 @@ fn a_write_commit_removes_the_outbox_entry_and_maps_the_client_id() {
 
 fn revoked_account(id: &str) -> AccountRecord {
     AccountRecord {
-        status: calbridge::pb::AccountStatus::Revoked as i32,
+        status: calbridge::pb::AccountStatus::Revoked,
         ..AccountRecord::for_test(id)
     }
 }
@@ -248,8 +269,8 @@ fn fill(s: &Store, account: &str) {
         &format!("state-{account}"),
         &AuthStateRecord {
             tenant_id: "t".into(),
-            provider: 1,
-            access_level: 1,
+            provider: calbridge::pb::Provider::Google,
+            access_level: calbridge::pb::AccessLevel::FreeBusy,
             redirect_uri: String::new(),
             account_id: account.into(),
             wrapped_key: vec![],
@@ -280,7 +301,7 @@ fn a_revoked_account_takes_no_new_rows() {
         previous_client_id: None,
     };
     let st = SyncRecord::default();
-    let changes = [draft(calbridge::pb::ChangeKind::EventCreated as i32)];
+    let changes = [draft(calbridge::pb::ChangeKind::EventCreated)];
     let refused = |r: Result<(), StoreError>, what: &str| {
         assert!(
             matches!(r, Err(StoreError::AccountRevoked)),
@@ -339,7 +360,7 @@ fn a_revoked_account_takes_no_new_rows() {
     );
     assert_eq!(
         s.account("acc").unwrap().unwrap().status,
-        calbridge::pb::AccountStatus::Revoked as i32
+        calbridge::pb::AccountStatus::Revoked
     );
     // A revoked record may still be written (revocation itself).
     s.put_account(&revoked_account("acc")).unwrap();
@@ -522,7 +543,7 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
                     vec![]
                 },
                 state: &state(*t),
-                changes: &[draft(calbridge::pb::ChangeKind::EventCreated as i32)],
+                changes: &[draft(calbridge::pb::ChangeKind::EventCreated)],
                 now_ms: *t,
             })
             .unwrap(),

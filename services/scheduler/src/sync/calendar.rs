@@ -142,10 +142,10 @@ async fn sync_pages(
     let Some(account) = shared.store.account(account_id)? else {
         return Ok(Some(Skipped::AccountRevoked));
     };
-    if account.status == AccountStatus::Revoked as i32 {
+    if account.status == AccountStatus::Revoked {
         return Ok(Some(Skipped::AccountRevoked));
     }
-    if account.status != AccountStatus::Active as i32 {
+    if account.status != AccountStatus::Active {
         return Ok(Some(Skipped::AccountInactive));
     }
     let Some(calendar) = shared.store.calendar(account_id, calendar_id)? else {
@@ -165,7 +165,7 @@ async fn sync_pages(
         0 => u64::from(caps.poll_interval_seconds.max(1)),
         n => n,
     };
-    let busy_only = account.access_level == AccessLevel::FreeBusy as i32;
+    let busy_only = account.access_level == AccessLevel::FreeBusy;
     let now = chrono::Utc::now();
     let window = pb::TimeWindow {
         start: Some(calbridge::time::to_timestamp(

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use calbridge::pb::{self, ChangeKind};
+use calbridge::pb::{self, AccountStatus, ChangeKind};
 use chrono_tz::Tz;
 
 use crate::crypto::{hash_hex, DataKey};
@@ -202,11 +202,11 @@ pub fn page(
             continue;
         }
         changes.push(ChangeDraft {
-            kind: kind as i32,
+            kind,
             account_id: account_id.to_string(),
             calendar_id: calendar_id.to_string(),
             provider_event_id: pid.clone(),
-            account_status: 0,
+            account_status: AccountStatus::Unspecified,
             sealed_event: seal_event(key, &change_aad(account_id, calendar_id, &pid), &e),
         });
         puts.push(put_for(
@@ -237,11 +237,11 @@ pub fn page(
         )
         .ok();
         changes.push(ChangeDraft {
-            kind: ChangeKind::EventDeleted as i32,
+            kind: ChangeKind::EventDeleted,
             account_id: account_id.to_string(),
             calendar_id: calendar_id.to_string(),
             provider_event_id: pid.clone(),
-            account_status: 0,
+            account_status: AccountStatus::Unspecified,
             sealed_event: last
                 .map(|e| seal_event(key, &change_aad(account_id, calendar_id, &pid), &e))
                 .unwrap_or_default(),
@@ -370,7 +370,7 @@ mod tests {
         }
     }
 
-    fn kinds(w: &PageWrites) -> Vec<(i32, String)> {
+    fn kinds(w: &PageWrites) -> Vec<(ChangeKind, String)> {
         w.changes
             .iter()
             .map(|c| (c.kind, c.provider_event_id.clone()))
@@ -402,8 +402,8 @@ mod tests {
         assert_eq!(
             kinds(&w),
             vec![
-                (ChangeKind::EventUpdated as i32, "b".into()),
-                (ChangeKind::EventCreated as i32, "c".into()),
+                (ChangeKind::EventUpdated, "b".into()),
+                (ChangeKind::EventCreated, "c".into()),
             ]
         );
         let put: Vec<&str> = w
@@ -485,10 +485,7 @@ mod tests {
             .map(|r| r.provider_event_id.as_str())
             .collect();
         assert_eq!(removed, vec!["gone"]);
-        assert_eq!(
-            kinds(&w2),
-            vec![(ChangeKind::EventDeleted as i32, "gone".into())]
-        );
+        assert_eq!(kinds(&w2), vec![(ChangeKind::EventDeleted, "gone".into())]);
         // The deletion carries the event's last content.
         let last_seen = open_event(
             &key,

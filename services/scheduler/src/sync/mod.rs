@@ -240,7 +240,7 @@ mod tests {
 
     fn account(status: AccountStatus) -> AccountRecord {
         AccountRecord {
-            status: status as i32,
+            status,
             ..AccountRecord::for_test("acc")
         }
     }
@@ -276,7 +276,7 @@ mod tests {
                 version: "1".into(),
                 start_ms: 0,
                 end_ms: 10,
-                busy: 1,
+                busy: calbridge::pb::BusyStatus::Busy,
                 client_event_id: None,
                 all_day: None,
                 written_hash: None,

@@ -232,7 +232,7 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
             // As accounts::revoke does.
             let id = account_id(*k);
             let mut a = s.store.account(&id).unwrap().unwrap();
-            a.status = pb::AccountStatus::Revoked as i32;
+            a.status = pb::AccountStatus::Revoked;
             s.store.put_account(&a).unwrap();
             crate::accounts::purge_revoked_rows(s, &id).unwrap();
         }

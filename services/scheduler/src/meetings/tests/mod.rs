@@ -79,7 +79,7 @@ fn put_event(s: &Shared, k: usize, cal: &str, pid: &str, start: i64, len: i64, b
             version: format!("{start}"),
             start_ms: start,
             end_ms: start + len,
-            busy,
+            busy: calbridge::pb::BusyStatus::try_from(busy).expect("a busy status"),
             client_event_id: None,
             all_day: None,
             written_hash: None,
@@ -211,7 +211,7 @@ fn revoked_id(s: &Shared, id: &str) -> bool {
     s.store
         .account(id)
         .unwrap()
-        .is_some_and(|a| a.status == pb::AccountStatus::Revoked as i32)
+        .is_some_and(|a| a.status == pb::AccountStatus::Revoked)
 }
 
 mod cache;

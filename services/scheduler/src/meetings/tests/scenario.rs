@@ -65,7 +65,7 @@ fn seed_scenario(s: &Shared, n: usize) -> pb::QueryAvailabilityRequest {
                     engine::BusyStatus::Tentative => pb::BusyStatus::Tentative,
                     engine::BusyStatus::OutOfOffice => pb::BusyStatus::OutOfOffice,
                     engine::BusyStatus::Free => pb::BusyStatus::Unspecified,
-                } as i32;
+                };
                 MirrorPut {
                     provider_event_id: format!("ev{k}"),
                     record: EventRecord {
