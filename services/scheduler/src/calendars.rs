@@ -7,6 +7,7 @@ use calbridge::ErrorKind;
 
 use crate::accounts::{calendar_pb, tenant_account};
 use crate::clock::{now_ms, ts_ms as ts};
+use crate::ids::CalendarId;
 use crate::sealing::{event_aad, open_event};
 use crate::state::Shared;
 
@@ -190,7 +191,7 @@ pub fn sync_status(
             SyncState::Idle
         };
         out.push(pb::CalendarSyncStatus {
-            calendar_id: c.calendar_id.clone(),
+            calendar_id: c.calendar_id.to_string(),
             state: state as i32,
             last_success: st.last_success_ms.and_then(ts),
             next_due: ts(st.next_due_ms),
@@ -218,7 +219,7 @@ pub async fn sync_now(
     tenant: &str,
     account_id: &str,
     calendar_id: &str,
-) -> Result<Vec<String>, ErrorKind> {
+) -> Result<Vec<CalendarId>, ErrorKind> {
     let a = tenant_account(shared, tenant, account_id)?;
     if a.status != AccountStatus::Active {
         return Err(ErrorKind::FailedPrecondition(

@@ -114,7 +114,7 @@ fn change_pb(
     keys: &mut HashMap<String, Option<DataKey>>,
 ) -> pb::Change {
     let key = keys
-        .entry(c.account_id.clone())
+        .entry(c.account_id.to_string())
         .or_insert_with(|| {
             shared
                 .store
@@ -142,11 +142,11 @@ fn change_pb(
         recorded_at: chrono::DateTime::from_timestamp_millis(c.recorded_ms)
             .map(calbridge::time::to_timestamp),
         kind: c.kind as i32,
-        account_id: c.account_id.clone(),
-        calendar_id: c.calendar_id.clone(),
+        account_id: c.account_id.to_string(),
+        calendar_id: c.calendar_id.to_string(),
         event,
         account_status: c.account_status as i32,
-        provider_event_id: c.provider_event_id.clone(),
+        provider_event_id: c.provider_event_id.to_string(),
     }
 }
 
@@ -205,8 +205,8 @@ mod tests {
         crate::store::ChangeDraft {
             kind: pb::ChangeKind::AccountStatus,
             account_id: "acc".into(),
-            calendar_id: String::new(),
-            provider_event_id: String::new(),
+            calendar_id: Default::default(),
+            provider_event_id: Default::default(),
             account_status: pb::AccountStatus::Active,
             sealed_event: Vec::new(),
         }

@@ -83,14 +83,14 @@ pub fn account_busy(
                     end: e.end_ms.min(end),
                     status: e.busy,
                 },
-                c.calendar_id.clone(),
+                c.calendar_id.to_string(),
             ));
         }
     }
     let ts =
         |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(calbridge::time::to_timestamp);
     Ok(pb::AccountFreeBusy {
-        account_id: account.account_id.clone(),
+        account_id: account.account_id.to_string(),
         busy: merge(all)
             .into_iter()
             .map(|(b, cal)| pb::BusyInterval {

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod disk;
 pub mod feed;
 pub mod freebusy;
+pub mod ids;
 pub mod keyring;
 pub mod meetings;
 pub mod mirror;

@@ -120,7 +120,7 @@ pub fn put_for(
         Some(event.client_event_id.clone())
     };
     MirrorPut {
-        provider_event_id: pid.clone(),
+        provider_event_id: pid.clone().into(),
         record: EventRecord {
             version: event.version.clone(),
             start_ms,

@@ -14,6 +14,7 @@ use crate::busy::participants::AvailabilityCache;
 use crate::busy::{Timeline, TimelineCache};
 use crate::config::Config;
 use crate::crypto::{hash_hex, DataKey};
+use crate::ids::CalendarKey;
 use crate::keyring::KeyVault;
 use crate::sealing;
 use crate::store::{AccountRecord, Store};
@@ -36,11 +37,11 @@ pub struct Shared {
     /// Wakes the sync loop.
     pub sync_wake: Notify,
     /// Calendars to sync as soon as possible: (account, calendar).
-    pub urgent: Mutex<HashSet<(String, String)>>,
+    pub urgent: Mutex<HashSet<CalendarKey>>,
     /// Calendars with writes a crash interrupted that the replay has not
     /// completed yet: (account, calendar). Filled at start, before the sync
     /// loop runs; their syncs wait (see [`crate::writes::replay_outbox`]).
-    pub in_doubt: Mutex<HashSet<(String, String)>>,
+    pub in_doubt: Mutex<HashSet<CalendarKey>>,
     /// Bumped after every change-log append; watchers re-read the log.
     pub log_tick: watch::Sender<u64>,
     /// Per-calendar locks: a sync holds the write side, writes the read side.
@@ -156,7 +157,7 @@ impl Shared {
         self.urgent
             .lock()
             .expect("lock poisoned")
-            .insert((account.to_string(), calendar.to_string()));
+            .insert((account.into(), calendar.into()));
         self.sync_wake.notify_one();
     }
 
@@ -165,7 +166,7 @@ impl Shared {
     /// whose result is not stored yet.
     pub fn writes_in_doubt(&self, account: &str, calendar: &str) -> bool {
         let in_doubt = self.in_doubt.lock().expect("lock poisoned");
-        !in_doubt.is_empty() && in_doubt.contains(&(account.to_string(), calendar.to_string()))
+        !in_doubt.is_empty() && in_doubt.contains(&(account.into(), calendar.into()))
     }
 
     /// Tells change-feed watchers to look at the log.

@@ -6,11 +6,12 @@ use calbridge::ErrorKind;
 
 use crate::clock::{now_ms, ts_ms as ts};
 use crate::crypto::{hash_hex, random_hex};
+use crate::ids::TenantId;
 use crate::state::Shared;
 use crate::store::{ApiKeyRecord, TenantRecord};
 
 /// The tenant an API key belongs to; `None` for an unknown or revoked key.
-pub fn by_api_key(shared: &Shared, api_key: &str) -> Result<Option<String>, ErrorKind> {
+pub fn by_api_key(shared: &Shared, api_key: &str) -> Result<Option<TenantId>, ErrorKind> {
     Ok(shared
         .store
         .api_key(&hash_hex(&[api_key]))?
@@ -19,7 +20,7 @@ pub fn by_api_key(shared: &Shared, api_key: &str) -> Result<Option<String>, Erro
 
 fn tenant_pb(t: TenantRecord) -> pb::Tenant {
     pb::Tenant {
-        tenant_id: t.tenant_id,
+        tenant_id: t.tenant_id.into_string(),
         name: t.name,
         created_at: ts(t.created_ms),
     }
@@ -28,7 +29,7 @@ fn tenant_pb(t: TenantRecord) -> pb::Tenant {
 /// Creates a tenant.
 pub async fn create(shared: &Shared, name: String) -> Result<pb::Tenant, ErrorKind> {
     let t = TenantRecord {
-        tenant_id: format!("ten_{}", random_hex(8)),
+        tenant_id: format!("ten_{}", random_hex(8)).into(),
         name,
         created_ms: now_ms(),
     };
@@ -60,7 +61,7 @@ pub async fn create_api_key(
         &hash_hex(&[&api_key]),
         &ApiKeyRecord {
             key_id: key_id.clone(),
-            tenant_id,
+            tenant_id: tenant_id.into(),
             label,
             created_ms: now_ms(),
         },

@@ -78,7 +78,7 @@ pub async fn start_watch(
     shared.store.put_channel(&ChannelRecord {
         channel_id,
         account_id: account.account_id.clone(),
-        calendar_id: calendar_id.to_string(),
+        calendar_id: calendar_id.into(),
         token_hash: hash_hex(&[&token]),
         resource_id: ch.resource_id,
         expires_ms,

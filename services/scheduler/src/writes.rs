@@ -74,11 +74,11 @@ pub async fn upsert(
     let _one_at_a_time = lock.lock().await;
     let op = OutboxRecord {
         op_id: shared.store.next_id()?,
-        tenant_id: tenant.to_string(),
+        tenant_id: tenant.into(),
         account_id: account.account_id.clone(),
-        calendar_id: req.calendar_id.clone(),
+        calendar_id: req.calendar_id.clone().into(),
         client_event_id: req.client_event_id.clone(),
-        provider_event_id: String::new(),
+        provider_event_id: Default::default(),
         delete: false,
         sealed_event: Vec::new(),
         expected_version: req.expected_version.clone(),
@@ -132,11 +132,11 @@ pub async fn delete(
     };
     let op = OutboxRecord {
         op_id: shared.store.next_id()?,
-        tenant_id: tenant.to_string(),
+        tenant_id: tenant.into(),
         account_id: account.account_id.clone(),
-        calendar_id: req.calendar_id.clone(),
+        calendar_id: req.calendar_id.clone().into(),
         client_event_id: req.client_event_id.clone(),
-        provider_event_id: pid,
+        provider_event_id: pid.into(),
         delete: true,
         sealed_event: Vec::new(),
         expected_version: req.expected_version.clone(),
@@ -214,7 +214,7 @@ pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
         Default::default();
     for op in pending {
         by_calendar
-            .entry((op.account_id.clone(), op.calendar_id.clone()))
+            .entry((op.account_id.to_string(), op.calendar_id.to_string()))
             .or_default()
             .push(op);
     }
@@ -231,7 +231,7 @@ pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
                 .in_doubt
                 .lock()
                 .expect("lock poisoned")
-                .remove(&(account.clone(), calendar.clone()));
+                .remove(&(account.as_str().into(), calendar.as_str().into()));
             shared.sync_soon(&account, &calendar);
             result
         },
@@ -492,7 +492,7 @@ async fn execute_delete(
         .delete_event(pb::ProviderDeleteEventRequest {
             credentials: Some(credentials),
             calendar_id: cal.to_string(),
-            provider_event_id: op.provider_event_id.clone(),
+            provider_event_id: op.provider_event_id.to_string(),
             expected_version: op.expected_version.clone(),
         })
         .await

@@ -332,9 +332,9 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
             previous_client_id: None,
         };
         store.apply_sync_page(&PageCommit {
-            tenant: &tenant,
-            account: &gone,
-            calendar: &gone_cal,
+            tenant: &tenant.as_str().into(),
+            account: &gone.as_str().into(),
+            calendar: &gone_cal.as_str().into(),
             puts: &[late],
             removes: &[],
             state: &SyncRecord::default(),
@@ -343,19 +343,19 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
         })?;
         store.outbox_put(&OutboxRecord {
             op_id: store.next_id()?,
-            tenant_id: tenant.clone(),
-            account_id: gone.clone(),
-            calendar_id: gone_cal.clone(),
+            tenant_id: tenant.as_str().into(),
+            account_id: gone.as_str().into(),
+            calendar_id: gone_cal.as_str().into(),
             client_event_id: "pending".into(),
-            provider_event_id: String::new(),
+            provider_event_id: Default::default(),
             delete: false,
             sealed_event: vec![1, 2, 3],
             expected_version: String::new(),
         })?;
         store.put_channel(&ChannelRecord {
             channel_id: "ch_left".into(),
-            account_id: gone.clone(),
-            calendar_id: gone_cal.clone(),
+            account_id: gone.as_str().into(),
+            calendar_id: gone_cal.as_str().into(),
             token_hash: String::new(),
             resource_id: String::new(),
             expires_ms: i64::MAX,
@@ -365,7 +365,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
             &tenant,
             &HoldRecord {
                 hold_id: "hold_left".into(),
-                account_ids: vec![gone.clone(), kept.clone()],
+                account_ids: vec![gone.as_str().into(), kept.as_str().into()],
                 start_ms: now + 86_400_000,
                 end_ms: now + 86_400_000 + 1_800_000,
                 expires_ms: now + 3_600_000,

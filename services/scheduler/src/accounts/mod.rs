@@ -76,7 +76,7 @@ pub fn account_pb(shared: &Shared, a: &AccountRecord) -> pb::Account {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     pb::Account {
-        account_id: a.account_id.clone(),
+        account_id: a.account_id.to_string(),
         provider: a.provider as i32,
         provider_account_id: identity,
         access_level: a.access_level as i32,
@@ -102,7 +102,7 @@ pub fn calendar_pb(key: Option<&DataKey>, account_id: &str, c: &CalendarRecord) 
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     pb::Calendar {
-        calendar_id: c.calendar_id.clone(),
+        calendar_id: c.calendar_id.to_string(),
         account_id: account_id.to_string(),
         name,
         primary: c.primary,

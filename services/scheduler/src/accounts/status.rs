@@ -13,8 +13,8 @@ pub(crate) fn status_change(account: &AccountRecord, status: AccountStatus) -> C
     ChangeDraft {
         kind: ChangeKind::AccountStatus,
         account_id: account.account_id.clone(),
-        calendar_id: String::new(),
-        provider_event_id: String::new(),
+        calendar_id: Default::default(),
+        provider_event_id: Default::default(),
         account_status: status,
         sealed_event: Vec::new(),
     }

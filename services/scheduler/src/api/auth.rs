@@ -10,21 +10,22 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::crypto::{constant_time_eq, hash_hex};
+use crate::ids::TenantId;
 use crate::quota::RequestQuota;
 use crate::state::Shared;
 
 /// The tenant a request's API key authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant(String);
+pub struct Tenant(TenantId);
 
 impl Tenant {
     /// The tenant's id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &TenantId {
         &self.0
     }
 
     /// The tenant's id, owned.
-    pub fn into_id(self) -> String {
+    pub fn into_id(self) -> TenantId {
         self.0
     }
 

@@ -14,6 +14,7 @@ use super::auth::Tenant;
 use super::checks::*;
 use super::Reply;
 use crate::clock::ts_ms as ts;
+use crate::ids::CalendarId;
 use crate::providers::{self, SignIn};
 use crate::state::Shared;
 use crate::{accounts, calendars, feed, freebusy, meetings, writes};
@@ -490,7 +491,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let after = feed::check_cursor(&self.shared, tenant.id(), "cursor", &r.cursor)?;
         Ok(Response::new(feed::watch(
             self.shared.clone(),
-            tenant.into_id(),
+            tenant.into_id().into_string(),
             after,
         )))
     }
@@ -555,7 +556,10 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 &r.account_id,
                 &r.calendar_id,
             )
-            .await?,
+            .await?
+            .into_iter()
+            .map(CalendarId::into_string)
+            .collect(),
         }))
     }
 }

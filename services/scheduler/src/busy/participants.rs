@@ -346,7 +346,7 @@ impl AvailabilityCache {
         for h in store.holds(tenant)? {
             for (i, a) in h.account_ids.iter().enumerate() {
                 if !h.account_ids[..i].contains(a) {
-                    by_account.entry(a.clone()).or_default().push(h.clone());
+                    by_account.entry(a.to_string()).or_default().push(h.clone());
                 }
             }
         }

@@ -19,6 +19,7 @@ use crate::accounts::{account_pb, provider_name, record_status_change};
 use crate::adapters::adapter_error;
 use crate::clock::now_ms;
 use crate::crypto::{hash_hex, random_hex};
+use crate::ids::CalendarId;
 use crate::sealing::{self, calendar_aad, identity_aad, seal_credentials};
 use crate::state::Shared;
 use crate::store::{AccountRecord, CalendarRecord};
@@ -136,8 +137,8 @@ pub async fn store_connected(
             let key = sealing::create_data_key(&shared.vault, &account_id).await?;
             (
                 AccountRecord {
-                    account_id: account_id.clone(),
-                    tenant_id: tenant.to_string(),
+                    account_id: account_id.clone().into(),
+                    tenant_id: tenant.into(),
                     provider: c.provider,
                     access_level: c.access_level,
                     status: AccountStatus::Active,
@@ -275,7 +276,7 @@ fn calendar_records(
     account_id: &str,
     calendars: &[pb::Calendar],
 ) -> Result<(Vec<CalendarRecord>, u32), ErrorKind> {
-    let stored: HashMap<String, CalendarRecord> = shared
+    let stored: HashMap<CalendarId, CalendarRecord> = shared
         .store
         .calendars(account_id)?
         .into_iter()
@@ -297,7 +298,7 @@ fn calendar_records(
     listed.sort_by(|a, b| {
         let rank = |c: &pb::Calendar| {
             (
-                !stored.contains_key(&c.calendar_id),
+                !stored.contains_key(c.calendar_id.as_str()),
                 !c.primary,
                 c.read_only,
             )
@@ -314,7 +315,7 @@ fn calendar_records(
     let mut omitted = 0u32;
     let mut out = Vec::new();
     for c in listed {
-        let existing = stored.get(&c.calendar_id);
+        let existing = stored.get(c.calendar_id.as_str());
         if existing.is_none() {
             if room == 0 {
                 omitted = omitted.saturating_add(1);
@@ -323,7 +324,7 @@ fn calendar_records(
             room -= 1;
         }
         out.push(CalendarRecord {
-            calendar_id: c.calendar_id.clone(),
+            calendar_id: c.calendar_id.clone().into(),
             sealed_name: key.seal(
                 calendar_aad(account_id, &c.calendar_id).as_bytes(),
                 c.name.as_bytes(),

@@ -171,11 +171,11 @@ pub async fn begin(
     shared.store.put_auth_state(
         &hash,
         &AuthStateRecord {
-            tenant_id: tenant.to_string(),
+            tenant_id: tenant.into(),
             provider,
             access_level,
             redirect_uri: req.redirect_uri,
-            account_id: req.account_id,
+            account_id: req.account_id.into(),
             wrapped_key,
             sealed_verifier: key.seal(verifier_aad(&hash).as_bytes(), verifier.as_bytes()),
             expires_ms,

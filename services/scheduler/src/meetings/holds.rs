@@ -1,11 +1,12 @@
 //! Holds: tentative reservations that count as busy until they expire.
 
 use super::*;
+use crate::ids::AccountId;
 
 pub(super) fn hold_pb(h: &HoldRecord) -> pb::Hold {
     pb::Hold {
         hold_id: h.hold_id.clone(),
-        account_ids: h.account_ids.clone(),
+        account_ids: h.account_ids.iter().map(AccountId::to_string).collect(),
         slot: window(h.start_ms, h.end_ms),
         expires_at: ts(h.expires_ms),
     }
@@ -51,7 +52,7 @@ pub async fn create_hold(
     };
     let h = HoldRecord {
         hold_id: format!("hold_{}", random_hex(12)),
-        account_ids: req.account_ids.clone(),
+        account_ids: req.account_ids.iter().map(AccountId::from).collect(),
         start_ms: s.timestamp_millis(),
         end_ms: e.timestamp_millis(),
         expires_ms: now_ms() + i64::from(ttl) * 60_000,

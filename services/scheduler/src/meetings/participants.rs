@@ -402,7 +402,7 @@ impl<'a, 'r> Builder<'a, 'r> {
                 calendars
                     .iter()
                     .filter(|c| c.synced)
-                    .map(|c| c.calendar_id.clone())
+                    .map(|c| c.calendar_id.to_string())
                     .collect(),
             );
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sled::Transactional;
 
 use super::*;
+use crate::ids::{AccountId, CalendarId};
 
 impl Store {
     /// An account.
@@ -312,14 +313,15 @@ impl Store {
 
     /// Every calendar's sync state: (account, calendar, state), in no
     /// particular order.
-    pub fn all_sync_states(&self) -> Result<Vec<(String, String, SyncRecord)>, StoreError> {
+    pub fn all_sync_states(&self) -> Result<Vec<(AccountId, CalendarId, SyncRecord)>, StoreError> {
         Ok(self
             .sync_states
             .read()
             .iter()
             .flat_map(|(a, m)| {
-                m.iter()
-                    .filter_map(move |(c, slot)| Some((a.clone(), c.clone(), slot.state.clone()?)))
+                m.iter().filter_map(move |(c, slot)| {
+                    Some((a.as_str().into(), c.as_str().into(), slot.state.clone()?))
+                })
             })
             .collect())
     }
@@ -393,7 +395,7 @@ impl Store {
     /// Deletes every row of an account but its (already scrubbed) account
     /// record and its change-log entries; see [`Store::purge_accounts_rows`].
     pub fn purge_account_rows(&self, account: &str) -> Result<usize, StoreError> {
-        self.purge_accounts_rows(&std::iter::once(account.to_string()).collect())
+        self.purge_accounts_rows(&std::iter::once(AccountId::from(account)).collect())
     }
 
     /// Deletes every row that names one of `accounts` but their (already
@@ -404,7 +406,7 @@ impl Store {
     /// Returns how many rows went.
     pub fn purge_accounts_rows(
         &self,
-        accounts: &std::collections::HashSet<String>,
+        accounts: &std::collections::HashSet<AccountId>,
     ) -> Result<usize, StoreError> {
         if accounts.is_empty() {
             return Ok(0);

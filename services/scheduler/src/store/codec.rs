@@ -155,7 +155,7 @@ impl SealedIds for AccountRecord {
 
 impl SealedIds for CalendarRecord {
     fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
-        f(&mut self.calendar_id);
+        f(self.calendar_id.text_mut());
     }
 }
 
@@ -178,22 +178,22 @@ impl SealedIds for EventRecord {
 
 impl SealedIds for OutboxRecord {
     fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
-        f(&mut self.calendar_id);
+        f(self.calendar_id.text_mut());
         f(&mut self.client_event_id);
-        f(&mut self.provider_event_id);
+        f(self.provider_event_id.text_mut());
     }
 }
 
 impl SealedIds for ChangeRecord {
     fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
-        f(&mut self.calendar_id);
-        f(&mut self.provider_event_id);
+        f(self.calendar_id.text_mut());
+        f(self.provider_event_id.text_mut());
     }
 }
 
 impl SealedIds for ChannelRecord {
     fn each_id(&mut self, f: &mut dyn FnMut(&mut String)) {
-        f(&mut self.calendar_id);
+        f(self.calendar_id.text_mut());
         f(&mut self.resource_id);
     }
 }

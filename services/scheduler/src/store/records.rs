@@ -2,6 +2,8 @@
 //! drafts callers hand it.
 
 use calbridge::pb::{AccessLevel, AccountStatus, BusyStatus, ChangeKind, Provider};
+
+use crate::ids::{AccountId, CalendarId, EventId, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// Serde helper storing bytes as base64 inside JSON records.
@@ -42,7 +44,7 @@ mod number {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenantRecord {
     /// Id.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Name.
     pub name: String,
     /// Creation time, ms since the epoch.
@@ -55,7 +57,7 @@ pub struct ApiKeyRecord {
     /// Public id.
     pub key_id: String,
     /// The tenant it authenticates.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Label.
     pub label: String,
     /// Creation time, ms.
@@ -66,9 +68,9 @@ pub struct ApiKeyRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountRecord {
     /// Id.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Owning tenant.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// The provider.
     #[serde(with = "number")]
     pub provider: Provider,
@@ -103,7 +105,7 @@ impl AccountRecord {
     /// An active account of tenant `t` with empty secrets (tests).
     pub(crate) fn for_test(account_id: &str) -> AccountRecord {
         AccountRecord {
-            account_id: account_id.to_string(),
+            account_id: account_id.into(),
             tenant_id: "t".into(),
             provider: Provider::Google,
             access_level: AccessLevel::FreeBusy,
@@ -146,7 +148,7 @@ impl OutboxRecord {
             account_id: account_id.into(),
             calendar_id: "cal".into(),
             client_event_id: "mine".into(),
-            provider_event_id: String::new(),
+            provider_event_id: Default::default(),
             delete: false,
             sealed_event: vec![],
             expected_version: String::new(),
@@ -158,7 +160,7 @@ impl OutboxRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CalendarRecord {
     /// Provider id.
-    pub calendar_id: String,
+    pub calendar_id: CalendarId,
     /// Sealed display name.
     #[serde(with = "b64")]
     pub sealed_name: Vec<u8>,
@@ -255,7 +257,7 @@ pub struct HoldRecord {
     /// Id.
     pub hold_id: String,
     /// The accounts held.
-    pub account_ids: Vec<String>,
+    pub account_ids: Vec<AccountId>,
     /// Start, ms.
     pub start_ms: i64,
     /// End, ms.
@@ -270,15 +272,15 @@ pub struct OutboxRecord {
     /// Outbox id (monotonic).
     pub op_id: u64,
     /// Tenant.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Calendar.
-    pub calendar_id: String,
+    pub calendar_id: CalendarId,
     /// The caller's id (upserts, and deletes by client id).
     pub client_event_id: String,
     /// Provider id (deletes by provider id).
-    pub provider_event_id: String,
+    pub provider_event_id: EventId,
     /// True for a delete.
     pub delete: bool,
     /// Sealed `pb::Event` to write (upserts).
@@ -297,11 +299,11 @@ pub struct ChangeRecord {
     #[serde(with = "number")]
     pub kind: ChangeKind,
     /// Account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Calendar.
-    pub calendar_id: String,
+    pub calendar_id: CalendarId,
     /// Provider event id.
-    pub provider_event_id: String,
+    pub provider_event_id: EventId,
     /// The new status for account changes (`Unspecified` otherwise).
     #[serde(with = "number")]
     pub account_status: AccountStatus,
@@ -318,11 +320,11 @@ pub struct ChangeDraft {
     /// What changed.
     pub kind: ChangeKind,
     /// Account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Calendar.
-    pub calendar_id: String,
+    pub calendar_id: CalendarId,
     /// Provider event id.
-    pub provider_event_id: String,
+    pub provider_event_id: EventId,
     /// The new status for account changes (`Unspecified` otherwise).
     pub account_status: AccountStatus,
     /// Sealed event, possibly empty.
@@ -344,9 +346,9 @@ pub struct ChannelRecord {
     /// Id.
     pub channel_id: String,
     /// Account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Calendar.
-    pub calendar_id: String,
+    pub calendar_id: CalendarId,
     /// SHA-256 of the channel token, hex.
     pub token_hash: String,
     /// Provider resource id.
@@ -359,7 +361,7 @@ pub struct ChannelRecord {
 #[derive(Debug, Clone)]
 pub struct MirrorPut {
     /// Provider id.
-    pub provider_event_id: String,
+    pub provider_event_id: EventId,
     /// The record.
     pub record: EventRecord,
     /// The previous record's start, to move its index entry.
@@ -372,7 +374,7 @@ pub struct MirrorPut {
 #[derive(Debug, Clone)]
 pub struct MirrorRemove {
     /// Provider id.
-    pub provider_event_id: String,
+    pub provider_event_id: EventId,
     /// Its start, for the index.
     pub start_ms: i64,
     /// Its client id, if any.
@@ -383,11 +385,11 @@ pub struct MirrorRemove {
 #[derive(Debug, Clone, Copy)]
 pub struct PageCommit<'a> {
     /// The account's tenant (owner of the change log).
-    pub tenant: &'a str,
+    pub tenant: &'a TenantId,
     /// Account.
-    pub account: &'a str,
+    pub account: &'a AccountId,
     /// Calendar.
-    pub calendar: &'a str,
+    pub calendar: &'a CalendarId,
     /// Events to put into the mirror.
     pub puts: &'a [MirrorPut],
     /// Events to remove from the mirror.
@@ -405,7 +407,7 @@ pub struct PageCommit<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthStateRecord {
     /// The tenant that began it.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// The provider.
     #[serde(with = "number")]
     pub provider: Provider,
@@ -415,7 +417,7 @@ pub struct AuthStateRecord {
     /// The exact redirect URI of the consent URL.
     pub redirect_uri: String,
     /// The account being re-authorised; empty for a new account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// A data key for this authorisation, wrapped by the master key.
     #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,

@@ -7,6 +7,12 @@ fn ids() -> IdCipher {
 
 use calbridge::pb::ChangeKind;
 
+use crate::ids::{AccountId, CalendarId, TenantId};
+
+/// The tenant and calendar of the tests' pages.
+static T: std::sync::LazyLock<TenantId> = std::sync::LazyLock::new(|| "t".into());
+static CAL: std::sync::LazyLock<CalendarId> = std::sync::LazyLock::new(|| "cal".into());
+
 fn draft(kind: ChangeKind) -> ChangeDraft {
     ChangeDraft {
         kind,
@@ -88,7 +94,7 @@ fn overlap_query_uses_start_and_end() {
     let puts: Vec<MirrorPut> = [(0, 10, "a"), (5, 30, "b"), (40, 50, "c"), (-100, -50, "d")]
         .iter()
         .map(|(a, b, id)| MirrorPut {
-            provider_event_id: id.to_string(),
+            provider_event_id: (*id).into(),
             record: EventRecord {
                 client_event_id: None,
                 ..record(*a, *b)
@@ -98,9 +104,9 @@ fn overlap_query_uses_start_and_end() {
         })
         .collect();
     s.apply_sync_page(&PageCommit {
-        tenant: "t",
-        account: "acc",
-        calendar: "cal",
+        tenant: &crate::ids::TenantId::from("t"),
+        account: &crate::ids::AccountId::from("acc"),
+        calendar: &crate::ids::CalendarId::from("cal"),
         puts: &puts,
         removes: &[],
         state: &st,
@@ -164,18 +170,18 @@ fn channel_record(id: &str, account: &str) -> ChannelRecord {
 fn hold_record(id: &str, accounts: &[&str]) -> HoldRecord {
     HoldRecord {
         hold_id: id.into(),
-        account_ids: accounts.iter().map(|a| a.to_string()).collect(),
+        account_ids: accounts.iter().map(|a| (*a).into()).collect(),
         start_ms: 0,
         end_ms: 10,
         expires_ms: i64::MAX,
     }
 }
 
-fn page<'a>(account: &'a str, puts: &'a [MirrorPut], st: &'a SyncRecord) -> PageCommit<'a> {
+fn page<'a>(account: &'a AccountId, puts: &'a [MirrorPut], st: &'a SyncRecord) -> PageCommit<'a> {
     PageCommit {
-        tenant: "t",
+        tenant: &T,
         account,
-        calendar: "cal",
+        calendar: &CAL,
         puts,
         removes: &[],
         state: st,
@@ -257,7 +263,7 @@ fn fill(s: &Store, account: &str) {
         previous_start_ms: None,
         previous_client_id: None,
     };
-    s.apply_sync_page(&page(account, &[put], &SyncRecord::default()))
+    s.apply_sync_page(&page(&account.into(), &[put], &SyncRecord::default()))
         .unwrap();
     s.outbox_put(&OutboxRecord::for_test(s.next_id().unwrap(), account))
         .unwrap();
@@ -311,7 +317,7 @@ fn a_revoked_account_takes_no_new_rows() {
     refused(
         s.apply_sync_page(&PageCommit {
             changes: &changes,
-            ..page("acc", std::slice::from_ref(&put), &st)
+            ..page(&"acc".into(), std::slice::from_ref(&put), &st)
         }),
         "a sync page",
     );
@@ -383,7 +389,7 @@ fn purging_accounts_clears_every_tree_that_names_them_and_nothing_else() {
     let kept_before = rows_naming(&s, "kept");
 
     let n = s
-        .purge_accounts_rows(&std::iter::once("gone".to_string()).collect())
+        .purge_accounts_rows(&std::iter::once(AccountId::from("gone")).collect())
         .unwrap();
     assert_eq!(rows_naming(&s, "gone"), Vec::<String>::new());
     // Calendar, sync state, event, index entry, client id, channel,
@@ -495,7 +501,7 @@ fn arb_sync_op() -> impl proptest::strategy::Strategy<Value = SyncOp> {
 /// A mirror put of `id` starting at `slot` hundred ms.
 fn mirror_put(id: &str, slot: i64) -> MirrorPut {
     MirrorPut {
-        provider_event_id: id.to_string(),
+        provider_event_id: id.into(),
         record: EventRecord {
             client_event_id: None,
             ..record(slot * 100, slot * 100 + 50)
@@ -507,7 +513,7 @@ fn mirror_put(id: &str, slot: i64) -> MirrorPut {
 
 fn mirror_remove(id: &str, slot: i64) -> MirrorRemove {
     MirrorRemove {
-        provider_event_id: id.to_string(),
+        provider_event_id: id.into(),
         start_ms: slot * 100,
         client_event_id: None,
     }
@@ -527,9 +533,9 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
         SyncOp::Put(a, c, t) => s.put_sync_state(&acc(*a), &cal(*c), &state(*t)).unwrap(),
         SyncOp::Page(a, c, t) => s
             .apply_sync_page(&PageCommit {
-                tenant: "t",
-                account: &acc(*a),
-                calendar: &cal(*c),
+                tenant: &crate::ids::TenantId::from("t"),
+                account: &crate::ids::AccountId::from(acc(*a)),
+                calendar: &crate::ids::CalendarId::from(cal(*c)),
                 // Pages of odd times put one event and remove another
                 // (each id has one start, so its index entry is found).
                 puts: &if t % 2 == 1 {
@@ -565,7 +571,7 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
                 .iter()
                 .enumerate()
                 .map(|(c, on)| CalendarRecord {
-                    calendar_id: cal(c),
+                    calendar_id: cal(c).into(),
                     sealed_name: vec![],
                     primary: c == 0,
                     read_only: false,

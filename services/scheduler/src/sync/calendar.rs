@@ -9,6 +9,7 @@ use calbridge::ErrorKind;
 use super::{backoff, diff};
 use crate::adapters::adapter_error;
 use crate::clock::now_ms;
+use crate::ids::{AccountId, CalendarId};
 use crate::state::Shared;
 use crate::store::{PageCommit, StoreError, SyncRecord};
 
@@ -43,8 +44,8 @@ enum Skipped {
 /// and the next due time in its sync state.
 pub async fn sync_calendar(
     shared: &Shared,
-    account_id: &str,
-    calendar_id: &str,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
 ) -> Result<(), ErrorKind> {
     tracing::debug!("calendar sync started");
     let result = match sync_pages(shared, account_id, calendar_id).await {
@@ -95,8 +96,8 @@ pub async fn sync_calendar(
 /// [`Skipped`]).
 fn set_aside(
     shared: &Shared,
-    account_id: &str,
-    calendar_id: &str,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
     why: Skipped,
 ) -> Result<(), ErrorKind> {
     let update = |change: &dyn Fn(&mut SyncRecord)| -> Result<(), ErrorKind> {
@@ -136,8 +137,8 @@ fn set_aside(
 /// Syncs the calendar page by page; `Some` when it was not synced, and why.
 async fn sync_pages(
     shared: &Shared,
-    account_id: &str,
-    calendar_id: &str,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
 ) -> Result<Option<Skipped>, ErrorKind> {
     let Some(account) = shared.store.account(account_id)? else {
         return Ok(Some(Skipped::AccountRevoked));

@@ -203,9 +203,9 @@ pub fn page(
         }
         changes.push(ChangeDraft {
             kind,
-            account_id: account_id.to_string(),
-            calendar_id: calendar_id.to_string(),
-            provider_event_id: pid.clone(),
+            account_id: account_id.into(),
+            calendar_id: calendar_id.into(),
+            provider_event_id: pid.clone().into(),
             account_status: AccountStatus::Unspecified,
             sealed_event: seal_event(key, &change_aad(account_id, calendar_id, &pid), &e),
         });
@@ -238,16 +238,16 @@ pub fn page(
         .ok();
         changes.push(ChangeDraft {
             kind: ChangeKind::EventDeleted,
-            account_id: account_id.to_string(),
-            calendar_id: calendar_id.to_string(),
-            provider_event_id: pid.clone(),
+            account_id: account_id.into(),
+            calendar_id: calendar_id.into(),
+            provider_event_id: pid.clone().into(),
             account_status: AccountStatus::Unspecified,
             sealed_event: last
                 .map(|e| seal_event(key, &change_aad(account_id, calendar_id, &pid), &e))
                 .unwrap_or_default(),
         });
         removes.push(MirrorRemove {
-            provider_event_id: pid,
+            provider_event_id: pid.into(),
             start_ms: existing.start_ms,
             client_event_id: existing.client_event_id,
         });
@@ -355,7 +355,7 @@ mod tests {
             e.account_id = "acc".into();
             e.calendar_id = "cal".into();
             let put = put_for(key, "acc", "cal", None, &e, None);
-            m.0.insert(put.provider_event_id, put.record);
+            m.0.insert(put.provider_event_id.into_string(), put.record);
         }
         m
     }
@@ -373,7 +373,7 @@ mod tests {
     fn kinds(w: &PageWrites) -> Vec<(ChangeKind, String)> {
         w.changes
             .iter()
-            .map(|c| (c.kind, c.provider_event_id.clone()))
+            .map(|c| (c.kind, c.provider_event_id.to_string()))
             .collect()
     }
 

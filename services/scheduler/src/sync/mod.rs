@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::clock::now_ms;
+use crate::ids::{AccountId, CalendarKey, TenantId};
 use crate::permits::FairPermits;
 use crate::state::Shared;
 
@@ -37,14 +38,14 @@ const SCAN_FLOOR_MS: i64 = 100;
 /// `per_account_concurrency` global permits, and a tenant with many due
 /// calendars does not queue in front of another tenant's.
 pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let running: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+    let running: Arc<Mutex<HashSet<CalendarKey>>> = Arc::default();
     // When the loop plans to scan next, ms: a finished sync whose calendar
     // is due sooner wakes it.
     let planned_wake = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let global = FairPermits::new(shared.config.sync.max_concurrent_syncs);
-    let mut per_account: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let mut per_account: HashMap<AccountId, Arc<Semaphore>> = HashMap::new();
     // Accounts never change tenant: each is looked up once.
-    let mut tenants: HashMap<String, String> = HashMap::new();
+    let mut tenants: HashMap<AccountId, TenantId> = HashMap::new();
     loop {
         // While this scan runs, any finished sync wakes the next one (its
         // new due time is not in `next_wake`).
@@ -58,7 +59,7 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
                 Vec::new()
             }
         };
-        let urgent: HashSet<(String, String)> =
+        let urgent: HashSet<CalendarKey> =
             std::mem::take(&mut *shared.urgent.lock().expect("lock poisoned"));
         let mut still_urgent = HashSet::new();
         let mut due = Vec::new();
@@ -82,7 +83,7 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
         }
         for (account, calendar) in round_robin(due, |account| {
             tenants
-                .entry(account.to_string())
+                .entry(account.clone())
                 .or_insert_with(|| {
                     shared
                         .store
@@ -174,12 +175,12 @@ pub async fn run_loop(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Rec
 /// a tenant in turn too), so that no tenant's or account's backlog comes
 /// first as a block. Each account's calendars keep their order.
 fn round_robin(
-    due: Vec<(String, String)>,
-    mut tenant_of: impl FnMut(&str) -> String,
-) -> Vec<(String, String)> {
+    due: Vec<CalendarKey>,
+    mut tenant_of: impl FnMut(&AccountId) -> TenantId,
+) -> Vec<CalendarKey> {
     // Each account's calendars, accounts in order of first appearance.
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut accounts: Vec<VecDeque<(String, String)>> = Vec::new();
+    let mut index: HashMap<AccountId, usize> = HashMap::new();
+    let mut accounts: Vec<VecDeque<CalendarKey>> = Vec::new();
     let n = due.len();
     for (account, calendar) in due {
         let i = *index.entry(account.clone()).or_insert_with(|| {
@@ -189,7 +190,7 @@ fn round_robin(
         accounts[i].push_back((account, calendar));
     }
     // tenant → its accounts' queues, taken in turn.
-    let mut by_tenant: BTreeMap<String, VecDeque<VecDeque<(String, String)>>> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<TenantId, VecDeque<VecDeque<CalendarKey>>> = BTreeMap::new();
     for queue in accounts {
         let tenant = tenant_of(&queue[0].0);
         by_tenant.entry(tenant).or_default().push_back(queue);
@@ -287,9 +288,9 @@ mod tests {
         };
         s.store
             .apply_sync_page(&PageCommit {
-                tenant: "t",
-                account: "acc",
-                calendar: "cal",
+                tenant: &crate::ids::TenantId::from("t"),
+                account: &crate::ids::AccountId::from("acc"),
+                calendar: &crate::ids::CalendarId::from("cal"),
                 puts: &[put],
                 removes: &[],
                 state: &SyncRecord::default(),
@@ -303,7 +304,9 @@ mod tests {
         assert!(state(&s, "cal").is_some_and(|st| st.next_due_ms <= now_ms()));
 
         // The loop starts every due calendar: this one must not stay due.
-        sync_calendar(&s, "acc", "cal").await.unwrap();
+        sync_calendar(&s, &"acc".into(), &"cal".into())
+            .await
+            .unwrap();
         assert!(
             s.store.all_sync_states().unwrap().is_empty(),
             "the revoked account's sync state is gone"
@@ -319,14 +322,18 @@ mod tests {
         s.store
             .put_sync_state("acc", "ghost", &SyncRecord::default())
             .unwrap();
-        sync_calendar(&s, "acc", "ghost").await.unwrap();
+        sync_calendar(&s, &"acc".into(), &"ghost".into())
+            .await
+            .unwrap();
         assert!(state(&s, "ghost").is_none());
 
         // An account that needs re-authorisation: its calendar is paused.
         s.store
             .put_account(&account(AccountStatus::ReauthRequired))
             .unwrap();
-        sync_calendar(&s, "acc", "cal").await.unwrap();
+        sync_calendar(&s, &"acc".into(), &"cal".into())
+            .await
+            .unwrap();
         assert!(state(&s, "cal").unwrap().paused);
     }
 
@@ -337,10 +344,12 @@ mod tests {
         s.in_doubt
             .lock()
             .unwrap()
-            .insert(("acc".to_string(), "cal".to_string()));
+            .insert(("acc".into(), "cal".into()));
         let before = now_ms();
         // No adapter is configured: a sync that went on would fail.
-        sync_calendar(&s, "acc", "cal").await.unwrap();
+        sync_calendar(&s, &"acc".into(), &"cal".into())
+            .await
+            .unwrap();
         let st = state(&s, "cal").unwrap();
         assert_eq!((st.failures, st.last_error.as_str()), (0, ""));
         assert!(st.next_due_ms >= before + IN_DOUBT_RETRY_MS, "{st:?}");
@@ -358,7 +367,7 @@ mod tests {
 
     #[test]
     fn due_calendars_are_started_round_robin_by_tenant_then_account() {
-        let pair = |a: &str, c: &str| (a.to_string(), c.to_string());
+        let pair = |a: &str, c: &str| -> CalendarKey { (a.into(), c.into()) };
         // Tenant t1 has a big account a1 and a small a2; t2 one account b1
         // listed last.
         let due = vec![
@@ -370,9 +379,7 @@ mod tests {
             pair("b1", "c1"),
             pair("b1", "c2"),
         ];
-        let order = round_robin(due, |a| {
-            if a.starts_with('a') { "t1" } else { "t2" }.to_string()
-        });
+        let order = round_robin(due, |a| if a.starts_with('a') { "t1" } else { "t2" }.into());
         assert_eq!(
             order,
             vec![

@@ -398,7 +398,7 @@ fn an_expired_hold_no_longer_blocks_a_cached_participant() {
             "t",
             &HoldRecord {
                 hold_id: "h1".into(),
-                account_ids: vec![account_id(0)],
+                account_ids: vec![account_id(0).into()],
                 start_ms: start,
                 end_ms: start + 60 * MIN,
                 expires_ms: now_ms() + 300,

@@ -109,9 +109,9 @@ fn commit(s: &Shared, k: usize, cal: &str, puts: &[MirrorPut], removes: &[Mirror
     let st = s.store.sync_state(&id, cal).unwrap().unwrap_or_default();
     s.store
         .apply_sync_page(&PageCommit {
-            tenant: "t",
-            account: &id,
-            calendar: cal,
+            tenant: &crate::ids::TenantId::from("t"),
+            account: &crate::ids::AccountId::from(id.as_str()),
+            calendar: &crate::ids::CalendarId::from(cal),
             puts,
             removes,
             state: &st,

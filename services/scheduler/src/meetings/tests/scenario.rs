@@ -67,7 +67,7 @@ fn seed_scenario(s: &Shared, n: usize) -> pb::QueryAvailabilityRequest {
                     engine::BusyStatus::Free => pb::BusyStatus::Unspecified,
                 };
                 MirrorPut {
-                    provider_event_id: format!("ev{k}"),
+                    provider_event_id: format!("ev{k}").into(),
                     record: EventRecord {
                         version: "1".into(),
                         start_ms,
@@ -90,9 +90,9 @@ fn seed_scenario(s: &Shared, n: usize) -> pb::QueryAvailabilityRequest {
         };
         s.store
             .apply_sync_page(&PageCommit {
-                tenant: "t",
-                account: &id,
-                calendar: "primary",
+                tenant: &crate::ids::TenantId::from("t"),
+                account: &crate::ids::AccountId::from(id.as_str()),
+                calendar: &crate::ids::CalendarId::from("primary"),
                 puts: &puts,
                 removes: &[],
                 state: &st,
