@@ -7,15 +7,15 @@ use calbridge::pb;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// The default scheduler URL, where `calbridge up` listens.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 /// The default sandbox adapter URL, where `calbridge up` starts it.
-pub const DEFAULT_SANDBOX: &str = "http://127.0.0.1:50061";
+pub(crate) const DEFAULT_SANDBOX: &str = "http://127.0.0.1:50061";
 
 /// Drive a calbridge scheduler: connect calendar accounts, read and write
 /// events, query free/busy and follow changes.
 #[derive(Debug, Parser)]
 #[command(name = "calbridge", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Options shared by every command.
     #[command(flatten)]
     pub global: Global,
@@ -26,7 +26,7 @@ pub struct Cli {
 
 /// Options shared by every command.
 #[derive(Debug, Clone, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// The scheduler's gRPC URL.
     #[arg(long, env = "CALBRIDGE_SERVER", default_value = DEFAULT_SERVER, global = true)]
     pub server: String,
@@ -40,7 +40,7 @@ pub struct Global {
 
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Start the sandbox adapter and the scheduler locally, until Ctrl-C.
     Up(UpArgs),
     /// Tenants, API keys and the master key (operator; needs the admin token).
@@ -70,7 +70,7 @@ pub enum Command {
 
 /// Options of `calbridge up`.
 #[derive(Debug, Clone, Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// Where the scheduler keeps its store and writes the admin token.
     #[arg(long, default_value = ".calbridge")]
     pub data_dir: PathBuf,
@@ -110,7 +110,7 @@ pub struct UpArgs {
 
 /// `calbridge admin ...`: the admin token and the subcommand.
 #[derive(Debug, Args)]
-pub struct AdminCommand {
+pub(crate) struct AdminCommand {
     /// How to find the admin token.
     #[command(flatten)]
     pub token: AdminToken,
@@ -121,7 +121,7 @@ pub struct AdminCommand {
 
 /// Where the operator's admin token comes from.
 #[derive(Debug, Clone, Args)]
-pub struct AdminToken {
+pub(crate) struct AdminToken {
     /// The admin token itself.
     #[arg(
         long,
@@ -142,7 +142,7 @@ pub struct AdminToken {
 
 /// The admin subcommands.
 #[derive(Debug, Subcommand)]
-pub enum AdminSubcommand {
+pub(crate) enum AdminSubcommand {
     /// Create a tenant (a calling service).
     CreateTenant {
         /// A name for people.
@@ -233,7 +233,7 @@ impl From<OAuthProvider> for pb::Provider {
 
 /// The accounts subcommands.
 #[derive(Debug, Subcommand)]
-pub enum AccountsCommand {
+pub(crate) enum AccountsCommand {
     /// Connect an account with a user name and (app-specific) password.
     Connect(ConnectArgs),
     /// List the tenant's accounts.
@@ -267,7 +267,7 @@ pub enum AccountsCommand {
 /// Options of `accounts connect`.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("secret").required(true).args(["password", "password_file", "password_stdin"])))]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// The provider.
     #[arg(long, value_enum)]
     pub provider: PasswordProvider,
@@ -296,7 +296,7 @@ pub struct ConnectArgs {
 
 /// Options of `accounts authorize`.
 #[derive(Debug, Args)]
-pub struct AuthorizeArgs {
+pub(crate) struct AuthorizeArgs {
     /// The provider.
     #[arg(long, value_enum)]
     pub provider: OAuthProvider,
@@ -323,7 +323,7 @@ pub struct AuthorizeArgs {
 
 /// The calendars subcommands.
 #[derive(Debug, Subcommand)]
-pub enum CalendarsCommand {
+pub(crate) enum CalendarsCommand {
     /// List an account's calendars.
     List {
         /// The account id.
@@ -351,7 +351,7 @@ pub enum CalendarsCommand {
 /// One event, by the caller's id or the provider's.
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("event_id").required(true).args(["id", "provider_id"])))]
-pub struct EventRef {
+pub(crate) struct EventRef {
     /// The account id.
     #[arg(long)]
     pub account: String,
@@ -368,7 +368,7 @@ pub struct EventRef {
 
 /// A time window from the command line; parsed by `timearg`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct WindowArgs {
+pub(crate) struct WindowArgs {
     /// Window start: RFC3339 or YYYY-MM-DD (local midnight).
     #[arg(long)]
     pub from: Option<String>,
@@ -379,7 +379,7 @@ pub struct WindowArgs {
 
 /// The events subcommands.
 #[derive(Debug, Subcommand)]
-pub enum EventsCommand {
+pub(crate) enum EventsCommand {
     /// List events of a calendar overlapping a window (default: from a day ago
     /// to 30 days ahead).
     List {
@@ -410,7 +410,7 @@ pub enum EventsCommand {
 
 /// Event content shared by `events upsert` and `sandbox put-event`.
 #[derive(Debug, Clone, Args)]
-pub struct EventFields {
+pub(crate) struct EventFields {
     /// Title.
     #[arg(long)]
     pub title: String,
@@ -430,7 +430,7 @@ pub struct EventFields {
 
 /// Options of `events upsert`.
 #[derive(Debug, Args)]
-pub struct UpsertArgs {
+pub(crate) struct UpsertArgs {
     /// The account id.
     #[arg(long)]
     pub account: String,
@@ -465,7 +465,7 @@ pub struct UpsertArgs {
 
 /// Options of `freebusy`.
 #[derive(Debug, Args)]
-pub struct FreeBusyArgs {
+pub(crate) struct FreeBusyArgs {
     /// An account id (repeatable).
     #[arg(long = "account", value_name = "ID", required = true)]
     pub accounts: Vec<String>,
@@ -476,7 +476,7 @@ pub struct FreeBusyArgs {
 
 /// Options of `availability`.
 #[derive(Debug, Args)]
-pub struct AvailabilityArgs {
+pub(crate) struct AvailabilityArgs {
     /// An account id (repeatable); every account must be free.
     #[arg(long = "account", value_name = "ID", required = true)]
     pub accounts: Vec<String>,
@@ -493,7 +493,7 @@ pub struct AvailabilityArgs {
 
 /// The changes subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ChangesCommand {
+pub(crate) enum ChangesCommand {
     /// Print one page of changes after a cursor, and the next cursor.
     List {
         /// Resume after this cursor; empty for the oldest retained change.
@@ -518,7 +518,7 @@ pub enum ChangesCommand {
 
 /// The sync subcommands.
 #[derive(Debug, Subcommand)]
-pub enum SyncCommand {
+pub(crate) enum SyncCommand {
     /// Sync state of each calendar of an account.
     Status {
         /// The account id.
@@ -538,7 +538,7 @@ pub enum SyncCommand {
 
 /// `calbridge sandbox ...`: the sandbox URL and the subcommand.
 #[derive(Debug, Args)]
-pub struct SandboxCommand {
+pub(crate) struct SandboxCommand {
     /// The sandbox adapter's gRPC URL.
     #[arg(long, env = "CALBRIDGE_SANDBOX", default_value = DEFAULT_SANDBOX, global = true)]
     pub sandbox: String,
@@ -549,7 +549,7 @@ pub struct SandboxCommand {
 
 /// The sandbox subcommands.
 #[derive(Debug, Subcommand)]
-pub enum SandboxSubcommand {
+pub(crate) enum SandboxSubcommand {
     /// Create a sandbox user (or replace its password).
     CreateUser {
         /// The user name (an e-mail address).

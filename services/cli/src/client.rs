@@ -17,13 +17,13 @@ use crate::error::{Api, Unreachable};
 /// Adds `authorization: Bearer <credential>` (when there is one) and the
 /// current trace context to every request.
 #[derive(Clone, Debug)]
-pub struct Auth {
+pub(crate) struct Auth {
     bearer: Option<MetadataValue<Ascii>>,
 }
 
 impl Auth {
     /// Bearer `credential`; `flag` names where it came from, for errors.
-    pub fn bearer(credential: Option<&str>, flag: &str) -> Result<Self> {
+    pub(crate) fn bearer(credential: Option<&str>, flag: &str) -> Result<Self> {
         let bearer = credential
             .map(|c| {
                 MetadataValue::try_from(format!("Bearer {}", c.trim()))
@@ -46,16 +46,16 @@ impl Interceptor for Auth {
 }
 
 /// A channel with the credential applied.
-pub type Authed = InterceptedService<Channel, Auth>;
+pub(crate) type Authed = InterceptedService<Channel, Auth>;
 /// The public API client.
-pub type Scheduler = pb::scheduler_client::SchedulerClient<Authed>;
+pub(crate) type Scheduler = pb::scheduler_client::SchedulerClient<Authed>;
 /// The operator API client.
-pub type Admin = pb::admin_client::AdminClient<Authed>;
+pub(crate) type Admin = pb::admin_client::AdminClient<Authed>;
 /// The sandbox control client.
-pub type Sandbox = pb::sandbox_control_client::SandboxControlClient<Authed>;
+pub(crate) type Sandbox = pb::sandbox_control_client::SandboxControlClient<Authed>;
 
 /// Connects to `url`, failing with [`Unreachable`] when nothing answers.
-pub async fn channel(api: Api, url: &str) -> Result<Channel> {
+pub(crate) async fn channel(api: Api, url: &str) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("{}: not a valid URL: {url:?}", api.url_flag()))?
         .connect_timeout(Duration::from_secs(5));
@@ -69,7 +69,7 @@ pub async fn channel(api: Api, url: &str) -> Result<Channel> {
 }
 
 /// The Scheduler client at `url`, authenticated with the tenant API key.
-pub async fn scheduler(url: &str, api_key: Option<&str>) -> Result<Scheduler> {
+pub(crate) async fn scheduler(url: &str, api_key: Option<&str>) -> Result<Scheduler> {
     let auth = Auth::bearer(api_key, "--api-key")?;
     let ch = channel(Api::Scheduler, url).await?;
     Ok(pb::scheduler_client::SchedulerClient::with_interceptor(
@@ -78,14 +78,14 @@ pub async fn scheduler(url: &str, api_key: Option<&str>) -> Result<Scheduler> {
 }
 
 /// The Admin client at `url`, authenticated with the admin token.
-pub async fn admin(url: &str, token: &str) -> Result<Admin> {
+pub(crate) async fn admin(url: &str, token: &str) -> Result<Admin> {
     let auth = Auth::bearer(Some(token), "--admin-token")?;
     let ch = channel(Api::Admin, url).await?;
     Ok(pb::admin_client::AdminClient::with_interceptor(ch, auth))
 }
 
 /// The SandboxControl client at `url`.
-pub async fn sandbox(url: &str) -> Result<Sandbox> {
+pub(crate) async fn sandbox(url: &str) -> Result<Sandbox> {
     let ch = channel(Api::Sandbox, url).await?;
     Ok(
         pb::sandbox_control_client::SandboxControlClient::with_interceptor(

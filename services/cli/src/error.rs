@@ -9,7 +9,7 @@ use tonic_types::StatusExt;
 
 /// Which server a call went to, for hints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
+pub(crate) enum Api {
     /// The public Scheduler service.
     Scheduler,
     /// The operator Admin service (on the scheduler).
@@ -20,7 +20,7 @@ pub enum Api {
 
 impl Api {
     /// The flag that sets this server's URL.
-    pub fn url_flag(self) -> &'static str {
+    pub(crate) fn url_flag(self) -> &'static str {
         match self {
             Api::Scheduler | Api::Admin => "--server",
             Api::Sandbox => "--sandbox",
@@ -37,7 +37,7 @@ impl Api {
 
 /// Nothing answered at a server's URL.
 #[derive(Debug)]
-pub struct Unreachable {
+pub(crate) struct Unreachable {
     /// Which server.
     pub api: Api,
     /// Where we looked.
@@ -65,7 +65,7 @@ impl std::error::Error for Unreachable {
 
 /// A call answered with an error status.
 #[derive(Debug)]
-pub struct RpcError {
+pub(crate) struct RpcError {
     /// Which server answered.
     pub api: Api,
     /// The status.
@@ -85,7 +85,7 @@ impl fmt::Display for RpcError {
 impl std::error::Error for RpcError {}
 
 /// Turns a call's result into its message or an [`RpcError`].
-pub trait RpcResultExt<T> {
+pub(crate) trait RpcResultExt<T> {
     /// The response message, or the status as an error tagged with `api`.
     fn rpc(self, api: Api) -> anyhow::Result<T>;
 }
@@ -99,7 +99,7 @@ impl<T> RpcResultExt<T> for Result<tonic::Response<T>, Status> {
 
 /// Everything to print on stderr for `e`: the `error:` line and indented
 /// details and hints.
-pub fn render(e: &anyhow::Error) -> String {
+pub(crate) fn render(e: &anyhow::Error) -> String {
     if let Some(u) = e.downcast_ref::<Unreachable>() {
         let mut s = format!("error: {u}\n");
         if matches!(u.api, Api::Sandbox) {

@@ -11,14 +11,14 @@ use serde_json::{json, Value};
 
 /// Where results go and in which shape.
 #[derive(Debug, Clone, Copy)]
-pub struct Out {
+pub(crate) struct Out {
     /// Print JSON instead of tables.
     pub json: bool,
 }
 
 impl Out {
     /// Prints one JSON document on stdout.
-    pub fn json(&self, v: &Value) {
+    pub(crate) fn json(&self, v: &Value) {
         println!(
             "{}",
             serde_json::to_string_pretty(v).expect("a Value serializes")
@@ -26,13 +26,13 @@ impl Out {
     }
 
     /// Prints one JSON document on a single line (for streams).
-    pub fn json_line(&self, v: &Value) {
+    pub(crate) fn json_line(&self, v: &Value) {
         println!("{v}");
     }
 }
 
 /// A table in the house style.
-pub fn table<const N: usize>(header: [&str; N]) -> Table {
+pub(crate) fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -41,7 +41,7 @@ pub fn table<const N: usize>(header: [&str; N]) -> Table {
 }
 
 /// A two-column table of labelled values, for one object.
-pub fn details(rows: Vec<(&str, String)>) -> Table {
+pub(crate) fn details(rows: Vec<(&str, String)>) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic);
@@ -52,17 +52,17 @@ pub fn details(rows: Vec<(&str, String)>) -> Table {
 }
 
 /// A UTC time as RFC3339 (`2026-12-01T09:00:00Z`).
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// A timestamp as RFC3339, `None` when absent or out of range.
-pub fn ts(t: Option<&Timestamp>) -> Option<String> {
+pub(crate) fn ts(t: Option<&Timestamp>) -> Option<String> {
     t.and_then(calbridge::time::from_timestamp).map(rfc3339)
 }
 
 /// A timestamp for a table cell: RFC3339, or "-" when absent.
-pub fn ts_cell(t: Option<&Timestamp>) -> String {
+pub(crate) fn ts_cell(t: Option<&Timestamp>) -> String {
     ts(t).unwrap_or_else(|| "-".into())
 }
 
@@ -80,7 +80,7 @@ fn opt_str(s: &str) -> Value {
 
 /// A proto enum name without its prefix, lowercase and dashed, for people:
 /// `ACCESS_LEVEL_READ_WRITE` with prefix `ACCESS_LEVEL_` is `read-write`.
-pub fn short(name: &str, prefix: &str) -> String {
+pub(crate) fn short(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix)
         .unwrap_or(name)
         .to_ascii_lowercase()
@@ -89,7 +89,7 @@ pub fn short(name: &str, prefix: &str) -> String {
 
 /// An event boundary for people: RFC3339 in the event's zone when it has one,
 /// or the date of an all-day boundary.
-pub fn event_time_cell(t: Option<&pb::EventTime>) -> String {
+pub(crate) fn event_time_cell(t: Option<&pb::EventTime>) -> String {
     let Some(t) = t else { return "-".into() };
     match &t.value {
         Some(pb::event_time::Value::Date(d)) => d.clone(),
@@ -110,7 +110,7 @@ pub fn event_time_cell(t: Option<&pb::EventTime>) -> String {
 
 /// An event boundary as JSON: `{"instant": RFC3339, "time_zone": ...}` or
 /// `{"date": "YYYY-MM-DD"}`.
-pub fn event_time_json(t: Option<&pb::EventTime>) -> Value {
+pub(crate) fn event_time_json(t: Option<&pb::EventTime>) -> Value {
     let Some(t) = t else { return Value::Null };
     match &t.value {
         Some(pb::event_time::Value::Date(d)) => json!({ "date": d }),
@@ -122,7 +122,7 @@ pub fn event_time_json(t: Option<&pb::EventTime>) -> Value {
 }
 
 /// A tenant as JSON.
-pub fn tenant_json(t: &pb::Tenant) -> Value {
+pub(crate) fn tenant_json(t: &pb::Tenant) -> Value {
     json!({
         "tenant_id": t.tenant_id,
         "name": t.name,
@@ -131,7 +131,7 @@ pub fn tenant_json(t: &pb::Tenant) -> Value {
 }
 
 /// An account as JSON.
-pub fn account_json(a: &pb::Account) -> Value {
+pub(crate) fn account_json(a: &pb::Account) -> Value {
     json!({
         "account_id": a.account_id,
         "provider": a.provider().as_str_name(),
@@ -145,7 +145,7 @@ pub fn account_json(a: &pb::Account) -> Value {
 }
 
 /// A calendar as JSON.
-pub fn calendar_json(c: &pb::Calendar) -> Value {
+pub(crate) fn calendar_json(c: &pb::Calendar) -> Value {
     json!({
         "calendar_id": c.calendar_id,
         "account_id": c.account_id,
@@ -159,7 +159,7 @@ pub fn calendar_json(c: &pb::Calendar) -> Value {
 }
 
 /// An event as JSON.
-pub fn event_json(e: &pb::Event) -> Value {
+pub(crate) fn event_json(e: &pb::Event) -> Value {
     json!({
         "account_id": e.account_id,
         "calendar_id": e.calendar_id,
@@ -197,7 +197,7 @@ pub fn event_json(e: &pb::Event) -> Value {
 }
 
 /// A change as JSON.
-pub fn change_json(c: &pb::Change) -> Value {
+pub(crate) fn change_json(c: &pb::Change) -> Value {
     json!({
         "sequence": c.sequence,
         "cursor": c.cursor,
@@ -216,7 +216,7 @@ pub fn change_json(c: &pb::Change) -> Value {
 }
 
 /// A busy interval as JSON.
-pub fn busy_json(b: &pb::BusyInterval) -> Value {
+pub(crate) fn busy_json(b: &pb::BusyInterval) -> Value {
     json!({
         "start": ts_json(b.start.as_ref()),
         "end": ts_json(b.end.as_ref()),
@@ -226,7 +226,7 @@ pub fn busy_json(b: &pb::BusyInterval) -> Value {
 }
 
 /// One calendar's sync status as JSON.
-pub fn sync_status_json(s: &pb::CalendarSyncStatus) -> Value {
+pub(crate) fn sync_status_json(s: &pb::CalendarSyncStatus) -> Value {
     json!({
         "calendar_id": s.calendar_id,
         "state": s.state().as_str_name(),
@@ -243,7 +243,7 @@ pub fn sync_status_json(s: &pb::CalendarSyncStatus) -> Value {
 }
 
 /// An availability slot as JSON.
-pub fn slot_json(s: &pb::AvailableSlot) -> Value {
+pub(crate) fn slot_json(s: &pb::AvailableSlot) -> Value {
     json!({
         "start": ts_json(s.start.as_ref()),
         "end": ts_json(s.end.as_ref()),
@@ -252,7 +252,7 @@ pub fn slot_json(s: &pb::AvailableSlot) -> Value {
 }
 
 /// A calendar's freshness as JSON.
-pub fn freshness_json(f: &pb::CalendarFreshness) -> Value {
+pub(crate) fn freshness_json(f: &pb::CalendarFreshness) -> Value {
     json!({
         "account_id": f.account_id,
         "calendar_id": f.calendar_id,
@@ -261,7 +261,7 @@ pub fn freshness_json(f: &pb::CalendarFreshness) -> Value {
 }
 
 /// The accounts table.
-pub fn accounts_table(accounts: &[pb::Account]) -> Table {
+pub(crate) fn accounts_table(accounts: &[pb::Account]) -> Table {
     let mut t = table([
         "ACCOUNT",
         "PROVIDER",
@@ -288,7 +288,7 @@ pub fn accounts_table(accounts: &[pb::Account]) -> Table {
 }
 
 /// The events table.
-pub fn events_table(events: &[pb::Event]) -> Table {
+pub(crate) fn events_table(events: &[pb::Event]) -> Table {
     let mut t = table([
         "START",
         "END",
@@ -328,7 +328,7 @@ pub fn events_table(events: &[pb::Event]) -> Table {
 }
 
 /// One event, field by field.
-pub fn event_details(e: &pb::Event) -> Table {
+pub(crate) fn event_details(e: &pb::Event) -> Table {
     let mut rows = vec![
         ("title", e.title.clone()),
         ("start", event_time_cell(e.start.as_ref())),
@@ -383,7 +383,7 @@ pub fn event_details(e: &pb::Event) -> Table {
 }
 
 /// One readable line for a change, as `changes watch` prints it.
-pub fn change_line(c: &pb::Change) -> String {
+pub(crate) fn change_line(c: &pb::Change) -> String {
     let kind = short(c.kind().as_str_name(), "CHANGE_KIND_");
     let mut line = format!("#{} {kind} account={}", c.sequence, c.account_id);
     if !c.calendar_id.is_empty() {
@@ -418,7 +418,7 @@ pub fn change_line(c: &pb::Change) -> String {
 }
 
 /// The changes table.
-pub fn changes_table(changes: &[pb::Change]) -> Table {
+pub(crate) fn changes_table(changes: &[pb::Change]) -> Table {
     let mut t = table(["SEQ", "RECORDED", "KIND", "ACCOUNT", "CALENDAR", "EVENT"]);
     for c in changes {
         let event = match &c.event {

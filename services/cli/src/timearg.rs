@@ -27,7 +27,7 @@ fn parse_local(value: &str) -> Option<NaiveDateTime> {
 }
 
 /// The IANA zone of `--time-zone`.
-pub fn parse_zone_flag(value: &str) -> Result<Tz> {
+pub(crate) fn parse_zone_flag(value: &str) -> Result<Tz> {
     calbridge::time::parse_zone(value).map_err(|e| anyhow!("--time-zone: {e}"))
 }
 
@@ -43,7 +43,11 @@ fn resolve_local<Z: TimeZone>(flag: &str, local: NaiveDateTime, zone: &Z) -> Res
 }
 
 /// A window bound: RFC3339, or a date meaning midnight in `local`.
-pub fn parse_bound<Z: TimeZone>(flag: &str, value: &str, local: &Z) -> Result<DateTime<Utc>> {
+pub(crate) fn parse_bound<Z: TimeZone>(
+    flag: &str,
+    value: &str,
+    local: &Z,
+) -> Result<DateTime<Utc>> {
     let value = value.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
@@ -56,7 +60,7 @@ pub fn parse_bound<Z: TimeZone>(flag: &str, value: &str, local: &Z) -> Result<Da
 
 /// The window of `--from`/`--to` in the machine's local zone, with defaults
 /// relative to `now`.
-pub fn window(
+pub(crate) fn window(
     args: &WindowArgs,
     now: DateTime<Utc>,
     back: Duration,
@@ -94,7 +98,7 @@ fn window_in<Z: TimeZone>(
 
 /// One event boundary: RFC3339, `YYYY-MM-DDTHH:MM` local in `zone`, or with
 /// `all_day` a date.
-pub fn parse_event_time(
+pub(crate) fn parse_event_time(
     flag: &str,
     value: &str,
     zone: Option<&str>,
@@ -128,7 +132,7 @@ pub fn parse_event_time(
 }
 
 /// The start and end of an event from its flags.
-pub fn event_times(f: &EventFields) -> Result<(pb::EventTime, pb::EventTime)> {
+pub(crate) fn event_times(f: &EventFields) -> Result<(pb::EventTime, pb::EventTime)> {
     let zone = f.time_zone.as_deref();
     let start = parse_event_time("--start", &f.start, zone, f.all_day)?;
     let end = parse_event_time("--end", &f.end, zone, f.all_day)?;

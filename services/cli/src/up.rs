@@ -325,7 +325,7 @@ async fn stop_all(started: &mut [Service]) {
 }
 
 /// Runs the local stack until Ctrl-C / SIGTERM or a child's death.
-pub async fn run(args: UpArgs) -> Result<()> {
+pub(crate) async fn run(args: UpArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the calbridge executable")?;
     let dir = exe
         .parent()

@@ -37,7 +37,12 @@ impl std::ops::DerefMut for ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, domain: &'static str, reason: &str, message: &str) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        domain: &'static str,
+        reason: &str,
+        message: &str,
+    ) -> Self {
         Self(Box::new(ApiErrorBody {
             status,
             domain,
@@ -49,34 +54,34 @@ impl ApiError {
     }
 
     /// Names the query parameter at fault.
-    pub fn at_param(mut self, name: &str) -> Self {
+    pub(crate) fn at_param(mut self, name: &str) -> Self {
         self.location = Some(("parameter", name.to_string()));
         self
     }
 
     /// Names the header at fault.
-    pub fn at_header(mut self, name: &str) -> Self {
+    pub(crate) fn at_header(mut self, name: &str) -> Self {
         self.location = Some(("header", name.to_string()));
         self
     }
 
-    pub fn bad_request(reason: &str, message: &str) -> Self {
+    pub(crate) fn bad_request(reason: &str, message: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "global", reason, message)
     }
 
-    pub fn invalid(message: &str) -> Self {
+    pub(crate) fn invalid(message: &str) -> Self {
         Self::bad_request("invalid", message)
     }
 
-    pub fn parse_error() -> Self {
+    pub(crate) fn parse_error() -> Self {
         Self::bad_request("parseError", "Parse Error")
     }
 
-    pub fn required(what: &str) -> Self {
+    pub(crate) fn required(what: &str) -> Self {
         Self::bad_request("required", &format!("Missing {what}."))
     }
 
-    pub fn time_range_empty() -> Self {
+    pub(crate) fn time_range_empty() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "calendar",
@@ -86,7 +91,7 @@ impl ApiError {
         .at_param("timeMax")
     }
 
-    pub fn auth_error() -> Self {
+    pub(crate) fn auth_error() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "global",
@@ -96,7 +101,7 @@ impl ApiError {
         .at_header("Authorization")
     }
 
-    pub fn login_required() -> Self {
+    pub(crate) fn login_required() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "global",
@@ -106,7 +111,7 @@ impl ApiError {
         .at_header("Authorization")
     }
 
-    pub fn insufficient_permissions() -> Self {
+    pub(crate) fn insufficient_permissions() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "global",
@@ -115,15 +120,15 @@ impl ApiError {
         )
     }
 
-    pub fn forbidden(reason: &str, message: &str) -> Self {
+    pub(crate) fn forbidden(reason: &str, message: &str) -> Self {
         Self::new(StatusCode::FORBIDDEN, "calendar", reason, message)
     }
 
-    pub fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "global", "notFound", "Not Found")
     }
 
-    pub fn duplicate() -> Self {
+    pub(crate) fn duplicate() -> Self {
         Self::new(
             StatusCode::CONFLICT,
             "global",
@@ -132,7 +137,7 @@ impl ApiError {
         )
     }
 
-    pub fn deleted() -> Self {
+    pub(crate) fn deleted() -> Self {
         Self::new(
             StatusCode::GONE,
             "global",
@@ -141,7 +146,7 @@ impl ApiError {
         )
     }
 
-    pub fn condition_not_met() -> Self {
+    pub(crate) fn condition_not_met() -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,
             "global",
@@ -151,7 +156,7 @@ impl ApiError {
         .at_header("If-Match")
     }
 
-    pub fn full_sync_required() -> Self {
+    pub(crate) fn full_sync_required() -> Self {
         Self::new(
             StatusCode::GONE,
             "calendar",
@@ -162,7 +167,7 @@ impl ApiError {
     }
 
     /// The body Google sends.
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let mut item =
             json!({"domain": self.domain, "reason": self.reason, "message": self.message});
         if let Some((kind, location)) = &self.location {
@@ -202,7 +207,7 @@ pub(crate) struct OAuthError {
 }
 
 impl OAuthError {
-    pub fn new(status: StatusCode, error: &str, description: &str) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &str, description: &str) -> Self {
         Self {
             status,
             error: error.to_string(),
@@ -211,19 +216,19 @@ impl OAuthError {
         }
     }
 
-    pub fn invalid_grant(description: &str) -> Self {
+    pub(crate) fn invalid_grant(description: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
     }
 
-    pub fn expired_or_revoked() -> Self {
+    pub(crate) fn expired_or_revoked() -> Self {
         Self::invalid_grant("Token has been expired or revoked.")
     }
 
-    pub fn invalid_request(description: &str) -> Self {
+    pub(crate) fn invalid_request(description: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 
-    pub fn invalid_client() -> Self {
+    pub(crate) fn invalid_client() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
     }
 }

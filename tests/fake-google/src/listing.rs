@@ -48,7 +48,7 @@ pub(crate) struct Query<'a>(pub &'a [(String, String)]);
 
 impl<'a> Query<'a> {
     /// The last value of a parameter.
-    pub fn get(&self, name: &str) -> Option<&'a str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a str> {
         self.0
             .iter()
             .rev()
@@ -57,7 +57,7 @@ impl<'a> Query<'a> {
     }
 
     /// Every value of a repeated parameter.
-    pub fn all(&self, name: &str) -> Vec<&'a str> {
+    pub(crate) fn all(&self, name: &str) -> Vec<&'a str> {
         self.0
             .iter()
             .filter(|(k, _)| k == name)
@@ -66,7 +66,7 @@ impl<'a> Query<'a> {
     }
 
     /// A boolean parameter (already checked to be `true`/`false`).
-    pub fn flag(&self, name: &str) -> Option<bool> {
+    pub(crate) fn flag(&self, name: &str) -> Option<bool> {
         self.get(name).map(|v| v == "true")
     }
 

@@ -33,7 +33,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The state; a poisoned lock is taken over (a panicking handler must
     /// not take the whole fake down).
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -93,19 +93,19 @@ pub(crate) struct StoredEvent {
 }
 
 impl StoredEvent {
-    pub fn str_field(&self, key: &str) -> Option<&str> {
+    pub(crate) fn str_field(&self, key: &str) -> Option<&str> {
         self.body.get(key).and_then(Value::as_str)
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.str_field("status") == Some("cancelled")
     }
 
-    pub fn recurring_event_id(&self) -> Option<&str> {
+    pub(crate) fn recurring_event_id(&self) -> Option<&str> {
         self.str_field("recurringEventId")
     }
 
-    pub fn is_master(&self) -> bool {
+    pub(crate) fn is_master(&self) -> bool {
         self.body
             .get("recurrence")
             .and_then(Value::as_array)
@@ -234,7 +234,7 @@ pub(crate) struct State {
 const MAX_LISTINGS: usize = 2000;
 
 impl State {
-    pub fn new(config: &FakeConfig) -> Self {
+    pub(crate) fn new(config: &FakeConfig) -> Self {
         let rng = match config.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_entropy(),
@@ -276,30 +276,30 @@ impl State {
     }
 
     /// The fake's clock: wall time plus what the control API advanced.
-    pub fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.clock_offset
     }
 
     /// A fresh quoted etag, larger than every earlier one.
-    pub fn next_etag(&mut self) -> String {
+    pub(crate) fn next_etag(&mut self) -> String {
         self.etag_counter += 1 + self.rng.gen_range(0..1000);
         format!("\"{}\"", self.etag_counter)
     }
 
     /// Random characters from `alphabet`.
-    pub fn random_chars(&mut self, alphabet: &[u8], len: usize) -> String {
+    pub(crate) fn random_chars(&mut self, alphabet: &[u8], len: usize) -> String {
         (0..len)
             .map(|_| alphabet[self.rng.gen_range(0..alphabet.len())] as char)
             .collect()
     }
 
     /// An event id as Google makes them: base32hex, 26 characters.
-    pub fn random_event_id(&mut self) -> String {
+    pub(crate) fn random_event_id(&mut self) -> String {
         self.random_chars(b"abcdefghijklmnopqrstuv0123456789", 26)
     }
 
     /// An opaque token with a prefix.
-    pub fn random_token(&mut self, prefix: &str, len: usize) -> String {
+    pub(crate) fn random_token(&mut self, prefix: &str, len: usize) -> String {
         let body = self.random_chars(
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
             len,
@@ -308,7 +308,7 @@ impl State {
     }
 
     /// The real calendar id behind `primary`.
-    pub fn resolve_calendar_id(&self, user: &str, raw: &str) -> String {
+    pub(crate) fn resolve_calendar_id(&self, user: &str, raw: &str) -> String {
         if raw == "primary" {
             user.to_string()
         } else {
@@ -317,7 +317,7 @@ impl State {
     }
 
     /// The user's list entry for a calendar, when they have one.
-    pub fn entry(&self, user: &str, calendar_id: &str) -> Option<&ListEntry> {
+    pub(crate) fn entry(&self, user: &str, calendar_id: &str) -> Option<&ListEntry> {
         self.users
             .get(user)?
             .list
@@ -326,7 +326,7 @@ impl State {
     }
 
     /// Remembers a listing for paging, forgetting the oldest beyond a bound.
-    pub fn store_listing(&mut self, listing: Listing) -> u64 {
+    pub(crate) fn store_listing(&mut self, listing: Listing) -> u64 {
         let id = self.next_listing;
         self.next_listing += 1;
         self.listings.insert(id, listing);
@@ -340,7 +340,7 @@ impl State {
     }
 
     /// Records a change to a calendar: bumps its counter and returns it.
-    pub fn bump_calendar(&mut self, calendar_id: &str) -> u64 {
+    pub(crate) fn bump_calendar(&mut self, calendar_id: &str) -> u64 {
         let now = self.now();
         match self.calendars.get_mut(calendar_id) {
             Some(c) => {

@@ -38,7 +38,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub fn info(&self) -> ChannelInfo {
+    pub(crate) fn info(&self) -> ChannelInfo {
         ChannelInfo {
             id: self.id.clone(),
             resource_id: self.resource_id.clone(),

@@ -25,7 +25,7 @@ fn bad_rule() -> ApiError {
 impl Series {
     /// Builds the series; `zone` is the master's `start.timeZone` (or the
     /// calendar's, for all-day series).
-    pub fn new(start: &EventTime, zone: Tz, lines: &[String]) -> Result<Series, ApiError> {
+    pub(crate) fn new(start: &EventTime, zone: Tz, lines: &[String]) -> Result<Series, ApiError> {
         let all_day = matches!(start.when, When::Date(_));
         let rzone = if all_day {
             rrule::Tz::UTC
@@ -99,7 +99,7 @@ impl Series {
 
     /// Original starts of instances whose span (`duration` long) ends after
     /// `from` and starts before `to`, at most `limit` of them.
-    pub fn occurrences(
+    pub(crate) fn occurrences(
         &self,
         duration: Duration,
         from: Option<DateTime<Utc>>,
@@ -134,7 +134,7 @@ impl Series {
     }
 
     /// Whether `original` is one of the series' instances.
-    pub fn contains(&self, original: When, zone: Tz) -> bool {
+    pub(crate) fn contains(&self, original: When, zone: Tz) -> bool {
         let at = original.instant(zone);
         self.occurrences(
             Duration::zero(),

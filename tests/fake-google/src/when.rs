@@ -19,7 +19,7 @@ pub(crate) enum When {
 
 impl When {
     /// The instant this starts at; dates begin at midnight in `zone`.
-    pub fn instant(self, zone: Tz) -> DateTime<Utc> {
+    pub(crate) fn instant(self, zone: Tz) -> DateTime<Utc> {
         match self {
             When::At(t) => t,
             When::Date(d) => local_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight"), zone),
@@ -27,7 +27,7 @@ impl When {
     }
 
     /// The suffix of an instance id: `20240115T150000Z` or `20240115`.
-    pub fn stamp(self) -> String {
+    pub(crate) fn stamp(self) -> String {
         match self {
             When::At(t) => t.format("%Y%m%dT%H%M%SZ").to_string(),
             When::Date(d) => d.format("%Y%m%d").to_string(),
@@ -35,7 +35,7 @@ impl When {
     }
 
     /// Parses an instance-id suffix.
-    pub fn from_stamp(s: &str) -> Option<When> {
+    pub(crate) fn from_stamp(s: &str) -> Option<When> {
         if s.len() == 8 {
             return NaiveDate::parse_from_str(s, "%Y%m%d").ok().map(When::Date);
         }
@@ -46,7 +46,7 @@ impl When {
     }
 
     /// Shifted by a duration (whole days for dates).
-    pub fn shifted(self, by: Duration) -> When {
+    pub(crate) fn shifted(self, by: Duration) -> When {
         match self {
             When::At(t) => When::At(t + by),
             When::Date(d) => When::Date(d + Duration::days(by.num_days())),
@@ -64,7 +64,7 @@ pub(crate) struct EventTime {
 
 impl EventTime {
     /// Reads an `EventDateTime` object; `field` names it in errors (`start`).
-    pub fn parse(v: &Value, field: &str) -> Result<EventTime, ApiError> {
+    pub(crate) fn parse(v: &Value, field: &str) -> Result<EventTime, ApiError> {
         let obj = v
             .as_object()
             .ok_or_else(|| ApiError::invalid(&format!("Invalid {field} time.")))?;
@@ -110,17 +110,17 @@ impl EventTime {
 
     /// The instant this starts at (dates at midnight in `fallback` unless
     /// the value names its own zone).
-    pub fn instant(self, fallback: Tz) -> DateTime<Utc> {
+    pub(crate) fn instant(self, fallback: Tz) -> DateTime<Utc> {
         self.when.instant(self.zone.unwrap_or(fallback))
     }
 
     /// The stored (normalised) form: `dateTime` with offset in its own zone.
-    pub fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         self.render(None)
     }
 
     /// The served form: `dateTime` rendered in `zone` (or its own zone, or UTC).
-    pub fn render(self, zone: Option<Tz>) -> Value {
+    pub(crate) fn render(self, zone: Option<Tz>) -> Value {
         let mut out = Map::new();
         match self.when {
             When::Date(d) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Radicale with htpasswd (plain) auth.
     Radicale,
     /// Xandikos without auth.
@@ -17,7 +17,7 @@ pub enum Kind {
 }
 
 /// A running server.
-pub struct DavServer {
+pub(crate) struct DavServer {
     child: Child,
     _dir: tempfile::TempDir,
     /// Which server.
@@ -60,7 +60,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts a server and waits until it answers HTTP.
-pub async fn start(kind: Kind) -> DavServer {
+pub(crate) async fn start(kind: Kind) -> DavServer {
     let bin = venv_bin();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -142,7 +142,7 @@ pub async fn start(kind: Kind) -> DavServer {
 
 impl DavServer {
     /// A request by "another client", authenticated.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         href: &str,
@@ -165,21 +165,21 @@ impl DavServer {
     }
 
     /// PUTs an object into the test calendar as `name`.
-    pub async fn put(&self, name: &str, ics: &str) {
+    pub(crate) async fn put(&self, name: &str, ics: &str) {
         let href = format!("{}{name}", self.calendar);
         let status = self.request("PUT", &href, Some(ics), &[]).await.status();
         assert!(status.is_success(), "PUT {href}: {status}");
     }
 
     /// DELETEs `name` from the test calendar.
-    pub async fn delete(&self, name: &str) {
+    pub(crate) async fn delete(&self, name: &str) {
         let href = format!("{}{name}", self.calendar);
         let status = self.request("DELETE", &href, None, &[]).await.status();
         assert!(status.is_success(), "DELETE {href}: {status}");
     }
 
     /// GETs an object: its status and body.
-    pub async fn get(&self, href: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, href: &str) -> (u16, String) {
         let resp = self.request("GET", href, None, &[]).await;
         (resp.status().as_u16(), resp.text().await.unwrap())
     }

@@ -15,7 +15,7 @@ use crate::client::Scheduler;
 use crate::error::{Api, RpcResultExt};
 use crate::output::{self, account_json};
 
-pub async fn run(ctx: &Ctx, cmd: AccountsCommand) -> Result<()> {
+pub(super) async fn run(ctx: &Ctx, cmd: AccountsCommand) -> Result<()> {
     match cmd {
         AccountsCommand::Connect(args) => connect(ctx, args).await,
         AccountsCommand::List => list(ctx).await,

@@ -36,7 +36,7 @@ fn resolve_token(t: &AdminToken) -> Result<String> {
     Ok(token.to_string())
 }
 
-pub async fn run(ctx: &Ctx, cmd: AdminCommand) -> Result<()> {
+pub(super) async fn run(ctx: &Ctx, cmd: AdminCommand) -> Result<()> {
     let token = resolve_token(&cmd.token)?;
     let mut admin = client::admin(&ctx.global.server, &token).await?;
     let out = ctx.out;

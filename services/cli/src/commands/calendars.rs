@@ -28,7 +28,7 @@ fn calendars_table(calendars: &[pb::Calendar]) -> comfy_table::Table {
     t
 }
 
-pub async fn run(ctx: &Ctx, cmd: CalendarsCommand) -> Result<()> {
+pub(super) async fn run(ctx: &Ctx, cmd: CalendarsCommand) -> Result<()> {
     let mut client = ctx.scheduler().await?;
     match cmd {
         CalendarsCommand::List { account } => {

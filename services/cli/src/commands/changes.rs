@@ -12,7 +12,7 @@ use crate::cli::ChangesCommand;
 use crate::error::{Api, RpcError, RpcResultExt};
 use crate::output::{self, change_json};
 
-pub async fn run(ctx: &Ctx, cmd: ChangesCommand) -> Result<()> {
+pub(super) async fn run(ctx: &Ctx, cmd: ChangesCommand) -> Result<()> {
     match cmd {
         ChangesCommand::List { cursor, limit } => {
             let r = ctx

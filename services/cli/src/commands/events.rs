@@ -11,7 +11,7 @@ use crate::error::{Api, RpcResultExt};
 use crate::output::{self, event_json};
 use crate::timearg;
 
-pub async fn run(ctx: &Ctx, cmd: EventsCommand) -> Result<()> {
+pub(super) async fn run(ctx: &Ctx, cmd: EventsCommand) -> Result<()> {
     match cmd {
         EventsCommand::List {
             account,

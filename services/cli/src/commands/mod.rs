@@ -17,7 +17,7 @@ mod sandbox;
 mod sync;
 
 /// What every command needs: the global options and where output goes.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The global options.
     pub global: Global,
     /// Output shape.
@@ -26,13 +26,13 @@ pub struct Ctx {
 
 impl Ctx {
     /// The Scheduler client, with the tenant API key.
-    pub async fn scheduler(&self) -> Result<client::Scheduler> {
+    pub(crate) async fn scheduler(&self) -> Result<client::Scheduler> {
         client::scheduler(&self.global.server, self.global.api_key.as_deref()).await
     }
 }
 
 /// Runs one parsed command line.
-pub async fn run(cli: Cli) -> Result<()> {
+pub(crate) async fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx {
         out: Out {
             json: cli.global.json,

@@ -12,7 +12,7 @@ use crate::error::{Api, RpcResultExt};
 use crate::output::{self, busy_json, freshness_json, short, slot_json};
 use crate::timearg;
 
-pub async fn freebusy(ctx: &Ctx, args: FreeBusyArgs) -> Result<()> {
+pub(super) async fn freebusy(ctx: &Ctx, args: FreeBusyArgs) -> Result<()> {
     let window = timearg::window(
         &args.window,
         Utc::now(),
@@ -99,7 +99,7 @@ fn availability_request(
     }
 }
 
-pub async fn availability(ctx: &Ctx, args: AvailabilityArgs) -> Result<()> {
+pub(super) async fn availability(ctx: &Ctx, args: AvailabilityArgs) -> Result<()> {
     let window = timearg::window(
         &args.window,
         Utc::now(),

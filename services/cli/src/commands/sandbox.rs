@@ -42,7 +42,7 @@ fn sandbox_event(
     })
 }
 
-pub async fn run(ctx: &Ctx, cmd: SandboxCommand) -> Result<()> {
+pub(super) async fn run(ctx: &Ctx, cmd: SandboxCommand) -> Result<()> {
     let mut sandbox = client::sandbox(&cmd.sandbox).await?;
     let out = ctx.out;
     match cmd.command {

@@ -10,7 +10,7 @@ use crate::error::{Api, RpcResultExt};
 use crate::output::{self, short, sync_status_json};
 
 /// The sync status table, shared with `accounts connect`.
-pub fn status_table(calendars: &[pb::CalendarSyncStatus]) -> comfy_table::Table {
+pub(super) fn status_table(calendars: &[pb::CalendarSyncStatus]) -> comfy_table::Table {
     let mut t = output::table([
         "CALENDAR",
         "STATE",
@@ -40,7 +40,7 @@ pub fn status_table(calendars: &[pb::CalendarSyncStatus]) -> comfy_table::Table 
     t
 }
 
-pub async fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<()> {
+pub(super) async fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<()> {
     let mut client = ctx.scheduler().await?;
     match cmd {
         SyncCommand::Status { account } => {

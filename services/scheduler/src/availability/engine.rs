@@ -43,7 +43,7 @@ pub(crate) struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new<'g>(
+    pub(super) fn new<'g>(
         participants: &'a [ParticipantData],
         groups: impl Iterator<Item = &'g Group>,
         search: Vec<(i64, i64)>,
@@ -121,11 +121,11 @@ impl<'a> Context<'a> {
         }
     }
 
-    pub fn lo(&self) -> i64 {
+    pub(super) fn lo(&self) -> i64 {
         self.search.first().map_or(0, |s| s.0)
     }
 
-    pub fn hi(&self) -> i64 {
+    pub(super) fn hi(&self) -> i64 {
         self.search.last().map_or(0, |s| s.1)
     }
 }
@@ -189,7 +189,7 @@ impl Work {
     /// Most elements a kept buffer may hold (about 4 MB of intervals).
     const KEEP: usize = 1 << 18;
 
-    pub fn free_of(&self, u: usize) -> &[(i64, i64)] {
+    pub(super) fn free_of(&self, u: usize) -> &[(i64, i64)] {
         let (s, e) = self.free_rng[u];
         &self.free[s..e]
     }
@@ -525,7 +525,7 @@ pub(crate) struct Members {
 }
 
 impl Members {
-    pub fn new(ctx: &Context<'_>, spec: &Spec<'_>) -> Self {
+    pub(super) fn new(ctx: &Context<'_>, spec: &Spec<'_>) -> Self {
         let all_required = spec.groups.iter().all(|g| match g.required {
             Required::All => true,
             Required::AtLeast(n) => n as usize == g.members.len(),
@@ -550,12 +550,12 @@ impl Members {
     }
 
     /// Starts the cursors of [`Members::of`] again (for a new horizon).
-    pub fn rewind(&mut self) {
+    pub(super) fn rewind(&mut self) {
         self.cursors.iter_mut().for_each(|c| *c = 0);
     }
 
     /// Members free for `[s, e)`; calls must come with non-decreasing `e`.
-    pub fn of(&mut self, w: &Work, s: i64, e: i64) -> Vec<usize> {
+    pub(super) fn of(&mut self, w: &Work, s: i64, e: i64) -> Vec<usize> {
         if self.all_required {
             return self.everyone.clone();
         }
@@ -574,7 +574,7 @@ impl Members {
     }
 
     /// Members free for `[s, e)`, in any order of calls.
-    pub fn of_any(&self, w: &Work, s: i64, e: i64) -> Vec<usize> {
+    pub(super) fn of_any(&self, w: &Work, s: i64, e: i64) -> Vec<usize> {
         if self.all_required {
             return self.everyone.clone();
         }

@@ -28,7 +28,7 @@ impl Timeline {
     const STEP: i64 = 48 * 3_600_000;
 
     /// The offsets of `tz` over `[lo, hi]`.
-    pub fn new(tz: Tz, lo: i64, hi: i64) -> Self {
+    pub(super) fn new(tz: Tz, lo: i64, hi: i64) -> Self {
         let mut segs = vec![(i64::MIN, offset_ms(tz, lo))];
         let mut t = lo;
         while t < hi {
@@ -56,7 +56,7 @@ impl Timeline {
 
     /// The offset at an instant, ms.
     #[inline]
-    pub fn offset_at(&self, utc: i64) -> i64 {
+    pub(super) fn offset_at(&self, utc: i64) -> i64 {
         let mut off = self.segs[0].1;
         for &(from, o) in &self.segs[1..] {
             if utc >= from {
@@ -70,12 +70,12 @@ impl Timeline {
 
     /// Local wall-clock ms of an instant.
     #[inline]
-    pub fn to_local(&self, utc: i64) -> i64 {
+    pub(super) fn to_local(&self, utc: i64) -> i64 {
         utc + self.offset_at(utc)
     }
 
     /// Local wall-clock ms to Unix ms, with the DST rules.
-    pub fn to_utc(&self, local: i64, edge: Edge) -> i64 {
+    pub(super) fn to_utc(&self, local: i64, edge: Edge) -> i64 {
         let mut min = i64::MAX;
         let mut max = i64::MIN;
         for (i, &(from, off)) in self.segs.iter().enumerate() {

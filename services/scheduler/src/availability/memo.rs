@@ -26,9 +26,9 @@ pub(crate) const BLOCK: i64 = 16 * DAY;
 /// before the range in zones ahead of UTC.
 pub(crate) const TIMELINE_MARGIN: i64 = 9 * DAY;
 /// Most memoised timelines.
-pub const MAX_TIMELINES: usize = 512;
+pub(super) const MAX_TIMELINES: usize = 512;
 /// Most memoised working-hours interval lists.
-pub const MAX_HOURS: usize = 4096;
+pub(super) const MAX_HOURS: usize = 4096;
 
 /// Working hours in UTC over one block range, with the hours they came
 /// from (the key is only their hash).

@@ -11,11 +11,11 @@ mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
         base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(s)
@@ -30,11 +30,16 @@ mod b64 {
 mod number {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<E: Copy + Into<i32>, S: Serializer>(v: &E, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<E: Copy + Into<i32>, S: Serializer>(
+        v: &E,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_i32((*v).into())
     }
 
-    pub fn deserialize<'de, E: TryFrom<i32>, D: Deserializer<'de>>(d: D) -> Result<E, D::Error> {
+    pub(super) fn deserialize<'de, E: TryFrom<i32>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<E, D::Error> {
         let n = i32::deserialize(d)?;
         E::try_from(n).map_err(|_| serde::de::Error::custom(format!("unknown enum value {n}")))
     }

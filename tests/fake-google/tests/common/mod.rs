@@ -22,10 +22,10 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-pub const USER: &str = "alice@example.com";
-pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub(crate) const USER: &str = "alice@example.com";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
-pub fn client() -> ClientRegistration {
+pub(crate) fn client() -> ClientRegistration {
     ClientRegistration {
         client_id: "client-1.apps.googleusercontent.com".into(),
         client_secret: "secret-1".into(),
@@ -34,7 +34,7 @@ pub fn client() -> ClientRegistration {
 }
 
 /// Defaults for deterministic tests: no page quirks, fixed seed, responses validated.
-pub fn quiet() -> FakeConfig {
+pub(crate) fn quiet() -> FakeConfig {
     FakeConfig {
         paging: PagingQuirks::NONE,
         seed: Some(7),
@@ -43,13 +43,13 @@ pub fn quiet() -> FakeConfig {
     }
 }
 
-pub struct Fake {
+pub(crate) struct Fake {
     pub handle: FakeHandle,
     pub control: Control,
     pub http: reqwest::Client,
 }
 
-pub async fn start(config: FakeConfig) -> Fake {
+pub(crate) async fn start(config: FakeConfig) -> Fake {
     let handle = serve(config).await.expect("fake starts");
     let control = handle.control();
     control.add_client(&client()).await.unwrap();
@@ -67,12 +67,12 @@ pub async fn start(config: FakeConfig) -> Fake {
 }
 
 impl Fake {
-    pub fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         self.handle.base_url()
     }
 
     /// An access token for `user` with these scopes (short form).
-    pub async fn token_for(&self, user: &str, scopes: &[&str]) -> String {
+    pub(crate) async fn token_for(&self, user: &str, scopes: &[&str]) -> String {
         self.control
             .sign_in(&client(), user, scopes)
             .await
@@ -80,7 +80,7 @@ impl Fake {
             .access_token
     }
 
-    pub async fn api(&self, scopes: &[&str]) -> Api {
+    pub(crate) async fn api(&self, scopes: &[&str]) -> Api {
         Api {
             base: self.base(),
             token: self.token_for(USER, scopes).await,
@@ -89,42 +89,42 @@ impl Fake {
     }
 
     /// Asserts that every response so far matched the discovery document.
-    pub async fn assert_no_violations(&self) {
+    pub(crate) async fn assert_no_violations(&self) {
         let v = self.control.violations().await.unwrap();
         assert!(v.is_empty(), "discovery violations: {v:#?}");
     }
 }
 
-pub struct Api {
+pub(crate) struct Api {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
 }
 
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: Value,
 }
 
 impl Answer {
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         self.body["error"]["errors"][0]["reason"]
             .as_str()
             .unwrap_or_default()
     }
 }
 
-pub fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-pub fn events_path(cal: &str) -> String {
+pub(crate) fn events_path(cal: &str) -> String {
     format!("/calendar/v3/calendars/{}/events", enc(cal))
 }
 
 impl Api {
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -159,22 +159,26 @@ impl Api {
         }
     }
 
-    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, &str)]) -> Answer {
         self.call(Method::GET, path, query, None, &[]).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Answer {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Answer {
         self.call(Method::POST, path, &[], Some(body), &[]).await
     }
 
-    pub async fn insert(&self, cal: &str, event: Value) -> Value {
+    pub(crate) async fn insert(&self, cal: &str, event: Value) -> Value {
         let a = self.post(&events_path(cal), event).await;
         assert_eq!(a.status, 200, "{}", a.body);
         a.body
     }
 
     /// Follows `nextPageToken` to the end; returns items, page count and the sync token.
-    pub async fn list_all(&self, cal: &str, query: &[(&str, &str)]) -> (Vec<Value>, usize, String) {
+    pub(crate) async fn list_all(
+        &self,
+        cal: &str,
+        query: &[(&str, &str)],
+    ) -> (Vec<Value>, usize, String) {
         let mut items = Vec::new();
         let mut pages = 0;
         let mut token: Option<String> = None;
@@ -202,11 +206,11 @@ impl Api {
     }
 }
 
-pub fn timed(summary: &str, start: &str, end: &str) -> Value {
+pub(crate) fn timed(summary: &str, start: &str, end: &str) -> Value {
     json!({"summary": summary, "start": {"dateTime": start}, "end": {"dateTime": end}})
 }
 
-pub fn ids(items: &[Value]) -> Vec<String> {
+pub(crate) fn ids(items: &[Value]) -> Vec<String> {
     items
         .iter()
         .map(|i| i["id"].as_str().unwrap().to_string())
@@ -217,13 +221,13 @@ pub fn ids(items: &[Value]) -> Vec<String> {
 // HTTPS webhook receiver.
 
 /// A CA and a leaf certificate for 127.0.0.1 signed by it.
-pub struct Pki {
+pub(crate) struct Pki {
     pub ca_pem: String,
     pub leaf_der: Vec<u8>,
     pub key_der: Vec<u8>,
 }
 
-pub fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let t = calbridge_fake_google::dev_tls().unwrap();
     Pki {
         ca_pem: t.ca_pem,
@@ -263,7 +267,7 @@ impl axum::serve::Listener for TlsListener {
 
 /// One notification as received.
 #[derive(Debug, Clone)]
-pub struct Notification {
+pub(crate) struct Notification {
     pub headers: HashMap<String, String>,
     pub body_len: usize,
     /// The status the receiver answered.
@@ -271,18 +275,18 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
             .unwrap_or_default()
     }
 
-    pub fn number(&self) -> u64 {
+    pub(crate) fn number(&self) -> u64 {
         self.header("x-goog-message-number").parse().unwrap()
     }
 
-    pub fn state(&self) -> &str {
+    pub(crate) fn state(&self) -> &str {
         self.header("x-goog-resource-state")
     }
 }
@@ -293,7 +297,7 @@ struct ReceiverState {
     statuses: Arc<Mutex<VecDeque<u16>>>,
 }
 
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub url: String,
     pub pki: Pki,
     rx: mpsc::UnboundedReceiver<Notification>,
@@ -325,7 +329,7 @@ async fn receive(
 }
 
 /// Starts an HTTPS receiver on 127.0.0.1 with a fresh CA.
-pub async fn receiver() -> Receiver {
+pub(crate) async fn receiver() -> Receiver {
     let pki = pki();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -370,7 +374,7 @@ pub async fn receiver() -> Receiver {
 
 impl Receiver {
     /// The next deliveries are answered with these statuses (then 200).
-    pub fn answer_next_with(&self, statuses: &[u16]) {
+    pub(crate) fn answer_next_with(&self, statuses: &[u16]) {
         self.statuses
             .lock()
             .unwrap()
@@ -378,7 +382,7 @@ impl Receiver {
     }
 
     /// The next notification (fails the test after 10 s).
-    pub async fn next(&mut self) -> Notification {
+    pub(crate) async fn next(&mut self) -> Notification {
         tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
             .await
             .expect("a notification within 10 s")
@@ -386,13 +390,13 @@ impl Receiver {
     }
 
     /// A notification if one is already queued.
-    pub fn try_next(&mut self) -> Option<Notification> {
+    pub(crate) fn try_next(&mut self) -> Option<Notification> {
         self.rx.try_recv().ok()
     }
 }
 
 /// Waits (bounded) until `check` holds.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
