@@ -259,7 +259,9 @@ pub fn merge_event(
 /// `existing` (a stored series) without its instance at `original`: an
 /// EXDATE added to the master, written like the master's DTSTART (the same
 /// TZID or `VALUE=DATE`, UTC or wall-clock time), and any override of that
-/// instance removed; everything else stays as written. `floating` is the
+/// instance removed (a THISANDFUTURE override stays: the EXDATE removes
+/// its own instance, and it still changes the later ones); everything else
+/// stays as written. `floating` is the
 /// zone the object's floating times are read in. `None` when there is no
 /// master VEVENT to carry the EXDATE, or when the result would not read
 /// back without that instance.
@@ -268,6 +270,11 @@ pub fn drop_instance(existing: &str, original: &When, floating: Tz) -> Option<St
     let spans = vevent_spans(&lines);
     let is_override =
         |span: (usize, usize)| direct_props(&lines, span).any(|l| l.name == "RECURRENCE-ID");
+    let is_range = |span: (usize, usize)| {
+        direct_props(&lines, span).any(|l| {
+            l.name == "RECURRENCE-ID" && l.text.to_ascii_uppercase().contains("THISANDFUTURE")
+        })
+    };
     let master = *spans.iter().find(|span| !is_override(**span))?;
     let (start_at, start_line) = (master.0 + 1..master.1)
         .map(|i| (i, &lines[i]))
@@ -284,7 +291,7 @@ pub fn drop_instance(existing: &str, original: &When, floating: Tz) -> Option<St
     let dropped: Vec<(usize, usize)> = spans
         .iter()
         .copied()
-        .filter(|span| is_override(*span))
+        .filter(|span| is_override(*span) && !is_range(*span))
         .filter(|span| {
             let block: String = lines[span.0..=span.1]
                 .iter()

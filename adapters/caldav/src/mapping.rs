@@ -4,16 +4,27 @@
 //! expansion lives in [`crate::recurrence`], writing in [`crate::ics`].
 //!
 //! Times: `Z` values are UTC; `TZID` values are read in the zone the TZID
-//! names ([`crate::zones`]); floating values (neither) are read in the
+//! names, or by the rules of its VTIMEZONE when it names no known zone
+//! ([`crate::zones`]); floating values (neither) are read in the
 //! calendar's zone, else the object's `X-WR-TIMEZONE`, else UTC. Local
 //! times in a DST gap take the offset from before the gap; repeated local
 //! times mean the first occurrence.
+//!
+//! Which VEVENT counts: of several without RECURRENCE-ID (masters) sharing
+//! the first one's UID, and of several overrides of one instance, the one
+//! with the highest SEQUENCE, then the latest DTSTAMP, then the latest
+//! LAST-MODIFIED, then the last written (RFC 5546 orders revisions by
+//! SEQUENCE and DTSTAMP). An event that ends before it starts (DTEND, or a
+//! negative DURATION, or an RDATE period) is refused as unreadable.
 
 use calcard::common::PartialDateTime;
 use calcard::icalendar::{
     ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarParameterName,
-    ICalendarProperty, ICalendarValue,
+    ICalendarParameterValue, ICalendarPeriod, ICalendarProperty, ICalendarValue,
 };
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -22,7 +33,8 @@ use calbridge::pb::{self, EventStatus, ResponseStatus, Transparency};
 use calbridge::time::{boundary_utc, Boundary};
 
 pub use crate::parse::{parse_calendar, IcalError};
-use crate::zones::resolve_tzid;
+pub use crate::zones::local_to_utc;
+use crate::zones::{resolve_tzid, zone_for_tzid, Zone};
 
 /// The bounds a calendar object resource is held to. Objects beyond them
 /// are reported as skipped items, never parsed further; a series with more
@@ -43,6 +55,9 @@ pub mod bounds {
     /// own bound on attendees).
     pub const MAX_ATTENDEES: usize = calbridge::limits::MAX_ATTENDEES;
     pub use calbridge::expansion::{MAX_INSTANCES, MAX_STEPS};
+    /// The most VTIMEZONEs of one object read from their own rules (each
+    /// bounded by [`crate::zones::custom::limits`]).
+    pub const MAX_CUSTOM_ZONES: usize = 8;
     /// The work one sync page may spend on parsing and expansion, in
     /// steps (a byte of iCalendar text counts 1/256 of a step): the
     /// resources of a page beyond it wait for the next page, so a calendar
@@ -131,14 +146,27 @@ pub struct VEvent {
     pub uid: String,
     /// DTSTART.
     pub start: When,
+    /// The zone DTSTART was written in (UTC for `Z` values and dates): the
+    /// series' rules step through its wall-clock time.
+    pub zone: Zone,
     /// DTEND, or DTSTART + DURATION, or the RFC 5545 default.
     pub end: When,
     /// RECURRENCE-ID of an override.
     pub recurrence_id: Option<When>,
+    /// The date RECURRENCE-ID names on its own wall clock (for a `Z` value,
+    /// in the floating zone): how a date-time RECURRENCE-ID finds its
+    /// instance in an all-day series.
+    pub recurrence_date: Option<NaiveDate>,
+    /// RECURRENCE-ID has `RANGE=THISANDFUTURE`: the override also changes
+    /// every later instance.
+    pub this_and_future: bool,
     /// RRULEs.
     pub rules: Vec<Rule>,
-    /// RDATEs.
+    /// RDATEs (the starts of RDATE periods included).
     pub rdates: Vec<When>,
+    /// The RDATE periods (`VALUE=PERIOD`): start and end of each, an
+    /// instance that keeps its own length.
+    pub periods: Vec<(When, When)>,
     /// EXDATEs.
     pub exdates: Vec<When>,
     /// SUMMARY.
@@ -159,6 +187,8 @@ pub struct VEvent {
     pub created: Option<DateTime<Utc>>,
     /// LAST-MODIFIED.
     pub last_modified: Option<DateTime<Utc>>,
+    /// DTSTAMP.
+    pub dtstamp: Option<DateTime<Utc>>,
     /// SEQUENCE (0 when absent).
     pub sequence: u32,
 }
@@ -167,6 +197,14 @@ impl VEvent {
     /// True when this VEVENT defines a recurrence set.
     pub fn is_recurring(&self) -> bool {
         !self.rules.is_empty() || !self.rdates.is_empty()
+    }
+
+    /// True when this revision replaces `earlier` (written before it):
+    /// a higher SEQUENCE, then a later DTSTAMP, then a later LAST-MODIFIED;
+    /// on a tie, the one written last.
+    pub fn supersedes(&self, earlier: &VEvent) -> bool {
+        (self.sequence, self.dtstamp, self.last_modified)
+            >= (earlier.sequence, earlier.dtstamp, earlier.last_modified)
     }
 }
 
@@ -180,6 +218,9 @@ pub struct CalendarObject {
     pub overrides: Vec<VEvent>,
     /// The zone floating times were read in.
     pub floating_zone: Tz,
+    /// The work reading it took, in steps (VTIMEZONE transitions stepped
+    /// through).
+    pub steps: usize,
 }
 
 impl CalendarObject {
@@ -213,10 +254,12 @@ pub fn parse_object(data: &str, calendar_zone: Option<Tz>) -> Result<CalendarObj
     let floating = calendar_zone.or(x_wr).unwrap_or(Tz::UTC);
     let reader = Reader {
         ical: &ical,
-        floating,
+        floating: Zone::Named(floating),
+        zones: RefCell::new(HashMap::new()),
+        steps: Cell::new(0),
     };
-    let mut master = None;
-    let mut overrides = Vec::new();
+    let mut masters: Vec<VEvent> = Vec::new();
+    let mut overrides: Vec<VEvent> = Vec::new();
     let vevents = ical
         .components
         .iter()
@@ -231,35 +274,80 @@ pub fn parse_object(data: &str, calendar_zone: Option<Tz>) -> Result<CalendarObj
         let v = reader.vevent(c)?;
         if v.recurrence_id.is_some() {
             overrides.push(v);
-        } else if master.is_none() {
-            master = Some(v);
+        } else {
+            masters.push(v);
         }
     }
+    // Several masters: the latest revision of the first one's UID (a
+    // resource holds one UID; masters of another are not read).
+    let uid = masters.first().map(|m| m.uid.clone());
+    let master = masters
+        .into_iter()
+        .filter(|m| Some(&m.uid) == uid.as_ref())
+        .reduce(|kept, next| if next.supersedes(&kept) { next } else { kept });
     if master.is_none() && overrides.is_empty() {
         return Err(IcalError::NoEvent);
     }
+    if let Some(When::Date(_)) = master.as_ref().map(|m| m.start) {
+        // Exchange writes the RECURRENCE-ID of an all-day series' instance
+        // as a date-time with TZID (its local midnight): it names the
+        // instance of that local date.
+        for ov in &mut overrides {
+            if let (Some(When::At(..)), Some(d)) = (ov.recurrence_id, ov.recurrence_date) {
+                ov.recurrence_id = Some(When::Date(d));
+            }
+        }
+    }
+    // Several overrides of one instance: its latest revision.
+    let mut by_instance: Vec<VEvent> = Vec::with_capacity(overrides.len());
+    let mut at: HashMap<DateTime<Utc>, usize> = HashMap::new();
+    for ov in overrides {
+        let key = ov.recurrence_id.map(|r| r.utc(Tz::UTC));
+        match key.and_then(|k| at.get(&k).copied()) {
+            Some(i) => {
+                if ov.supersedes(&by_instance[i]) {
+                    by_instance[i] = ov;
+                }
+            }
+            None => {
+                if let Some(k) = key {
+                    at.insert(k, by_instance.len());
+                }
+                by_instance.push(ov);
+            }
+        }
+    }
     Ok(CalendarObject {
         master,
-        overrides,
+        overrides: by_instance,
         floating_zone: floating,
+        steps: reader.steps.get(),
     })
 }
 
 struct Reader<'a> {
     ical: &'a ICalendar,
-    floating: Tz,
+    floating: Zone,
+    /// What each TZID met so far stands for (`None`: unknown, read as
+    /// floating).
+    zones: RefCell<HashMap<String, Option<Zone>>>,
+    /// VTIMEZONE transitions stepped through.
+    steps: Cell<usize>,
 }
 
 impl Reader<'_> {
     fn vevent(&self, c: &ICalendarComponent) -> Result<VEvent, IcalError> {
         let start_entry = prop(c, &ICalendarProperty::Dtstart).ok_or(IcalError::MissingStart)?;
-        let start = self
-            .when(start_entry, first_dt(start_entry))
-            .ok_or(IcalError::BadTime("DTSTART"))?;
+        let start = self.when(start_entry, first_dt(start_entry), "DTSTART")?;
+        // The zone the series steps through: DTSTART's.
+        let zone = match start {
+            When::At(..) if first_dt(start_entry).is_some_and(|p| p.tz_hour.is_none()) => {
+                self.zone_of(start_entry, &self.floating)?
+            }
+            _ => Zone::Named(Tz::UTC),
+        };
         let end = match prop(c, &ICalendarProperty::Dtend) {
-            Some(e) => self
-                .when(e, first_dt(e))
-                .ok_or(IcalError::BadTime("DTEND"))?,
+            Some(e) => self.when(e, first_dt(e), "DTEND")?,
             None => match prop(c, &ICalendarProperty::Duration).and_then(|e| e.values.first()) {
                 Some(ICalendarValue::Duration(d)) => start
                     .plus(d.to_time_delta().ok_or(IcalError::BadTime("DURATION"))?)
@@ -271,21 +359,46 @@ impl Reader<'_> {
                 },
             },
         };
-        // An end of the other kind (DATE-TIME end on a DATE start) or before
-        // the start: keep the RFC default duration rather than drop the event.
+        // An end before the start has no meaning to guess: the event is
+        // refused (and reported as skipped). An end of the other kind
+        // (DATE-TIME end on a DATE start), or an all-day end on its start
+        // day, keeps the RFC default duration.
         let end = match (start, end) {
             (When::Date(s), When::Date(e)) if e > s => end,
             (When::At(s, _), When::At(e, _)) if e >= s => end,
+            (When::Date(s), When::Date(e)) if e < s => return Err(IcalError::EndsBeforeStart),
+            (When::At(..), When::At(..)) => return Err(IcalError::EndsBeforeStart),
             (When::Date(s), _) => When::Date(s + Duration::days(1)),
             (at, _) => at,
         };
-        let recurrence_id = match prop(c, &ICalendarProperty::RecurrenceId) {
-            Some(e) => Some(
-                self.when_in(e, first_dt(e), start_zone(&start))
-                    .ok_or(IcalError::BadTime("RECURRENCE-ID"))?,
-            ),
-            None => None,
-        };
+        let (recurrence_id, recurrence_date, this_and_future) =
+            match prop(c, &ICalendarProperty::RecurrenceId) {
+                Some(e) => {
+                    let p = first_dt(e);
+                    let rid = self.when_in(e, p, &zone, "RECURRENCE-ID")?;
+                    let date = match (rid, p) {
+                        (When::Date(d), _) => Some(d),
+                        (When::At(t, _), Some(p)) if p.tz_hour.is_some() => {
+                            Some(t.with_timezone(&self.floating_tz()).date_naive())
+                        }
+                        (_, Some(p)) => NaiveDate::from_ymd_opt(
+                            i32::from(p.year.unwrap_or(0)),
+                            u32::from(p.month.unwrap_or(0)),
+                            u32::from(p.day.unwrap_or(0)),
+                        ),
+                        _ => None,
+                    };
+                    let range = e
+                        .parameter(&ICalendarParameterName::Range)
+                        .is_some_and(|v| {
+                            matches!(v, ICalendarParameterValue::Bool(true))
+                                || v.as_text()
+                                    .is_some_and(|t| t.eq_ignore_ascii_case("THISANDFUTURE"))
+                        });
+                    (Some(rid), date, range)
+                }
+                None => (None, None, false),
+            };
         let count = |name: &ICalendarProperty| -> usize {
             props(c, name).map(|e| e.values.len().max(1)).sum()
         };
@@ -323,24 +436,20 @@ impl Reader<'_> {
             }
         }
         let mut rdates = Vec::new();
+        let mut periods = Vec::new();
         for e in props(c, &ICalendarProperty::Rdate) {
             for v in &e.values {
-                let p = match v {
-                    ICalendarValue::PartialDateTime(p) => p.as_ref(),
-                    ICalendarValue::Period(calcard::icalendar::ICalendarPeriod::Range {
-                        start,
-                        ..
-                    })
-                    | ICalendarValue::Period(calcard::icalendar::ICalendarPeriod::Duration {
-                        start,
-                        ..
-                    }) => start,
+                match v {
+                    ICalendarValue::PartialDateTime(p) => {
+                        rdates.push(self.when_in(e, Some(p.as_ref()), &zone, "RDATE")?);
+                    }
+                    ICalendarValue::Period(period) => {
+                        let (from, to) = self.period(e, period, &zone)?;
+                        rdates.push(from);
+                        periods.push((from, to));
+                    }
                     _ => return Err(IcalError::BadTime("RDATE")),
-                };
-                rdates.push(
-                    self.when_in(e, Some(p), start_zone(&start))
-                        .ok_or(IcalError::BadTime("RDATE"))?,
-                );
+                }
             }
         }
         let mut exdates = Vec::new();
@@ -349,10 +458,7 @@ impl Reader<'_> {
                 let p = v
                     .as_partial_date_time()
                     .ok_or(IcalError::BadTime("EXDATE"))?;
-                exdates.push(
-                    self.when_in(e, Some(p), start_zone(&start))
-                        .ok_or(IcalError::BadTime("EXDATE"))?,
-                );
+                exdates.push(self.when_in(e, Some(p), &zone, "EXDATE")?);
             }
         }
         let status = match text(c, &ICalendarProperty::Status)
@@ -387,10 +493,14 @@ impl Reader<'_> {
                 .trim()
                 .to_string(),
             start,
+            zone,
             end,
             recurrence_id,
+            recurrence_date,
+            this_and_future,
             rules,
             rdates,
+            periods,
             exdates,
             summary: text(c, &ICalendarProperty::Summary)
                 .unwrap_or_default()
@@ -407,6 +517,7 @@ impl Reader<'_> {
             organizer,
             created: self.utc_prop(c, &ICalendarProperty::Created),
             last_modified: self.utc_prop(c, &ICalendarProperty::LastModified),
+            dtstamp: self.utc_prop(c, &ICalendarProperty::Dtstamp),
             sequence: prop(c, &ICalendarProperty::Sequence)
                 .and_then(|e| e.values.first())
                 .and_then(|v| v.as_integer())
@@ -415,9 +526,51 @@ impl Reader<'_> {
         })
     }
 
+    /// The IANA zone floating values are read in.
+    fn floating_tz(&self) -> Tz {
+        match &self.floating {
+            Zone::Named(z) => *z,
+            Zone::Custom(_) => Tz::UTC,
+        }
+    }
+
+    /// An RDATE period's start and end (a date-time range, or a start and
+    /// a duration), the end not before the start.
+    fn period(
+        &self,
+        e: &ICalendarEntry,
+        period: &ICalendarPeriod,
+        zone: &Zone,
+    ) -> Result<(When, When), IcalError> {
+        let (from, to) = match period {
+            ICalendarPeriod::Range { start, end } => (
+                self.when_in(e, Some(start), zone, "RDATE")?,
+                self.when_in(e, Some(end), zone, "RDATE")?,
+            ),
+            ICalendarPeriod::Duration { start, duration } => {
+                let from = self.when_in(e, Some(start), zone, "RDATE")?;
+                let to = duration
+                    .to_time_delta()
+                    .and_then(|d| from.plus(d))
+                    .ok_or(IcalError::BadTime("RDATE"))?;
+                (from, to)
+            }
+        };
+        match (from, to) {
+            (When::At(s, _), When::At(e, _)) if e >= s => Ok((from, to)),
+            (When::At(..), When::At(..)) => Err(IcalError::EndsBeforeStart),
+            _ => Err(IcalError::BadTime("RDATE")),
+        }
+    }
+
     /// A date or date-time value, zoned by its TZID, floating otherwise.
-    fn when(&self, e: &ICalendarEntry, p: Option<&PartialDateTime>) -> Option<When> {
-        self.when_in(e, p, self.floating)
+    fn when(
+        &self,
+        e: &ICalendarEntry,
+        p: Option<&PartialDateTime>,
+        what: &'static str,
+    ) -> Result<When, IcalError> {
+        self.when_in(e, p, &self.floating, what)
     }
 
     /// As [`Reader::when`], reading values without TZID or `Z` in
@@ -426,66 +579,83 @@ impl Reader<'_> {
         &self,
         e: &ICalendarEntry,
         p: Option<&PartialDateTime>,
-        floating: Tz,
-    ) -> Option<When> {
-        let p = p?;
-        let date =
-            NaiveDate::from_ymd_opt(i32::from(p.year?), u32::from(p.month?), u32::from(p.day?))?;
+        floating: &Zone,
+        what: &'static str,
+    ) -> Result<When, IcalError> {
+        let bad = || IcalError::BadTime(what);
+        let p = p.ok_or_else(bad)?;
+        let date = NaiveDate::from_ymd_opt(
+            i32::from(p.year.ok_or_else(bad)?),
+            u32::from(p.month.ok_or_else(bad)?),
+            u32::from(p.day.ok_or_else(bad)?),
+        )
+        .ok_or_else(bad)?;
         if !p.has_time() {
-            return Some(When::Date(date));
+            return Ok(When::Date(date));
         }
-        let naive = date.and_hms_opt(
-            u32::from(p.hour?),
-            u32::from(p.minute?),
-            u32::from(p.second.unwrap_or(0).min(59)),
-        )?;
+        let naive = date
+            .and_hms_opt(
+                u32::from(p.hour.ok_or_else(bad)?),
+                u32::from(p.minute.ok_or_else(bad)?),
+                u32::from(p.second.unwrap_or(0).min(59)),
+            )
+            .ok_or_else(bad)?;
         if let Some(h) = p.tz_hour {
             let secs = i64::from(h) * 3600 + i64::from(p.tz_minute.unwrap_or(0)) * 60;
             let offset = if p.tz_minus { -secs } else { secs };
-            return Some(When::At(
+            return Ok(When::At(
                 Utc.from_utc_datetime(&(naive - Duration::seconds(offset))),
                 Tz::UTC,
             ));
         }
-        let zone = match e.tz_id() {
-            Some(tzid) => resolve_tzid(self.ical, tzid).unwrap_or_else(|| {
-                tracing::warn!("unknown TZID in an event; reading its times as floating");
-                floating
-            }),
-            None => floating,
+        let zone = self.zone_of(e, floating)?;
+        let t = zone.to_utc(naive);
+        Ok(When::At(t, zone.label_at(t)))
+    }
+
+    /// The zone a value's TZID stands for; `floating` when it has none, or
+    /// names nothing and has no VTIMEZONE. A VTIMEZONE that cannot be read
+    /// makes the value unreadable.
+    fn zone_of(&self, e: &ICalendarEntry, floating: &Zone) -> Result<Zone, IcalError> {
+        let Some(tzid) = e.tz_id() else {
+            return Ok(floating.clone());
         };
-        Some(When::At(local_to_utc(naive, zone), zone))
+        if let Some(known) = self.zones.borrow().get(tzid) {
+            return Ok(known.clone().unwrap_or_else(|| floating.clone()));
+        }
+        let custom = self
+            .zones
+            .borrow()
+            .values()
+            .filter(|z| matches!(z, Some(Zone::Custom(_))))
+            .count();
+        let zone = zone_for_tzid(self.ical, tzid).map_err(IcalError::BadZone)?;
+        match &zone {
+            Some(Zone::Custom(c)) => {
+                if custom >= bounds::MAX_CUSTOM_ZONES {
+                    return Err(IcalError::TooLarge(format!(
+                        "more than {} custom VTIMEZONEs",
+                        bounds::MAX_CUSTOM_ZONES
+                    )));
+                }
+                self.steps.set(self.steps.get() + c.steps);
+            }
+            Some(Zone::Named(_)) => {}
+            None => tracing::warn!("unknown TZID in an event; reading its times as floating"),
+        }
+        self.zones
+            .borrow_mut()
+            .insert(tzid.to_string(), zone.clone());
+        Ok(zone.unwrap_or_else(|| floating.clone()))
     }
 
     fn utc_prop(&self, c: &ICalendarComponent, name: &ICalendarProperty) -> Option<DateTime<Utc>> {
         let e = prop(c, name)?;
-        match self.when(e, first_dt(e))? {
+        match self.when(e, first_dt(e), "a time stamp").ok()? {
             When::At(t, _) => Some(t),
             When::Date(d) => Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?)),
         }
     }
-}
-
-/// The zone RDATE/EXDATE/RECURRENCE-ID values without TZID are read in:
-/// their DTSTART's.
-fn start_zone(start: &When) -> Tz {
-    match start {
-        When::At(_, z) => *z,
-        When::Date(_) => Tz::UTC,
-    }
-}
-
-/// A local wall-clock time in `zone` as UTC: the first of repeated times,
-/// and the offset from before a gap for skipped times.
-pub fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
-    zone.from_local_datetime(&naive)
-        .earliest()
-        .or_else(|| {
-            zone.from_local_datetime(&(naive + Duration::hours(1)))
-                .earliest()
-        })
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| Utc.from_utc_datetime(&naive))
 }
 
 fn until_value(p: &PartialDateTime) -> Result<UntilValue, IcalError> {

@@ -24,6 +24,14 @@ pub enum IcalError {
     /// A date or time property does not parse.
     #[error("{0} is not a valid date or date-time")]
     BadTime(&'static str),
+    /// The event ends before it starts (DTEND, a negative DURATION, or an
+    /// RDATE period): there is no length to guess.
+    #[error("the event ends before it starts")]
+    EndsBeforeStart,
+    /// A VTIMEZONE that names no known zone cannot be read from its own
+    /// rules (the reason says why, never quoting content).
+    #[error("a VTIMEZONE cannot be read: {0}")]
+    BadZone(String),
     /// A recurrence rule does not parse or does not fit its DTSTART.
     #[error("invalid recurrence rule: {0}")]
     BadRule(String),

@@ -1,28 +1,118 @@
-//! Time-zone resolution for iCalendar data: a TZID (IANA id, Windows name
-//! as Outlook writes it, vendor-prefixed id, or a label whose VTIMEZONE
-//! carries `X-LIC-LOCATION` / `X-MICROSOFT-CDO-TZID`) becomes an IANA zone.
-//! Known names are resolved by `calcard` (which carries the CLDR Windows
-//! table); a custom VTIMEZONE that names nothing known is matched by its
-//! standard and daylight offsets against common zones.
+//! Time-zone resolution for iCalendar data: the [`Zone`] a TZID stands
+//! for. A known name (IANA id, Windows name as Outlook writes it,
+//! vendor-prefixed id, or a label whose VTIMEZONE carries `X-LIC-LOCATION`
+//! / `X-MICROSOFT-CDO-TZID`) is an IANA zone, resolved by `calcard` (which
+//! carries the CLDR Windows table); a VTIMEZONE that names nothing known is
+//! evaluated from its own observances ([`custom`]), and one that cannot be
+//! read makes the times that use it unreadable, never guessed. Only the
+//! calendar's own zone (`calendar-timezone`, and `X-WR-TIMEZONE`), which
+//! the sync cursor carries by IANA name, is still matched by its offsets
+//! against common zones when it names nothing known.
+
+use std::sync::Arc;
 
 use calcard::common::timezone::Tz as CalTz;
-use calcard::icalendar::{ICalendar, ICalendarComponentType, ICalendarProperty, ICalendarValue};
+use calcard::icalendar::{
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarProperty, ICalendarValue,
+};
+use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-/// The IANA zone a TZID names in `ical`, if it can be told.
+pub mod custom;
+
+pub use custom::CustomZone;
+
+/// The zone a time was written in: a known IANA zone, or a VTIMEZONE read
+/// from its own rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Zone {
+    /// A known zone.
+    Named(Tz),
+    /// A VTIMEZONE that names no known zone, evaluated from its rules.
+    Custom(Arc<CustomZone>),
+}
+
+impl Zone {
+    /// A wall-clock time as UTC (see [`local_to_utc`] for gaps and repeats).
+    pub fn to_utc(&self, local: NaiveDateTime) -> DateTime<Utc> {
+        match self {
+            Zone::Named(z) => local_to_utc(local, *z),
+            Zone::Custom(c) => c.to_utc(local),
+        }
+    }
+
+    /// The wall-clock time at `t`.
+    pub fn to_local(&self, t: DateTime<Utc>) -> NaiveDateTime {
+        match self {
+            Zone::Named(z) => t.with_timezone(z).naive_local(),
+            Zone::Custom(c) => c.to_local(t),
+        }
+    }
+
+    /// The IANA zone the contract names for a time at `t` in this zone.
+    pub fn label_at(&self, t: DateTime<Utc>) -> Tz {
+        match self {
+            Zone::Named(z) => *z,
+            Zone::Custom(c) => c.label_at(t),
+        }
+    }
+}
+
+/// A local wall-clock time in `zone` as UTC: the first of repeated times,
+/// and the offset from before a gap for skipped times.
+pub fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(naive + Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| Utc.from_utc_datetime(&naive))
+}
+
+/// What a TZID stands for in `ical`: a known zone, its VTIMEZONE read from
+/// its own rules (`Err` with the reason when that VTIMEZONE cannot be
+/// read), or `Ok(None)` when the name is unknown and the object holds no
+/// VTIMEZONE for it.
+pub fn zone_for_tzid(ical: &ICalendar, tzid: &str) -> Result<Option<Zone>, String> {
+    if let Some(tz) = named(ical, tzid) {
+        return Ok(Some(Zone::Named(tz)));
+    }
+    let Some(vtz) = vtimezone(ical, tzid) else {
+        return Ok(None);
+    };
+    CustomZone::from_vtimezone(ical, vtz, by_offsets(ical, vtz))
+        .map(|c| Some(Zone::Custom(Arc::new(c))))
+}
+
+/// The IANA zone a TZID names in `ical`, if it can be told: a known name,
+/// else the common zone with the offsets of its VTIMEZONE (for the
+/// calendar's own zone only, see the module docs).
 pub fn resolve_tzid(ical: &ICalendar, tzid: &str) -> Option<Tz> {
+    named(ical, tzid).or_else(|| by_offsets(ical, vtimezone(ical, tzid)?))
+}
+
+/// The IANA zone a known TZID names.
+fn named(ical: &ICalendar, tzid: &str) -> Option<Tz> {
     if let Some(tz) = ical.build_tz_resolver().resolve(tzid).and_then(to_iana) {
         return Some(tz);
     }
     // Vendor prefixes such as "/mozilla.org/20050126_1/Europe/Berlin".
-    if let Some(tz) = tzid
-        .rsplit_once('/')
+    tzid.rsplit_once('/')
         .and_then(|_| iana_suffix(tzid))
         .and_then(|s| s.parse::<Tz>().ok())
-    {
-        return Some(tz);
-    }
-    by_offsets(ical, tzid)
+}
+
+/// The VTIMEZONE of `ical` with this TZID.
+fn vtimezone<'a>(ical: &'a ICalendar, tzid: &str) -> Option<&'a ICalendarComponent> {
+    ical.components.iter().find(|c| {
+        c.component_type == ICalendarComponentType::VTimezone
+            && c.entries.iter().any(|e| {
+                e.name == ICalendarProperty::Tzid
+                    && e.values.first().and_then(|v| v.as_text()) == Some(tzid)
+            })
+    })
 }
 
 /// The longest `Area/City` suffix of a prefixed TZID.
@@ -54,8 +144,9 @@ fn to_iana(tz: CalTz) -> Option<Tz> {
     }
 }
 
-/// Common zones by (standard offset, daylight offset) in minutes, for
-/// custom VTIMEZONEs ("Customized Time Zone") that name no known zone.
+/// Common zones by (standard offset, daylight offset) in minutes: the
+/// names a custom VTIMEZONE ("Customized Time Zone") is given where their
+/// offsets agree, and the calendar's own zone when it names nothing known.
 const BY_OFFSETS: &[(i32, Option<i32>, &str)] = &[
     (-600, None, "Pacific/Honolulu"),
     (-540, Some(-480), "America/Anchorage"),
@@ -95,14 +186,7 @@ const BY_OFFSETS: &[(i32, Option<i32>, &str)] = &[
 
 /// Matches a VTIMEZONE's STANDARD/DAYLIGHT `TZOFFSETTO` values against
 /// [`BY_OFFSETS`].
-fn by_offsets(ical: &ICalendar, tzid: &str) -> Option<Tz> {
-    let vtz = ical.components.iter().find(|c| {
-        c.component_type == ICalendarComponentType::VTimezone
-            && c.entries.iter().any(|e| {
-                e.name == ICalendarProperty::Tzid
-                    && e.values.first().and_then(|v| v.as_text()) == Some(tzid)
-            })
-    })?;
+fn by_offsets(ical: &ICalendar, vtz: &ICalendarComponent) -> Option<Tz> {
     let mut standard = None;
     let mut daylight = None;
     for id in &vtz.component_ids {
@@ -201,16 +285,28 @@ mod tests {
     }
 
     #[test]
-    fn a_custom_vtimezone_is_matched_by_its_offsets() {
+    fn a_custom_vtimezone_names_the_calendar_zone_by_its_offsets_and_events_by_its_rules() {
         let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:Microsoft Exchange Server 2010\r\n\
 BEGIN:VTIMEZONE\r\nTZID:Customized Time Zone\r\n\
 BEGIN:STANDARD\r\nDTSTART:16010101T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nRRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10\r\nEND:STANDARD\r\n\
 BEGIN:DAYLIGHT\r\nDTSTART:16010101T020000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\nRRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3\r\nEND:DAYLIGHT\r\n\
 END:VTIMEZONE\r\nEND:VCALENDAR\r\n";
+        // The calendar's own zone is named by its offsets; an event's TZID
+        // is read by the VTIMEZONE's own rules.
         assert_eq!(
             zone_of(ics, "Customized Time Zone"),
             Some(Tz::Europe__Berlin)
         );
+        let ical = parse_calendar(ics).unwrap();
+        assert!(matches!(
+            zone_for_tzid(&ical, "Customized Time Zone"),
+            Ok(Some(Zone::Custom(_)))
+        ));
+        assert_eq!(
+            zone_for_tzid(&ical, "Europe/Paris"),
+            Ok(Some(Zone::Named(Tz::Europe__Paris)))
+        );
+        assert_eq!(zone_for_tzid(&ical, "Nowhere/Special"), Ok(None));
     }
 
     #[test]
