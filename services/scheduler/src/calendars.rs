@@ -7,15 +7,15 @@ use calbridge::ErrorKind;
 
 use crate::accounts::{calendar_pb, tenant_account};
 use crate::clock::{now_ms, ts_ms as ts};
-use crate::ids::CalendarId;
+use crate::ids::{AccountId, CalendarId, TenantId};
 use crate::sealing::{event_aad, open_event};
 use crate::state::Shared;
 
 /// The account's calendars, primary first.
 pub fn list(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
 ) -> Result<Vec<pb::Calendar>, ErrorKind> {
     let a = tenant_account(shared, tenant, account_id)?;
     let key = shared.data_key(&a)?;
@@ -33,9 +33,9 @@ pub fn list(
 /// channel stopped, mirror cleared).
 pub async fn set_sync(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
-    calendar_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
     synced: bool,
 ) -> Result<pb::Calendar, ErrorKind> {
     let a = tenant_account(shared, tenant, account_id)?;
@@ -89,9 +89,9 @@ pub struct EventPage {
 /// position `after` (start ms, provider event id) of an earlier page.
 pub fn list_events(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
-    calendar_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
     (start_ms, end_ms): (i64, i64),
     after: Option<(i64, &str)>,
     n: usize,
@@ -138,9 +138,9 @@ pub fn list_events(
 /// is empty).
 pub fn get_event(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
-    calendar_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
     client_event_id: &str,
     provider_event_id: &str,
 ) -> Result<pb::Event, ErrorKind> {
@@ -169,8 +169,8 @@ pub fn get_event(
 /// The sync status of each of the account's calendars.
 pub fn sync_status(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
 ) -> Result<Vec<pb::CalendarSyncStatus>, ErrorKind> {
     let a = tenant_account(shared, tenant, account_id)?;
     let mut out = Vec::new();
@@ -216,9 +216,9 @@ pub fn sync_status(
 /// calendars made due.
 pub async fn sync_now(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
-    calendar_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
 ) -> Result<Vec<CalendarId>, ErrorKind> {
     let a = tenant_account(shared, tenant, account_id)?;
     if a.status != AccountStatus::Active {
@@ -233,7 +233,7 @@ pub async fn sync_now(
     }
     let mut ids = Vec::new();
     for c in shared.store.calendars(&a.account_id)? {
-        if c.synced && (calendar_id.is_empty() || calendar_id == c.calendar_id) {
+        if c.synced && (calendar_id.is_empty() || *calendar_id == c.calendar_id) {
             shared.sync_soon(&a.account_id, &c.calendar_id);
             ids.push(c.calendar_id);
         }

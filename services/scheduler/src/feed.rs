@@ -12,6 +12,7 @@ use futures::Stream;
 
 use crate::clock::now_ms;
 use crate::crypto::DataKey;
+use crate::ids::TenantId;
 use crate::sealing::{change_aad, open_event};
 use crate::state::Shared;
 use crate::store::ChangeRecord;
@@ -43,7 +44,7 @@ pub fn parse_cursor(field: &str, s: &str) -> Result<u64, ErrorKind> {
 /// "from the oldest retained change".
 pub fn check_cursor(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     field: &str,
     cursor: &str,
 ) -> Result<u64, ErrorKind> {
@@ -71,7 +72,7 @@ pub fn check_cursor(
 /// One page of changes after `after`.
 pub fn page(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     after: u64,
     limit: usize,
 ) -> Result<Vec<pb::Change>, ErrorKind> {
@@ -87,7 +88,7 @@ pub fn page(
 /// tenant's retained log), `n` at most, and the cursor that follows it.
 pub fn list(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     cursor: &str,
     n: usize,
 ) -> Result<(Vec<pb::Change>, String), ErrorKind> {
@@ -102,7 +103,7 @@ pub fn list(
 
 /// The cursor of the tenant's newest change: watching from it sees only
 /// what comes after now.
-pub fn head_cursor(shared: &Shared, tenant: &str) -> Result<String, ErrorKind> {
+pub fn head_cursor(shared: &Shared, tenant: &TenantId) -> Result<String, ErrorKind> {
     Ok(cursor_of(shared.store.log_bounds(tenant)?.head))
 }
 
@@ -161,7 +162,7 @@ pub fn watch(shared: Arc<Shared>, tenant: String, mut after: u64) -> ChangeStrea
     tokio::spawn(async move {
         loop {
             tick.mark_unchanged();
-            let batch = match page(&shared, &tenant, after, 256) {
+            let batch = match page(&shared, &TenantId::from(tenant.as_str()), after, 256) {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = tx.send(Err(e.into())).await;
@@ -217,10 +218,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Shared::for_test(dir.path());
         s.store
-            .append_changes("t", &[change(), change()], 1_000)
+            .append_changes(&TenantId::from("t"), &[change(), change()], 1_000)
             .unwrap();
-        s.store.append_changes("t", &[change()], now_ms()).unwrap();
-        assert_eq!(check_cursor(&s, "t", "cursor", &cursor_of(0)).unwrap(), 0);
+        s.store
+            .append_changes(&TenantId::from("t"), &[change()], now_ms())
+            .unwrap();
+        assert_eq!(
+            check_cursor(&s, &TenantId::from("t"), "cursor", &cursor_of(0)).unwrap(),
+            0
+        );
         s.store
             .put_tenant(&crate::store::TenantRecord {
                 tenant_id: "t".into(),
@@ -229,17 +235,26 @@ mod tests {
             })
             .unwrap();
         assert_eq!(prune(&s).unwrap(), 2);
-        match check_cursor(&s, "t", "cursor", &cursor_of(1)) {
+        match check_cursor(&s, &TenantId::from("t"), "cursor", &cursor_of(1)) {
             Err(ErrorKind::OutOfRange(m)) => assert!(m.contains("resync"), "{m}"),
             other => panic!("unexpected {other:?}"),
         }
         // From the floor on, replay works; an empty cursor starts there.
-        assert_eq!(check_cursor(&s, "t", "cursor", &cursor_of(2)).unwrap(), 2);
-        assert_eq!(check_cursor(&s, "t", "cursor", "").unwrap(), 2);
-        assert_eq!(page(&s, "t", 2, 10).unwrap()[0].sequence, 3);
+        assert_eq!(
+            check_cursor(&s, &TenantId::from("t"), "cursor", &cursor_of(2)).unwrap(),
+            2
+        );
+        assert_eq!(
+            check_cursor(&s, &TenantId::from("t"), "cursor", "").unwrap(),
+            2
+        );
+        assert_eq!(
+            page(&s, &TenantId::from("t"), 2, 10).unwrap()[0].sequence,
+            3
+        );
         // A cursor from the future was not issued here.
         assert!(matches!(
-            check_cursor(&s, "t", "cursor", &cursor_of(9)),
+            check_cursor(&s, &TenantId::from("t"), "cursor", &cursor_of(9)),
             Err(ErrorKind::Invalid(_))
         ));
     }

@@ -5,6 +5,7 @@
 use calbridge::pb;
 use calbridge::ErrorKind;
 
+use crate::ids::{AccountId, TenantId};
 use crate::state::Shared;
 
 /// One busy interval in ms.
@@ -39,14 +40,14 @@ pub fn merge(mut v: Vec<(Busy, String)>) -> Vec<(Busy, String)> {
 /// order named; a revoked account fails the request, naming its field.
 pub fn query(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     account_ids: &[String],
     start: i64,
     end: i64,
 ) -> Result<Vec<pb::AccountFreeBusy>, ErrorKind> {
     let mut out = Vec::with_capacity(account_ids.len());
     for (i, id) in account_ids.iter().enumerate() {
-        let a = crate::accounts::tenant_account(shared, tenant, id)?;
+        let a = crate::accounts::tenant_account(shared, tenant, &AccountId::from(id))?;
         crate::accounts::check_not_revoked(&a, &format!("account_ids[{i}]"))?;
         out.push(account_busy(shared, &a, start, end)?);
     }

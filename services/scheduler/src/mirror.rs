@@ -7,6 +7,7 @@ use calbridge::time::{boundary_utc, parse_event_time};
 use chrono_tz::Tz;
 
 use crate::crypto::DataKey;
+use crate::ids::{AccountId, CalendarId};
 use crate::sealing::{event_aad, seal_event};
 use crate::store::{EventRecord, MirrorPut};
 
@@ -106,8 +107,8 @@ pub fn content_hash(e: &pb::Event) -> String {
 /// calendar ids), replacing `previous` when there is one.
 pub fn put_for(
     key: &DataKey,
-    account: &str,
-    calendar: &str,
+    account: &AccountId,
+    calendar: &CalendarId,
     zone: Option<Tz>,
     event: &pb::Event,
     previous: Option<&EventRecord>,

@@ -10,31 +10,32 @@ use calbridge::ErrorKind;
 use prost::Message;
 
 use crate::crypto::DataKey;
+use crate::ids::{AccountId, CalendarId};
 use crate::keyring::{vault_err, KeyVault};
 use crate::store::AccountRecord;
 
 /// AAD of an account's credentials.
-pub fn cred_aad(account_id: &str) -> String {
+pub fn cred_aad(account_id: &AccountId) -> String {
     format!("credentials/{account_id}")
 }
 
 /// AAD of an account's provider identity.
-pub fn identity_aad(account_id: &str) -> String {
+pub fn identity_aad(account_id: &AccountId) -> String {
     format!("identity/{account_id}")
 }
 
 /// AAD of a calendar's name.
-pub fn calendar_aad(account_id: &str, calendar_id: &str) -> String {
+pub fn calendar_aad(account_id: &AccountId, calendar_id: &CalendarId) -> String {
     format!("calendar/{account_id}/{calendar_id}")
 }
 
 /// AAD of a mirrored event.
-pub fn event_aad(account_id: &str, calendar_id: &str, pid: &str) -> String {
+pub fn event_aad(account_id: &AccountId, calendar_id: &CalendarId, pid: &str) -> String {
     format!("event/{account_id}/{calendar_id}/{pid}")
 }
 
 /// AAD of an event snapshot in the change log.
-pub fn change_aad(account_id: &str, calendar_id: &str, pid: &str) -> String {
+pub fn change_aad(account_id: &AccountId, calendar_id: &CalendarId, pid: &str) -> String {
     format!("change/{account_id}/{calendar_id}/{pid}")
 }
 
@@ -58,7 +59,11 @@ pub fn open_event(key: &DataKey, aad: &str, sealed: &[u8]) -> Result<pb::Event, 
 }
 
 /// Seals credentials for storage.
-pub fn seal_credentials(key: &DataKey, account_id: &str, c: &pb::ProviderCredentials) -> Vec<u8> {
+pub fn seal_credentials(
+    key: &DataKey,
+    account_id: &AccountId,
+    c: &pb::ProviderCredentials,
+) -> Vec<u8> {
     key.seal(cred_aad(account_id).as_bytes(), &c.encode_to_vec())
 }
 
@@ -97,7 +102,7 @@ pub fn data_key(
 /// Makes the data key of a new account, stored durably in the vault.
 pub async fn create_data_key(
     vault: &Arc<dyn KeyVault>,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> Result<DataKey, ErrorKind> {
     let (vault, id) = (vault.clone(), account_id.to_string());
     tokio::task::spawn_blocking(move || vault.create(&id))
@@ -110,7 +115,7 @@ pub async fn create_data_key(
 /// from then on nothing the scheduler keeps can open what it sealed.
 pub async fn destroy_data_key(
     vault: &Arc<dyn KeyVault>,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> Result<(), ErrorKind> {
     let (vault, ids) = (vault.clone(), vec![account_id.to_string()]);
     tokio::task::spawn_blocking(move || vault.destroy(&ids))

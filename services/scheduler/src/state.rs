@@ -14,7 +14,7 @@ use crate::busy::participants::AvailabilityCache;
 use crate::busy::{Timeline, TimelineCache};
 use crate::config::Config;
 use crate::crypto::{hash_hex, DataKey};
-use crate::ids::CalendarKey;
+use crate::ids::{AccountId, CalendarId, CalendarKey};
 use crate::keyring::KeyVault;
 use crate::sealing;
 use crate::store::{AccountRecord, Store};
@@ -105,26 +105,34 @@ impl Shared {
 
     /// A calendar's blocking events, from memory when cached since the last
     /// change of its mirror.
-    pub fn timeline(&self, account: &str, calendar: &str) -> Result<Arc<Timeline>, ErrorKind> {
+    pub fn timeline(
+        &self,
+        account: &AccountId,
+        calendar: &CalendarId,
+    ) -> Result<Arc<Timeline>, ErrorKind> {
         self.timelines.get(&self.store, account, calendar)
     }
 
     /// Forgets a calendar's cached time line after its mirror changed.
-    pub fn mirror_changed(&self, account: &str, calendar: &str) {
+    pub fn mirror_changed(&self, account: &AccountId, calendar: &CalendarId) {
         self.timelines.forget(account, calendar);
         // Availability cache hook: the account's participants are stale.
         self.availability_cache.account_changed(account);
     }
 
     /// Forgets every cached time line of an account.
-    pub fn account_mirror_changed(&self, account: &str) {
+    pub fn account_mirror_changed(&self, account: &AccountId) {
         self.timelines.forget_account(account);
         // Availability cache hook: the account's participants are stale.
         self.availability_cache.account_changed(account);
     }
 
     /// The lock of one calendar.
-    pub fn calendar_lock(&self, account: &str, calendar: &str) -> Arc<tokio::sync::RwLock<()>> {
+    pub fn calendar_lock(
+        &self,
+        account: &AccountId,
+        calendar: &CalendarId,
+    ) -> Arc<tokio::sync::RwLock<()>> {
         self.calendar_locks
             .lock()
             .expect("lock poisoned")
@@ -136,8 +144,8 @@ impl Shared {
     /// The lock of one client event id.
     pub fn client_lock(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
         client_id: &str,
     ) -> Arc<tokio::sync::Mutex<()>> {
         self.client_locks
@@ -149,7 +157,7 @@ impl Shared {
     }
 
     /// Marks a calendar due now and wakes the sync loop.
-    pub fn sync_soon(&self, account: &str, calendar: &str) {
+    pub fn sync_soon(&self, account: &AccountId, calendar: &CalendarId) {
         // Availability cache hook: every write of an account's calendar
         // records (connect, re-connect, refresh, turning sync on) is
         // followed by this call.
@@ -164,7 +172,7 @@ impl Shared {
     /// True while writes a crash interrupted on this calendar are not
     /// completed: what the provider holds may be the platform's own write
     /// whose result is not stored yet.
-    pub fn writes_in_doubt(&self, account: &str, calendar: &str) -> bool {
+    pub fn writes_in_doubt(&self, account: &AccountId, calendar: &CalendarId) -> bool {
         let in_doubt = self.in_doubt.lock().expect("lock poisoned");
         !in_doubt.is_empty() && in_doubt.contains(&(account.into(), calendar.into()))
     }

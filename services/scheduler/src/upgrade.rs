@@ -343,6 +343,7 @@ fn without_key(v: &[u8]) -> Result<Vec<u8>, UpgradeError> {
 mod tests {
     use super::*;
     use crate::crypto::{DataKey, MasterKey};
+    use crate::ids::{AccountId, CalendarId, TenantId};
     use crate::keyring::FileKeyring;
     use crate::sealing::{cred_aad, event_aad};
 
@@ -375,7 +376,10 @@ mod tests {
                 "identity_hash": format!("hash-{id}"),
             })
         };
-        let creds = key.seal(cred_aad(ACCOUNT).as_bytes(), b"password: hunter2");
+        let creds = key.seal(
+            cred_aad(&AccountId::from(ACCOUNT)).as_bytes(),
+            b"password: hunter2",
+        );
         let accounts = db.open_tree("accounts").unwrap();
         accounts
             .insert(
@@ -401,7 +405,7 @@ mod tests {
             )
             .unwrap();
         let event = key.seal(
-            event_aad(ACCOUNT, CAL, PID).as_bytes(),
+            event_aad(&AccountId::from(ACCOUNT), &CalendarId::from(CAL), PID).as_bytes(),
             b"Dentist Zephyrine",
         );
         db.open_tree("events")
@@ -512,33 +516,54 @@ mod tests {
         assert_eq!(a.identity_hash, format!("hash-{ACCOUNT}"));
         assert_eq!(
             from_vault
-                .open(cred_aad(ACCOUNT).as_bytes(), &a.sealed_credentials)
+                .open(
+                    cred_aad(&AccountId::from(ACCOUNT)).as_bytes(),
+                    &a.sealed_credentials
+                )
                 .unwrap(),
             b"password: hunter2"
         );
-        let e = store.event(ACCOUNT, CAL, PID).unwrap().unwrap();
+        let e = store
+            .event(&AccountId::from(ACCOUNT), &CalendarId::from(CAL), PID)
+            .unwrap()
+            .unwrap();
         assert_eq!(e.client_event_id.as_deref(), Some(CLIENT));
         assert_eq!(
             store
-                .provider_id_for_client(ACCOUNT, CAL, CLIENT)
+                .provider_id_for_client(&AccountId::from(ACCOUNT), &CalendarId::from(CAL), CLIENT)
                 .unwrap()
                 .as_deref(),
             Some(PID)
         );
         assert_eq!(
-            store.event_ids(ACCOUNT, CAL).unwrap(),
+            store
+                .event_ids(&AccountId::from(ACCOUNT), &CalendarId::from(CAL))
+                .unwrap(),
             vec![PID.to_string()]
         );
         let index = store
-            .events_overlapping(ACCOUNT, CAL, -1, 100, None, 10)
+            .events_overlapping(
+                &AccountId::from(ACCOUNT),
+                &CalendarId::from(CAL),
+                -1,
+                100,
+                None,
+                10,
+            )
             .unwrap();
         assert_eq!(index.len(), 1);
         assert_eq!((index[0].0, index[0].1.as_str()), (0, PID));
-        assert_eq!(store.calendars(ACCOUNT).unwrap()[0].calendar_id, CAL);
-        let st = store.sync_state(ACCOUNT, CAL).unwrap().unwrap();
+        assert_eq!(
+            store.calendars(&AccountId::from(ACCOUNT)).unwrap()[0].calendar_id,
+            CAL
+        );
+        let st = store
+            .sync_state(&AccountId::from(ACCOUNT), &CalendarId::from(CAL))
+            .unwrap()
+            .unwrap();
         assert_eq!(st.cursor, format!("https://dav.example.com/{CAL}/sync/7"));
         assert_eq!(st.skipped[0].0, PID);
-        let log = store.changes_after("t", 0, 10).unwrap();
+        let log = store.changes_after(&TenantId::from("t"), 0, 10).unwrap();
         assert_eq!(
             (
                 log[0].calendar_id.as_str(),
@@ -546,13 +571,19 @@ mod tests {
             ),
             (CAL, PID)
         );
-        let aad = event_aad(ACCOUNT, CAL, PID);
+        let aad = event_aad(&AccountId::from(ACCOUNT), &CalendarId::from(CAL), PID);
         assert_eq!(
             key.open(aad.as_bytes(), &e.sealed).unwrap(),
             b"Dentist Zephyrine"
         );
         assert_eq!(store.tenant("t").unwrap().unwrap().name, "acme");
-        assert_eq!(store.tenant_accounts("t", None, 10).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .tenant_accounts(&TenantId::from("t"), None, 10)
+                .unwrap()
+                .len(),
+            1
+        );
         let pending = store.outbox_all().unwrap();
         assert_eq!(pending.len(), 1);
         assert!(store.next_id().unwrap() > pending[0].op_id);

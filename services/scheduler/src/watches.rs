@@ -10,6 +10,7 @@ use crate::accounts::usable_credentials;
 use crate::adapters::adapter_error;
 use crate::clock::now_ms;
 use crate::crypto::{constant_time_eq, hash_hex, random_hex};
+use crate::ids::CalendarId;
 use crate::state::Shared;
 use crate::store::{AccountRecord, ChannelRecord};
 
@@ -49,7 +50,7 @@ pub async fn start_watch(
     shared: &Shared,
     account: &AccountRecord,
     credentials: &pb::ProviderCredentials,
-    calendar_id: &str,
+    calendar_id: &CalendarId,
 ) -> Result<(), ErrorKind> {
     let channel_id = format!("ch_{}", random_hex(12));
     let token = random_hex(24);

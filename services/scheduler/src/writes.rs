@@ -14,6 +14,7 @@ use crate::accounts::{check_writable, mark_reauth_required};
 use crate::adapters::adapter_error;
 use crate::crypto::hash_hex;
 use crate::crypto::DataKey;
+use crate::ids::{AccountId, CalendarId, CalendarKey, TenantId};
 use crate::mirror::{content_hash, normalize, put_for, same_content};
 use crate::sealing::{event_aad, open_event, outbox_aad, seal_event};
 use crate::state::Shared;
@@ -21,7 +22,12 @@ use crate::store::{AccountRecord, MirrorRemove, OutboxRecord};
 
 /// The idempotency key of a create: stable for (tenant, account, calendar,
 /// client id), made only of `[0-9a-f]` so every provider accepts it as an id.
-pub fn idempotency_key(tenant: &str, account: &str, calendar: &str, client_id: &str) -> String {
+pub fn idempotency_key(
+    tenant: &TenantId,
+    account: &AccountId,
+    calendar: &CalendarId,
+    client_id: &str,
+) -> String {
     hash_hex(&[tenant, account, calendar, client_id])[..40].to_string()
 }
 
@@ -34,7 +40,7 @@ const MAX_UPDATE_RACES: u32 = 3;
 /// and is released after it succeeded.
 pub async fn upsert_event(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: pb::UpsertEventRequest,
 ) -> Result<pb::UpsertEventResponse, ErrorKind> {
     let hold_id = req.hold_id.clone();
@@ -51,13 +57,17 @@ pub async fn upsert_event(
 /// Creates or updates an event keyed by the caller's id.
 pub async fn upsert(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: pb::UpsertEventRequest,
 ) -> Result<pb::UpsertEventResponse, ErrorKind> {
-    after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
-    let account = crate::accounts::tenant_account(shared, tenant, &req.account_id)?;
+    let (account_id, calendar_id) = (
+        AccountId::from(&req.account_id),
+        CalendarId::from(&req.calendar_id),
+    );
+    after_interrupted_writes(shared, tenant, &account_id, &calendar_id).await?;
+    let account = crate::accounts::tenant_account(shared, tenant, &account_id)?;
     check_writable(&account)?;
-    check_calendar_writable(shared, &account, &req.calendar_id)?;
+    check_calendar_writable(shared, &account, &calendar_id)?;
     let key = shared.live_key(&account)?;
     let mut event = req.event.unwrap_or_default();
     normalize(&mut event);
@@ -70,7 +80,7 @@ pub async fn upsert(
     event.updated_at = None;
     event.managed = true;
 
-    let lock = shared.client_lock(&account.account_id, &req.calendar_id, &req.client_event_id);
+    let lock = shared.client_lock(&account.account_id, &calendar_id, &req.client_event_id);
     let _one_at_a_time = lock.lock().await;
     let op = OutboxRecord {
         op_id: shared.store.next_id()?,
@@ -102,26 +112,30 @@ pub async fn upsert(
 /// Deletes an event by client id or provider id.
 pub async fn delete(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: pb::DeleteEventRequest,
 ) -> Result<pb::DeleteEventResult, ErrorKind> {
-    after_interrupted_writes(shared, tenant, &req.account_id, &req.calendar_id).await?;
-    let account = crate::accounts::tenant_account(shared, tenant, &req.account_id)?;
+    let (account_id, calendar_id) = (
+        AccountId::from(&req.account_id),
+        CalendarId::from(&req.calendar_id),
+    );
+    after_interrupted_writes(shared, tenant, &account_id, &calendar_id).await?;
+    let account = crate::accounts::tenant_account(shared, tenant, &account_id)?;
     check_writable(&account)?;
-    check_calendar_writable(shared, &account, &req.calendar_id)?;
+    check_calendar_writable(shared, &account, &calendar_id)?;
     let lock_key = if req.client_event_id.is_empty() {
         format!("pid:{}", req.provider_event_id)
     } else {
         req.client_event_id.clone()
     };
-    let lock = shared.client_lock(&account.account_id, &req.calendar_id, &lock_key);
+    let lock = shared.client_lock(&account.account_id, &calendar_id, &lock_key);
     let _one_at_a_time = lock.lock().await;
     let pid = if req.client_event_id.is_empty() {
         Some(req.provider_event_id.clone())
     } else {
         shared.store.provider_id_for_client(
             &account.account_id,
-            &req.calendar_id,
+            &calendar_id,
             &req.client_event_id,
         )?
     };
@@ -159,9 +173,9 @@ pub async fn delete(
 /// as it is then (revoked meanwhile, say).
 async fn after_interrupted_writes(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
-    calendar_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
 ) -> Result<(), ErrorKind> {
     if !shared.writes_in_doubt(account_id, calendar_id) {
         return Ok(());
@@ -210,11 +224,11 @@ pub fn hold_syncs_for_interrupted_writes(shared: &Shared) -> Result<usize, Error
 pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
     let pending = shared.store.outbox_all()?;
     let n = pending.len();
-    let mut by_calendar: std::collections::BTreeMap<(String, String), Vec<OutboxRecord>> =
+    let mut by_calendar: std::collections::BTreeMap<CalendarKey, Vec<OutboxRecord>> =
         Default::default();
     for op in pending {
         by_calendar
-            .entry((op.account_id.to_string(), op.calendar_id.to_string()))
+            .entry((op.account_id.clone(), op.calendar_id.clone()))
             .or_default()
             .push(op);
     }
@@ -231,7 +245,7 @@ pub async fn replay_outbox(shared: &Shared) -> Result<usize, ErrorKind> {
                 .in_doubt
                 .lock()
                 .expect("lock poisoned")
-                .remove(&(account.as_str().into(), calendar.as_str().into()));
+                .remove(&(account.clone(), calendar.clone()));
             shared.sync_soon(&account, &calendar);
             result
         },
@@ -294,7 +308,7 @@ async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> 
 fn check_calendar_writable(
     shared: &Shared,
     account: &AccountRecord,
-    calendar_id: &str,
+    calendar_id: &CalendarId,
 ) -> Result<(), ErrorKind> {
     match shared.store.calendar(&account.account_id, calendar_id)? {
         None => Err(ErrorKind::NotFound(format!(
@@ -316,7 +330,7 @@ fn check_calendar_writable(
 async fn with_retries<T, F, Fut>(
     shared: &Shared,
     account: &AccountRecord,
-    calendar_id: &str,
+    calendar_id: &CalendarId,
     op_id: u64,
     mut attempt: F,
 ) -> Result<T, ErrorKind>
@@ -370,7 +384,7 @@ async fn execute_upsert(
     op: &OutboxRecord,
     event: &pb::Event,
 ) -> Result<(pb::Event, WriteOutcome), ErrorKind> {
-    let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
+    let (acc, cal) = (&account.account_id, &op.calendar_id);
     let credentials = crate::accounts::usable_credentials(shared, account).await?;
     let mut client = shared.adapters.client(account.provider)?;
     let zone = shared
@@ -484,7 +498,7 @@ async fn execute_delete(
     account: &AccountRecord,
     op: &OutboxRecord,
 ) -> Result<WriteOutcome, ErrorKind> {
-    let (acc, cal) = (account.account_id.as_str(), op.calendar_id.as_str());
+    let (acc, cal) = (&account.account_id, &op.calendar_id);
     let credentials = crate::accounts::usable_credentials(shared, account).await?;
     let outcome = match shared
         .adapters
@@ -523,9 +537,30 @@ mod tests {
 
     #[test]
     fn idempotency_keys_are_stable_hex_and_distinct_per_calendar() {
-        let a = idempotency_key("t", "acc", "cal", "order-1");
-        assert_eq!(a, idempotency_key("t", "acc", "cal", "order-1"));
-        assert_ne!(a, idempotency_key("t", "acc", "cal2", "order-1"));
+        let a = idempotency_key(
+            &TenantId::from("t"),
+            &AccountId::from("acc"),
+            &CalendarId::from("cal"),
+            "order-1",
+        );
+        assert_eq!(
+            a,
+            idempotency_key(
+                &TenantId::from("t"),
+                &AccountId::from("acc"),
+                &CalendarId::from("cal"),
+                "order-1"
+            )
+        );
+        assert_ne!(
+            a,
+            idempotency_key(
+                &TenantId::from("t"),
+                &AccountId::from("acc"),
+                &CalendarId::from("cal2"),
+                "order-1"
+            )
+        );
         assert_eq!(a.len(), 40);
         assert!(a
             .chars()

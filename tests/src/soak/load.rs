@@ -158,8 +158,12 @@ pub async fn writer(
                 roll >= 0.75 || job.live.len() >= job.cap && roll >= 0.6,
             )
         };
-        let key =
-            calbridge_scheduler::writes::idempotency_key(&job.tenant.id, &account, &calendar, &cid);
+        let key = calbridge_scheduler::writes::idempotency_key(
+            &calbridge_scheduler::ids::TenantId::from(&job.tenant.id),
+            &calbridge_scheduler::ids::AccountId::from(&account),
+            &calbridge_scheduler::ids::CalendarId::from(&calendar),
+            &cid,
+        );
         let pid = if job.caldav {
             format!("{calendar}{key}.ics")
         } else {

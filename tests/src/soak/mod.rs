@@ -639,7 +639,7 @@ fn revoked_rows(stack: &ProxiedStack, ledger: &Ledger) -> Result<Vec<Violation>>
         let mut rows = Vec::new();
         rows.extend(
             store
-                .calendars(id)?
+                .calendars(&calbridge_scheduler::ids::AccountId::from(id))?
                 .into_iter()
                 .map(|c| format!("calendar {}", c.calendar_id)),
         );
@@ -651,7 +651,10 @@ fn revoked_rows(stack: &ProxiedStack, ledger: &Ledger) -> Result<Vec<Violation>>
         );
         rows.extend(
             store
-                .event_ids(id, &a.calendar_id)?
+                .event_ids(
+                    &calbridge_scheduler::ids::AccountId::from(id),
+                    &calbridge_scheduler::ids::CalendarId::from(&a.calendar_id),
+                )?
                 .into_iter()
                 .map(|e| format!("event {e}")),
         );

@@ -111,19 +111,24 @@ fn sealed_values(
         }
     };
     for id in accounts {
+        let acc = calbridge_scheduler::ids::AccountId::from(*id);
         let a = store.account(id)?.context("account in the store")?;
-        push(id, cred_aad(id), a.sealed_credentials);
-        push(id, identity_aad(id), a.sealed_identity);
-        for c in store.calendars(id)? {
-            push(id, calendar_aad(id, &c.calendar_id), c.sealed_name);
-            for pid in store.event_ids(id, &c.calendar_id)? {
-                if let Some(e) = store.event(id, &c.calendar_id, &pid)? {
-                    push(id, event_aad(id, &c.calendar_id, &pid), e.sealed);
+        push(id, cred_aad(&acc), a.sealed_credentials);
+        push(id, identity_aad(&acc), a.sealed_identity);
+        for c in store.calendars(&acc)? {
+            push(id, calendar_aad(&acc, &c.calendar_id), c.sealed_name);
+            for pid in store.event_ids(&acc, &c.calendar_id)? {
+                if let Some(e) = store.event(&acc, &c.calendar_id, &pid)? {
+                    push(id, event_aad(&acc, &c.calendar_id, &pid), e.sealed);
                 }
             }
         }
     }
-    for c in store.changes_after(tenant, 0, usize::MAX)? {
+    for c in store.changes_after(
+        &calbridge_scheduler::ids::TenantId::from(tenant),
+        0,
+        usize::MAX,
+    )? {
         if accounts.contains(&c.account_id.as_str()) {
             let aad = change_aad(&c.account_id, &c.calendar_id, &c.provider_event_id);
             push(&c.account_id, aad, c.sealed_event);

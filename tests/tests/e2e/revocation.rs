@@ -62,7 +62,7 @@ fn rows_of(
     calendars: &[String],
 ) -> Result<Vec<String>> {
     let mut rows: Vec<String> = store
-        .calendars(account)?
+        .calendars(&calbridge_scheduler::ids::AccountId::from(account))?
         .into_iter()
         .map(|c| format!("calendar {}", c.calendar_id))
         .collect();
@@ -76,13 +76,23 @@ fn rows_of(
     for cal in calendars {
         rows.extend(
             store
-                .event_ids(account, cal)?
+                .event_ids(
+                    &calbridge_scheduler::ids::AccountId::from(account),
+                    &calbridge_scheduler::ids::CalendarId::from(cal),
+                )?
                 .into_iter()
                 .map(|e| format!("event {cal}/{e}")),
         );
         rows.extend(
             store
-                .events_overlapping(account, cal, i64::MIN, i64::MAX, None, 100)?
+                .events_overlapping(
+                    &calbridge_scheduler::ids::AccountId::from(account),
+                    &calbridge_scheduler::ids::CalendarId::from(cal),
+                    i64::MIN,
+                    i64::MAX,
+                    None,
+                    100,
+                )?
                 .into_iter()
                 .map(|(_, e, _)| format!("index entry {cal}/{e}")),
         );
@@ -103,7 +113,7 @@ fn rows_of(
     );
     rows.extend(
         store
-            .holds(tenant)?
+            .holds(&calbridge_scheduler::ids::TenantId::from(tenant))?
             .into_iter()
             .filter(|h| h.account_ids.iter().any(|a| a == account))
             .map(|h| format!("hold {}", h.hold_id)),
@@ -315,7 +325,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
     {
         let store =
             calbridge_e2e::open_store(stack.store_dir().parent().expect("a data directory"))?;
-        store.purge_account_rows(&gone)?;
+        store.purge_account_rows(&calbridge_scheduler::ids::AccountId::from(&gone))?;
         let late = MirrorPut {
             provider_event_id: "late".into(),
             record: EventRecord {
@@ -362,7 +372,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
         })?;
         let now = Utc::now().timestamp_millis();
         store.put_hold(
-            &tenant,
+            &calbridge_scheduler::ids::TenantId::from(&tenant),
             &HoldRecord {
                 hold_id: "hold_left".into(),
                 account_ids: vec![gone.as_str().into(), kept.as_str().into()],

@@ -10,6 +10,7 @@ use calbridge::ErrorKind;
 
 use crate::adapters::adapter_error;
 use crate::clock::now_ms;
+use crate::ids::CalendarId;
 use crate::sealing::seal_credentials;
 use crate::state::Shared;
 use crate::store::AccountRecord;
@@ -41,7 +42,7 @@ pub async fn usable_credentials(
     }
     // One refresh per account at a time. The per-client-id lock map serves:
     // an empty calendar id never names a real client event's lock.
-    let lock = shared.client_lock(&account.account_id, "", "");
+    let lock = shared.client_lock(&account.account_id, &CalendarId::from(""), "");
     let _guard = lock.lock().await;
     // Another task may have refreshed while this one waited.
     let account = shared

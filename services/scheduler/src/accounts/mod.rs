@@ -15,6 +15,7 @@ use calbridge::pb::{self, AccessLevel, AccountStatus};
 use calbridge::ErrorKind;
 
 use crate::crypto::DataKey;
+use crate::ids::{AccountId, TenantId};
 use crate::sealing::{self, calendar_aad, identity_aad};
 use crate::state::Shared;
 use crate::store::{AccountRecord, CalendarRecord};
@@ -22,11 +23,11 @@ use crate::store::{AccountRecord, CalendarRecord};
 /// Loads an account of `tenant`; another tenant's account is NOT_FOUND.
 pub fn tenant_account(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
 ) -> Result<AccountRecord, ErrorKind> {
     match shared.store.account(account_id)? {
-        Some(a) if a.tenant_id == tenant => Ok(a),
+        Some(a) if a.tenant_id == *tenant => Ok(a),
         _ => Err(ErrorKind::NotFound(format!(
             "account {account_id:?} not found"
         ))),
@@ -45,7 +46,7 @@ pub fn credentials(
 /// and the token of the next page (empty at the end).
 pub fn list_page(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     after: Option<&str>,
     n: usize,
 ) -> Result<(Vec<pb::Account>, String), ErrorKind> {
@@ -90,7 +91,11 @@ pub fn account_pb(shared: &Shared, a: &AccountRecord) -> pb::Account {
 }
 
 /// Converts a calendar record to the contract message.
-pub fn calendar_pb(key: Option<&DataKey>, account_id: &str, c: &CalendarRecord) -> pb::Calendar {
+pub fn calendar_pb(
+    key: Option<&DataKey>,
+    account_id: &AccountId,
+    c: &CalendarRecord,
+) -> pb::Calendar {
     let name = key
         .and_then(|k| {
             k.open(

@@ -5,6 +5,7 @@ use calbridge::pb::{AccountStatus, ChangeKind};
 use calbridge::ErrorKind;
 
 use crate::clock::now_ms;
+use crate::ids::AccountId;
 use crate::state::Shared;
 use crate::store::{AccountRecord, ChangeDraft, StoreError};
 
@@ -41,7 +42,7 @@ pub(crate) fn record_status_change(
 /// change for the platform. The mirror is kept.
 pub async fn mark_reauth_required(
     shared: &Shared,
-    account_id: &str,
+    account_id: &AccountId,
     reason: &str,
 ) -> Result<(), ErrorKind> {
     let Some(mut account) = shared.store.account(account_id)? else {
@@ -67,14 +68,14 @@ pub async fn mark_reauth_required(
         .store
         .set_account_paused(account_id, true, now_ms())?;
     shared.store.flush().await?;
-    tracing::warn!(account_id, "account needs re-authorisation");
+    tracing::warn!(account_id = %account_id, "account needs re-authorisation");
     Ok(())
 }
 
 /// Purges the rows of a revoked account (see
 /// [`crate::store::Store::purge_accounts_rows`]) and drops what the caches
 /// kept of it. Returns how many rows went.
-pub fn purge_revoked_rows(shared: &Shared, account_id: &str) -> Result<usize, ErrorKind> {
+pub fn purge_revoked_rows(shared: &Shared, account_id: &AccountId) -> Result<usize, ErrorKind> {
     let n = shared.store.purge_account_rows(account_id)?;
     shared.account_mirror_changed(account_id);
     shared.availability_cache.holds_changed();

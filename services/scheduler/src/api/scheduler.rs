@@ -14,7 +14,7 @@ use super::auth::Tenant;
 use super::checks::*;
 use super::Reply;
 use crate::clock::ts_ms as ts;
-use crate::ids::CalendarId;
+use crate::ids::{AccountId, CalendarId};
 use crate::providers::{self, SignIn};
 use crate::state::Shared;
 use crate::{accounts, calendars, feed, freebusy, meetings, writes};
@@ -126,7 +126,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let mut inv = Invalid::default();
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
-        let a = accounts::tenant_account(&self.shared, tenant.id(), &r.account_id)?;
+        let a = accounts::tenant_account(
+            &self.shared,
+            tenant.id(),
+            &AccountId::from(r.account_id.as_str()),
+        )?;
         Ok(Response::new(accounts::account_pb(&self.shared, &a)))
     }
 
@@ -159,7 +163,12 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
         Ok(Response::new(
-            crate::connections::revoke(&self.shared, tenant.id(), &r.account_id).await?,
+            crate::connections::revoke(
+                &self.shared,
+                tenant.id(),
+                &AccountId::from(r.account_id.as_str()),
+            )
+            .await?,
         ))
     }
 
@@ -174,7 +183,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
         Ok(Response::new(pb::ListCalendarsResponse {
-            calendars: calendars::list(&self.shared, tenant.id(), &r.account_id)?,
+            calendars: calendars::list(
+                &self.shared,
+                tenant.id(),
+                &AccountId::from(r.account_id.as_str()),
+            )?,
         }))
     }
 
@@ -193,8 +206,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             calendars::set_sync(
                 &self.shared,
                 tenant.id(),
-                &r.account_id,
-                &r.calendar_id,
+                &AccountId::from(&r.account_id),
+                &CalendarId::from(&r.calendar_id),
                 r.synced,
             )
             .await?,
@@ -230,8 +243,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let page = calendars::list_events(
             &self.shared,
             tenant.id(),
-            &r.account_id,
-            &r.calendar_id,
+            &AccountId::from(&r.account_id),
+            &CalendarId::from(&r.calendar_id),
             (start.timestamp_millis(), end.timestamp_millis()),
             after.as_ref().map(|(s, p)| (*s, p.as_str())),
             n,
@@ -258,8 +271,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         Ok(Response::new(calendars::get_event(
             &self.shared,
             tenant.id(),
-            &r.account_id,
-            &r.calendar_id,
+            &AccountId::from(&r.account_id),
+            &CalendarId::from(&r.calendar_id),
             &r.client_event_id,
             &r.provider_event_id,
         )?))
@@ -535,7 +548,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         account_id_field(&mut inv, &r.account_id);
         inv.into_result().map_err(ErrorKind::from)?;
         Ok(Response::new(pb::GetSyncStatusResponse {
-            calendars: calendars::sync_status(&self.shared, tenant.id(), &r.account_id)?,
+            calendars: calendars::sync_status(
+                &self.shared,
+                tenant.id(),
+                &AccountId::from(r.account_id.as_str()),
+            )?,
         }))
     }
 
@@ -553,8 +570,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             calendar_ids: calendars::sync_now(
                 &self.shared,
                 tenant.id(),
-                &r.account_id,
-                &r.calendar_id,
+                &AccountId::from(&r.account_id),
+                &CalendarId::from(&r.calendar_id),
             )
             .await?
             .into_iter()

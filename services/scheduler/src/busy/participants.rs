@@ -12,6 +12,7 @@ use foldhash::{HashMap, HashMapExt};
 
 use super::Timeline;
 use crate::availability as engine;
+use crate::ids::{AccountId, TenantId};
 use crate::store::{FreshnessCell, HoldRecord, Store};
 
 /// Turns stored working hours into the engine's (`None` when they cannot
@@ -188,7 +189,7 @@ impl HoursUsed {
 }
 
 /// The stripe of an account (FNV-1a of its id).
-pub(crate) fn stripe(account: &str) -> usize {
+pub(crate) fn stripe(account: &AccountId) -> usize {
     let mut h = Fnv::default();
     h.write(account.as_bytes());
     h.finish() as usize % STRIPES
@@ -236,10 +237,10 @@ impl AvailabilityCache {
     /// Records that an account's availability inputs changed (its mirror,
     /// its calendar records, their sync set-up): cached participants of the
     /// account are dropped, and builds in flight are not kept.
-    pub fn account_changed(&self, account: &str) {
+    pub fn account_changed(&self, account: &AccountId) {
         self.stripes[stripe(account)].fetch_add(1, Ordering::SeqCst);
         let mut inner = self.lock();
-        if let Some(v) = inner.accounts.remove(account) {
+        if let Some(v) = inner.accounts.remove(account.as_str()) {
             inner.participants -= v.len();
             inner.intervals -= v.iter().map(|b| b.weight()).sum::<usize>();
         }
@@ -267,7 +268,7 @@ impl AvailabilityCache {
         *self.lock() = Inner::default();
     }
 
-    pub(crate) fn epoch(&self, account: &str) -> u64 {
+    pub(crate) fn epoch(&self, account: &AccountId) -> u64 {
         self.stripes[stripe(account)].load(Ordering::SeqCst)
     }
 
@@ -282,7 +283,7 @@ impl AvailabilityCache {
     pub(crate) fn stored_hours(
         &self,
         store: &Store,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         convert: ConvertHours,
     ) -> Result<Option<Arc<StoredHours>>, ErrorKind> {
@@ -290,7 +291,7 @@ impl AvailabilityCache {
         let known = self
             .lock()
             .hours
-            .get(tenant)
+            .get(tenant.as_str())
             .and_then(|m| m.get(id))
             .cloned();
         if let Some(h) = &known {
@@ -334,10 +335,10 @@ impl AvailabilityCache {
     pub(crate) fn tenant_holds(
         &self,
         store: &Store,
-        tenant: &str,
+        tenant: &TenantId,
     ) -> Result<Arc<TenantHolds>, ErrorKind> {
         let version = self.holds_version.load(Ordering::SeqCst);
-        if let Some(h) = self.lock().holds.get(tenant) {
+        if let Some(h) = self.lock().holds.get(tenant.as_str()) {
             if h.version == version {
                 return Ok(h.clone());
             }
@@ -365,8 +366,8 @@ impl AvailabilityCache {
     /// A cached participant for this key that is still valid.
     pub(crate) fn find(
         &self,
-        tenant: &str,
-        account: &str,
+        tenant: &TenantId,
+        account: &AccountId,
         calendar_ids: &[String],
         hours: &HoursWanted<'_>,
         range: (i64, i64),
@@ -376,10 +377,10 @@ impl AvailabilityCache {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
-        let found = inner.accounts.get(account)?.iter().find(|b| {
+        let found = inner.accounts.get(account.as_str())?.iter().find(|b| {
             b.epoch == epoch
                 && b.range == range
-                && b.tenant == tenant
+                && b.tenant == tenant.as_str()
                 && b.calendar_ids == calendar_ids
                 && b.hours.is(hours)
                 && b.holds.len() == live_holds.len()
@@ -392,7 +393,7 @@ impl AvailabilityCache {
     /// Keeps a participant built from inputs read after its `epoch`, unless
     /// its account changed since.
     pub(crate) fn keep(&self, built: &Arc<Built>) {
-        let epoch = self.epoch(&built.account_id);
+        let epoch = self.epoch(&AccountId::from(&*built.account_id));
         let mut inner = self.lock();
         if epoch != built.epoch {
             return;

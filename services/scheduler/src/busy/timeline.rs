@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use calbridge::ErrorKind;
 
+use crate::ids::{AccountId, CalendarId};
 use crate::store::Store;
 
 /// One blocking mirrored event on a calendar's time line: what free/busy
@@ -62,8 +63,8 @@ impl TimelineCache {
     pub fn get(
         &self,
         store: &Store,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
     ) -> Result<Arc<Timeline>, ErrorKind> {
         let key = (account.to_string(), calendar.to_string());
         let generation = {
@@ -106,7 +107,7 @@ impl TimelineCache {
     }
 
     /// Forgets a calendar's time line after its mirror changed.
-    pub fn forget(&self, account: &str, calendar: &str) {
+    pub fn forget(&self, account: &AccountId, calendar: &CalendarId) {
         let mut cache = self.timelines.lock().expect("lock poisoned");
         let entry = cache
             .entry((account.to_string(), calendar.to_string()))
@@ -116,10 +117,10 @@ impl TimelineCache {
     }
 
     /// Forgets every time line of an account.
-    pub fn forget_account(&self, account: &str) {
+    pub fn forget_account(&self, account: &AccountId) {
         let mut cache = self.timelines.lock().expect("lock poisoned");
         for ((a, _), entry) in cache.iter_mut() {
-            if a == account {
+            if a == account.as_str() {
                 entry.generation += 1;
                 entry.timeline = None;
             }

@@ -19,7 +19,7 @@ use crate::accounts::{account_pb, provider_name, record_status_change};
 use crate::adapters::adapter_error;
 use crate::clock::now_ms;
 use crate::crypto::{hash_hex, random_hex};
-use crate::ids::CalendarId;
+use crate::ids::{AccountId, CalendarId, TenantId};
 use crate::sealing::{self, calendar_aad, identity_aad, seal_credentials};
 use crate::state::Shared;
 use crate::store::{AccountRecord, CalendarRecord};
@@ -28,7 +28,7 @@ use crate::watches::start_watches;
 /// Connects (or re-authorises) a password account for `tenant`.
 pub async fn connect_password(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: pb::ConnectPasswordAccountRequest,
 ) -> Result<pb::Account, ErrorKind> {
     let provider = crate::providers::from_request(req.provider);
@@ -83,7 +83,7 @@ pub struct Connected<'a> {
 /// paused sync resumes), then starts push channels and the first syncs.
 pub async fn store_connected(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     c: Connected<'_>,
 ) -> Result<pb::Account, ErrorKind> {
     let credentials = c.credentials;
@@ -105,7 +105,7 @@ pub async fn store_connected(
     // the same provider user; a mapping that says otherwise is ignored).
     let existing = match shared.store.account_by_identity(&identity_hash)? {
         Some(id) => shared.store.account(&id)?.filter(|a| {
-            a.tenant_id == tenant
+            a.tenant_id == *tenant
                 && a.provider == c.provider
                 && sealed_identity(shared, a).as_deref()
                     == Some(credentials.provider_account_id.as_str())
@@ -134,7 +134,9 @@ pub async fn store_connected(
         }
         _ => {
             let account_id = format!("acc_{}", random_hex(12));
-            let key = sealing::create_data_key(&shared.vault, &account_id).await?;
+            let key =
+                sealing::create_data_key(&shared.vault, &AccountId::from(account_id.as_str()))
+                    .await?;
             (
                 AccountRecord {
                     account_id: account_id.clone().into(),
@@ -189,7 +191,11 @@ pub async fn store_connected(
 /// account id), the provider account id exactly as the provider gave it.
 /// Two provider users whose ids differ in any way, letter case included
 /// (CalDAV principal URLs are case-sensitive), are two accounts.
-pub fn identity_hash(tenant: &str, provider: pb::Provider, provider_account_id: &str) -> String {
+pub fn identity_hash(
+    tenant: &TenantId,
+    provider: pb::Provider,
+    provider_account_id: &str,
+) -> String {
     // The provider's contract number, as every stored hash was made.
     hash_hex(&[tenant, &(provider as i32).to_string(), provider_account_id])
 }
@@ -244,7 +250,7 @@ pub fn migrate_identity_hashes(shared: &Shared) -> Result<usize, ErrorKind> {
 
 /// RESOURCE_EXHAUSTED when the tenant already holds
 /// `quotas.max_accounts_per_tenant` accounts (revoked ones do not count).
-fn check_account_quota(shared: &Shared, tenant: &str) -> Result<(), ErrorKind> {
+fn check_account_quota(shared: &Shared, tenant: &TenantId) -> Result<(), ErrorKind> {
     let max = shared.config.quotas.max_accounts_per_tenant;
     let held = shared
         .store
@@ -273,7 +279,7 @@ fn check_account_quota(shared: &Shared, tenant: &str) -> Result<(), ErrorKind> {
 fn calendar_records(
     shared: &Shared,
     key: &crate::crypto::DataKey,
-    account_id: &str,
+    account_id: &AccountId,
     calendars: &[pb::Calendar],
 ) -> Result<(Vec<CalendarRecord>, u32), ErrorKind> {
     let stored: HashMap<CalendarId, CalendarRecord> = shared
@@ -326,7 +332,7 @@ fn calendar_records(
         out.push(CalendarRecord {
             calendar_id: c.calendar_id.clone().into(),
             sealed_name: key.seal(
-                calendar_aad(account_id, &c.calendar_id).as_bytes(),
+                calendar_aad(account_id, &CalendarId::from(c.calendar_id.as_str())).as_bytes(),
                 c.name.as_bytes(),
             ),
             primary: c.primary,
@@ -340,7 +346,7 @@ fn calendar_records(
     }
     if omitted > 0 {
         tracing::warn!(
-            account_id,
+            account_id = %account_id,
             kept = out.len(),
             omitted,
             "the provider lists more calendars than an account may keep"
@@ -403,7 +409,10 @@ mod tests {
         let key = s.vault.create("acc").unwrap();
         let account = AccountRecord {
             provider: caldav,
-            sealed_identity: key.seal(identity_aad("acc").as_bytes(), principal.as_bytes()),
+            sealed_identity: key.seal(
+                identity_aad(&AccountId::from("acc")).as_bytes(),
+                principal.as_bytes(),
+            ),
             identity_hash: old.clone(),
             ..AccountRecord::for_test("acc")
         };
@@ -424,7 +433,7 @@ mod tests {
             .unwrap();
 
         assert_eq!(migrate_identity_hashes(&s).unwrap(), 1);
-        let exact = identity_hash("t", caldav, principal);
+        let exact = identity_hash(&TenantId::from("t"), caldav, principal);
         assert_ne!(exact, old);
         assert_eq!(
             s.store.account("acc").unwrap().unwrap().identity_hash,
@@ -441,7 +450,11 @@ mod tests {
         );
         // The lower-cased principal is another user now.
         assert_ne!(
-            identity_hash("t", caldav, &principal.to_ascii_lowercase()),
+            identity_hash(
+                &TenantId::from("t"),
+                caldav,
+                &principal.to_ascii_lowercase()
+            ),
             exact
         );
         // Once per store.

@@ -19,6 +19,7 @@ use crate::accounts::provider_name;
 use crate::adapters::adapter_error;
 use crate::clock::{now_ms, ts_ms};
 use crate::crypto::{hash_hex, random_hex};
+use crate::ids::{AccountId, TenantId};
 use crate::providers::{names_signing_in, SignIn};
 use crate::state::Shared;
 use crate::store::AuthStateRecord;
@@ -75,7 +76,7 @@ fn check_redirect_uri(inv: &mut Invalid, field: &str, uri: &str) {
 /// asks the adapter for the consent URL.
 pub async fn begin(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     mut req: pb::BeginAuthorizationRequest,
 ) -> Result<pb::BeginAuthorizationResponse, ErrorKind> {
     let mut inv = Invalid::default();
@@ -119,7 +120,11 @@ pub async fn begin(
     }
     inv.into_result().map_err(ErrorKind::from)?;
     if !req.account_id.is_empty() {
-        let account = crate::accounts::tenant_account(shared, tenant, &req.account_id)?;
+        let account = crate::accounts::tenant_account(
+            shared,
+            tenant,
+            &AccountId::from(req.account_id.as_str()),
+        )?;
         if account.provider != provider {
             return Err(Invalid::field(
                 "account_id",

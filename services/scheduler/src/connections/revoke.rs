@@ -5,6 +5,7 @@ use calbridge::ErrorKind;
 
 use crate::accounts::{account_pb, purge_revoked_rows, status_change, tenant_account};
 use crate::clock::now_ms;
+use crate::ids::{AccountId, CalendarId, TenantId};
 use crate::sealing;
 use crate::state::Shared;
 use crate::watches::stop_watches;
@@ -23,13 +24,13 @@ use crate::watches::stop_watches;
 /// ([`crate::accounts::sweep_revoked`]), as it does rows a crash left otherwise.
 pub async fn revoke(
     shared: &Shared,
-    tenant: &str,
-    account_id: &str,
+    tenant: &TenantId,
+    account_id: &AccountId,
 ) -> Result<pb::Account, ErrorKind> {
     tenant_account(shared, tenant, account_id)?;
     // One revocation of an account at a time, so REVOKED is recorded once.
     // (No client event has an empty calendar id: this lock is no write's.)
-    let lock = shared.client_lock(account_id, "", "revoke");
+    let lock = shared.client_lock(account_id, &CalendarId::from(""), "revoke");
     let _one_revocation = lock.lock().await;
     let mut account = tenant_account(shared, tenant, account_id)?;
     if account.status == AccountStatus::Revoked {
@@ -48,7 +49,7 @@ pub async fn revoke(
             })
             .await
         {
-            tracing::warn!(account_id, code = ?s.code(), "revocation at the provider failed; revoking locally");
+            tracing::warn!(account_id = %account_id, code = ?s.code(), "revocation at the provider failed; revoking locally");
         }
     }
     account.status = AccountStatus::Revoked;

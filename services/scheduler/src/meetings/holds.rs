@@ -1,7 +1,7 @@
 //! Holds: tentative reservations that count as busy until they expire.
 
 use super::*;
-use crate::ids::AccountId;
+use crate::ids::{AccountId, TenantId};
 
 pub(super) fn hold_pb(h: &HoldRecord) -> pb::Hold {
     pb::Hold {
@@ -15,7 +15,7 @@ pub(super) fn hold_pb(h: &HoldRecord) -> pb::Hold {
 /// Creates a hold.
 pub async fn create_hold(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: &pb::CreateHoldRequest,
 ) -> Result<pb::Hold, ErrorKind> {
     let mut inv = Invalid::default();
@@ -41,7 +41,7 @@ pub async fn create_hold(
     }
     inv.into_result().map_err(ErrorKind::from)?;
     for (i, a) in req.account_ids.iter().enumerate() {
-        let account = crate::accounts::tenant_account(shared, tenant, a)?;
+        let account = crate::accounts::tenant_account(shared, tenant, &AccountId::from(a))?;
         crate::accounts::check_not_revoked(&account, &format!("account_ids[{i}]"))?;
     }
     let (s, e) = slot.expect("validated");
@@ -66,7 +66,7 @@ pub async fn create_hold(
 /// A live hold, or FAILED_PRECONDITION naming `field`.
 pub fn live_hold(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     field: &str,
     id: &str,
 ) -> Result<HoldRecord, ErrorKind> {
@@ -79,7 +79,7 @@ pub fn live_hold(
 }
 
 /// Releases a hold (idempotent).
-pub async fn release_hold(shared: &Shared, tenant: &str, id: &str) -> Result<(), ErrorKind> {
+pub async fn release_hold(shared: &Shared, tenant: &TenantId, id: &str) -> Result<(), ErrorKind> {
     shared.store.remove_hold(tenant, id)?;
     shared.availability_cache.holds_changed();
     shared.store.flush().await?;
@@ -87,7 +87,7 @@ pub async fn release_hold(shared: &Shared, tenant: &str, id: &str) -> Result<(),
 }
 
 /// The tenant's live holds, by start.
-pub fn list_holds(shared: &Shared, tenant: &str) -> Result<Vec<pb::Hold>, ErrorKind> {
+pub fn list_holds(shared: &Shared, tenant: &TenantId) -> Result<Vec<pb::Hold>, ErrorKind> {
     let now = now_ms();
     let mut holds: Vec<HoldRecord> = shared
         .store

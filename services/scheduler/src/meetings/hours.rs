@@ -1,6 +1,7 @@
 //! Working hours: converting them from the contract, and storing them.
 
 use super::*;
+use crate::ids::TenantId;
 
 /// Parses "HH:MM" (00:00..=24:00) to minutes after midnight.
 pub(super) fn parse_hhmm(s: &str) -> Option<u16> {
@@ -203,7 +204,7 @@ pub(super) fn periods(
 /// Validates and stores working hours.
 pub async fn put_working_hours(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: &pb::PutWorkingHoursRequest,
 ) -> Result<pb::StoredWorkingHours, ErrorKind> {
     let mut inv = Invalid::default();
@@ -237,7 +238,7 @@ pub async fn put_working_hours(
 /// Stored working hours by id.
 pub fn get_working_hours(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
 ) -> Result<pb::StoredWorkingHours, ErrorKind> {
     let bytes = shared
@@ -257,7 +258,7 @@ pub fn get_working_hours(
 /// Every stored working-hours entry of a tenant.
 pub fn list_working_hours(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
 ) -> Result<Vec<pb::StoredWorkingHours>, ErrorKind> {
     shared
         .store
@@ -277,7 +278,7 @@ pub fn list_working_hours(
 /// Deletes stored working hours.
 pub async fn delete_working_hours(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
 ) -> Result<(), ErrorKind> {
     let deleted = shared.store.delete_working_hours(tenant, id)?;

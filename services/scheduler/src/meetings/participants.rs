@@ -2,6 +2,7 @@
 //! index, the tenant's live holds and their working hours.
 
 use super::*;
+use crate::ids::{AccountId, CalendarId, TenantId};
 
 /// The engine's inputs gathered for one request.
 pub(super) struct Gathered {
@@ -79,7 +80,7 @@ impl Gathered {
 /// calendars, working hours and caps).
 pub(super) struct Builder<'a, 'r> {
     pub(super) shared: &'a Shared,
-    pub(super) tenant: &'a str,
+    pub(super) tenant: &'a TenantId,
     pub(super) range: (i64, i64),
     pub(super) now: i64,
     pub(super) index: HashMap<&'r str, usize>,
@@ -91,7 +92,7 @@ pub(super) struct Builder<'a, 'r> {
 impl<'a, 'r> Builder<'a, 'r> {
     pub(super) fn new(
         shared: &'a Shared,
-        tenant: &'a str,
+        tenant: &'a TenantId,
         periods: &[engine::Period],
     ) -> Result<Self, ErrorKind> {
         let start = periods.iter().map(|p| p.start_ms).min().unwrap_or(0);
@@ -191,10 +192,10 @@ impl<'a, 'r> Builder<'a, 'r> {
     }
 
     /// The live holds naming `account` that overlap the read range.
-    pub(super) fn live_holds(&self, account: &str) -> Vec<&HoldRecord> {
+    pub(super) fn live_holds(&self, account: &AccountId) -> Vec<&HoldRecord> {
         self.holds
             .by_account
-            .get(account)
+            .get(account.as_str())
             .map(|v| {
                 v.iter()
                     .filter(|h| hold_counts(h, self.range, self.now))
@@ -226,11 +227,11 @@ impl<'a, 'r> Builder<'a, 'r> {
         };
         Ok(self.cache().find(
             self.tenant,
-            &m.account_id,
+            &AccountId::from(&m.account_id),
             &m.calendar_ids,
             &hours,
             self.range,
-            &self.live_holds(&m.account_id),
+            &self.live_holds(&AccountId::from(m.account_id.as_str())),
         ))
     }
 
@@ -243,8 +244,12 @@ impl<'a, 'r> Builder<'a, 'r> {
     ) -> Result<Option<Arc<Built>>, ErrorKind> {
         // Read before any input, so that a change landing during the build
         // makes the result stale rather than wrong.
-        let epoch = self.cache().epoch(&m.account_id);
-        let account = crate::accounts::tenant_account(self.shared, self.tenant, &m.account_id)?;
+        let epoch = self.cache().epoch(&AccountId::from(m.account_id.as_str()));
+        let account = crate::accounts::tenant_account(
+            self.shared,
+            self.tenant,
+            &AccountId::from(&m.account_id),
+        )?;
         // Revocation changes the account's epoch, so a participant cached
         // before it is never served after it.
         crate::accounts::check_not_revoked(&account, &format!("{path}.account_id"))?;
@@ -259,7 +264,9 @@ impl<'a, 'r> Builder<'a, 'r> {
         let mut sources = Vec::new();
         let mut consulted = Vec::with_capacity(chosen.len());
         for cal in chosen {
-            let timeline = self.shared.timeline(&account.account_id, &cal)?;
+            let timeline = self
+                .shared
+                .timeline(&account.account_id, &CalendarId::from(cal.as_str()))?;
             let k = consulted.len() as u32;
             for i in timeline.overlapping(self.range.0, self.range.1) {
                 let entry = &timeline.entries[i];
@@ -292,7 +299,10 @@ impl<'a, 'r> Builder<'a, 'r> {
                 });
             }
             consulted.push(Consulted {
-                freshness: self.shared.store.freshness(&account.account_id, &cal),
+                freshness: self
+                    .shared
+                    .store
+                    .freshness(&account.account_id, &CalendarId::from(cal.as_str())),
                 id: Arc::<str>::from(cal),
                 timeline,
             });

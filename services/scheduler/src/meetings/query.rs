@@ -2,6 +2,7 @@
 //! explanation of why a time is not offered.
 
 use super::*;
+use crate::ids::TenantId;
 
 pub(super) fn engine_errors(errors: Vec<engine::FieldError>) -> ErrorKind {
     let mut inv = Invalid::default();
@@ -35,7 +36,7 @@ pub(super) fn format_of(f: i32) -> engine::Format {
 /// read: see [`Gathered::run`]).
 pub(super) fn prepare(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: &pb::QueryAvailabilityRequest,
 ) -> Result<(engine::Request, Gathered), ErrorKind> {
     let mut inv = Invalid::default();
@@ -82,7 +83,7 @@ pub(super) fn prepare(
 /// Answers `QueryAvailability`.
 pub fn query(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: &pb::QueryAvailabilityRequest,
 ) -> Result<pb::QueryAvailabilityResponse, ErrorKind> {
     let (request, mut g) = prepare(shared, tenant, req)?;
@@ -101,7 +102,7 @@ pub fn query(
 /// Answers `QuerySequencedAvailability`.
 pub fn sequences(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: &pb::QuerySequencedAvailabilityRequest,
 ) -> Result<pb::QuerySequencedAvailabilityResponse, ErrorKind> {
     let mut inv = Invalid::default();
@@ -219,7 +220,7 @@ pub(super) fn source_blocker(
 /// Answers `ExplainAvailability`.
 pub fn explain(
     shared: &Shared,
-    tenant: &str,
+    tenant: &TenantId,
     req: &pb::ExplainAvailabilityRequest,
 ) -> Result<pb::ExplainAvailabilityResponse, ErrorKind> {
     let Some(query) = &req.query else {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sled::Transactional;
 
 use super::*;
-use crate::ids::{AccountId, CalendarId};
+use crate::ids::{AccountId, CalendarId, TenantId};
 
 impl Store {
     /// An account.
@@ -28,7 +28,7 @@ impl Store {
     /// A tenant's accounts after `after` (exclusive), oldest id order.
     pub fn tenant_accounts(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AccountRecord>, StoreError> {
@@ -149,7 +149,7 @@ impl Store {
     /// the old mapping goes only when it names this account.
     pub fn set_identity_hash(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         identity_hash: &str,
     ) -> Result<(), StoreError> {
         (&self.accounts, &self.identities).transaction(|(accounts, identities)| {
@@ -176,7 +176,7 @@ impl Store {
     }
 
     /// An account's calendars, by calendar id.
-    pub fn calendars(&self, account: &str) -> Result<Vec<CalendarRecord>, StoreError> {
+    pub fn calendars(&self, account: &AccountId) -> Result<Vec<CalendarRecord>, StoreError> {
         let mut out = self
             .calendars
             .scan_prefix(prefix(&[account]))
@@ -190,8 +190,8 @@ impl Store {
     /// One calendar.
     pub fn calendar(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
     ) -> Result<Option<CalendarRecord>, StoreError> {
         self.calendars
             .get(cal_key(&self.ids, account, calendar))?
@@ -200,7 +200,7 @@ impl Store {
     }
 
     /// Updates one calendar record (refused for a revoked account).
-    pub fn put_calendar(&self, account: &str, c: &CalendarRecord) -> Result<(), StoreError> {
+    pub fn put_calendar(&self, account: &AccountId, c: &CalendarRecord) -> Result<(), StoreError> {
         let bytes = enc_ids(&self.ids, c);
         (&self.accounts, &self.calendars).transaction(|(accounts, calendars)| {
             refuse_revoked(accounts, account)?;
@@ -212,7 +212,11 @@ impl Store {
 
     /// Removes a calendar's mirror (events, index, client ids) and resets its
     /// cursor, without change-log entries (used when sync is turned off).
-    pub fn clear_calendar_mirror(&self, account: &str, calendar: &str) -> Result<(), StoreError> {
+    pub fn clear_calendar_mirror(
+        &self,
+        account: &AccountId,
+        calendar: &CalendarId,
+    ) -> Result<(), StoreError> {
         let p = cal_prefix(&self.ids, account, calendar);
         self.event_counts.begin();
         let cleared = (|| -> Result<(), StoreError> {
@@ -244,25 +248,25 @@ impl Store {
     /// One calendar's sync state.
     pub fn sync_state(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
     ) -> Result<Option<SyncRecord>, StoreError> {
         Ok(self
             .sync_states
             .read()
-            .get(account)
-            .and_then(|m| m.get(calendar))
+            .get(account.as_str())
+            .and_then(|m| m.get(calendar.as_str()))
             .and_then(|slot| slot.state.clone()))
     }
 
     /// The freshness cell of a calendar: when it last synced successfully,
     /// kept current by every later write of its sync state.
-    pub fn freshness(&self, account: &str, calendar: &str) -> Arc<FreshnessCell> {
+    pub fn freshness(&self, account: &AccountId, calendar: &CalendarId) -> Arc<FreshnessCell> {
         if let Some(slot) = self
             .sync_states
             .read()
-            .get(account)
-            .and_then(|m| m.get(calendar))
+            .get(account.as_str())
+            .and_then(|m| m.get(calendar.as_str()))
         {
             return slot.fresh.clone();
         }
@@ -279,8 +283,8 @@ impl Store {
     /// Stores one calendar's sync state (refused for a revoked account).
     pub fn put_sync_state(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
         s: &SyncRecord,
     ) -> Result<(), StoreError> {
         let bytes = enc_ids(&self.ids, s);
@@ -296,14 +300,18 @@ impl Store {
 
     /// Removes one calendar's sync state (its calendar is gone): the sync
     /// loop no longer considers it.
-    pub fn remove_sync_state(&self, account: &str, calendar: &str) -> Result<(), StoreError> {
+    pub fn remove_sync_state(
+        &self,
+        account: &AccountId,
+        calendar: &CalendarId,
+    ) -> Result<(), StoreError> {
         let _writer = self.sync_states.writer();
         self.sync.remove(cal_key(&self.ids, account, calendar))?;
         if let Some(slot) = self
             .sync_states
             .map()
-            .get_mut(account)
-            .and_then(|m| m.get_mut(calendar))
+            .get_mut(account.as_str())
+            .and_then(|m| m.get_mut(calendar.as_str()))
         {
             slot.state = None;
             slot.fresh.set(None);
@@ -329,7 +337,7 @@ impl Store {
     /// Pauses or resumes every calendar of an account.
     pub fn set_account_paused(
         &self,
-        account: &str,
+        account: &AccountId,
         paused: bool,
         due_ms: i64,
     ) -> Result<(), StoreError> {
@@ -337,7 +345,7 @@ impl Store {
         let calendars: Vec<(String, SyncRecord)> = self
             .sync_states
             .read()
-            .get(account)
+            .get(account.as_str())
             .map(|m| {
                 m.iter()
                     .filter_map(|(c, slot)| Some((c.clone(), slot.state.clone()?)))
@@ -394,8 +402,8 @@ impl Store {
 
     /// Deletes every row of an account but its (already scrubbed) account
     /// record and its change-log entries; see [`Store::purge_accounts_rows`].
-    pub fn purge_account_rows(&self, account: &str) -> Result<usize, StoreError> {
-        self.purge_accounts_rows(&std::iter::once(AccountId::from(account)).collect())
+    pub fn purge_account_rows(&self, account: &AccountId) -> Result<usize, StoreError> {
+        self.purge_accounts_rows(&std::iter::once(account.clone()).collect())
     }
 
     /// Deletes every row that names one of `accounts` but their (already

@@ -4,12 +4,13 @@ use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::*;
+use crate::ids::{AccountId, TenantId};
 
 impl Store {
     /// Appends change-log entries outside a sync page (account status).
     pub fn append_changes(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         changes: &[ChangeDraft],
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -23,8 +24,8 @@ impl Store {
     /// once the account is revoked: nothing of it follows REVOKED.
     pub fn append_account_changes(
         &self,
-        account: &str,
-        tenant: &str,
+        account: &AccountId,
+        tenant: &TenantId,
         changes: &[ChangeDraft],
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -36,10 +37,10 @@ impl Store {
     }
 
     /// The bounds of a tenant's log.
-    pub fn log_bounds(&self, tenant: &str) -> Result<LogBounds, StoreError> {
+    pub fn log_bounds(&self, tenant: &TenantId) -> Result<LogBounds, StoreError> {
         Ok(self
             .heads
-            .get(tenant)?
+            .get(tenant.as_str())?
             .map(|v| dec("log bounds", &v))
             .transpose()?
             .unwrap_or_default())
@@ -48,7 +49,7 @@ impl Store {
     /// Changes of a tenant after `after_seq`, at most `limit`.
     pub fn changes_after(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<ChangeRecord>, StoreError> {
@@ -69,7 +70,7 @@ impl Store {
 
     /// Deletes a tenant's changes recorded before `cutoff_ms`; returns how
     /// many went.
-    pub fn prune_changes(&self, tenant: &str, cutoff_ms: i64) -> Result<usize, StoreError> {
+    pub fn prune_changes(&self, tenant: &TenantId, cutoff_ms: i64) -> Result<usize, StoreError> {
         let p = prefix(&[tenant]);
         let mut last = None;
         let mut batch = sled::Batch::default();

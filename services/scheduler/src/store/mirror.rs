@@ -5,13 +5,14 @@ use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::*;
+use crate::ids::{AccountId, CalendarId};
 
 impl Store {
     /// One mirrored event.
     pub fn event(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
         pid: &str,
     ) -> Result<Option<EventRecord>, StoreError> {
         self.events
@@ -23,8 +24,8 @@ impl Store {
     /// The provider id written for a client id.
     pub fn provider_id_for_client(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
         client_id: &str,
     ) -> Result<Option<String>, StoreError> {
         self.client_ids
@@ -34,7 +35,11 @@ impl Store {
     }
 
     /// Provider ids of every mirrored event of a calendar, in order.
-    pub fn event_ids(&self, account: &str, calendar: &str) -> Result<Vec<String>, StoreError> {
+    pub fn event_ids(
+        &self,
+        account: &AccountId,
+        calendar: &CalendarId,
+    ) -> Result<Vec<String>, StoreError> {
         let p = cal_prefix(&self.ids, account, calendar);
         let mut out = self
             .events
@@ -48,7 +53,7 @@ impl Store {
 
     /// Number of mirrored events of a calendar (see [`EventCounts`]: a
     /// scan when first asked, then kept current by every mirror write).
-    pub fn event_count(&self, account: &str, calendar: &str) -> u64 {
+    pub fn event_count(&self, account: &AccountId, calendar: &CalendarId) -> u64 {
         match self.event_counts.get(account, calendar) {
             Ok(n) => n,
             Err(ticket) => {
@@ -69,8 +74,8 @@ impl Store {
     /// (start, pid, entry).
     pub fn events_overlapping(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
         start_ms: i64,
         end_ms: i64,
         after: Option<(i64, &str)>,
@@ -166,8 +171,8 @@ impl Store {
     /// its outbox entry, atomically.
     pub fn commit_write(
         &self,
-        account: &str,
-        calendar: &str,
+        account: &AccountId,
+        calendar: &CalendarId,
         put: Option<&MirrorPut>,
         remove: Option<&MirrorRemove>,
         outbox_id: u64,

@@ -3,6 +3,7 @@
 use sled::Transactional;
 
 use super::*;
+use crate::ids::TenantId;
 
 impl Store {
     /// Stores a tenant.
@@ -97,7 +98,7 @@ impl Store {
     }
 
     /// Stores a hold (refused when it names a revoked account).
-    pub fn put_hold(&self, tenant: &str, h: &HoldRecord) -> Result<(), StoreError> {
+    pub fn put_hold(&self, tenant: &TenantId, h: &HoldRecord) -> Result<(), StoreError> {
         let bytes = enc(h);
         (&self.accounts, &self.holds).transaction(|(accounts, holds)| {
             for a in &h.account_ids {
@@ -110,7 +111,7 @@ impl Store {
     }
 
     /// A hold of a tenant.
-    pub fn hold(&self, tenant: &str, id: &str) -> Result<Option<HoldRecord>, StoreError> {
+    pub fn hold(&self, tenant: &TenantId, id: &str) -> Result<Option<HoldRecord>, StoreError> {
         self.holds
             .get(key(&[tenant, id]))?
             .map(|v| dec("hold", &v))
@@ -118,12 +119,12 @@ impl Store {
     }
 
     /// Removes a hold; false when it was not there.
-    pub fn remove_hold(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    pub fn remove_hold(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
         Ok(self.holds.remove(key(&[tenant, id]))?.is_some())
     }
 
     /// A tenant's holds (expired ones included; callers filter).
-    pub fn holds(&self, tenant: &str) -> Result<Vec<HoldRecord>, StoreError> {
+    pub fn holds(&self, tenant: &TenantId) -> Result<Vec<HoldRecord>, StoreError> {
         self.holds
             .scan_prefix(prefix(&[tenant]))
             .values()
@@ -150,7 +151,7 @@ impl Store {
     /// Stores encoded working hours under a tenant's id.
     pub fn put_working_hours(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         encoded: &[u8],
     ) -> Result<(), StoreError> {
@@ -159,7 +160,11 @@ impl Store {
     }
 
     /// Encoded working hours of a tenant's id.
-    pub fn working_hours(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn working_hours(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .working_hours
             .get(key(&[tenant, id]))?
@@ -167,7 +172,10 @@ impl Store {
     }
 
     /// Every working-hours entry of a tenant: (id, encoded).
-    pub fn all_working_hours(&self, tenant: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub fn all_working_hours(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let p = prefix(&[tenant]);
         self.working_hours
             .scan_prefix(&p)
@@ -182,7 +190,7 @@ impl Store {
     }
 
     /// Deletes working hours; false when unknown.
-    pub fn delete_working_hours(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    pub fn delete_working_hours(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
         Ok(self.working_hours.remove(key(&[tenant, id]))?.is_some())
     }
 }

@@ -42,7 +42,7 @@ fn change_sequences_are_per_tenant_and_gapless() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), ids()).unwrap();
     s.append_changes(
-        "t1",
+        &TenantId::from("t1"),
         &[
             draft(ChangeKind::EventCreated),
             draft(ChangeKind::EventUpdated),
@@ -50,19 +50,24 @@ fn change_sequences_are_per_tenant_and_gapless() {
         0,
     )
     .unwrap();
-    s.append_changes("t2", &[draft(ChangeKind::EventCreated)], 0)
+    s.append_changes(&TenantId::from("t2"), &[draft(ChangeKind::EventCreated)], 0)
         .unwrap();
-    s.append_changes("t1", &[draft(ChangeKind::EventDeleted)], 0)
+    s.append_changes(&TenantId::from("t1"), &[draft(ChangeKind::EventDeleted)], 0)
         .unwrap();
     let seqs: Vec<u64> = s
-        .changes_after("t1", 0, 100)
+        .changes_after(&TenantId::from("t1"), 0, 100)
         .unwrap()
         .iter()
         .map(|c| c.seq)
         .collect();
     assert_eq!(seqs, vec![1, 2, 3]);
-    assert_eq!(s.changes_after("t1", 2, 100).unwrap().len(), 1);
-    assert_eq!(s.log_bounds("t2").unwrap().head, 1);
+    assert_eq!(
+        s.changes_after(&TenantId::from("t1"), 2, 100)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.log_bounds(&TenantId::from("t2")).unwrap().head, 1);
 }
 
 #[test]
@@ -70,7 +75,7 @@ fn pruning_moves_the_floor() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), ids()).unwrap();
     s.append_changes(
-        "t",
+        &TenantId::from("t"),
         &[
             draft(ChangeKind::EventCreated),
             draft(ChangeKind::EventCreated),
@@ -78,12 +83,15 @@ fn pruning_moves_the_floor() {
         10,
     )
     .unwrap();
-    s.append_changes("t", &[draft(ChangeKind::EventCreated)], 50)
+    s.append_changes(&TenantId::from("t"), &[draft(ChangeKind::EventCreated)], 50)
         .unwrap();
-    assert_eq!(s.prune_changes("t", 20).unwrap(), 2);
-    let b = s.log_bounds("t").unwrap();
+    assert_eq!(s.prune_changes(&TenantId::from("t"), 20).unwrap(), 2);
+    let b = s.log_bounds(&TenantId::from("t")).unwrap();
     assert_eq!((b.head, b.pruned_through), (3, 2));
-    assert_eq!(s.changes_after("t", 0, 10).unwrap()[0].seq, 3);
+    assert_eq!(
+        s.changes_after(&TenantId::from("t"), 0, 10).unwrap()[0].seq,
+        3
+    );
 }
 
 #[test]
@@ -115,14 +123,28 @@ fn overlap_query_uses_start_and_end() {
     })
     .unwrap();
     let ids: Vec<String> = s
-        .events_overlapping("acc", "cal", 8, 45, None, 100)
+        .events_overlapping(
+            &AccountId::from("acc"),
+            &CalendarId::from("cal"),
+            8,
+            45,
+            None,
+            100,
+        )
         .unwrap()
         .into_iter()
         .map(|(_, id, _)| id)
         .collect();
     assert_eq!(ids, vec!["a", "b", "c"]);
     let page = s
-        .events_overlapping("acc", "cal", 8, 45, Some((0, "a")), 100)
+        .events_overlapping(
+            &AccountId::from("acc"),
+            &CalendarId::from("cal"),
+            8,
+            45,
+            Some((0, "a")),
+            100,
+        )
         .unwrap();
     assert_eq!(page.len(), 2);
 }
@@ -139,10 +161,17 @@ fn a_write_commit_removes_the_outbox_entry_and_maps_the_client_id() {
         previous_start_ms: None,
         previous_client_id: None,
     };
-    s.commit_write("acc", "cal", Some(&put), None, 7).unwrap();
+    s.commit_write(
+        &AccountId::from("acc"),
+        &CalendarId::from("cal"),
+        Some(&put),
+        None,
+        7,
+    )
+    .unwrap();
     assert!(s.outbox_all().unwrap().is_empty());
     assert_eq!(
-        s.provider_id_for_client("acc", "cal", "mine")
+        s.provider_id_for_client(&AccountId::from("acc"), &CalendarId::from("cal"), "mine")
             .unwrap()
             .as_deref(),
         Some("p1")
@@ -221,7 +250,7 @@ fn rows_naming(s: &Store, account: &str) -> Vec<String> {
             .map(|o| format!("outbox {}", o.op_id)),
     );
     out.extend(
-        s.holds("t")
+        s.holds(&TenantId::from("t"))
             .unwrap()
             .into_iter()
             .filter(|h| h.account_ids.iter().any(|a| a == account))
@@ -269,8 +298,11 @@ fn fill(s: &Store, account: &str) {
         .unwrap();
     s.put_channel(&channel_record(&format!("ch-{account}"), account))
         .unwrap();
-    s.put_hold("t", &hold_record(&format!("alone-{account}"), &[account]))
-        .unwrap();
+    s.put_hold(
+        &TenantId::from("t"),
+        &hold_record(&format!("alone-{account}"), &[account]),
+    )
+    .unwrap();
     s.put_auth_state(
         &format!("state-{account}"),
         &AuthStateRecord {
@@ -297,7 +329,7 @@ fn a_revoked_account_takes_no_new_rows() {
         0,
     )
     .unwrap();
-    s.purge_account_rows("acc").unwrap();
+    s.purge_account_rows(&AccountId::from("acc")).unwrap();
     s.put_account(&revoked_account("acc")).unwrap();
 
     let put = MirrorPut {
@@ -322,10 +354,19 @@ fn a_revoked_account_takes_no_new_rows() {
         "a sync page",
     );
     refused(
-        s.commit_write("acc", "cal", Some(&put), None, 1),
+        s.commit_write(
+            &AccountId::from("acc"),
+            &CalendarId::from("cal"),
+            Some(&put),
+            None,
+            1,
+        ),
         "a write's result",
     );
-    refused(s.put_sync_state("acc", "cal", &st), "a sync state");
+    refused(
+        s.put_sync_state(&AccountId::from("acc"), &CalendarId::from("cal"), &st),
+        "a sync state",
+    );
     refused(
         s.put_account_with_calendars(
             &AccountRecord::for_test("acc"),
@@ -343,11 +384,11 @@ fn a_revoked_account_takes_no_new_rows() {
         "an active record with changes",
     );
     refused(
-        s.append_account_changes("acc", "t", &changes, 0),
+        s.append_account_changes(&AccountId::from("acc"), &TenantId::from("t"), &changes, 0),
         "a status change",
     );
     refused(
-        s.put_calendar("acc", &CalendarRecord::for_test("cal")),
+        s.put_calendar(&AccountId::from("acc"), &CalendarRecord::for_test("cal")),
         "a calendar",
     );
     refused(
@@ -356,12 +397,14 @@ fn a_revoked_account_takes_no_new_rows() {
     );
     refused(s.put_channel(&channel_record("ch", "acc")), "a channel");
     refused(
-        s.put_hold("t", &hold_record("h", &["other", "acc"])),
+        s.put_hold(&TenantId::from("t"), &hold_record("h", &["other", "acc"])),
         "a hold",
     );
     assert_eq!(rows_naming(&s, "acc"), Vec::<String>::new());
     assert!(
-        s.changes_after("t", 0, 10).unwrap().is_empty(),
+        s.changes_after(&TenantId::from("t"), 0, 10)
+            .unwrap()
+            .is_empty(),
         "no change logged"
     );
     assert_eq!(
@@ -379,8 +422,11 @@ fn purging_accounts_clears_every_tree_that_names_them_and_nothing_else() {
     for a in ["gone", "kept"] {
         fill(&s, a);
     }
-    s.put_hold("t", &hold_record("shared", &["gone", "kept"]))
-        .unwrap();
+    s.put_hold(
+        &TenantId::from("t"),
+        &hold_record("shared", &["gone", "kept"]),
+    )
+    .unwrap();
     assert!(
         rows_naming(&s, "gone").len() >= 12,
         "{:?}",
@@ -398,12 +444,24 @@ fn purging_accounts_clears_every_tree_that_names_them_and_nothing_else() {
     assert_eq!(rows_naming(&s, "kept"), kept_before);
     // The hold both named still holds the other account.
     assert_eq!(
-        s.hold("t", "shared").unwrap().unwrap().account_ids,
+        s.hold(&TenantId::from("t"), "shared")
+            .unwrap()
+            .unwrap()
+            .account_ids,
         vec!["kept".to_string()]
     );
-    assert!(s.hold("t", "alone-gone").unwrap().is_none());
-    assert_eq!(s.event_count("gone", "cal"), 0);
-    assert_eq!(s.event_count("kept", "cal"), 1);
+    assert!(s
+        .hold(&TenantId::from("t"), "alone-gone")
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        s.event_count(&AccountId::from("gone"), &CalendarId::from("cal")),
+        0
+    );
+    assert_eq!(
+        s.event_count(&AccountId::from("kept"), &CalendarId::from("cal")),
+        1
+    );
     let after_reopen = {
         drop(s);
         reopen(dir.path())
@@ -530,7 +588,13 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
         ..Default::default()
     };
     match op {
-        SyncOp::Put(a, c, t) => s.put_sync_state(&acc(*a), &cal(*c), &state(*t)).unwrap(),
+        SyncOp::Put(a, c, t) => s
+            .put_sync_state(
+                &AccountId::from(&acc(*a)),
+                &CalendarId::from(&cal(*c)),
+                &state(*t),
+            )
+            .unwrap(),
         SyncOp::Page(a, c, t) => s
             .apply_sync_page(&PageCommit {
                 tenant: &crate::ids::TenantId::from("t"),
@@ -553,8 +617,12 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
                 now_ms: *t,
             })
             .unwrap(),
-        SyncOp::Paused(a, p, t) => s.set_account_paused(&acc(*a), *p, *t).unwrap(),
-        SyncOp::Clear(a, c) => s.clear_calendar_mirror(&acc(*a), &cal(*c)).unwrap(),
+        SyncOp::Paused(a, p, t) => s
+            .set_account_paused(&AccountId::from(acc(*a).as_str()), *p, *t)
+            .unwrap(),
+        SyncOp::Clear(a, c) => s
+            .clear_calendar_mirror(&AccountId::from(&acc(*a)), &CalendarId::from(&cal(*c)))
+            .unwrap(),
         SyncOp::Write(a, c, t) => {
             let id = format!("w{}", t % 2);
             let (put, remove) = if t % 3 == 0 {
@@ -562,8 +630,14 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
             } else {
                 (Some(mirror_put(&id, t % 2)), None)
             };
-            s.commit_write(&acc(*a), &cal(*c), put.as_ref(), remove.as_ref(), 1)
-                .unwrap()
+            s.commit_write(
+                &AccountId::from(&acc(*a)),
+                &CalendarId::from(&cal(*c)),
+                put.as_ref(),
+                remove.as_ref(),
+                1,
+            )
+            .unwrap()
         }
         SyncOp::Connect(a, synced, t) => {
             let account = AccountRecord::for_test(&acc(*a));
@@ -584,7 +658,8 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
                 .unwrap()
         }
         SyncOp::Purge(a) => {
-            s.purge_account_rows(&acc(*a)).unwrap();
+            s.purge_account_rows(&AccountId::from(acc(*a).as_str()))
+                .unwrap();
         }
     }
 }
@@ -602,7 +677,7 @@ proptest::proptest! {
         let cells: Vec<(String, String, Arc<FreshnessCell>)> = (0..2)
             .flat_map(|a| (0..3).map(move |c| (format!("acc{a}"), format!("cal{c}"))))
             .map(|(a, c)| {
-                let cell = s.freshness(&a, &c);
+                let cell = s.freshness(&AccountId::from(&a), &CalendarId::from(&c));
                 (a, c, cell)
             })
             .collect();
@@ -612,10 +687,10 @@ proptest::proptest! {
             // Counts kept between writes equal a fresh count.
             for (a, c, _) in &cells {
                 let scanned = s.events.scan_prefix(cal_prefix(&s.ids, a, c)).count() as u64;
-                proptest::prop_assert_eq!(s.event_count(a, c), scanned, "{}/{} after {:?}", a, c, op);
+                proptest::prop_assert_eq!(s.event_count(&AccountId::from(a), &CalendarId::from(c)), scanned, "{}/{} after {:?}", a, c, op);
             }
             for (a, c, cell) in &cells {
-                let stored = s.sync_state(a, c).unwrap().and_then(|st| st.last_success_ms);
+                let stored = s.sync_state(&AccountId::from(a), &CalendarId::from(c)).unwrap().and_then(|st| st.last_success_ms);
                 proptest::prop_assert_eq!(cell.get(), stored, "{}/{} after {:?}", a, c, op);
             }
         }
@@ -649,7 +724,7 @@ fn concurrent_sync_state_writers_leave_memory_and_counts_equal_to_the_trees() {
         let s = &s;
         scope.spawn(move || {
             for _ in 0..400 {
-                s.event_count("acc0", "cal0");
+                s.event_count(&AccountId::from("acc0"), &CalendarId::from("cal0"));
             }
         });
     });
@@ -658,14 +733,29 @@ fn concurrent_sync_state_writers_leave_memory_and_counts_equal_to_the_trees() {
         .events
         .scan_prefix(cal_prefix(&s.ids, "acc0", "cal0"))
         .count() as u64;
-    assert_eq!(s.event_count("acc0", "cal0"), scanned);
+    assert_eq!(
+        s.event_count(&AccountId::from("acc0"), &CalendarId::from("cal0")),
+        scanned
+    );
     let expected = s
-        .sync_state("acc0", "cal0")
+        .sync_state(&AccountId::from("acc0"), &CalendarId::from("cal0"))
         .unwrap()
         .unwrap()
         .last_success_ms;
     assert!(expected.is_some());
-    assert_eq!(s.freshness("acc0", "cal0").get(), expected);
-    assert_eq!(s.freshness("acc0", "nope").get(), None);
-    assert_eq!(s.freshness("nobody", "cal0").get(), None);
+    assert_eq!(
+        s.freshness(&AccountId::from("acc0"), &CalendarId::from("cal0"))
+            .get(),
+        expected
+    );
+    assert_eq!(
+        s.freshness(&AccountId::from("acc0"), &CalendarId::from("nope"))
+            .get(),
+        None
+    );
+    assert_eq!(
+        s.freshness(&AccountId::from("nobody"), &CalendarId::from("cal0"))
+            .get(),
+        None
+    );
 }

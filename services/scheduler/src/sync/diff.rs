@@ -11,6 +11,7 @@ use calbridge::pb::{self, AccountStatus, ChangeKind};
 use chrono_tz::Tz;
 
 use crate::crypto::{hash_hex, DataKey};
+use crate::ids::{AccountId, CalendarId};
 use crate::mirror::{put_for, same_content};
 use crate::sealing::{change_aad, event_aad, open_event, seal_event};
 use crate::store::{
@@ -30,9 +31,9 @@ pub struct StoredMirror<'a> {
     /// The store.
     pub store: &'a Store,
     /// Account.
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     /// Calendar.
-    pub calendar_id: &'a str,
+    pub calendar_id: &'a CalendarId,
 }
 
 impl MirrorView for StoredMirror<'_> {
@@ -48,9 +49,9 @@ impl MirrorView for StoredMirror<'_> {
 /// The calendar a page belongs to, and how it is synced.
 pub struct Calendar<'a> {
     /// Account.
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     /// Calendar.
-    pub calendar_id: &'a str,
+    pub calendar_id: &'a CalendarId,
     /// The account's data key.
     pub key: &'a DataKey,
     /// The calendar's zone (for all-day events).
@@ -335,10 +336,13 @@ mod tests {
         }
     }
 
+    static ACC: std::sync::LazyLock<AccountId> = std::sync::LazyLock::new(|| "acc".into());
+    static CAL: std::sync::LazyLock<CalendarId> = std::sync::LazyLock::new(|| "cal".into());
+
     fn calendar(key: &DataKey) -> Calendar<'_> {
         Calendar {
-            account_id: "acc",
-            calendar_id: "cal",
+            account_id: &ACC,
+            calendar_id: &CAL,
             key,
             zone: None,
             busy_only: false,
@@ -354,7 +358,14 @@ mod tests {
             let mut e = e.clone();
             e.account_id = "acc".into();
             e.calendar_id = "cal".into();
-            let put = put_for(key, "acc", "cal", None, &e, None);
+            let put = put_for(
+                key,
+                &AccountId::from("acc"),
+                &CalendarId::from("cal"),
+                None,
+                &e,
+                None,
+            );
             m.0.insert(put.provider_event_id.into_string(), put.record);
         }
         m
@@ -416,7 +427,7 @@ mod tests {
         // The change carries the new content, sealed for the change log.
         let opened = open_event(
             &key,
-            &change_aad("acc", "cal", "b"),
+            &change_aad(&AccountId::from("acc"), &CalendarId::from("cal"), "b"),
             &w.changes[0].sealed_event,
         )
         .unwrap();
@@ -489,7 +500,7 @@ mod tests {
         // The deletion carries the event's last content.
         let last_seen = open_event(
             &key,
-            &change_aad("acc", "cal", "gone"),
+            &change_aad(&AccountId::from("acc"), &CalendarId::from("cal"), "gone"),
             &w2.changes[0].sealed_event,
         )
         .unwrap();
@@ -518,7 +529,7 @@ mod tests {
         .unwrap();
         let sealed = open_event(
             &key,
-            &change_aad("acc", "cal", "a"),
+            &change_aad(&AccountId::from("acc"), &CalendarId::from("cal"), "a"),
             &w.changes[0].sealed_event,
         )
         .unwrap();

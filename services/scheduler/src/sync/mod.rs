@@ -221,7 +221,7 @@ pub fn backoff(base_ms: u64, max_s: u64, failures: u32, retry_after: Option<Dura
 
 /// Keeps sync state consistent after an account's credentials are fixed:
 /// unpauses its calendars and makes them due now.
-pub fn resume_account(shared: &Shared, account_id: &str) -> Result<(), ErrorKind> {
+pub fn resume_account(shared: &Shared, account_id: &AccountId) -> Result<(), ErrorKind> {
     shared
         .store
         .set_account_paused(account_id, false, now_ms())?;
@@ -234,6 +234,7 @@ mod tests {
     use super::calendar::IN_DOUBT_RETRY_MS;
     use super::diff::{belongs_to, is_of_skipped};
     use super::*;
+    use crate::ids::CalendarId;
     use crate::store::{
         AccountRecord, CalendarRecord, EventRecord, MirrorPut, PageCommit, SyncRecord,
     };
@@ -260,8 +261,10 @@ mod tests {
         s
     }
 
-    fn state(s: &Shared, calendar: &str) -> Option<SyncRecord> {
-        s.store.sync_state("acc", calendar).unwrap()
+    fn state(s: &Shared, calendar: &CalendarId) -> Option<SyncRecord> {
+        s.store
+            .sync_state(&AccountId::from("acc"), calendar)
+            .unwrap()
     }
 
     #[tokio::test]
@@ -270,7 +273,7 @@ mod tests {
         let s = connected(dir.path());
         // What a sync page that landed after an unguarded revocation left:
         // the calendar record purged, but an event and a due sync state.
-        s.store.purge_account_rows("acc").unwrap();
+        s.store.purge_account_rows(&AccountId::from("acc")).unwrap();
         let put = MirrorPut {
             provider_event_id: "late".into(),
             record: EventRecord {
@@ -301,7 +304,7 @@ mod tests {
         s.store
             .put_account(&account(AccountStatus::Revoked))
             .unwrap();
-        assert!(state(&s, "cal").is_some_and(|st| st.next_due_ms <= now_ms()));
+        assert!(state(&s, &CalendarId::from("cal")).is_some_and(|st| st.next_due_ms <= now_ms()));
 
         // The loop starts every due calendar: this one must not stay due.
         sync_calendar(&s, &"acc".into(), &"cal".into())
@@ -311,7 +314,11 @@ mod tests {
             s.store.all_sync_states().unwrap().is_empty(),
             "the revoked account's sync state is gone"
         );
-        assert!(s.store.event_ids("acc", "cal").unwrap().is_empty());
+        assert!(s
+            .store
+            .event_ids(&AccountId::from("acc"), &CalendarId::from("cal"))
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
@@ -320,12 +327,16 @@ mod tests {
         let s = connected(dir.path());
         // A sync state whose calendar is not stored: it goes.
         s.store
-            .put_sync_state("acc", "ghost", &SyncRecord::default())
+            .put_sync_state(
+                &AccountId::from("acc"),
+                &CalendarId::from("ghost"),
+                &SyncRecord::default(),
+            )
             .unwrap();
         sync_calendar(&s, &"acc".into(), &"ghost".into())
             .await
             .unwrap();
-        assert!(state(&s, "ghost").is_none());
+        assert!(state(&s, &CalendarId::from("ghost")).is_none());
 
         // An account that needs re-authorisation: its calendar is paused.
         s.store
@@ -334,7 +345,7 @@ mod tests {
         sync_calendar(&s, &"acc".into(), &"cal".into())
             .await
             .unwrap();
-        assert!(state(&s, "cal").unwrap().paused);
+        assert!(state(&s, &CalendarId::from("cal")).unwrap().paused);
     }
 
     #[tokio::test]
@@ -350,7 +361,7 @@ mod tests {
         sync_calendar(&s, &"acc".into(), &"cal".into())
             .await
             .unwrap();
-        let st = state(&s, "cal").unwrap();
+        let st = state(&s, &CalendarId::from("cal")).unwrap();
         assert_eq!((st.failures, st.last_error.as_str()), (0, ""));
         assert!(st.next_due_ms >= before + IN_DOUBT_RETRY_MS, "{st:?}");
     }

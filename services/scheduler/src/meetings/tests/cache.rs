@@ -113,7 +113,7 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
         if ks.iter().any(|&k| revoked(s, k)) {
             let e = block_on(create_hold(
                 s,
-                "t",
+                &TenantId::from("t"),
                 &pb::CreateHoldRequest {
                     account_ids: ks.iter().map(|&k| account_id(k)).collect(),
                     slot: Some(pb::TimeWindow {
@@ -150,7 +150,7 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
             let start = base() + start5 * 5 * MIN;
             let h = block_on(create_hold(
                 s,
-                "t",
+                &TenantId::from("t"),
                 &pb::CreateHoldRequest {
                     account_ids: ks.iter().map(|&k| account_id(k)).collect(),
                     slot: Some(pb::TimeWindow {
@@ -166,7 +166,7 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
         Change::ReleaseHold(i) => {
             if !holds.is_empty() {
                 let id = holds.remove(i % holds.len());
-                block_on(release_hold(s, "t", &id)).unwrap();
+                block_on(release_hold(s, &TenantId::from("t"), &id)).unwrap();
             }
         }
         Change::PutHours { late } => {
@@ -178,25 +178,39 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
             put_hours(s, "wh0", hours("Asia/Tokyo", a, b));
         }
         Change::DeleteHours => {
-            let _ = block_on(delete_working_hours(s, "t", "wh0"));
+            let _ = block_on(delete_working_hours(s, &TenantId::from("t"), "wh0"));
         }
         Change::SyncOff { k } => {
             // As SetCalendarSync does when turning sync off.
             let id = account_id(*k);
-            if let Some(mut c) = s.store.calendar(&id, "work").unwrap() {
+            if let Some(mut c) = s
+                .store
+                .calendar(&AccountId::from(&id), &CalendarId::from("work"))
+                .unwrap()
+            {
                 c.synced = false;
-                s.store.put_calendar(&id, &c).unwrap();
-                s.store.clear_calendar_mirror(&id, "work").unwrap();
-                s.mirror_changed(&id, "work");
+                s.store
+                    .put_calendar(&AccountId::from(id.as_str()), &c)
+                    .unwrap();
+                s.store
+                    .clear_calendar_mirror(&AccountId::from(&id), &CalendarId::from("work"))
+                    .unwrap();
+                s.mirror_changed(&AccountId::from(&id), &CalendarId::from("work"));
             }
         }
         Change::SyncOn { k } => {
             // As SetCalendarSync does when turning sync on.
             let id = account_id(*k);
-            if let Some(mut c) = s.store.calendar(&id, "other").unwrap() {
+            if let Some(mut c) = s
+                .store
+                .calendar(&AccountId::from(&id), &CalendarId::from("other"))
+                .unwrap()
+            {
                 c.synced = true;
-                s.store.put_calendar(&id, &c).unwrap();
-                s.sync_soon(&id, "other");
+                s.store
+                    .put_calendar(&AccountId::from(id.as_str()), &c)
+                    .unwrap();
+                s.sync_soon(&AccountId::from(&id), &CalendarId::from("other"));
             }
         }
         Change::NewCalendar { k } => {
@@ -204,7 +218,7 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
             // more synced calendar and a new primary zone.
             let id = account_id(*k);
             let account = s.store.account(&id).unwrap().unwrap();
-            let mut cals = s.store.calendars(&id).unwrap();
+            let mut cals = s.store.calendars(&AccountId::from(id.as_str())).unwrap();
             if cals.is_empty() {
                 return;
             }
@@ -217,13 +231,17 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
                 .unwrap();
             for c in &cals {
                 if c.synced {
-                    s.sync_soon(&id, &c.calendar_id);
+                    s.sync_soon(&AccountId::from(id.as_str()), &c.calendar_id);
                 }
             }
         }
         Change::SyncedNow { k } => {
             for cal in ["primary", "work"] {
-                if s.store.calendar(&account_id(*k), cal).unwrap().is_some() {
+                if s.store
+                    .calendar(&AccountId::from(&account_id(*k)), &CalendarId::from(cal))
+                    .unwrap()
+                    .is_some()
+                {
                     synced_now(s, *k, cal);
                 }
             }
@@ -234,12 +252,12 @@ fn apply(s: &Shared, c: &Change, holds: &mut Vec<String>) {
             let mut a = s.store.account(&id).unwrap().unwrap();
             a.status = pb::AccountStatus::Revoked;
             s.store.put_account(&a).unwrap();
-            crate::accounts::purge_revoked_rows(s, &id).unwrap();
+            crate::accounts::purge_revoked_rows(s, &AccountId::from(id.as_str())).unwrap();
         }
         Change::ReauthRequired { k } => {
             block_on(crate::accounts::mark_reauth_required(
                 s,
-                &account_id(*k),
+                &AccountId::from(account_id(*k).as_str()),
                 "test",
             ))
             .unwrap();
@@ -294,13 +312,13 @@ fn revoked_members_fail_the_request_naming_them_even_when_cached() {
     let s = seeded(dir.path(), 3);
     let req = request(3, pb::AvailabilityFormat::OverlappingSlots);
     // Cached while the account was active.
-    query(&s, "t", &req).unwrap();
+    query(&s, &TenantId::from("t"), &req).unwrap();
     apply(&s, &Change::Revoke { k: 1 }, &mut Vec::new());
     for e in [
-        query(&s, "t", &req).map(|_| ()),
+        query(&s, &TenantId::from("t"), &req).map(|_| ()),
         explain(
             &s,
-            "t",
+            &TenantId::from("t"),
             &pb::ExplainAvailabilityRequest {
                 query: Some(req.clone()),
                 slot: Some(pb::TimeWindow {
@@ -326,19 +344,19 @@ fn an_unchanged_participant_is_served_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let s = seeded(dir.path(), 4);
     let req = request(4, pb::AvailabilityFormat::Slots);
-    let first = query(&s, "t", &req).unwrap();
+    let first = query(&s, &TenantId::from("t"), &req).unwrap();
     let (participants, intervals) = s.availability_cache.usage();
     assert_eq!(participants, 4);
     assert!(intervals > 0);
-    let (_, g) = prepare(&s, "t", &req).unwrap();
-    let (_, again) = prepare(&s, "t", &req).unwrap();
+    let (_, g) = prepare(&s, &TenantId::from("t"), &req).unwrap();
+    let (_, again) = prepare(&s, &TenantId::from("t"), &req).unwrap();
     for (a, b) in g.built.iter().zip(&again.built) {
         assert!(Arc::ptr_eq(a, b), "the same built participant is reused");
     }
-    assert_eq!(query(&s, "t", &req).unwrap(), first);
+    assert_eq!(query(&s, &TenantId::from("t"), &req).unwrap(), first);
     // A mirror change rebuilds that account only.
     put_event(&s, 1, "primary", "x", base() + 600 * MIN, 30 * MIN, 1);
-    let (_, after) = prepare(&s, "t", &req).unwrap();
+    let (_, after) = prepare(&s, &TenantId::from("t"), &req).unwrap();
     assert!(!Arc::ptr_eq(&after.built[1], &g.built[1]));
     assert!(Arc::ptr_eq(&after.built[0], &g.built[0]));
 }
@@ -351,7 +369,7 @@ fn stale_calendars_fail_the_request() {
         let s = seeded(dir.path(), n);
         let mut req = request(n, pb::AvailabilityFormat::Slots);
         req.max_staleness_seconds = 3600;
-        let ok = query(&s, "t", &req).unwrap();
+        let ok = query(&s, &TenantId::from("t"), &req).unwrap();
         let consulted: Vec<(String, String)> = ok
             .freshness
             .iter()
@@ -370,17 +388,23 @@ fn stale_calendars_fail_the_request() {
         }
         assert_eq!(consulted, expected, "in member order");
         let id = account_id(n - 1);
-        let mut st = s.store.sync_state(&id, "work").unwrap().unwrap();
+        let mut st = s
+            .store
+            .sync_state(&AccountId::from(&id), &CalendarId::from("work"))
+            .unwrap()
+            .unwrap();
         st.last_success_ms = Some(now_ms() - 7200 * 1000);
-        s.store.put_sync_state(&id, "work", &st).unwrap();
-        match query(&s, "t", &req) {
+        s.store
+            .put_sync_state(&AccountId::from(&id), &CalendarId::from("work"), &st)
+            .unwrap();
+        match query(&s, &TenantId::from("t"), &req) {
             Err(ErrorKind::FailedPrecondition(m)) => {
                 assert!(m.contains(&format!("{id}/work")), "{m}")
             }
             other => panic!("unexpected {other:?}"),
         }
         req.max_staleness_seconds = 0;
-        let again = query(&s, "t", &req).unwrap();
+        let again = query(&s, &TenantId::from("t"), &req).unwrap();
         assert_eq!(again.slots, ok.slots);
     }
 }
@@ -391,11 +415,11 @@ fn an_expired_hold_no_longer_blocks_a_cached_participant() {
     let s = seeded(dir.path(), 1);
     let mut req = request(1, pb::AvailabilityFormat::Periods);
     req.groups[0].members[0].working_hours_id.clear();
-    let before = query(&s, "t", &req).unwrap();
+    let before = query(&s, &TenantId::from("t"), &req).unwrap();
     let start = base() + 12 * 60 * MIN;
     s.store
         .put_hold(
-            "t",
+            &TenantId::from("t"),
             &HoldRecord {
                 hold_id: "h1".into(),
                 account_ids: vec![account_id(0).into()],
@@ -407,8 +431,12 @@ fn an_expired_hold_no_longer_blocks_a_cached_participant() {
         .unwrap();
     // As create_hold does after storing it.
     s.availability_cache.holds_changed();
-    let held = query(&s, "t", &req).unwrap();
+    let held = query(&s, &TenantId::from("t"), &req).unwrap();
     assert_ne!(held, before, "the hold blocks its hour");
     std::thread::sleep(std::time::Duration::from_millis(400));
-    assert_eq!(query(&s, "t", &req).unwrap(), before, "expired: free again");
+    assert_eq!(
+        query(&s, &TenantId::from("t"), &req).unwrap(),
+        before,
+        "expired: free again"
+    );
 }

@@ -8,7 +8,7 @@ fn eviction_keeps_the_most_recently_used_participants() {
     let dir = tempfile::tempdir().unwrap();
     let s = seeded(dir.path(), 2);
     let req = request(2, pb::AvailabilityFormat::Slots);
-    query(&s, "t", &req).unwrap();
+    query(&s, &TenantId::from("t"), &req).unwrap();
     let mut inner = s.availability_cache.lock();
     assert_eq!(inner.participants, 2);
     let ticks: Vec<u64> = inner

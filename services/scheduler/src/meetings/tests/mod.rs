@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::{AccountId, CalendarId, TenantId};
 use chrono::Datelike;
 use std::sync::atomic::Ordering;
 
@@ -57,7 +58,7 @@ fn connect(s: &Shared, k: usize) {
     for c in &cals {
         if c.synced {
             synced_now(s, k, &c.calendar_id);
-            s.sync_soon(&id, &c.calendar_id);
+            s.sync_soon(&AccountId::from(id.as_str()), &c.calendar_id);
         }
     }
 }
@@ -65,14 +66,23 @@ fn connect(s: &Shared, k: usize) {
 /// A successful sync that changed no event (no mirror signal).
 fn synced_now(s: &Shared, k: usize, cal: &str) {
     let id = account_id(k);
-    let mut st = s.store.sync_state(&id, cal).unwrap().unwrap_or_default();
+    let mut st = s
+        .store
+        .sync_state(&AccountId::from(&id), &CalendarId::from(cal))
+        .unwrap()
+        .unwrap_or_default();
     st.last_success_ms = Some(now_ms() - 1000 * (k as i64 + 1));
-    s.store.put_sync_state(&id, cal, &st).unwrap();
+    s.store
+        .put_sync_state(&AccountId::from(&id), &CalendarId::from(cal), &st)
+        .unwrap();
 }
 
 fn put_event(s: &Shared, k: usize, cal: &str, pid: &str, start: i64, len: i64, busy: i32) {
     let id = account_id(k);
-    let previous = s.store.event(&id, cal, pid).unwrap();
+    let previous = s
+        .store
+        .event(&AccountId::from(&id), &CalendarId::from(cal), pid)
+        .unwrap();
     let put = MirrorPut {
         provider_event_id: pid.into(),
         record: EventRecord {
@@ -93,7 +103,11 @@ fn put_event(s: &Shared, k: usize, cal: &str, pid: &str, start: i64, len: i64, b
 
 fn remove_event(s: &Shared, k: usize, cal: &str, pid: &str) {
     let id = account_id(k);
-    if let Some(e) = s.store.event(&id, cal, pid).unwrap() {
+    if let Some(e) = s
+        .store
+        .event(&AccountId::from(&id), &CalendarId::from(cal), pid)
+        .unwrap()
+    {
         let r = MirrorRemove {
             provider_event_id: pid.into(),
             start_ms: e.start_ms,
@@ -106,7 +120,11 @@ fn remove_event(s: &Shared, k: usize, cal: &str, pid: &str) {
 /// Applies a page as the sync loop does: store, then the signal.
 fn commit(s: &Shared, k: usize, cal: &str, puts: &[MirrorPut], removes: &[MirrorRemove]) {
     let id = account_id(k);
-    let st = s.store.sync_state(&id, cal).unwrap().unwrap_or_default();
+    let st = s
+        .store
+        .sync_state(&AccountId::from(&id), &CalendarId::from(cal))
+        .unwrap()
+        .unwrap_or_default();
     s.store
         .apply_sync_page(&PageCommit {
             tenant: &crate::ids::TenantId::from("t"),
@@ -119,7 +137,7 @@ fn commit(s: &Shared, k: usize, cal: &str, puts: &[MirrorPut], removes: &[Mirror
             now_ms: now_ms(),
         })
         .unwrap();
-    s.mirror_changed(&id, cal);
+    s.mirror_changed(&AccountId::from(&id), &CalendarId::from(cal));
 }
 
 fn hours(zone: &str, start: &str, end: &str) -> pb::WorkingHours {
@@ -139,7 +157,7 @@ fn hours(zone: &str, start: &str, end: &str) -> pb::WorkingHours {
 fn put_hours(s: &Shared, id: &str, h: pb::WorkingHours) {
     block_on(put_working_hours(
         s,
-        "t",
+        &TenantId::from("t"),
         &pb::PutWorkingHoursRequest {
             working_hours_id: id.into(),
             hours: Some(h),
@@ -189,7 +207,7 @@ fn request(n: usize, format: pb::AvailabilityFormat) -> pb::QueryAvailabilityReq
 }
 
 fn answer(s: &Shared, req: &pb::QueryAvailabilityRequest) -> String {
-    format!("{:?}", query(s, "t", req))
+    format!("{:?}", query(s, &TenantId::from("t"), req))
 }
 
 fn explained(s: &Shared, req: &pb::QueryAvailabilityRequest, at: i64) -> String {
@@ -200,7 +218,7 @@ fn explained(s: &Shared, req: &pb::QueryAvailabilityRequest, at: i64) -> String 
             end: ts(at + 30 * MIN),
         }),
     };
-    format!("{:?}", explain(s, "t", &e))
+    format!("{:?}", explain(s, &TenantId::from("t"), &e))
 }
 
 fn revoked(s: &Shared, k: usize) -> bool {
