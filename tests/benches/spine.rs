@@ -88,6 +88,7 @@ async fn main() -> Result<()> {
     for i in 0..n {
         let t = Instant::now();
         c.upsert_event(pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: account.clone(),
             calendar_id: calendar.clone(),
             client_event_id: format!("seq-{i}"),
@@ -114,6 +115,7 @@ async fn main() -> Result<()> {
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
                 c.upsert_event(pb::UpsertEventRequest {
+                    provider_event_id: String::new(),
                     account_id: account.clone(),
                     calendar_id: calendar.clone(),
                     client_event_id: format!("par-{w}-{i}"),

@@ -437,9 +437,15 @@ pub(crate) struct UpsertArgs {
     /// The calendar id.
     #[arg(long)]
     pub calendar: String,
-    /// Your own id for the event: the key of the upsert.
+    /// Your own id for the event: the key of the upsert. With --provider-id
+    /// it is attached to that event.
+    #[arg(long, required_unless_present = "provider_id")]
+    pub id: Option<String>,
+    /// The provider's id of an existing event to edit (one made outside
+    /// calbridge, or one instance of a series): it is updated, never
+    /// duplicated.
     #[arg(long)]
-    pub id: String,
+    pub provider_id: Option<String>,
     /// Title, times and zone.
     #[command(flatten)]
     pub fields: EventFields,

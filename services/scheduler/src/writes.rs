@@ -54,7 +54,8 @@ pub async fn upsert_event(
     Ok(written)
 }
 
-/// Creates or updates an event keyed by the caller's id.
+/// Creates or updates an event keyed by the caller's id, or updates the
+/// event the provider's id names (never creating one).
 pub async fn upsert(
     shared: &Shared,
     tenant: &TenantId,
@@ -78,17 +79,34 @@ pub async fn upsert(
     event.calendar_id.clear();
     event.created_at = None;
     event.updated_at = None;
-    event.managed = true;
+    event.managed = !req.client_event_id.is_empty();
 
-    let lock = shared.client_lock(&account.account_id, &calendar_id, &req.client_event_id);
+    let lock_key = if req.provider_event_id.is_empty() {
+        req.client_event_id.clone()
+    } else {
+        format!("pid:{}", req.provider_event_id)
+    };
+    let lock = shared.client_lock(&account.account_id, &calendar_id, &lock_key);
     let _one_at_a_time = lock.lock().await;
+    if !req.provider_event_id.is_empty() && !req.client_event_id.is_empty() {
+        let named = shared.store.provider_id_for_client(
+            &account.account_id,
+            &calendar_id,
+            &req.client_event_id,
+        )?;
+        if named.is_some_and(|pid| pid != req.provider_event_id) {
+            return Err(ErrorKind::FailedPrecondition(
+                "client_event_id already names another event of this calendar".into(),
+            ));
+        }
+    }
     let op = OutboxRecord {
         op_id: shared.store.next_id()?,
         tenant_id: tenant.into(),
         account_id: account.account_id.clone(),
         calendar_id: req.calendar_id.clone().into(),
         client_event_id: req.client_event_id.clone(),
-        provider_event_id: Default::default(),
+        provider_event_id: req.provider_event_id.as_str().into(),
         delete: false,
         sealed_event: Vec::new(),
         expected_version: req.expected_version.clone(),
@@ -266,7 +284,14 @@ async fn replay_one(shared: &Shared, op: OutboxRecord) -> Result<(), ErrorKind> 
             return Ok(());
         }
     };
-    let lock_key = if op.delete && op.client_event_id.is_empty() {
+    // The key the write was made under: deletes by provider id and upserts
+    // by provider id lock the provider's id, the others the caller's.
+    let by_pid = if op.delete {
+        op.client_event_id.is_empty()
+    } else {
+        !op.provider_event_id.is_empty()
+    };
+    let lock_key = if by_pid {
         format!("pid:{}", op.provider_event_id)
     } else {
         op.client_event_id.clone()
@@ -392,9 +417,15 @@ async fn execute_upsert(
         .calendar(acc, cal)?
         .and_then(|c| c.time_zone.parse::<chrono_tz::Tz>().ok());
 
-    let known = shared
-        .store
-        .provider_id_for_client(acc, cal, &op.client_event_id)?;
+    // By the provider's id: that event is updated, never a new one made.
+    let by_provider_id = !op.provider_event_id.is_empty();
+    let known = if by_provider_id {
+        Some(op.provider_event_id.to_string())
+    } else {
+        shared
+            .store
+            .provider_id_for_client(acc, cal, &op.client_event_id)?
+    };
     let mut result: Option<(pb::Event, WriteOutcome)> = None;
     if let Some(pid) = known {
         if let Some(prev) = shared.store.event(acc, cal, &pid)? {
@@ -420,6 +451,11 @@ async fn execute_upsert(
                 .await;
             match updated {
                 Ok(r) => result = Some((r.into_inner(), WriteOutcome::Updated)),
+                Err(s) if s.code() == tonic::Code::NotFound && by_provider_id => {
+                    return Err(ErrorKind::NotFound(
+                        "the provider has no event with this provider_event_id".into(),
+                    ))
+                }
                 // Deleted outside since: create it again below.
                 Err(s) if s.code() == tonic::Code::NotFound => {}
                 // Without an expected version the platform asked for no
@@ -480,9 +516,18 @@ async fn execute_upsert(
     };
     stored.account_id = acc.to_string();
     stored.calendar_id = cal.to_string();
-    stored.client_event_id = op.client_event_id.clone();
-    stored.managed = true;
     let previous = shared.store.event(acc, cal, &stored.provider_event_id)?;
+    // An edit by provider id without the caller's id keeps the id the
+    // event already had (if the platform wrote it under one).
+    stored.client_event_id = if op.client_event_id.is_empty() {
+        previous
+            .as_ref()
+            .and_then(|p| p.client_event_id.clone())
+            .unwrap_or_default()
+    } else {
+        op.client_event_id.clone()
+    };
+    stored.managed = !stored.client_event_id.is_empty();
     let mut put = put_for(key, acc, cal, zone, &stored, previous.as_ref());
     put.record.written_hash = Some(content_hash(event));
     shared

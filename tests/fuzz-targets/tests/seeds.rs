@@ -76,6 +76,7 @@ fn timed_event() -> pb::Event {
 
 fn upsert(event: pb::Event) -> pb::UpsertEventRequest {
     pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: "acc_7f3a9c".into(),
         calendar_id: "/user/calendars/work/".into(),
         client_event_id: "planning-2026-q1".into(),
@@ -126,6 +127,7 @@ fn api_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ..Default::default()
     };
     let invalid = pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: String::new(),
         calendar_id: "cal\u{0007}".into(),
         client_event_id: "x".repeat(300),

@@ -194,6 +194,7 @@ pub async fn writer(
                 .map(|_| ())
             } else {
                 c.upsert_event(pb::UpsertEventRequest {
+                    provider_event_id: String::new(),
                     account_id: account.clone(),
                     calendar_id: calendar.clone(),
                     client_event_id: cid.clone(),

@@ -7,12 +7,6 @@
 //! then say so in Describe and answer UNIMPLEMENTED, which
 //! `describe_matches_what_the_adapter_answers` already holds it to.
 //!
-//! - **UpsertEvent by provider_event_id for an event made outside
-//!   calbridge**: the platform adopts an outside event by its provider id
-//!   (no client event id yet); the case makes the event with
-//!   `Fixture::outside_put`, upserts it through a scheduler by provider
-//!   id, and checks that the provider holds the edit on the same id, with
-//!   no second event, and that the feed shows no echo.
 //! - **One-instance overrides**: UpdateEvent of one instance of a series
 //!   (an instance's provider id) moves or retitles only that instance; the
 //!   next sync shows the override linked to its series (`recurrence_link`

@@ -58,6 +58,7 @@ async fn availability_answers_from_the_mirror_with_explain_holds_and_sequences()
     // reading the slots, not assuming them) is busy 10:00-11:00 UTC.
     let busy = c
         .upsert_event(pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: ada.clone(),
             calendar_id: ada_cal.clone(),
             client_event_id: "ada-busy".into(),
@@ -203,6 +204,7 @@ async fn availability_answers_from_the_mirror_with_explain_holds_and_sequences()
     };
     let start = chrono::DateTime::from_timestamp_millis(ms(&first.start)).unwrap();
     c.upsert_event(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: bob.clone(),
         calendar_id: bob_cal,
         client_event_id: "confirmed".into(),

@@ -22,6 +22,7 @@ async fn upsert(
     e: pb::Event,
 ) -> tonic::Status {
     c.upsert_event(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: account.into(),
         calendar_id: calendar.into(),
         client_event_id: id.into(),
@@ -201,6 +202,7 @@ async fn upsert_ok_or_status(
     e: pb::Event,
 ) -> tonic::Status {
     c.upsert_event(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: account.into(),
         calendar_id: calendar.into(),
         client_event_id: "cross-tenant".into(),

@@ -42,6 +42,7 @@ async fn acknowledged_upserts_survive_kill_9_exactly_once_and_the_log_has_no_gap
                 let id = format!("order-{i}");
                 let r = client
                     .upsert_event(pb::UpsertEventRequest {
+                        provider_event_id: String::new(),
                         account_id: account.clone(),
                         calendar_id: calendar.clone(),
                         client_event_id: id.clone(),
@@ -185,6 +186,7 @@ async fn many_concurrent_upserts_all_complete_once() -> Result<()> {
         tasks.push(tokio::spawn(async move {
             for i in 0..5 {
                 c.upsert_event(pb::UpsertEventRequest {
+                    provider_event_id: String::new(),
                     account_id: account.clone(),
                     calendar_id: calendar.clone(),
                     // Workers share three id families (w0, w1, w2) and race on
@@ -248,6 +250,7 @@ async fn a_provider_outage_answers_unavailable_with_retry_info_and_keeps_nothing
     let started = std::time::Instant::now();
     let status = client
         .upsert_event(pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: account.clone(),
             calendar_id: calendar.clone(),
             client_event_id: "during-outage".into(),
@@ -352,6 +355,7 @@ async fn a_write_the_provider_applied_before_a_kill_9_is_not_fed_back_as_an_outs
         tokio::spawn(async move {
             client
                 .upsert_event(pb::UpsertEventRequest {
+                    provider_event_id: String::new(),
                     account_id: account,
                     calendar_id: CALENDAR.into(),
                     client_event_id: "order-1".into(),

@@ -63,6 +63,7 @@ async fn a_password_user_whose_id_differs_only_in_case_gets_an_account_of_their_
     assert_eq!(first.provider_account_id, "ada@example.com");
     assert_eq!(first.status, pb::AccountStatus::Active as i32);
     c.upsert_event(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: ada.clone(),
         calendar_id: ada_cal.clone(),
         client_event_id: "whose".into(),

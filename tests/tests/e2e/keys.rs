@@ -183,6 +183,7 @@ async fn upsert(
 ) -> Result<()> {
     client
         .upsert_event(pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: account.into(),
             calendar_id: calendar.into(),
             client_event_id: "ev-1".into(),

@@ -44,6 +44,7 @@ async fn a_write_applied_but_unanswered_is_not_fed_back_while_it_is_retried() ->
         tokio::spawn(async move {
             client
                 .upsert_event(pb::UpsertEventRequest {
+                    provider_event_id: String::new(),
                     account_id: account,
                     calendar_id: CALENDAR.into(),
                     client_event_id: "order-1".into(),
@@ -107,6 +108,7 @@ async fn a_late_write_of_a_killed_scheduler_does_not_make_its_replay_echo() -> R
     let mut client = stack.client(&tenant.key).await?;
     let start = Utc::now() + chrono::Duration::days(2);
     let upsert = |title: &str| pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: account.clone(),
         calendar_id: calendar.clone(),
         client_event_id: "order-1".into(),
@@ -195,6 +197,7 @@ async fn a_replayed_write_never_overwrites_a_newer_acknowledged_one() -> Result<
     let client = stack.client(&tenant.key).await?;
     let start = Utc::now() + chrono::Duration::days(2);
     let upsert = |cid: &str, title: &str| pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: account.clone(),
         calendar_id: calendar.clone(),
         client_event_id: cid.into(),
@@ -294,6 +297,7 @@ async fn a_write_that_waited_for_a_replay_sees_a_revocation_made_meanwhile() -> 
     let create = {
         let mut client = client.clone();
         let request = pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: account.clone(),
             calendar_id: calendar.clone(),
             client_event_id: "order-1".into(),

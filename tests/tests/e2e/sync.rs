@@ -28,6 +28,7 @@ async fn outside_edits_arrive_with_the_right_kinds_and_own_writes_do_not_echo() 
     // Our own write: no change.
     let written = c
         .upsert_event(pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: account.clone(),
             calendar_id: calendar.clone(),
             client_event_id: "standup".into(),
@@ -248,6 +249,7 @@ async fn revocation_at_the_provider_needs_reauthorisation_and_revoke_deletes_eve
         .await?;
     let mut sandbox = stack.sandbox().await?;
     c.upsert_event(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: account.clone(),
         calendar_id: calendar.clone(),
         client_event_id: "keep-me".into(),
@@ -292,6 +294,7 @@ async fn revocation_at_the_provider_needs_reauthorisation_and_revoke_deletes_eve
     assert_eq!(a.status, pb::AccountStatus::ReauthRequired as i32);
     let s = c
         .upsert_event(pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: account.clone(),
             calendar_id: calendar.clone(),
             client_event_id: "blocked".into(),
@@ -456,6 +459,7 @@ async fn a_free_busy_account_keeps_only_intervals() -> Result<()> {
     assert_eq!(busy(&mut c).await?, vec![start.timestamp()]);
     let s = c
         .upsert_event(pb::UpsertEventRequest {
+            provider_event_id: String::new(),
             account_id: a.account_id.clone(),
             calendar_id: "fb@example.com/primary".into(),
             client_event_id: "nope".into(),

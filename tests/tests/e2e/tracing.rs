@@ -80,6 +80,7 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut req = tonic::Request::new(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: account,
         calendar_id: calendar,
         client_event_id: "traced-1".into(),

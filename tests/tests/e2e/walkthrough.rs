@@ -339,6 +339,52 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     .await?;
     assert!(events.to_string().contains(title));
 
+    // The outside event, edited by its provider id: updated in place at the
+    // provider, never duplicated.
+    let outside_id = change["event"]["provider_event_id"]
+        .as_str()
+        .context("outside event id")?
+        .to_string();
+    let outside_version = change["event"]["version"]
+        .as_str()
+        .context("outside event version")?
+        .to_string();
+    let moved_title = format!("{outside_title} (moved)");
+    let edited = cli
+        .run(&[
+            "events",
+            "upsert",
+            "--account",
+            &account_id,
+            "--calendar",
+            &calendar,
+            "--provider-id",
+            &outside_id,
+            "--expected-version",
+            &outside_version,
+            "--title",
+            &moved_title,
+            "--start",
+            &o_start,
+            "--end",
+            &o_end,
+            "--json",
+        ])
+        .await?;
+    assert_eq!(edited["outcome"], "WRITE_OUTCOME_UPDATED", "{edited}");
+    assert_eq!(edited["event"]["provider_event_id"], outside_id.as_str());
+    let at_provider = cli
+        .run(&["sandbox", "events", "--user", "alice@example.com", "--json"])
+        .await?;
+    let titles: Vec<&str> = at_provider["events"]
+        .as_array()
+        .context("provider events")?
+        .iter()
+        .filter_map(|e| e["title"].as_str())
+        .collect();
+    assert_eq!(titles.len(), 2, "{at_provider}");
+    assert!(titles.contains(&moved_title.as_str()), "{at_provider}");
+
     // 7. Connect Google (the local fake Google) through the consent URL and
     // the scheduler's callback, the way a browser would.
     let mut authorize = Command::new(bin("calbridge"))

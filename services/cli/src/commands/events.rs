@@ -166,10 +166,11 @@ async fn upsert(ctx: &Ctx, args: UpsertArgs) -> Result<()> {
         .upsert_event(pb::UpsertEventRequest {
             account_id: args.account,
             calendar_id: args.calendar,
-            client_event_id: args.id,
+            client_event_id: args.id.unwrap_or_default(),
             event: Some(event),
             expected_version: args.expected_version.unwrap_or_default(),
             hold_id: String::new(),
+            provider_event_id: args.provider_id.unwrap_or_default(),
         })
         .await
         .rpc(Api::Scheduler)?;

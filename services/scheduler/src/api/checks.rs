@@ -68,6 +68,29 @@ pub(super) fn check_cursor_len(cursor: &str) -> Result<(), ErrorKind> {
     Ok(())
 }
 
+/// At least one of an event's two ids (an upsert by provider id may attach
+/// the caller's id too), each within its bounds.
+pub(super) fn at_least_one_id(inv: &mut Invalid, client: &str, provider: &str) {
+    if client.is_empty() && provider.is_empty() {
+        inv.push(
+            "client_event_id",
+            "set client_event_id, provider_event_id or both",
+        );
+        return;
+    }
+    if !client.is_empty() {
+        check_id(inv, "client_event_id", client, limits::MAX_ID_BYTES);
+    }
+    if !provider.is_empty() {
+        check_id(
+            inv,
+            "provider_event_id",
+            provider,
+            limits::MAX_CALENDAR_ID_BYTES,
+        );
+    }
+}
+
 /// Exactly one of an event's two ids.
 pub(super) fn one_id(inv: &mut Invalid, client: &str, provider: &str) {
     match (client.is_empty(), provider.is_empty()) {

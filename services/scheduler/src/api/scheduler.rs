@@ -288,12 +288,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let mut inv = Invalid::default();
         account_id_field(&mut inv, &r.account_id);
         calendar_id_field(&mut inv, &r.calendar_id);
-        check_id(
-            &mut inv,
-            "client_event_id",
-            &r.client_event_id,
-            limits::MAX_ID_BYTES,
-        );
+        at_least_one_id(&mut inv, &r.client_event_id, &r.provider_event_id);
         match &r.event {
             None => inv.push("event", "must be set"),
             Some(e) => check_event(&mut inv, "event", e),

@@ -29,6 +29,7 @@ pub(crate) async fn outside_changes_reach_the_feed_and_own_writes_do_not_echo<F:
 
     // Our own writes: a create, its replay, an update.
     let upsert = |title: &str| pb::UpsertEventRequest {
+        provider_event_id: String::new(),
         account_id: account.clone(),
         calendar_id: calendar.clone(),
         client_event_id: "own-1".into(),

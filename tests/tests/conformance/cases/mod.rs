@@ -5,6 +5,7 @@
 //! scheduler's behaviour with that adapter.
 
 mod capabilities;
+mod edits;
 mod feed;
 mod sync;
 mod writes;
@@ -12,6 +13,7 @@ mod writes;
 pub(crate) use capabilities::{
     describe_matches_what_the_adapter_answers, series_writes_follow_the_recurrence_capability,
 };
+pub(crate) use edits::an_outside_event_is_edited_by_its_provider_id_never_duplicated;
 pub(crate) use feed::outside_changes_reach_the_feed_and_own_writes_do_not_echo;
 pub(crate) use sync::{
     an_expired_or_invalid_cursor_is_out_of_range, every_page_cursor_resumes_on_its_own,
