@@ -168,13 +168,13 @@ async fn sync_pages(
     };
     let busy_only = account.access_level == AccessLevel::FreeBusy;
     let now = chrono::Utc::now();
+    let (window_start, window_end) = (
+        now - chrono::Duration::days(i64::from(shared.config.sync.window_past_days)),
+        now + chrono::Duration::days(i64::from(shared.config.sync.window_future_days)),
+    );
     let window = pb::TimeWindow {
-        start: Some(calbridge::time::to_timestamp(
-            now - chrono::Duration::days(i64::from(shared.config.sync.window_past_days)),
-        )),
-        end: Some(calbridge::time::to_timestamp(
-            now + chrono::Duration::days(i64::from(shared.config.sync.window_future_days)),
-        )),
+        start: Some(calbridge::time::to_timestamp(window_start)),
+        end: Some(calbridge::time::to_timestamp(window_end)),
     };
     let mut client = shared.adapters.client(account.provider)?;
 
@@ -238,6 +238,10 @@ async fn sync_pages(
                 busy_only,
                 native_busy,
                 poll_s,
+                window_ms: Some((
+                    window_start.timestamp_millis(),
+                    window_end.timestamp_millis(),
+                )),
             },
             &diff::StoredMirror {
                 store: &shared.store,

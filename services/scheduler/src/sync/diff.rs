@@ -62,6 +62,11 @@ pub struct Calendar<'a> {
     pub native_busy: bool,
     /// The poll interval, s (the next due time after a last page).
     pub poll_s: u64,
+    /// The sync window asked of the provider, ms [start, end). A mirrored
+    /// event wholly outside it that a full listing did not list has left
+    /// the window as the clock moved on: it leaves the mirror without a
+    /// change-feed entry, because nobody deleted it.
+    pub window_ms: Option<(i64, i64)>,
 }
 
 /// What a listing has read so far, over its pages.
@@ -107,6 +112,7 @@ pub fn page(
         busy_only,
         native_busy,
         poll_s,
+        window_ms,
     } = *cal;
     // A free/busy answer identical to the one last mirrored (the usual
     // poll) changes nothing: no event is compared, nothing is removed.
@@ -220,17 +226,35 @@ pub fn page(
         ));
     }
     let mut deleted: Vec<String> = std::mem::take(&mut page.deleted);
+    // The provider's own word first: each of these is a deletion.
+    deleted.sort();
+    deleted.dedup();
+    let told = deleted.len();
     if page.full_listing && !page.more && !unchanged_busy {
         for pid in mirror.event_ids()? {
-            if !listing.seen.contains(&pid) && !is_of_skipped(&pid, &listing.skipped) {
+            if !listing.seen.contains(&pid)
+                && !is_of_skipped(&pid, &listing.skipped)
+                && deleted[..told].binary_search(&pid).is_err()
+            {
                 deleted.push(pid);
             }
         }
     }
-    for pid in deleted {
+    for (i, pid) in deleted.into_iter().enumerate() {
         let Some(existing) = mirror.event(&pid)? else {
             continue;
         };
+        let left_window = i >= told
+            && window_ms
+                .is_some_and(|(start, end)| existing.end_ms <= start || existing.start_ms >= end);
+        if left_window {
+            removes.push(MirrorRemove {
+                provider_event_id: pid.into(),
+                start_ms: existing.start_ms,
+                client_event_id: existing.client_event_id,
+            });
+            continue;
+        }
         let last = open_event(
             key,
             &event_aad(account_id, calendar_id, &pid),
@@ -336,6 +360,62 @@ mod tests {
         }
     }
 
+    /// The tests' window starts a day before the events of [`event`].
+    const WINDOW_START: i64 = (1_800_000_000 - 86_400) * 1000;
+
+    /// An event of `event`'s shape that ended before the window starts.
+    fn past_event(pid: &str) -> pb::Event {
+        let t = |s: i64| {
+            Some(calbridge::time::instant(
+                chrono::DateTime::from_timestamp(s, 0).unwrap(),
+                "",
+            ))
+        };
+        pb::Event {
+            start: t(1_800_000_000 - 3 * 86_400),
+            end: t(1_800_000_000 - 3 * 86_400 + 3600),
+            ..event(pid, "1", "Last week")
+        }
+    }
+
+    #[test]
+    fn an_event_that_left_the_window_leaves_the_mirror_without_a_change_but_a_deletion_is_told() {
+        let (key, _) = DataKey::generate();
+        let mirror = mirrored(
+            &key,
+            &[
+                past_event("old"),
+                past_event("old-deleted"),
+                event("gone", "1", "Gone"),
+            ],
+        );
+        let cal = calendar(&key);
+        let mut listing = Listing::default();
+        let mut st = SyncRecord::default();
+        // A full listing of the moved window lists none of them; the
+        // provider also says "old-deleted" was deleted.
+        let mut last = listing_page(Vec::new(), false);
+        last.deleted.push("old-deleted".into());
+        let w = super::page(&cal, &mirror, &mut listing, &mut st, &mut last, 5).unwrap();
+        let mut removed: Vec<&str> = w
+            .removes
+            .iter()
+            .map(|r| r.provider_event_id.as_str())
+            .collect();
+        removed.sort();
+        assert_eq!(removed, vec!["gone", "old", "old-deleted"]);
+        let mut told = kinds(&w);
+        told.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            told,
+            vec![
+                (ChangeKind::EventDeleted, "gone".into()),
+                (ChangeKind::EventDeleted, "old-deleted".into()),
+            ],
+            "leaving the window is not a deletion; a deletion the provider told is"
+        );
+    }
+
     static ACC: std::sync::LazyLock<AccountId> = std::sync::LazyLock::new(|| "acc".into());
     static CAL: std::sync::LazyLock<CalendarId> = std::sync::LazyLock::new(|| "cal".into());
 
@@ -348,6 +428,7 @@ mod tests {
             busy_only: false,
             native_busy: false,
             poll_s: 60,
+            window_ms: Some((WINDOW_START, i64::MAX)),
         }
     }
 
