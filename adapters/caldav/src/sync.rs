@@ -1,7 +1,7 @@
 //! SyncEvents for a stateless adapter: what the opaque cursor carries and
 //! how a page is computed.
 //!
-//! Cursor: `v2|<mode>|<recurring>|<page>|<value>`.
+//! Cursor: `v3|<mode>|<recurring>|<window>|<page>|<value>`.
 //! - `<mode>` `st` holds an RFC 6578 sync token; `ct` a getctag (servers
 //!   without sync-collection); `pt` ("pending token") the getctag read with
 //!   the members of a listing from scratch, on a server whose sync token is
@@ -11,6 +11,16 @@
 //!   last listing, so a change or removal of one (whose instance ids cannot
 //!   be derived from its href alone) is answered with a full listing the
 //!   scheduler diffs against its mirror.
+//! - `<window>` is the sync window the last full listing covered
+//!   (`<start>~<end>`, UTC seconds). The scheduler slides the window with
+//!   the clock, and a delta only names changed resources, so instances of
+//!   an unchanged series entering the window would never be reported: when
+//!   either edge of the requested window is a day or more
+//!   ([`WINDOW_SLACK_SECONDS`]) from the covered one, the next sync is a
+//!   full listing of the requested window (`full_listing` pages) instead of
+//!   the delta, and changes continue incrementally after it. Cursors of
+//!   the older forms (`v1`, `v2`) say nothing of it and are listed again
+//!   once.
 //! - `<page>` is `-`, or the rest of a paged answer in progress: its kind
 //!   (`L` a full listing, `I` the changes of one sync-collection), the
 //!   calendar's zone, how many events the resources fetched so far made (to
@@ -76,7 +86,7 @@ use crate::mapping::{parse_object, IcalError};
 use crate::recurrence::{expand_bounded, expansion_permit, Expansion, Window};
 
 mod cursor;
-pub use cursor::{href_hash, Cursor, Mode, PageKind, PageState};
+pub use cursor::{href_hash, Covered, Cursor, Mode, PageKind, PageState, WINDOW_SLACK_SECONDS};
 
 /// The most events the adapter returns in one page (the scheduler asks for
 /// at most its `sync.page_size`, 250 unless configured up to 2500).
@@ -164,6 +174,9 @@ pub async fn sync(
     if cursor.page.is_some() {
         return pages(account, &calendar, req, cursor, Vec::new(), ahead).await;
     }
+    if Covered::moved(cursor.window, req.window) {
+        return relist(account, &calendar, req, &cursor, ahead).await;
+    }
     match cursor.mode {
         Mode::Ctag => {
             let ctag = account.calendar_props(&calendar, Ask::CTAG).await?.ctag;
@@ -220,6 +233,34 @@ pub async fn sync(
         }
         Mode::SyncToken => changes(account, &calendar, req, cursor, ahead).await,
     }
+}
+
+/// A full listing of the requested window in place of the delta, when the
+/// window moved away from the one the cursor's listing covered: instances
+/// of unchanged series that entered the window are only found by listing.
+/// Its baseline is what the cursor's mode can vouch for: a sync token taken
+/// now (from the cursor's, so an expired one is OUT_OF_RANGE as always),
+/// the ctag, or for a cursor still pending its token a listing from
+/// scratch.
+async fn relist(
+    account: &Account,
+    calendar: &Url,
+    req: &SyncRequest<'_>,
+    cursor: &Cursor,
+    ahead: &mut ReadAhead,
+) -> Result<pb::SyncEventsResponse, DavError> {
+    tracing::debug!("sync window moved; listing it again");
+    let baseline = match cursor.mode {
+        Mode::SyncToken => Baseline::Token(
+            account
+                .sync_collection(calendar, &cursor.value)
+                .await?
+                .token,
+        ),
+        Mode::Ctag => Baseline::Ctag,
+        Mode::PendingToken | Mode::PendingDigest => Baseline::Fresh,
+    };
+    listing(account, calendar, req, baseline, ahead).await
 }
 
 /// A digest of a calendar's members as (href, etag) pairs, whatever their
@@ -358,6 +399,7 @@ async fn listing(
         mode,
         value,
         recurring: BTreeSet::new(),
+        window: Some(Covered::of(req.window)),
         page: Some(PageState {
             kind: PageKind::Listing,
             zone,

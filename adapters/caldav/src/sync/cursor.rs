@@ -55,6 +55,40 @@ pub struct PageState {
     pub after: Option<String>,
 }
 
+/// The window a listing covered, in UTC seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covered {
+    /// Start (inclusive).
+    pub start: i64,
+    /// End (exclusive).
+    pub end: i64,
+}
+
+/// How far a window's edge may move before the covered listing is stale:
+/// one day.
+pub const WINDOW_SLACK_SECONDS: i64 = 86_400;
+
+impl Covered {
+    /// The window `w` covers.
+    pub fn of(w: crate::recurrence::Window) -> Covered {
+        Covered {
+            start: w.start.timestamp(),
+            end: w.end.timestamp(),
+        }
+    }
+
+    /// True when `covered` (what the cursor's listing covered) no longer
+    /// stands for `requested`: either edge moved by a day or more, or the
+    /// cursor does not say what it covered.
+    pub fn moved(covered: Option<Covered>, requested: crate::recurrence::Window) -> bool {
+        let now = Covered::of(requested);
+        covered.is_none_or(|c| {
+            now.start.abs_diff(c.start) >= WINDOW_SLACK_SECONDS.unsigned_abs()
+                || now.end.abs_diff(c.end) >= WINDOW_SLACK_SECONDS.unsigned_abs()
+        })
+    }
+}
+
 /// The decoded cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -64,6 +98,10 @@ pub struct Cursor {
     pub value: String,
     /// Hashes of hrefs that held a series.
     pub recurring: BTreeSet<String>,
+    /// The sync window the last full listing covered, as UTC seconds
+    /// `[start, end)`; `None` in cursors of the older forms, which did not
+    /// say (see [`Covered::moved`]).
+    pub window: Option<Covered>,
     /// A paged answer in progress.
     pub page: Option<PageState>,
 }
@@ -91,7 +129,7 @@ impl Cursor {
             ),
         };
         format!(
-            "v2|{}|{}|{page}|{}",
+            "v3|{}|{}|{}|{page}|{}",
             match self.mode {
                 Mode::SyncToken => "st",
                 Mode::Ctag => "ct",
@@ -99,37 +137,47 @@ impl Cursor {
                 Mode::PendingDigest => "pd",
             },
             self.recurring.iter().cloned().collect::<Vec<_>>().join(","),
+            match self.window {
+                None => "-".to_string(),
+                Some(w) => format!("{}~{}", w.start, w.end),
+            },
             self.value
         )
     }
 
     /// Reads a cursor; `None` when it is not one of ours, or is a listing
-    /// in progress of the older `v1` form (which carried no hrefs).
+    /// in progress of the older `v1` form (which carried no hrefs). The
+    /// older forms (`v1`, `v2`) carry no window.
     pub fn decode(s: &str) -> Option<Cursor> {
-        let mut parts = s.splitn(5, '|');
-        let version = parts.next()?;
+        let version = s.split('|').next()?;
+        let mut parts = s.splitn(if version == "v3" { 6 } else { 5 }, '|');
+        parts.next()?;
         let mode = match parts.next()? {
             "st" => Mode::SyncToken,
             "ct" => Mode::Ctag,
-            "pt" if version == "v2" => Mode::PendingToken,
-            "pd" if version == "v2" => Mode::PendingDigest,
+            "pt" if version != "v1" => Mode::PendingToken,
+            "pd" if version != "v1" => Mode::PendingDigest,
             _ => return None,
         };
-        let (recurring, page) = match version {
+        let (recurring, window, page) = match version {
             // v1|mode|listing offset or -|recurring|value
             "v1" => {
                 if parts.next()? != "-" {
                     return None;
                 }
-                (parts.next()?, None)
+                (parts.next()?, None, None)
             }
-            "v2" => {
+            "v2" | "v3" => {
                 let recurring = parts.next()?;
+                let window = match version {
+                    "v3" => decode_window(parts.next()?)?,
+                    _ => None,
+                };
                 let page = match parts.next()? {
                     "-" => None,
                     p => Some(decode_page(p)?),
                 };
-                (recurring, page)
+                (recurring, window, page)
             }
             _ => return None,
         };
@@ -142,9 +190,23 @@ impl Cursor {
             mode,
             value: parts.next()?.to_string(),
             recurring,
+            window,
             page,
         })
     }
+}
+
+/// A covered window, `-` or `<start>~<end>` in UTC seconds: `Some(None)`
+/// for `-`, `None` when malformed.
+fn decode_window(w: &str) -> Option<Option<Covered>> {
+    if w == "-" {
+        return Some(None);
+    }
+    let (start, end) = w.split_once('~')?;
+    Some(Some(Covered {
+        start: start.parse().ok()?,
+        end: end.parse().ok()?,
+    }))
 }
 
 fn decode_page(p: &str) -> Option<PageState> {

@@ -23,6 +23,10 @@ fn cursors_round_trip_with_tokens_and_hrefs_containing_separators() {
         recurring: [href_hash("/a.ics"), href_hash("/b.ics")]
             .into_iter()
             .collect(),
+        window: Some(Covered {
+            start: -86_400,
+            end: 1_767_225_600,
+        }),
         page: Some(listing_state(&[
             "/user/cal/a%40b.ics",
             "/user/cal/a|b.ics",
@@ -36,14 +40,16 @@ fn cursors_round_trip_with_tokens_and_hrefs_containing_separators() {
         mode: Mode::Ctag,
         value: "ae44".into(),
         recurring: BTreeSet::new(),
+        window: None,
         page: None,
     };
-    assert_eq!(bare.encode(), "v2|ct||-|ae44");
+    assert_eq!(bare.encode(), "v3|ct||-|-|ae44");
     assert_eq!(Cursor::decode(&bare.encode()), Some(bare));
     let pending = Cursor {
         mode: Mode::PendingToken,
         value: "\"47e4\"".into(),
         recurring: BTreeSet::new(),
+        window: None,
         page: Some(PageState {
             kind: PageKind::Changes,
             zone: None,
@@ -59,11 +65,51 @@ fn cursors_round_trip_with_tokens_and_hrefs_containing_separators() {
         mode: Mode::PendingDigest,
         value: "0af3".into(),
         recurring: BTreeSet::new(),
+        window: None,
         page: None,
     };
-    assert_eq!(digest.encode(), "v2|pd||-|0af3");
+    assert_eq!(digest.encode(), "v3|pd||-|-|0af3");
     assert_eq!(Cursor::decode(&digest.encode()), Some(digest));
     assert_eq!(Cursor::decode("v1|pd|-||0af3"), None);
+    // The older form carries no window.
+    let v2 = Cursor::decode("v2|st|ab12|-|tok|en").unwrap();
+    assert_eq!((v2.window, v2.value.as_str()), (None, "tok|en"));
+    assert!(v2.recurring.contains("ab12") && v2.page.is_none());
+}
+
+#[test]
+fn a_window_moved_by_a_day_or_a_cursor_without_one_is_listed_again() {
+    let day = chrono::Duration::days(1);
+    let start = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 1, 1, 0, 0, 0).unwrap();
+    let w = Window {
+        start,
+        end: start + day * 60,
+    };
+    let covered = Some(Covered::of(w));
+    assert!(!Covered::moved(covered, w));
+    let almost = chrono::Duration::seconds(WINDOW_SLACK_SECONDS - 1);
+    let nudged = Window {
+        start: w.start + almost,
+        end: w.end + almost,
+    };
+    assert!(!Covered::moved(covered, nudged));
+    for moved in [
+        Window {
+            start: w.start,
+            end: w.end + day,
+        },
+        Window {
+            start: w.start + day,
+            end: w.end,
+        },
+        Window {
+            start: w.start - day,
+            end: w.end,
+        },
+    ] {
+        assert!(Covered::moved(covered, moved), "{moved:?}");
+    }
+    assert!(Covered::moved(None, w));
 }
 
 #[test]
@@ -140,6 +186,9 @@ fn foreign_cursors_are_refused() {
         "v2|st||L;;0;0;;00a,55b|x",
         "v2|st||L;;0;0;^G1;|x",
         "v2|st||-",
+        "v3|st||x~1|-|x",
+        "v3|st||1-2|-|x",
+        "v3|st||-|x",
     ] {
         assert_eq!(Cursor::decode(s), None, "{s}");
     }
