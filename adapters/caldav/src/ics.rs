@@ -22,12 +22,7 @@ pub fn event_to_ics(
 ) -> Result<String, Invalid> {
     let mut inv = Invalid::default();
     calbridge::validate::check_event(&mut inv, "event", event);
-    if !event.recurrence.is_empty() {
-        inv.push(
-            "event.recurrence",
-            "recurring series cannot be written to CalDAV by this adapter (recurrence_writes is false)",
-        );
-    }
+    series::check_lines(&mut inv, &event.recurrence);
     inv.into_result()?;
     let (start, start_zone) = boundary("event.start", event.start.as_ref())?;
     let (end, end_zone) = boundary("event.end", event.end.as_ref())?;
@@ -44,6 +39,7 @@ pub fn event_to_ics(
         time_line("DTSTART", start, start_zone),
         time_line("DTEND", end, end_zone),
     ];
+    lines.extend(event.recurrence.iter().cloned());
     if !event.title.is_empty() {
         lines.push(format!("SUMMARY:{}", escape(&event.title)));
     }
@@ -97,10 +93,15 @@ pub fn event_to_ics(
     lines.push("END:VCALENDAR".to_string());
     let zones: Vec<Tz> = [start_zone, end_zone].into_iter().flatten().collect();
     let body = render(&lines);
-    if zones.is_empty() {
-        return Ok(body);
+    let body = if zones.is_empty() && !event.recurrence.iter().any(|l| l.contains("TZID=")) {
+        body
+    } else {
+        with_timezones(&body).unwrap_or(body)
+    };
+    if !event.recurrence.is_empty() {
+        series::check_reads_back(&body, start)?;
     }
-    Ok(with_timezones(&body).unwrap_or(body))
+    Ok(body)
 }
 
 /// The properties of a VEVENT that calbridge writes; everything else in a
@@ -137,16 +138,43 @@ pub fn merge_event(
     sequence: u32,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, Invalid> {
+    merge_master(existing, event, uid, sequence, now, false)
+}
+
+/// The rules of a series: what [`merge_master`] always writes afresh when
+/// it rewrites a series' master.
+const RULES: &[&str] = &["RRULE", "RDATE", "EXDATE", "EXRULE"];
+
+/// [`merge_event`], and with `series` also of a stored series' master (the
+/// VEVENT without RECURRENCE-ID): its rules ([`RULES`]) are replaced by the
+/// event's, its overrides are left as they are (the caller prunes them).
+fn merge_master(
+    existing: &str,
+    event: &pb::Event,
+    uid: &str,
+    sequence: u32,
+    now: DateTime<Utc>,
+    series: bool,
+) -> Result<Option<String>, Invalid> {
     let fresh = event_to_ics(event, uid, sequence, now)?;
     let Ok(old_obj) = crate::mapping::parse_object(existing, None) else {
         return Ok(None);
     };
-    let Some(old) = old_obj.master.as_ref().filter(|_| !old_obj.is_recurring()) else {
+    let Some(old) = old_obj
+        .master
+        .as_ref()
+        .filter(|_| series || !old_obj.is_recurring())
+    else {
         return Ok(None);
     };
     let new_lines = logical_lines(&fresh);
     let old_lines = logical_lines(existing);
-    let Some(target) = vevent_span(&old_lines) else {
+    let target = if series {
+        series::master_span(&old_lines)
+    } else {
+        vevent_span(&old_lines)
+    };
+    let Some(target) = target else {
         return Ok(None);
     };
     let fresh_span = vevent_span(&new_lines).expect("our own object has a VEVENT");
@@ -193,6 +221,9 @@ pub fn merge_event(
     keep_or_write(old.status == status, &["STATUS"]);
     keep_or_write(old.transparency == transparency, &["TRANSP"]);
     keep_or_write(old.organizer == organizer, &["ORGANIZER"]);
+    if series {
+        keep_or_write(false, RULES);
+    }
     // Attendees one by one: an unchanged one keeps its line as written.
     let old_attendees: Vec<(Line, Option<pb::Attendee>)> = old_own("ATTENDEE")
         .into_iter()
@@ -227,9 +258,13 @@ pub fn merge_event(
     .flatten()
     .filter(|z| !defined.iter().any(|d| d == z.name()))
     .collect();
+    // A series' rules may name zones of their own (EXDATE;TZID=...).
     let zones: Vec<Line> = vtimezones(&new_lines)
         .into_iter()
-        .filter(|(tzid, _)| wanted.iter().any(|z| z.name() == tzid))
+        .filter(|(tzid, _)| {
+            wanted.iter().any(|z| z.name() == tzid)
+                || (series && !defined.iter().any(|d| d == tzid))
+        })
         .flat_map(|(_, lines)| lines)
         .collect();
 
@@ -242,7 +277,10 @@ pub fn merge_event(
             continue;
         }
         let direct = i > target.0 && i < target.1 && depth_in(&old_lines, target, i) == 0;
-        if direct && OWNED.contains(&line.name.as_str()) {
+        if direct
+            && (OWNED.contains(&line.name.as_str())
+                || (series && RULES.contains(&line.name.as_str())))
+        {
             continue;
         }
         out.push(line.clone());
@@ -252,7 +290,11 @@ pub fn merge_event(
     let reads_back = crate::mapping::parse_object(&merged, None)
         .ok()
         .and_then(|o| o.master)
-        .is_some_and(|m| m.summary == event.title && m.uid == old.uid);
+        .is_some_and(|m| {
+            m.summary == event.title
+                && m.uid == old.uid
+                && m.is_recurring() != event.recurrence.is_empty()
+        });
     Ok(reads_back.then_some(merged))
 }
 
@@ -624,6 +666,9 @@ fn render(lines: &[String]) -> String {
     }
     out
 }
+
+mod series;
+pub use series::{put_override, replace_series, series_lines};
 
 #[cfg(test)]
 mod tests;

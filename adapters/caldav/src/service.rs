@@ -20,6 +20,8 @@ use crate::client::{http_client, DavClient, Limits};
 use crate::config::Config;
 use crate::error::DavError;
 use crate::mapping::parse_object;
+
+mod instances;
 use crate::sync::{sync, ReadAhead, SyncRequest, MAX_PAGE_SIZE};
 
 /// The `CalendarAdapter` service for CalDAV servers and iCloud.
@@ -107,50 +109,6 @@ fn password(c: Option<&pb::ProviderCredentials>) -> Result<&pb::PasswordCredenti
     })
 }
 
-/// Refuses instance ids (`<href>#<start>`) for updates: one instance
-/// cannot be rewritten on its own (deleting one can, see
-/// [`delete_instance`]).
-fn series_instance(provider_event_id: &str) -> Result<(), Status> {
-    if provider_event_id.contains('#') {
-        return Err(DavError::Unsupported(
-            "changing one instance of a recurring series is not supported by the CalDAV adapter; deleting one is".into(),
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Deletes one instance (`<href>#<suffix>`) of the series at `href`: the
-/// series is rewritten with an EXDATE for it (and without its override),
-/// conditional on the series' etag, which is every instance's version.
-async fn delete_instance(
-    account: &Account,
-    calendar_id: &str,
-    href: &str,
-    suffix: &str,
-    expected: Option<&str>,
-) -> Result<(), DavError> {
-    let (data, etag) = account.current(href).await?;
-    if expected.is_some_and(|v| v != etag) {
-        return Err(DavError::VersionConflict {
-            current: Some(etag),
-        });
-    }
-    let zone = account
-        .zone(&account.url("calendar_id", calendar_id)?)
-        .await?;
-    let obj = parse_object(&data, zone).map_err(|e| DavError::Protocol(e.to_string()))?;
-    let original = crate::recurrence::find_instance(&obj, suffix)
-        .ok_or_else(|| DavError::NotFound("the instance".into()))?;
-    let ics = crate::ics::drop_instance(&data, &original, obj.floating_zone).ok_or_else(|| {
-        DavError::Unsupported(
-            "this series cannot lose one instance here (it has no master event to carry an EXDATE)"
-                .into(),
-        )
-    })?;
-    account.put_matching(href, &ics, &etag).await
-}
-
 /// The resource name for an idempotency key: the key itself when URL- and
 /// UID-safe, else a hash of it.
 pub fn resource_name(key: &str) -> String {
@@ -187,7 +145,7 @@ impl CalendarAdapter for CaldavAdapter {
             push: false,
             incremental_sync: true,
             native_free_busy: true,
-            recurrence_writes: false,
+            recurrence_writes: true,
             poll_interval_seconds: self.poll_interval_seconds,
             max_page_size: MAX_PAGE_SIZE,
         }))
@@ -349,9 +307,20 @@ impl CalendarAdapter for CaldavAdapter {
         let r = request.get_ref();
         writable(r.credentials.as_ref())?;
         check_calendar_id("provider_event_id", &r.provider_event_id)?;
-        series_instance(&r.provider_event_id)?;
         let event = required("event", r.event.as_ref())?;
         let account = self.account(r.credentials.as_ref())?;
+        if let Some((href, suffix)) = r.provider_event_id.split_once('#') {
+            check_calendar_id("calendar_id", &r.calendar_id)?;
+            let expected = (!r.expected_version.is_empty()).then_some(r.expected_version.as_str());
+            let target = instances::Instance {
+                calendar_id: &r.calendar_id,
+                id: &r.provider_event_id,
+                href,
+                suffix,
+            };
+            let updated = instances::update_instance(&account, &target, event, expected).await?;
+            return Ok(Response::new(updated));
+        }
         let (data, etag) = account.current(&r.provider_event_id).await?;
         if !r.expected_version.is_empty() && r.expected_version != etag {
             return Err(DavError::VersionConflict {
@@ -360,12 +329,8 @@ impl CalendarAdapter for CaldavAdapter {
             .into());
         }
         let existing = parse_object(&data, None).ok();
-        if existing.as_ref().is_some_and(|o| o.is_recurring()) {
-            return Err(DavError::Unsupported(
-                "replacing a recurring series is not supported by the CalDAV adapter (recurrence_writes is false)".into(),
-            )
-            .into());
-        }
+        let series =
+            existing.as_ref().is_some_and(|o| o.is_recurring()) || !event.recurrence.is_empty();
         let (uid, sequence) = existing
             .and_then(|o| o.master)
             .map(|m| (m.uid, m.sequence + 1))
@@ -379,9 +344,18 @@ impl CalendarAdapter for CaldavAdapter {
         // Rewrite only what calbridge owns and what changed; what other
         // clients stored (alarms, X- properties, ...) stays.
         let now = Utc::now();
-        let ics = match crate::ics::merge_event(&data, event, &uid, sequence, now)
-            .map_err(ErrorKind::Invalid)?
-        {
+        let merged = if series {
+            // A series' overrides are pruned by its rules, whose floating
+            // times are read in the calendar's zone.
+            check_calendar_id("calendar_id", &r.calendar_id)?;
+            let zone = account
+                .zone(&account.url("calendar_id", &r.calendar_id)?)
+                .await?;
+            crate::ics::replace_series(&data, event, &uid, sequence, now, zone)
+        } else {
+            crate::ics::merge_event(&data, event, &uid, sequence, now)
+        };
+        let ics = match merged.map_err(ErrorKind::Invalid)? {
             Some(merged) => merged,
             None => {
                 crate::ics::event_to_ics(event, &uid, sequence, now).map_err(ErrorKind::Invalid)?
@@ -409,7 +383,13 @@ impl CalendarAdapter for CaldavAdapter {
         match r.provider_event_id.split_once('#') {
             Some((href, suffix)) => {
                 check_calendar_id("calendar_id", &r.calendar_id)?;
-                delete_instance(&account, &r.calendar_id, href, suffix, expected).await?;
+                let target = instances::Instance {
+                    calendar_id: &r.calendar_id,
+                    id: &r.provider_event_id,
+                    href,
+                    suffix,
+                };
+                instances::delete_instance(&account, &target, expected).await?;
             }
             None => account.delete(&r.provider_event_id, expected).await?,
         }

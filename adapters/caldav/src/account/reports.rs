@@ -260,7 +260,8 @@ impl Account {
     }
 }
 
-/// A resource holding one non-recurring event, as the contract's event.
+/// A resource holding one event, as the contract's event: a single event,
+/// or a series' master with its recurrence lines.
 pub fn single_event(
     href: &str,
     etag: &str,
@@ -273,7 +274,7 @@ pub fn single_event(
         .as_ref()
         .or(obj.overrides.first())
         .ok_or_else(|| DavError::Protocol("the stored object holds no event".into()))?;
-    Ok(EventParts {
+    let event = EventParts {
         vevent: v,
         id: href.to_string(),
         etag,
@@ -282,5 +283,14 @@ pub fn single_event(
         link: None,
         busy_only: false,
     }
-    .build())
+    .build();
+    // A series' master carries its rules.
+    let recurrence = match &obj.master {
+        Some(m) if m.is_recurring() => crate::ics::series_lines(data),
+        _ => Vec::new(),
+    };
+    Ok(pb::Event {
+        recurrence,
+        ..event
+    })
 }

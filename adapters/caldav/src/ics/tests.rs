@@ -248,11 +248,26 @@ fn bad_events_name_the_field() {
     let series = pb::Event {
         start: Some(at(2026, 1, 5, 9, "")),
         end: Some(at(2026, 1, 5, 10, "")),
-        recurrence: vec!["RRULE:FREQ=DAILY".into()],
+        recurrence: vec![
+            "RRULE:FREQ=DAILY".into(),
+            "DTSTART:20260105T090000Z".into(),
+            "EXDATE;TZID=Mars/Base:20260106T090000".into(),
+        ],
         ..Default::default()
     };
     let err = event_to_ics(&series, "u", 0, Utc::now()).unwrap_err();
-    assert!(err.0.iter().any(|v| v.field == "event.recurrence"));
+    let fields: Vec<&str> = err.0.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["event.recurrence[1]", "event.recurrence[2]"],
+        "{err}"
+    );
+    let unreadable = pb::Event {
+        recurrence: vec!["RRULE:FREQ=SOMETIMES".into()],
+        ..series
+    };
+    let err = event_to_ics(&unreadable, "u", 0, Utc::now()).unwrap_err();
+    assert!(err.0.iter().any(|v| v.field == "event.recurrence"), "{err}");
 }
 
 /// The instance ids of `data`'s events in 2026.
