@@ -9,10 +9,14 @@
 //! Events are kept as the contract's `Event` messages: the sandbox has no
 //! provider vocabulary of its own to translate from.
 //!
-//! Sync cursors (opaque to callers) name positions in a calendar's journal:
-//! `s1:<seq>` (up to date at `seq`), `f1:<head>:<key>` (inside a listing from
-//! scratch taken at `head`, after unit `key`) and `c1:<from>:<to>:<key>`
-//! (inside the changes `(from, to]`, after unit `key`). Keys are hex-encoded.
+//! Sync cursors (opaque to callers) name positions in a calendar's journal
+//! and the window `<ws>:<we>` (Unix seconds) the listing they descend from
+//! covered: `s2:<seq>:<ws>:<we>` (up to date at `seq`),
+//! `f2:<head>:<ws>:<we>:<key>` (inside a listing from scratch taken at
+//! `head`, after unit `key`) and `c2:<from>:<to>:<ws>:<we>:<key>` (inside
+//! the changes `(from, to]`, after unit `key`). Keys are hex-encoded. The
+//! older `s1`/`f1`/`c1` forms name no window and are still read: the next
+//! sync after them lists from scratch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;

@@ -1,22 +1,77 @@
-//! Sync cursors (positions in a calendar's journal, see the module docs of
-//! [`super`]) and the pages of a listing from scratch or of the changes
-//! since a cursor.
+//! Sync cursors (positions in a calendar's journal and the window the last
+//! listing covered, see the module docs of [`super`]) and the pages of a
+//! listing from scratch or of the changes since a cursor. A cursor whose
+//! listing covered a window a day or more away from the requested one
+//! (the scheduler slides the window with the clock) is answered with a new
+//! listing of the requested window instead of changes.
 
 use super::*;
 
-/// Where a sync is in a calendar's journal.
+/// How far the requested window's start or end may drift from the window
+/// the last listing covered before the calendar is listed again: instances
+/// of an unchanged series entering the window are no change in the
+/// journal, so only a new listing brings them.
+pub(super) const WINDOW_SLACK: Duration = Duration::days(1);
+
+/// The window a listing covered, as kept in cursors (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Covered {
+    pub(super) start: i64,
+    pub(super) end: i64,
+}
+
+impl Covered {
+    pub(super) fn of(w: Window) -> Covered {
+        Covered {
+            start: w.start.timestamp(),
+            end: w.end.timestamp(),
+        }
+    }
+
+    /// The window itself; `None` when the numbers are no window.
+    pub(super) fn window(self) -> Option<Window> {
+        let start = DateTime::from_timestamp(self.start, 0)?;
+        let end = DateTime::from_timestamp(self.end, 0)?;
+        (start < end).then_some(Window { start, end })
+    }
+
+    /// True when `w`'s start or end is a day or more away from this one's.
+    pub(super) fn moved(self, w: Window) -> bool {
+        let slack = WINDOW_SLACK.num_seconds();
+        (w.start.timestamp() - self.start).abs() >= slack
+            || (w.end.timestamp() - self.end).abs() >= slack
+    }
+
+    fn parse(start: &str, end: &str) -> Option<Covered> {
+        let c = Covered {
+            start: start.parse().ok()?,
+            end: end.parse().ok()?,
+        };
+        c.window().map(|_| c)
+    }
+}
+
+/// Where a sync is in a calendar's journal. `covered` is the window of the
+/// listing the cursor descends from (`None` for cursors of an older format,
+/// which name none: the next sync lists again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Cursor {
     /// List from scratch.
     Start,
-    /// Inside a listing from scratch taken at `head`, after unit `after`.
-    Listing { head: u64, after: Option<String> },
+    /// Inside a listing from scratch of window `covered` taken at `head`,
+    /// after unit `after`.
+    Listing {
+        head: u64,
+        covered: Option<Covered>,
+        after: Option<String>,
+    },
     /// Up to date at `seq`.
-    Current(u64),
+    Current { seq: u64, covered: Option<Covered> },
     /// Inside the changes `(from, to]`, after unit `after`.
     CatchUp {
         from: u64,
         to: u64,
+        covered: Option<Covered>,
         after: Option<String>,
     },
 }
@@ -35,14 +90,35 @@ impl Cursor {
             }
         };
         match parts.as_slice() {
-            ["s1", seq] => Some(Cursor::Current(seq.parse().ok()?)),
+            ["s2", seq, ws, we] => Some(Cursor::Current {
+                seq: seq.parse().ok()?,
+                covered: Some(Covered::parse(ws, we)?),
+            }),
+            ["f2", head, ws, we, after] => Some(Cursor::Listing {
+                head: head.parse().ok()?,
+                covered: Some(Covered::parse(ws, we)?),
+                after: key(after)?,
+            }),
+            ["c2", from, to, ws, we, after] => Some(Cursor::CatchUp {
+                from: from.parse().ok()?,
+                to: to.parse().ok()?,
+                covered: Some(Covered::parse(ws, we)?),
+                after: key(after)?,
+            }),
+            // Cursors handed out before windows were remembered.
+            ["s1", seq] => Some(Cursor::Current {
+                seq: seq.parse().ok()?,
+                covered: None,
+            }),
             ["f1", head, after] => Some(Cursor::Listing {
                 head: head.parse().ok()?,
+                covered: None,
                 after: key(after)?,
             }),
             ["c1", from, to, after] => Some(Cursor::CatchUp {
                 from: from.parse().ok()?,
                 to: to.parse().ok()?,
+                covered: None,
                 after: key(after)?,
             }),
             _ => None,
@@ -53,9 +129,33 @@ impl Cursor {
         let key = |k: &Option<String>| k.as_deref().map(hex::encode).unwrap_or_default();
         match self {
             Cursor::Start => String::new(),
-            Cursor::Listing { head, after } => format!("f1:{head}:{}", key(after)),
-            Cursor::Current(seq) => format!("s1:{seq}"),
-            Cursor::CatchUp { from, to, after } => format!("c1:{from}:{to}:{}", key(after)),
+            Cursor::Listing {
+                head,
+                covered: Some(c),
+                after,
+            } => format!("f2:{head}:{}:{}:{}", c.start, c.end, key(after)),
+            Cursor::Listing {
+                head,
+                covered: None,
+                after,
+            } => format!("f1:{head}:{}", key(after)),
+            Cursor::Current {
+                seq,
+                covered: Some(c),
+            } => format!("s2:{seq}:{}:{}", c.start, c.end),
+            Cursor::Current { seq, covered: None } => format!("s1:{seq}"),
+            Cursor::CatchUp {
+                from,
+                to,
+                covered: Some(c),
+                after,
+            } => format!("c2:{from}:{to}:{}:{}:{}", c.start, c.end, key(after)),
+            Cursor::CatchUp {
+                from,
+                to,
+                covered: None,
+                after,
+            } => format!("c1:{from}:{to}:{}", key(after)),
         }
     }
 }
@@ -76,21 +176,41 @@ impl Calendar {
         } as usize;
         let mut resp = match Cursor::parse(q.cursor).ok_or(ProviderError::CursorExpired)? {
             Cursor::Start => self.listing_page(self.head, None, q.window, page),
-            Cursor::Listing { head, after } => {
+            Cursor::Listing {
+                head,
+                covered,
+                after,
+            } => {
                 self.check_cursor(head)?;
-                self.listing_page(head, after.as_deref(), q.window, page)
+                // A listing keeps the window it began with, so that its
+                // pages fit together.
+                let w = covered.and_then(Covered::window).unwrap_or(q.window);
+                self.listing_page(head, after.as_deref(), w, page)
             }
-            Cursor::Current(seq) => {
+            Cursor::Current { seq, covered } => {
                 self.check_cursor(seq)?;
-                self.changes_page(seq, self.head, None, q.window, page)
+                match covered {
+                    Some(c) if !c.moved(q.window) => {
+                        self.changes_page(seq, self.head, None, covered, q.window, page)
+                    }
+                    _ => {
+                        tracing::debug!("the sync window moved; listing the calendar again");
+                        self.listing_page(self.head, None, q.window, page)
+                    }
+                }
             }
-            Cursor::CatchUp { from, to, after } => {
+            Cursor::CatchUp {
+                from,
+                to,
+                covered,
+                after,
+            } => {
                 self.check_cursor(from)?;
                 self.check_cursor(to)?;
                 if from > to {
                     return Err(ProviderError::CursorExpired);
                 }
-                self.changes_page(from, to, after.as_deref(), q.window, page)
+                self.changes_page(from, to, after.as_deref(), covered, q.window, page)
             }
         };
         if q.busy_only {
@@ -102,7 +222,7 @@ impl Calendar {
         Ok(resp)
     }
 
-    /// One page of the listing from scratch taken at `head`.
+    /// One page of the listing from scratch of window `w` taken at `head`.
     pub(super) fn listing_page(
         &self,
         head: u64,
@@ -130,24 +250,28 @@ impl Calendar {
             resp.upserted.extend(events);
             last = Some(key);
         }
+        let covered = Some(Covered::of(w));
         resp.next_cursor = if resp.more {
             Cursor::Listing {
                 head,
+                covered,
                 after: last.map(str::to_string),
             }
         } else {
-            Cursor::Current(head)
+            Cursor::Current { seq: head, covered }
         }
         .encode();
         resp
     }
 
-    /// One page of the changes in `(from, to]`.
+    /// One page of the changes in `(from, to]`, shown in the request's
+    /// window `w`; the cursor keeps the window the listing `covered`.
     pub(super) fn changes_page(
         &self,
         from: u64,
         to: u64,
         after: Option<&str>,
+        covered: Option<Covered>,
         w: Window,
         page: usize,
     ) -> SyncEventsResponse {
@@ -179,7 +303,17 @@ impl Calendar {
                 .map(|e| e.provider_event_id.as_str())
                 .collect();
             let mut gone: BTreeSet<String> = BTreeSet::new();
-            gone.insert(key.to_string());
+            // The unit's own id names an event only while it is no series
+            // (a series shows its instances, never its master).
+            let named = self.units.get(key).is_some_and(|u| !u.is_series())
+                || states
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .any(|u| !u.is_series());
+            if named {
+                gone.insert(key.to_string());
+            }
             for state in states.get(key).into_iter().flatten() {
                 gone.extend(
                     expand(state, zone, w)
@@ -202,10 +336,11 @@ impl Calendar {
             Cursor::CatchUp {
                 from,
                 to,
+                covered,
                 after: last.map(str::to_string),
             }
         } else {
-            Cursor::Current(to)
+            Cursor::Current { seq: to, covered }
         }
         .encode();
         resp

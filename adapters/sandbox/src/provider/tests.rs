@@ -163,7 +163,11 @@ fn a_full_listing_is_paged_with_more_until_the_last_page() {
     }
     assert_eq!(pages, vec![2, 2, 1]);
     // The last page's cursor is the position at the start of the listing.
-    assert_eq!(cursor, "s1:5");
+    let w = window();
+    assert_eq!(
+        cursor,
+        format!("s2:5:{}:{}", w.start.timestamp(), w.end.timestamp())
+    );
     let r = sync(&p, &cursor, 2).unwrap();
     assert!(!r.full_listing && !r.more && r.upserted.is_empty());
 }
@@ -210,6 +214,26 @@ fn cursors_older_than_the_retained_journal_expire() {
     }
     assert_eq!(sync(&p, &cursor, 0), Err(ProviderError::CursorExpired));
     assert!(sync(&p, "s1:1", 0).is_ok());
+}
+
+#[test]
+fn a_cursor_naming_no_window_lists_again_and_then_names_one() {
+    let mut p = provider();
+    create(&mut p, "a", meeting("A", 5, 9));
+    let (_, _, cursor) = sync_all(&p, "");
+    // The older form of that cursor, as handed out before windows were kept.
+    let seq = cursor.split(':').nth(1).unwrap();
+    let r = sync(&p, &format!("s1:{seq}"), 0).unwrap();
+    assert!(r.full_listing);
+    assert_eq!(r.upserted.len(), 1);
+    assert_eq!(r.next_cursor, cursor);
+    let r = sync(&p, &cursor, 0).unwrap();
+    assert!(!r.full_listing && r.upserted.is_empty());
+    // A window that is no window is no cursor of ours.
+    assert_eq!(
+        sync(&p, &format!("s2:{seq}:20:10"), 0),
+        Err(ProviderError::CursorExpired)
+    );
 }
 
 #[test]
