@@ -1,7 +1,7 @@
 //! SyncEvents for a stateless adapter: what the opaque cursor carries and
 //! how a page is computed.
 //!
-//! Cursor: `v3|<mode>|<recurring>|<window>|<page>|<value>`.
+//! Cursor: `v2|<mode>|<recurring>|<page>|<value>`.
 //! - `<mode>` `st` holds an RFC 6578 sync token; `ct` a getctag (servers
 //!   without sync-collection); `pt` ("pending token") the getctag read with
 //!   the members of a listing from scratch, on a server whose sync token is
@@ -11,16 +11,16 @@
 //!   last listing, so a change or removal of one (whose instance ids cannot
 //!   be derived from its href alone) is answered with a full listing the
 //!   scheduler diffs against its mirror.
-//! - `<window>` is the sync window the last full listing covered
-//!   (`<start>~<end>`, UTC seconds). The scheduler slides the window with
-//!   the clock, and a delta only names changed resources, so instances of
-//!   an unchanged series entering the window would never be reported: when
-//!   either edge of the requested window is a day or more
-//!   ([`WINDOW_SLACK_SECONDS`]) from the covered one, the next sync is a
-//!   full listing of the requested window (`full_listing` pages) instead of
-//!   the delta, and changes continue incrementally after it. Cursors of
-//!   the older forms (`v1`, `v2`) say nothing of it and are listed again
-//!   once.
+//!   The same list carries, as an entry `@<start>~<end>` (UTC seconds),
+//!   the sync window the last full listing covered. The scheduler slides
+//!   the window with the clock, and a delta only names changed resources,
+//!   so instances of an unchanged series entering the window would never
+//!   be reported: when either edge of the requested window is a day or
+//!   more ([`WINDOW_SLACK_SECONDS`]) from the covered one, the next sync is
+//!   a full listing of the requested window (`full_listing` pages) instead
+//!   of the delta, and changes continue incrementally after it. Cursors
+//!   written before the window was kept carry none and are listed again
+//!   once; an adapter that predates it reads the entry as one more hash.
 //! - `<page>` is `-`, or the rest of a paged answer in progress: its kind
 //!   (`L` a full listing, `I` the changes of one sync-collection), the
 //!   calendar's zone, how many events the resources fetched so far made (to

@@ -580,14 +580,14 @@ async fn paging(kind: Kind) {
     }
     assert_eq!(sorted_ids(&pages), sorted_ids([&whole]));
     let last = pages.last().unwrap().next_cursor.clone();
-    assert!(last.starts_with("v3|pt|"), "{last}");
+    assert!(last.starts_with("v2|pt|"), "{last}");
 
     // The first poll takes the token; nothing changed.
     let idle = sync(&mut a, &creds, &calendar, &last).await.unwrap();
     assert!(idle.upserted.is_empty() && idle.deleted.is_empty() && !idle.full_listing);
     assert!(!idle.more);
     assert!(
-        idle.next_cursor.starts_with("v3|st|"),
+        idle.next_cursor.starts_with("v2|st|"),
         "{}",
         idle.next_cursor
     );
@@ -613,7 +613,7 @@ async fn paging(kind: Kind) {
             .collect::<Vec<_>>()
     );
     let settled = pages.last().unwrap().next_cursor.clone();
-    assert!(settled.starts_with("v3|st|") && settled.contains("|-|"));
+    assert!(settled.starts_with("v2|st|") && settled.contains("|-|"));
 
     // Touching the series lists everything again, against the new token.
     server
@@ -626,14 +626,14 @@ async fn paging(kind: Kind) {
     assert!(pages.iter().all(|p| p.full_listing));
     assert_eq!(pages.iter().map(|p| p.upserted.len()).sum::<usize>(), 10);
     let settled = pages.last().unwrap().next_cursor.clone();
-    assert!(settled.starts_with("v3|st|"), "{settled}");
+    assert!(settled.starts_with("v2|st|"), "{settled}");
     let idle = sync(&mut a, &creds, &calendar, &settled).await.unwrap();
     assert!(idle.upserted.is_empty() && !idle.full_listing);
 
     // A change between a listing from scratch and the next poll: that poll
     // lists again, and the one after it is idle.
     let fresh = sync(&mut a, &creds, &calendar, "").await.unwrap();
-    assert!(fresh.next_cursor.starts_with("v3|pt|"));
+    assert!(fresh.next_cursor.starts_with("v2|pt|"));
     server.put("p0.ics", &single(0, "Edited again")).await;
     let relisted = sync(&mut a, &creds, &calendar, &fresh.next_cursor)
         .await
@@ -641,7 +641,7 @@ async fn paging(kind: Kind) {
     assert!(relisted.full_listing && !relisted.more);
     assert_eq!(relisted.upserted.len(), 10);
     assert!(relisted.upserted.iter().any(|e| e.title == "Edited again"));
-    assert!(relisted.next_cursor.starts_with("v3|st|"));
+    assert!(relisted.next_cursor.starts_with("v2|st|"));
     let idle = sync(&mut a, &creds, &calendar, &relisted.next_cursor)
         .await
         .unwrap();
@@ -656,11 +656,11 @@ async fn paging(kind: Kind) {
     assert!(pages.len() >= 3 && pages.iter().all(|p| p.full_listing));
     assert_eq!(sorted_ids(&pages), sorted_ids([&now]));
     let last = pages.last().unwrap().next_cursor.clone();
-    assert!(last.starts_with("v3|pd|"), "{last}");
+    assert!(last.starts_with("v2|pd|"), "{last}");
     let idle = streamed(&mut a, &creds, &calendar, &last, 3).await;
     assert_eq!(idle.len(), 1);
     assert!(idle[0].upserted.is_empty() && idle[0].deleted.is_empty());
-    assert!(!idle[0].full_listing && idle[0].next_cursor.starts_with("v3|st|"));
+    assert!(!idle[0].full_listing && idle[0].next_cursor.starts_with("v2|st|"));
     let fresh = streamed(&mut a, &creds, &calendar, "", 100).await;
     server.put("p1.ics", &single(1, "Edited in between")).await;
     let relisted = streamed(
@@ -677,7 +677,7 @@ async fn paging(kind: Kind) {
         .flat_map(|p| &p.upserted)
         .any(|e| e.title == "Edited in between"));
     let settled = relisted.last().unwrap().next_cursor.clone();
-    assert!(settled.starts_with("v3|st|"), "{settled}");
+    assert!(settled.starts_with("v2|st|"), "{settled}");
     drop(server);
 }
 
@@ -866,7 +866,7 @@ async fn chunked_listing(kind: Kind, stream: bool) {
     assert_eq!(ids, expected);
     // Read whole, a listing from scratch keeps a digest; listed by PROPFIND,
     // the ctag.
-    let mode = if stream { "v3|pd|" } else { "v3|pt|" };
+    let mode = if stream { "v2|pd|" } else { "v2|pt|" };
     assert!(cursor.starts_with(mode), "{cursor}");
 }
 

@@ -128,85 +128,88 @@ impl Cursor {
                 front_code(&p.hrefs)
             ),
         };
+        // The window travels as one more entry of the recurring list
+        // (`@<start>~<end>`), which keeps the v2 form: an adapter of the
+        // older form reads it as one more hash, which costs nothing.
+        let window = self.window.map(|w| format!("@{}~{}", w.start, w.end));
+        let recurring: Vec<&str> = window
+            .iter()
+            .map(String::as_str)
+            .chain(self.recurring.iter().map(String::as_str))
+            .collect();
         format!(
-            "v3|{}|{}|{}|{page}|{}",
+            "v2|{}|{}|{page}|{}",
             match self.mode {
                 Mode::SyncToken => "st",
                 Mode::Ctag => "ct",
                 Mode::PendingToken => "pt",
                 Mode::PendingDigest => "pd",
             },
-            self.recurring.iter().cloned().collect::<Vec<_>>().join(","),
-            match self.window {
-                None => "-".to_string(),
-                Some(w) => format!("{}~{}", w.start, w.end),
-            },
+            recurring.join(","),
             self.value
         )
     }
 
     /// Reads a cursor; `None` when it is not one of ours, or is a listing
-    /// in progress of the older `v1` form (which carried no hrefs). The
-    /// older forms (`v1`, `v2`) carry no window.
+    /// in progress of the older `v1` form (which carried no hrefs).
+    /// Cursors written before the window was kept carry none.
     pub fn decode(s: &str) -> Option<Cursor> {
-        let version = s.split('|').next()?;
-        let mut parts = s.splitn(if version == "v3" { 6 } else { 5 }, '|');
-        parts.next()?;
+        let mut parts = s.splitn(5, '|');
+        let version = parts.next()?;
         let mode = match parts.next()? {
             "st" => Mode::SyncToken,
             "ct" => Mode::Ctag,
-            "pt" if version != "v1" => Mode::PendingToken,
-            "pd" if version != "v1" => Mode::PendingDigest,
+            "pt" if version == "v2" => Mode::PendingToken,
+            "pd" if version == "v2" => Mode::PendingDigest,
             _ => return None,
         };
-        let (recurring, window, page) = match version {
+        let (recurring, page) = match version {
             // v1|mode|listing offset or -|recurring|value
             "v1" => {
                 if parts.next()? != "-" {
                     return None;
                 }
-                (parts.next()?, None, None)
+                (parts.next()?, None)
             }
-            "v2" | "v3" => {
+            "v2" => {
                 let recurring = parts.next()?;
-                let window = match version {
-                    "v3" => decode_window(parts.next()?)?,
-                    _ => None,
-                };
                 let page = match parts.next()? {
                     "-" => None,
                     p => Some(decode_page(p)?),
                 };
-                (recurring, window, page)
+                (recurring, page)
             }
             _ => return None,
         };
-        let recurring = recurring
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(str::to_string)
-            .collect();
+        let mut window = None;
+        let mut hashes = BTreeSet::new();
+        for entry in recurring.split(',').filter(|h| !h.is_empty()) {
+            match entry.strip_prefix('@') {
+                Some(w) if window.is_none() => window = Some(decode_window(w)?),
+                Some(_) => return None,
+                None => {
+                    hashes.insert(entry.to_string());
+                }
+            }
+        }
         Some(Cursor {
             mode,
             value: parts.next()?.to_string(),
-            recurring,
+            recurring: hashes,
             window,
             page,
         })
     }
 }
 
-/// A covered window, `-` or `<start>~<end>` in UTC seconds: `Some(None)`
-/// for `-`, `None` when malformed.
-fn decode_window(w: &str) -> Option<Option<Covered>> {
-    if w == "-" {
-        return Some(None);
-    }
+/// A covered window, `<start>~<end>` in UTC seconds; `None` when
+/// malformed.
+fn decode_window(w: &str) -> Option<Covered> {
     let (start, end) = w.split_once('~')?;
-    Some(Some(Covered {
+    Some(Covered {
         start: start.parse().ok()?,
         end: end.parse().ok()?,
-    }))
+    })
 }
 
 fn decode_page(p: &str) -> Option<PageState> {
