@@ -525,12 +525,24 @@ fn depth_in(lines: &[Line], span: (usize, usize), i: usize) -> usize {
     depth + usize::from(component(&lines[i], "BEGIN").is_some())
 }
 
-/// The component's own properties (not those of its sub-components).
+/// The component's own properties (not those of its sub-components), in
+/// one pass over the span (stored objects are hostile: no quadratic
+/// scans).
 fn direct_props(lines: &[Line], span: (usize, usize)) -> impl Iterator<Item = &Line> {
-    (span.0 + 1..span.1)
-        .filter(move |i| depth_in(lines, span, *i) == 0)
-        .map(move |i| &lines[i])
-        .filter(|l| l.name != "BEGIN" && l.name != "END")
+    let mut depth = 0usize;
+    lines[span.0 + 1..span.1]
+        .iter()
+        .filter(move |l| match l.name.as_str() {
+            "BEGIN" => {
+                depth += 1;
+                false
+            }
+            "END" => {
+                depth = depth.saturating_sub(1);
+                false
+            }
+            _ => depth == 0,
+        })
 }
 
 /// The TZIDs the object's VTIMEZONEs define.
