@@ -17,6 +17,7 @@ use calbridge::services::CALENDAR_ADAPTER;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod instances;
 pub mod limiter;
 pub mod mapping;
 pub mod model;

@@ -21,6 +21,7 @@ use calbridge::{ErrorKind, Invalid};
 use crate::client::{http_client, Api, Session};
 use crate::config::{Config, SendUpdates, Validated};
 use crate::error::GoogleError;
+use crate::instances::{precondition, with_current_version};
 use crate::limiter::Limiter;
 use crate::mapping::{
     event_body, event_from_google, event_id_for_key, parse_instance_id, BodyOptions, Context,
@@ -115,58 +116,6 @@ impl EventSource for GoogleEvents<'_> {
         q: &ListQuery,
     ) -> impl std::future::Future<Output = Result<model::EventsPage, GoogleError>> + Send {
         self.session.events_page(self.calendar_id, q)
-    }
-}
-
-/// The `If-Match` for a write of `event_id` the caller last saw at
-/// `expected`. Unchanged instances of a series carry their series' etag as
-/// their version (sync expands series locally), so for an instance id the
-/// precondition holds when the instance's own etag or its series' etag
-/// matches; in the latter case Google gets no `If-Match` (its instance
-/// etags are not the series').
-async fn precondition(
-    session: &Session<'_>,
-    calendar_id: &str,
-    event_id: &str,
-    expected: &str,
-) -> Result<Option<String>, GoogleError> {
-    if expected.is_empty() {
-        return Ok(None);
-    }
-    let Some((series, _)) = parse_instance_id(event_id) else {
-        return Ok(Some(expected.to_string()));
-    };
-    let instance = session.get_event(calendar_id, event_id).await?;
-    let current = instance.etag.unwrap_or_default();
-    if current == expected {
-        return Ok(Some(current));
-    }
-    let master = session.get_event(calendar_id, series).await?;
-    if master.etag.as_deref() == Some(expected) {
-        return Ok(None);
-    }
-    Err(GoogleError::VersionConflict {
-        current: Some(current),
-    })
-}
-
-/// Turns a failed precondition into a conflict naming the current etag.
-async fn with_current_version<T>(
-    session: &Session<'_>,
-    calendar_id: &str,
-    event_id: &str,
-    result: Result<T, GoogleError>,
-) -> Result<T, GoogleError> {
-    match result {
-        Err(GoogleError::VersionConflict { current: None }) => {
-            let current = session
-                .get_event(calendar_id, event_id)
-                .await
-                .ok()
-                .and_then(|g| g.etag);
-            Err(GoogleError::VersionConflict { current })
-        }
-        other => other,
     }
 }
 

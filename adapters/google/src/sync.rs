@@ -3,8 +3,8 @@
 //! `singleEvents=false`).
 //!
 //! The cursor holds Google's sync token, the `maxResults` every listing of
-//! the calendar repeats, the end of the window the last full listing covered
-//! (its horizon), short hashes of the ids of the calendar's series masters,
+//! the calendar repeats, the window the last full listing covered (its
+//! start, and its end: the horizon), short hashes of the ids of the calendar's series masters,
 //! and — while a listing is in progress — the Google page token being read,
 //! how many of its items were already answered, and for a full listing its
 //! `timeMin`/`timeMax` and the hashes of the exceptions met so far.
@@ -20,9 +20,11 @@
 //!   upserts, or as `deleted` when they left the window. A change to a series
 //!   master (new, edited, cancelled, or made single) cannot be expressed
 //!   instance by instance, so the adapter lists the calendar again from
-//!   scratch (`full_listing`). So it does when the request's window has
-//!   moved a day past the horizon, since instances entering the window are
-//!   no change at Google.
+//!   scratch (`full_listing`). So it does when the request's window's start
+//!   or end is a day or more from the last full listing's (the scheduler
+//!   slides the window with the clock): a sync token cannot be combined
+//!   with `timeMin`/`timeMax`, and instances entering the window are no
+//!   change at Google.
 //! - Only the absence of `nextPageToken` ends a listing; pages may be empty.
 //!   One call reads at most a few Google pages and answers `more` when it
 //!   stops early. A page whose expansion exceeds `page_size` is answered in
@@ -60,9 +62,9 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 const GOOGLE_MAX_RESULTS: u32 = 2500;
 /// The most Google requests one SyncEvents call makes.
 const MAX_REQUESTS_PER_CALL: usize = 8;
-/// How far the window's end may move past the last full listing's before
-/// the calendar is listed again, in seconds.
-const HORIZON_SLACK_SECONDS: i64 = 24 * 3600;
+/// How far the window's start or end may move from the last full
+/// listing's before the calendar is listed again, in seconds.
+const HORIZON_SLACK_SECONDS: u64 = 24 * 3600;
 /// Marks (and versions) our cursors.
 const CURSOR_PREFIX: &str = "g1.";
 
@@ -120,6 +122,10 @@ pub struct Cursor {
     /// The window end the last full listing covered, Unix seconds.
     #[serde(rename = "h", default)]
     pub horizon: i64,
+    /// The window start the last full listing covered, Unix seconds (0 in
+    /// cursors from before it was kept: the next sync lists again).
+    #[serde(rename = "w", default)]
+    pub window_start: i64,
     /// Hashes of the calendar's series masters at the last full listing.
     #[serde(rename = "r", default, skip_serializing_if = "BTreeSet::is_empty")]
     pub series: BTreeSet<String>,
@@ -357,6 +363,7 @@ pub async fn sync<S: EventSource>(
             sync_token: None,
             max_results: (page_size as u32).clamp(1, GOOGLE_MAX_RESULTS),
             horizon: 0,
+            window_start: 0,
             series: BTreeSet::new(),
             listing: None,
         }
@@ -364,9 +371,9 @@ pub async fn sync<S: EventSource>(
         Cursor::decode(req.cursor).ok_or(GoogleError::SyncTokenExpired)?
     };
     if cursor.listing.is_none() {
-        let within_horizon =
-            req.window.end.timestamp() <= cursor.horizon.saturating_add(HORIZON_SLACK_SECONDS);
-        if cursor.sync_token.is_some() && within_horizon {
+        let unmoved = req.window.end.timestamp().abs_diff(cursor.horizon) < HORIZON_SLACK_SECONDS
+            && req.window.start.timestamp().abs_diff(cursor.window_start) < HORIZON_SLACK_SECONDS;
+        if cursor.sync_token.is_some() && unmoved {
             cursor.listing = Some(Listing {
                 full: false,
                 page_token: None,
@@ -476,6 +483,7 @@ pub async fn sync<S: EventSource>(
                 if done.full {
                     cursor.series = done.series;
                     cursor.horizon = done.time_max;
+                    cursor.window_start = done.time_min;
                 }
                 cursor.sync_token = page.next_sync_token.filter(|t| !t.is_empty());
                 let mut resp = answer(&cursor, upserted, deleted, skipped, false);

@@ -117,12 +117,30 @@ pub(crate) fn synthesize_instance(master: &StoredEvent, original: When) -> Map<S
         when: original.shifted(duration),
         zone: end.zone,
     };
-    body.insert("id".into(), json!(format!("{id}_{}", original.stamp())));
+    let instance_id = format!("{id}_{}", original.stamp());
+    body.insert("etag".into(), json!(instance_etag(master, &instance_id)));
+    body.insert("id".into(), json!(instance_id));
     body.insert("recurringEventId".into(), json!(id));
     body.insert("originalStartTime".into(), new_start.to_json());
     body.insert("start".into(), new_start.to_json());
     body.insert("end".into(), new_end.to_json());
     body
+}
+
+/// The etag of an unmodified instance: its own (not its master's, as an
+/// instance is a resource of its own at Google), and new whenever its
+/// master changes.
+fn instance_etag(master: &StoredEvent, instance_id: &str) -> String {
+    use sha2::Digest as _;
+    let master_etag = master.str_field("etag").unwrap_or_default();
+    let digest = sha2::Sha256::digest(format!("{master_etag}/{instance_id}").as_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&digest[..8]);
+    // Digits like Google's etags, never one the counter hands out soon.
+    format!(
+        "\"{}\"",
+        u64::from_be_bytes(n) % 9_000_000_000_000_000 + 1_000_000_000_000_000
+    )
 }
 
 /// The current resource behind an id (stored, or a synthesized instance).

@@ -127,6 +127,7 @@ fn cursors_round_trip_and_foreign_ones_are_refused() {
         sync_token: Some("CPDAlvWDx70CEPDAlvWDx70CGAU=|x".into()),
         max_results: 250,
         horizon: 1_800_000_000,
+        window_start: 1_790_000_000,
         series: [id_hash("a"), id_hash("b")].into_iter().collect(),
         listing: Some(Listing {
             full: true,
@@ -330,6 +331,7 @@ fn synced_cursor(series_ids: &[&str]) -> String {
         sync_token: Some("tok-1".into()),
         max_results: 100,
         horizon: window().end.timestamp(),
+        window_start: window().start.timestamp(),
         series: series_ids.iter().map(|s| id_hash(s)).collect(),
         listing: None,
     }
@@ -423,6 +425,53 @@ async fn a_window_moved_past_the_horizon_lists_again() {
     let src = Pages::new(vec![page(vec![], None, Some("tok-2"))]);
     r.window.end = window().end + chrono::Duration::hours(12);
     assert!(!sync(&src, &r).await.unwrap().full_listing);
+}
+
+#[tokio::test]
+async fn a_window_whose_start_or_end_moved_a_day_either_way_lists_again() {
+    let c = synced_cursor(&[]);
+    let day = chrono::Duration::days(1);
+    let moves = [
+        (day, chrono::Duration::zero()),
+        (-day, chrono::Duration::zero()),
+        (chrono::Duration::zero(), -day),
+        (day, day),
+    ];
+    for (start, end) in moves {
+        let src = Pages::new(vec![page(vec![single("a1111", 5)], None, Some("tok-2"))]);
+        let mut r = req(&c, 100);
+        r.window.start = window().start + start;
+        r.window.end = window().end + end;
+        let resp = sync(&src, &r).await.unwrap();
+        assert!(resp.full_listing, "moved by {start} / {end}");
+        let q = src.queries();
+        assert_eq!(q[0].sync_token, None);
+        assert_eq!(
+            (q[0].time_min, q[0].time_max),
+            (Some(r.window.start), Some(r.window.end))
+        );
+        // The new listing's window is the one the cursor keeps.
+        let next = Cursor::decode(&resp.next_cursor).unwrap();
+        assert_eq!(next.window_start, r.window.start.timestamp());
+        assert_eq!(next.horizon, r.window.end.timestamp());
+        let src = Pages::new(vec![page(vec![], None, Some("tok-3"))]);
+        let again = sync(
+            &src,
+            &SyncRequest {
+                cursor: &resp.next_cursor,
+                ..r
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!again.full_listing);
+    }
+    // A cursor from before the window's start was kept lists again once.
+    let mut old = Cursor::decode(&c).unwrap();
+    old.window_start = 0;
+    let src = Pages::new(vec![page(vec![], None, Some("tok-2"))]);
+    let old = old.encode();
+    assert!(sync(&src, &req(&old, 100)).await.unwrap().full_listing);
 }
 
 #[tokio::test]
