@@ -235,6 +235,8 @@ pub(crate) fn sync_status_json(s: &pb::CalendarSyncStatus) -> Value {
         "last_error": opt_str(&s.last_error),
         "failures": s.failures,
         "events": s.events,
+        "last_full_listing": ts_json(s.last_full_listing.as_ref()),
+        "drift_repaired": s.drift_repaired,
         "skipped_items": s.skipped_items.iter().map(|i| json!({
             "item_id": i.item_id,
             "reason": i.reason,

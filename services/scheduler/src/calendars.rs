@@ -206,6 +206,8 @@ pub fn sync_status(
                     reason: reason.clone(),
                 })
                 .collect(),
+            last_full_listing: st.last_full_listing_ms.and_then(ts),
+            drift_repaired: st.drift_repaired,
         });
     }
     Ok(out)

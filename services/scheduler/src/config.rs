@@ -75,6 +75,11 @@ pub struct SyncConfig {
     /// Lifetime asked for push channels, seconds (the provider may shorten
     /// it); channels are renewed when a quarter of it is left.
     pub push_channel_ttl_seconds: u32,
+    /// Drift repair: every calendar of an incremental provider is listed
+    /// again in full about this often, seconds (each calendar at its own
+    /// jittered period, 90–110 % of it), and the listing is diffed against
+    /// the mirror; 0 turns it off.
+    pub full_relist_seconds: u64,
 }
 
 impl Default for SyncConfig {
@@ -89,6 +94,7 @@ impl Default for SyncConfig {
             backoff_max_seconds: 300,
             page_size: 250,
             push_channel_ttl_seconds: 24 * 3600,
+            full_relist_seconds: 24 * 3600,
         }
     }
 }

@@ -6,6 +6,7 @@ mod availability;
 mod bad_input;
 mod caldav;
 mod crash;
+mod drift;
 mod fairness;
 mod faults;
 mod google;

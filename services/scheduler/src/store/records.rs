@@ -213,6 +213,15 @@ pub struct SyncRecord {
     /// of page clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_digest: Option<String>,
+    /// When the last full listing finished, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_full_listing_ms: Option<i64>,
+    /// A full listing for drift repair is under way: its changes are drift.
+    #[serde(default)]
+    pub drift_check: bool,
+    /// Changes drift repair found, over the calendar's life.
+    #[serde(default)]
+    pub drift_repaired: u64,
 }
 
 /// A mirrored event.

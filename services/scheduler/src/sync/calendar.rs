@@ -193,6 +193,24 @@ async fn sync_pages(
     } else {
         st.cursor.clone()
     };
+    if !cursor.is_empty() && caps.incremental_sync && !(busy_only && caps.native_free_busy) {
+        let period_ms = relist_period_ms(
+            shared.config.sync.full_relist_seconds,
+            account_id,
+            calendar_id,
+        );
+        match (period_ms, st.last_full_listing_ms) {
+            // A calendar listed before drift repair existed starts its
+            // period now rather than all of them re-listing at once.
+            (Some(_), None) => st.last_full_listing_ms = Some(now_ms()),
+            (Some(period), Some(last)) if now_ms() - last >= period => {
+                tracing::info!("re-listing the calendar in full to repair drift");
+                cursor.clear();
+                st.drift_check = true;
+            }
+            _ => {}
+        }
+    }
     let mut listing = diff::Listing::default();
     let mut restarted = false;
     // FREE_BUSY accounts on providers that answer free/busy natively are
@@ -312,6 +330,26 @@ async fn next_page(
     }
 }
 
+/// The calendar's own drift-repair period, ms: `full_relist_seconds`
+/// stretched to 90–110 % by a hash of the calendar, so that calendars
+/// connected together are not all re-listed together. `None` when off.
+pub(super) fn relist_period_ms(
+    full_relist_seconds: u64,
+    account_id: &AccountId,
+    calendar_id: &CalendarId,
+) -> Option<i64> {
+    if full_relist_seconds == 0 {
+        return None;
+    }
+    let h = crate::crypto::hash_hex(&[account_id, calendar_id]);
+    let spread = u64::from_str_radix(&h[..8], 16).unwrap_or(0) % 201;
+    let ms = full_relist_seconds
+        .saturating_mul(1000)
+        .saturating_mul(900 + spread)
+        / 1000;
+    Some(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
 /// A FREE_BUSY calendar's "page": the provider's busy intervals over the
 /// window as content-free events, listed in full so the mirror is diffed
 /// against them. An interval's id is derived from its times and status, so a
@@ -373,4 +411,27 @@ async fn free_busy_page(
         full_listing: true,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_calendar_has_its_own_relist_period_within_ten_percent() {
+        assert_eq!(relist_period_ms(0, &"a".into(), &"c".into()), None);
+        let periods: Vec<i64> = (0..50)
+            .map(|i| relist_period_ms(86_400, &"acc".into(), &format!("cal{i}").into()).unwrap())
+            .collect();
+        assert!(periods
+            .iter()
+            .all(|p| (77_760_000..=95_040_000).contains(p)));
+        let distinct: std::collections::HashSet<_> = periods.iter().collect();
+        assert!(distinct.len() > 25, "{periods:?}");
+        // Stable: the same calendar always gets the same period.
+        assert_eq!(
+            relist_period_ms(86_400, &"acc".into(), &"cal1".into()),
+            Some(periods[1])
+        );
+    }
 }

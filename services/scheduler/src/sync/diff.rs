@@ -280,8 +280,14 @@ pub fn page(
 
     st.cursor = page.next_cursor.clone();
     st.listing_in_progress = full_listing && page.more;
+    if st.drift_check {
+        // What a drift-repair listing changes, the incremental syncs missed.
+        st.drift_repaired += changes.len() as u64;
+    }
     if !page.more {
         if full_listing {
+            st.last_full_listing_ms = Some(now);
+            st.drift_check = false;
             st.skipped = std::mem::take(&mut listing.skipped);
         } else {
             // Items read (or deleted) now are no longer broken; newly
@@ -376,6 +382,68 @@ mod tests {
             end: t(1_800_000_000 - 3 * 86_400 + 3600),
             ..event(pid, "1", "Last week")
         }
+    }
+
+    #[test]
+    fn a_drift_repair_listing_counts_what_it_changed_and_ends_with_the_listing() {
+        let (key, _) = DataKey::generate();
+        let mirror = mirrored(
+            &key,
+            &[event("a", "1", "A"), event("lost-edit", "1", "Old")],
+        );
+        let cal = calendar(&key);
+        let mut listing = Listing::default();
+        let mut st = SyncRecord {
+            drift_check: true,
+            ..SyncRecord::default()
+        };
+        // Page one: "a" as mirrored, "lost-edit" changed without the
+        // incremental sync having said so.
+        let w1 = super::page(
+            &cal,
+            &mirror,
+            &mut listing,
+            &mut st,
+            &mut listing_page(
+                vec![event("a", "1", "A"), event("lost-edit", "2", "New")],
+                true,
+            ),
+            1,
+        )
+        .unwrap();
+        assert_eq!(w1.changes.len(), 1);
+        assert!(st.drift_check && st.last_full_listing_ms.is_none());
+        // Page two: an event the mirror never heard of.
+        let w2 = super::page(
+            &cal,
+            &mirror,
+            &mut listing,
+            &mut st,
+            &mut listing_page(vec![event("missed", "1", "Missed")], false),
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            kinds(&w2),
+            vec![(ChangeKind::EventCreated, "missed".into())]
+        );
+        assert_eq!(st.drift_repaired, 2);
+        assert!(!st.drift_check);
+        assert_eq!(st.last_full_listing_ms, Some(7));
+        // An ordinary full listing (a first sync, an expired cursor) is not
+        // drift, however much it changes.
+        let mut listing = Listing::default();
+        let w3 = super::page(
+            &cal,
+            &Memory::default(),
+            &mut listing,
+            &mut st,
+            &mut listing_page(vec![event("x", "1", "X")], false),
+            9,
+        )
+        .unwrap();
+        assert_eq!(w3.changes.len(), 1);
+        assert_eq!((st.drift_repaired, st.last_full_listing_ms), (2, Some(9)));
     }
 
     #[test]
