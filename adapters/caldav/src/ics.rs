@@ -351,8 +351,9 @@ pub fn drop_instance(existing: &str, original: &When, floating: Tz) -> Option<St
         })
         .collect();
     let mut out = String::with_capacity(existing.len() + exdate.raw.len() + 2);
+    let keep = once_per_vevent(&lines);
     for (i, line) in lines.iter().enumerate() {
-        if dropped.iter().any(|(b, e)| (*b..=*e).contains(&i)) {
+        if !keep[i] || dropped.iter().any(|(b, e)| (*b..=*e).contains(&i)) {
             continue;
         }
         out.push_str(&line.raw);
@@ -476,6 +477,57 @@ fn logical_lines(data: &str) -> Vec<Line> {
         });
     }
     out
+}
+
+/// Properties RFC 5545 §3.6.1 allows at most once in a VEVENT. A server
+/// may hand back an object with one of them twice (Apple repeats DTSTAMP);
+/// other servers refuse such an object when it is written back.
+const ONCE_PER_VEVENT: &[&str] = &[
+    "DTSTAMP",
+    "UID",
+    "DTSTART",
+    "CLASS",
+    "CREATED",
+    "DESCRIPTION",
+    "GEO",
+    "LAST-MODIFIED",
+    "LOCATION",
+    "ORGANIZER",
+    "PRIORITY",
+    "SEQUENCE",
+    "STATUS",
+    "SUMMARY",
+    "TRANSP",
+    "URL",
+    "RECURRENCE-ID",
+    "DTEND",
+    "DURATION",
+];
+
+/// Which of `lines` to write back: all but the second and later
+/// occurrences of a property a VEVENT may hold once ([`ONCE_PER_VEVENT`]),
+/// directly in that VEVENT.
+fn once_per_vevent(lines: &[Line]) -> Vec<bool> {
+    let mut keep = vec![true; lines.len()];
+    let mut stack: Vec<(String, Vec<&str>)> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(c) = component(l, "BEGIN") {
+            stack.push((c, Vec::new()));
+        } else if component(l, "END").is_some() {
+            stack.pop();
+        } else if let Some((c, seen)) = stack.last_mut() {
+            if c == "VEVENT" {
+                if let Some(name) = ONCE_PER_VEVENT.iter().find(|n| **n == l.name) {
+                    if seen.contains(name) {
+                        keep[i] = false;
+                    } else {
+                        seen.push(name);
+                    }
+                }
+            }
+        }
+    }
+    keep
 }
 
 /// The component a BEGIN or END line opens or closes, in capitals.

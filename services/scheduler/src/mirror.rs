@@ -79,6 +79,18 @@ pub fn same_content(a: &pb::Event, b: &pb::Event) -> bool {
         && a.event_type == b.event_type
 }
 
+/// True when an instance holds its series' content as the master states it
+/// (times aside, which the rule sets): an instance nobody changed.
+pub fn same_series_content(master: &pb::Event, instance: &pb::Event) -> bool {
+    let plain = |e: &pb::Event| pb::Event {
+        start: None,
+        end: None,
+        recurrence: Vec::new(),
+        ..e.clone()
+    };
+    same_content(&plain(master), &plain(instance))
+}
+
 /// A stable hash of an event's writable content, as the platform asked for
 /// it (defaults filled).
 pub fn content_hash(e: &pb::Event) -> String {
@@ -115,7 +127,14 @@ pub fn put_for(
 ) -> MirrorPut {
     let pid = &event.provider_event_id;
     let (start_ms, end_ms) = span_ms(event, zone);
-    let client = if event.client_event_id.is_empty() {
+    // The caller's id names a series, never one of its instances (which
+    // may carry it as the provider reports it): only the series is found
+    // by it.
+    let instance = event
+        .recurrence_link
+        .as_ref()
+        .is_some_and(|l| !l.series_event_id.is_empty() && l.series_event_id != *pid);
+    let client = if event.client_event_id.is_empty() || instance {
         None
     } else {
         Some(event.client_event_id.clone())
@@ -130,6 +149,7 @@ pub fn put_for(
             client_event_id: client,
             all_day: all_day_days(event),
             written_hash: None,
+            series: false,
             sealed: seal_event(key, &event_aad(account, calendar, pid), event),
         },
         previous_start_ms: previous.map(|p| p.start_ms),

@@ -530,9 +530,18 @@ async fn execute_upsert(
     stored.managed = !stored.client_event_id.is_empty();
     let mut put = put_for(key, acc, cal, zone, &stored, previous.as_ref());
     put.record.written_hash = Some(content_hash(event));
+    put.record.series = !event.recurrence.is_empty();
+    // A series written (or turned into a single event): its instances as
+    // mirrored so far leave with the old content; the next sync lists them
+    // again as the platform's own expansion, without a change-feed entry.
+    let instances = if put.record.series || previous.as_ref().is_some_and(|p| p.series) {
+        instance_rows(shared, acc, cal, &stored.provider_event_id)?
+    } else {
+        Vec::new()
+    };
     shared
         .store
-        .commit_write(acc, cal, Some(&put), None, op.op_id)?;
+        .commit_write(acc, cal, Some(&put), &instances, op.op_id)?;
     shared.mirror_changed(acc, cal);
     shared.store.flush().await?;
     Ok((stored, outcome))
@@ -560,20 +569,49 @@ async fn execute_delete(
         Err(s) if s.code() == tonic::Code::NotFound => WriteOutcome::AlreadyGone,
         Err(s) => return Err(adapter_error(&s)),
     };
-    let remove = shared
-        .store
-        .event(acc, cal, &op.provider_event_id)?
-        .map(|prev| MirrorRemove {
+    let mut removes = Vec::new();
+    if let Some(prev) = shared.store.event(acc, cal, &op.provider_event_id)? {
+        if prev.series {
+            // The platform's series goes with its instances: they are not
+            // reported deleted by a later sync as if someone else had.
+            removes = instance_rows(shared, acc, cal, &op.provider_event_id)?;
+        }
+        removes.push(MirrorRemove {
             provider_event_id: op.provider_event_id.clone(),
             start_ms: prev.start_ms,
             client_event_id: prev.client_event_id,
         });
+    }
     shared
         .store
-        .commit_write(acc, cal, None, remove.as_ref(), op.op_id)?;
+        .commit_write(acc, cal, None, &removes, op.op_id)?;
     shared.mirror_changed(acc, cal);
     shared.store.flush().await?;
     Ok(outcome)
+}
+
+/// The mirrored instances of series `series` (by the instance ids every
+/// adapter gives: the series id, then `#` or `_`).
+fn instance_rows(
+    shared: &Shared,
+    acc: &AccountId,
+    cal: &CalendarId,
+    series: &str,
+) -> Result<Vec<MirrorRemove>, ErrorKind> {
+    let mut out = Vec::new();
+    for pid in shared.store.event_ids(acc, cal)? {
+        if pid == series || !crate::sync::diff::belongs_to(&pid, series) {
+            continue;
+        }
+        if let Some(r) = shared.store.event(acc, cal, &pid)? {
+            out.push(MirrorRemove {
+                provider_event_id: pid.into(),
+                start_ms: r.start_ms,
+                client_event_id: r.client_event_id,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ mod conformance {
             outside_changes_show_up_in_the_next_sync,
             outside_changes_reach_the_feed_and_own_writes_do_not_echo,
             an_outside_event_is_edited_by_its_provider_id_never_duplicated,
+            a_series_and_its_instances_written_through_the_scheduler_never_echo,
         ],
     }
 }

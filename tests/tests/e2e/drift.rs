@@ -151,7 +151,7 @@ async fn without_drift_a_periodic_full_listing_changes_nothing() -> Result<()> {
     // Syncs go on until a re-listing has happened.
     eventually(Duration::from_secs(30), "a full re-listing", || {
         let mut c = c.clone();
-        let (account, calendar, first) = (account.clone(), calendar.clone(), first.clone());
+        let (account, calendar, first) = (account.clone(), calendar.clone(), first);
         async move {
             sync_now_and_wait(&mut c, &account, "").await.ok()?;
             let cal = status_of(&mut c, &account, &calendar).await?;

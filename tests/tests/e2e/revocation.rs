@@ -329,6 +329,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
         let late = MirrorPut {
             provider_event_id: "late".into(),
             record: EventRecord {
+                series: false,
                 version: "1".into(),
                 start_ms: Utc::now().timestamp_millis(),
                 end_ms: Utc::now().timestamp_millis() + 60_000,

@@ -11,8 +11,8 @@ use calbridge::time::{boundary_utc, parse_zone, Boundary};
 use calbridge::Invalid;
 
 use super::{
-    component, direct_props, event_to_ics, logical_lines, merge_master, tzids_defined, value_colon,
-    vevent_span, vevent_spans, vtimezones, written_like, Line,
+    component, direct_props, event_to_ics, logical_lines, merge_master, once_per_vevent,
+    tzids_defined, value_colon, vevent_span, vevent_spans, vtimezones, written_like, Line,
 };
 use crate::mapping::{parse_object, CalendarObject, VEvent, When};
 use crate::recurrence::{find_instance, Window};
@@ -295,8 +295,9 @@ pub fn put_override(
         return Ok(None);
     };
     let mut out = String::with_capacity(existing.len() + fresh.len());
+    let keep = once_per_vevent(&lines);
     for (i, line) in lines.iter().enumerate() {
-        if replaced.iter().any(|(b, e)| (*b..=*e).contains(&i)) {
+        if !keep[i] || replaced.iter().any(|(b, e)| (*b..=*e).contains(&i)) {
             continue;
         }
         if i == master.0 {

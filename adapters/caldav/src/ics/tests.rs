@@ -372,3 +372,21 @@ DTSTART:20260302T140000Z\r\nDURATION:PT1H\r\nSUMMARY:Invited\r\nEND:VEVENT\r\nEN
     let original = crate::recurrence::find_instance(&o, "20260302T100000Z").unwrap();
     assert_eq!(drop_instance(orphan, &original, Tz::UTC), None);
 }
+
+#[test]
+fn a_series_rewritten_keeps_one_of_each_property_a_vevent_may_hold_once() {
+    // As Apple hands a stored series back: DTSTAMP twice in the master.
+    let stored = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\nBEGIN:VEVENT\r\nUID:s1\r\nDTSTAMP:20261201T000000Z\r\nDTSTAMP:20261201T000000Z \r\nDTSTART:20261210T090000Z\r\nDTEND:20261210T091500Z\r\nRRULE:FREQ=DAILY;COUNT=3\r\nSUMMARY:Standup\r\nX-APPLE-A:1\r\nX-APPLE-A:2\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let original = When::At(
+        chrono::Utc.with_ymd_and_hms(2026, 12, 11, 9, 0, 0).unwrap(),
+        chrono_tz::UTC,
+    );
+    let dropped = drop_instance(stored, &original, chrono_tz::UTC).expect("an instance dropped");
+    assert_eq!(dropped.matches("DTSTAMP").count(), 1, "{dropped}");
+    assert_eq!(
+        dropped.matches("X-APPLE-A").count(),
+        2,
+        "other repeats stay"
+    );
+    assert!(dropped.contains("EXDATE:20261211T090000Z"), "{dropped}");
+}

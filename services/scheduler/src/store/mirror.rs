@@ -167,14 +167,14 @@ impl Store {
         Ok(())
     }
 
-    /// Records the result of a write: the mirror entry and the removal of
-    /// its outbox entry, atomically.
+    /// Records the result of a write: the mirror entry, the entries it
+    /// removes and the removal of its outbox entry, atomically.
     pub fn commit_write(
         &self,
         account: &AccountId,
         calendar: &CalendarId,
         put: Option<&MirrorPut>,
-        remove: Option<&MirrorRemove>,
+        removes: &[MirrorRemove],
         outbox_id: u64,
     ) -> Result<(), StoreError> {
         self.event_counts.begin();
@@ -199,7 +199,7 @@ impl Store {
                 if let Some(p) = put {
                     delta += m.put(p)?;
                 }
-                if let Some(r) = remove {
+                for r in removes {
                     delta += m.remove(r)?;
                 }
                 outbox.remove(&outbox_id.to_be_bytes())?;
@@ -272,14 +272,16 @@ impl MirrorTrees<'_> {
             .events
             .insert(self.item_key(pid), enc_ids(self.ids, &p.record))?
             .is_none();
-        self.index.insert(
-            self.index_key(p.record.start_ms, pid),
-            enc(&IndexEntry {
-                end_ms: p.record.end_ms,
-                busy: p.record.busy,
-                all_day: p.record.all_day,
-            }),
-        )?;
+        if !p.record.series {
+            self.index.insert(
+                self.index_key(p.record.start_ms, pid),
+                enc(&IndexEntry {
+                    end_ms: p.record.end_ms,
+                    busy: p.record.busy,
+                    all_day: p.record.all_day,
+                }),
+            )?;
+        }
         if let Some(c) = &p.record.client_event_id {
             self.client_ids
                 .insert(self.item_key(c), self.ids.seal(pid).as_bytes())?;

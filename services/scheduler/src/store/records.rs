@@ -247,6 +247,13 @@ pub struct EventRecord {
     /// event a little differently); `None` after any outside change.
     #[serde(default)]
     pub written_hash: Option<String>,
+    /// The master of a recurring series the platform wrote. Kept for its
+    /// caller id, version and written hash (a repeated upsert is
+    /// "unchanged", a replacement finds it), but the series' instances are
+    /// what the mirror lists: the master is in no time index, listing or
+    /// free/busy answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub series: bool,
     /// Sealed `pb::Event`.
     #[serde(with = "b64")]
     pub sealed: Vec<u8>,

@@ -26,6 +26,7 @@ fn draft(kind: ChangeKind) -> ChangeDraft {
 
 fn record(start: i64, end: i64) -> EventRecord {
     EventRecord {
+        series: false,
         version: "v1".into(),
         start_ms: start,
         end_ms: end,
@@ -165,7 +166,7 @@ fn a_write_commit_removes_the_outbox_entry_and_maps_the_client_id() {
         &AccountId::from("acc"),
         &CalendarId::from("cal"),
         Some(&put),
-        None,
+        &[],
         7,
     )
     .unwrap();
@@ -358,7 +359,7 @@ fn a_revoked_account_takes_no_new_rows() {
             &AccountId::from("acc"),
             &CalendarId::from("cal"),
             Some(&put),
-            None,
+            &[],
             1,
         ),
         "a write's result",
@@ -634,7 +635,7 @@ fn apply_sync_op(s: &Store, op: &SyncOp) {
                 &AccountId::from(&acc(*a)),
                 &CalendarId::from(&cal(*c)),
                 put.as_ref(),
-                remove.as_ref(),
+                remove.as_slice(),
                 1,
             )
             .unwrap()

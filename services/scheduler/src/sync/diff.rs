@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 
 use crate::crypto::{hash_hex, DataKey};
 use crate::ids::{AccountId, CalendarId};
-use crate::mirror::{put_for, same_content};
+use crate::mirror::{put_for, same_content, same_series_content};
 use crate::sealing::{change_aad, event_aad, open_event, seal_event};
 use crate::store::{
     ChangeDraft, EventRecord, MirrorPut, MirrorRemove, Store, StoreError, SyncRecord,
@@ -138,6 +138,8 @@ pub fn page(
     let mut removes = Vec::new();
     let mut changes = Vec::new();
     let full_listing = page.full_listing;
+    // Series the platform wrote, by master id: their content as written.
+    let mut own_series: std::collections::HashMap<String, Option<pb::Event>> = Default::default();
     // Provider data is held to the API's field limits: an item whose
     // identity cannot be stored is skipped and reported, never allowed
     // to block the rest of its calendar.
@@ -187,6 +189,39 @@ pub fn page(
             }
         }
         e.managed = !e.client_event_id.is_empty();
+        // An instance of a series the platform wrote, as it wrote it: the
+        // platform's own expansion, never an outside change.
+        let series = e
+            .recurrence_link
+            .as_ref()
+            .map(|l| l.series_event_id.clone())
+            .filter(|s| !s.is_empty() && *s != pid);
+        if let Some(series) = series {
+            if !own_series.contains_key(&series) {
+                let master = mirror
+                    .event(&series)?
+                    .filter(|m| m.series && m.written_hash.is_some())
+                    .and_then(|m| {
+                        open_event(key, &event_aad(account_id, calendar_id, &series), &m.sealed)
+                            .ok()
+                    });
+                own_series.insert(series.clone(), master);
+            }
+            if let Some(Some(master)) = own_series.get(&series) {
+                if same_series_content(master, &e) {
+                    e.managed = true;
+                    puts.push(put_for(
+                        key,
+                        account_id,
+                        calendar_id,
+                        zone,
+                        &e,
+                        existing.as_ref(),
+                    ));
+                    continue;
+                }
+            }
+        }
         let unchanged = match &existing {
             // A new version with the same content (say, another
             // instance of its series was edited): refresh the mirror's
@@ -244,6 +279,12 @@ pub fn page(
         let Some(existing) = mirror.event(&pid)? else {
             continue;
         };
+        if i >= told && existing.series {
+            // A series master the platform wrote is never listed (its
+            // instances are): it stays until the platform or the provider
+            // deletes the series.
+            continue;
+        }
         let left_window = i >= told
             && window_ms
                 .is_some_and(|(start, end)| existing.end_ms <= start || existing.start_ms >= end);
@@ -322,7 +363,7 @@ pub(super) fn is_of_skipped(pid: &str, skipped: &[(String, String)]) -> bool {
 
 /// True when event `pid` is provider item `id` or one of its instances:
 /// the item's id followed by "#" (CalDAV) or "_" (Google).
-pub(super) fn belongs_to(pid: &str, id: &str) -> bool {
+pub(crate) fn belongs_to(pid: &str, id: &str) -> bool {
     pid == id
         || pid
             .strip_prefix(id)
@@ -382,6 +423,53 @@ mod tests {
             end: t(1_800_000_000 - 3 * 86_400 + 3600),
             ..event(pid, "1", "Last week")
         }
+    }
+
+    #[test]
+    fn the_expansion_of_a_series_the_platform_wrote_is_no_change_but_an_edited_instance_is() {
+        let (key, _) = DataKey::generate();
+        let mut master = event("series", "1", "Standup");
+        master.recurrence = vec!["RRULE:FREQ=DAILY;COUNT=3".into()];
+        let mut mirror = mirrored(&key, &[master.clone()]);
+        let row = mirror.0.get_mut("series").unwrap();
+        row.series = true;
+        row.written_hash = Some(crate::mirror::content_hash(&master));
+        let instance = |pid: &str, title: &str| pb::Event {
+            recurrence_link: Some(pb::RecurrenceLink {
+                series_event_id: "series".into(),
+                original_start: None,
+            }),
+            client_event_id: "standup".into(),
+            ..event(pid, "1", title)
+        };
+        let cal = calendar(&key);
+        let mut st = SyncRecord::default();
+        let w = super::page(
+            &cal,
+            &mirror,
+            &mut Listing::default(),
+            &mut st,
+            &mut listing_page(
+                vec![
+                    instance("series_1", "Standup"),
+                    instance("series_2", "Standup"),
+                    instance("series_3", "Standup (moved outside)"),
+                ],
+                false,
+            ),
+            5,
+        )
+        .unwrap();
+        assert_eq!(
+            kinds(&w),
+            vec![(ChangeKind::EventCreated, "series_3".into())],
+            "only the instance someone else changed is a change"
+        );
+        assert_eq!(w.puts.len(), 3);
+        // No instance takes the caller's id (it names the series), and the
+        // series' row is not taken for deleted by the full listing.
+        assert!(w.puts.iter().all(|p| p.record.client_event_id.is_none()));
+        assert!(w.removes.is_empty(), "{:?}", w.removes.len());
     }
 
     #[test]

@@ -277,6 +277,7 @@ mod tests {
         let put = MirrorPut {
             provider_event_id: "late".into(),
             record: EventRecord {
+                series: false,
                 version: "1".into(),
                 start_ms: 0,
                 end_ms: 10,

@@ -7,6 +7,7 @@
 mod capabilities;
 mod edits;
 mod feed;
+mod series;
 mod sync;
 mod writes;
 
@@ -15,6 +16,7 @@ pub(crate) use capabilities::{
 };
 pub(crate) use edits::an_outside_event_is_edited_by_its_provider_id_never_duplicated;
 pub(crate) use feed::outside_changes_reach_the_feed_and_own_writes_do_not_echo;
+pub(crate) use series::a_series_and_its_instances_written_through_the_scheduler_never_echo;
 pub(crate) use sync::{
     an_expired_or_invalid_cursor_is_out_of_range, every_page_cursor_resumes_on_its_own,
     free_busy_pages_carry_no_event_content, outside_changes_show_up_in_the_next_sync,

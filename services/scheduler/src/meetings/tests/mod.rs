@@ -86,6 +86,7 @@ fn put_event(s: &Shared, k: usize, cal: &str, pid: &str, start: i64, len: i64, b
     let put = MirrorPut {
         provider_event_id: pid.into(),
         record: EventRecord {
+            series: false,
             version: format!("{start}"),
             start_ms: start,
             end_ms: start + len,

@@ -69,6 +69,7 @@ fn seed_scenario(s: &Shared, n: usize) -> pb::QueryAvailabilityRequest {
                 MirrorPut {
                     provider_event_id: format!("ev{k}").into(),
                     record: EventRecord {
+                        series: false,
                         version: "1".into(),
                         start_ms,
                         end_ms,
