@@ -395,8 +395,9 @@ pub(crate) enum EventsCommand {
     },
     /// Show one event.
     Get(EventRef),
-    /// Create or update an event keyed by your own id.
-    Upsert(UpsertArgs),
+    /// Create or update an event keyed by your own id, or edit one by its
+    /// provider id.
+    Upsert(Box<UpsertArgs>),
     /// Delete an event.
     Delete {
         /// Which event.
@@ -467,6 +468,12 @@ pub(crate) struct UpsertArgs {
     /// Only write when the event still has this version.
     #[arg(long)]
     pub expected_version: Option<String>,
+    /// A recurrence line (repeatable): `RRULE:...`, `RDATE:...` or
+    /// `EXDATE:...`. The event becomes a recurring series starting at
+    /// --start; its instances are listed one by one and each can be edited
+    /// with --provider-id.
+    #[arg(long = "recurrence", value_name = "LINE")]
+    pub recurrence: Vec<String>,
 }
 
 /// Options of `freebusy`.

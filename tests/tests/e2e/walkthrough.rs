@@ -385,6 +385,107 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     assert_eq!(titles.len(), 2, "{at_provider}");
     assert!(titles.contains(&moved_title.as_str()), "{at_provider}");
 
+    // A daily series of three, then one of its instances moved by its
+    // instance id.
+    let s_start = day + Days::days(1);
+    let series = cli
+        .run(&[
+            "events",
+            "upsert",
+            "--account",
+            &account_id,
+            "--calendar",
+            &calendar,
+            "--id",
+            "daily-sync",
+            "--title",
+            "Daily sync",
+            "--start",
+            &s_start.to_rfc3339(),
+            "--end",
+            &(s_start + Days::minutes(15)).to_rfc3339(),
+            "--recurrence",
+            "RRULE:FREQ=DAILY;COUNT=3",
+            "--json",
+        ])
+        .await?;
+    assert_eq!(series["outcome"], "WRITE_OUTCOME_CREATED", "{series}");
+    let series_id = series["event"]["provider_event_id"]
+        .as_str()
+        .context("series id")?
+        .to_string();
+    let (s_from, s_to) = (s_start.to_rfc3339(), (s_start + Days::days(4)).to_rfc3339());
+    let list_series = || async {
+        let v = cli
+            .run(&[
+                "events",
+                "list",
+                "--account",
+                &account_id,
+                "--calendar",
+                &calendar,
+                "--from",
+                &s_from,
+                "--to",
+                &s_to,
+                "--json",
+            ])
+            .await
+            .ok()?;
+        let mut instances: Vec<Value> = v["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["recurrence_link"]["series_event_id"] == series_id.as_str())
+            .cloned()
+            .collect();
+        instances.sort_by_key(|e| e["start"].to_string());
+        (instances.len() == 3).then_some(instances)
+    };
+    let instances = eventually(Duration::from_secs(10), "three instances", &list_series).await?;
+    let second_start = s_start + Days::days(1) + Days::hours(2);
+    let moved = cli
+        .run(&[
+            "events",
+            "upsert",
+            "--account",
+            &account_id,
+            "--calendar",
+            &calendar,
+            "--provider-id",
+            instances[1]["provider_event_id"]
+                .as_str()
+                .context("instance id")?,
+            "--expected-version",
+            instances[1]["version"]
+                .as_str()
+                .context("instance version")?,
+            "--title",
+            "Daily sync (moved)",
+            "--start",
+            &second_start.to_rfc3339(),
+            "--end",
+            &(second_start + Days::minutes(15)).to_rfc3339(),
+            "--json",
+        ])
+        .await?;
+    assert_eq!(moved["outcome"], "WRITE_OUTCOME_UPDATED", "{moved}");
+    let after = eventually(
+        Duration::from_secs(10),
+        "the moved instance listed",
+        || async {
+            let list = list_series().await?;
+            list.iter()
+                .any(|e| e["title"] == "Daily sync (moved)")
+                .then_some(list)
+        },
+    )
+    .await?;
+    assert_eq!(
+        after.iter().filter(|e| e["title"] == "Daily sync").count(),
+        2,
+        "the other instances are untouched"
+    );
+
     // 7. Connect Google (the local fake Google) through the consent URL and
     // the scheduler's callback, the way a browser would.
     let mut authorize = Command::new(bin("calbridge"))

@@ -23,7 +23,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: EventsCommand) -> Result<()> {
             list(ctx, account, calendar, window).await
         }
         EventsCommand::Get(r) => get(ctx, r).await,
-        EventsCommand::Upsert(args) => upsert(ctx, args).await,
+        EventsCommand::Upsert(args) => upsert(ctx, *args).await,
         EventsCommand::Delete {
             event,
             expected_version,
@@ -154,6 +154,7 @@ fn upsert_event(args: &UpsertArgs) -> Result<pb::Event> {
                 ..Default::default()
             })
             .collect(),
+        recurrence: args.recurrence.clone(),
         ..Default::default()
     })
 }
