@@ -16,8 +16,9 @@ use crate::fixtures::Fixture;
 /// platform is listed as four instances linked to it (the master is no row
 /// of its own); the same upsert again is UNCHANGED; one instance moved and
 /// retitled by its instance id, with its version, changes that instance
-/// only; deleting the series by the caller's id empties it; and none of it
-/// reaches the change feed.
+/// only; another deleted by its instance id leaves the rest; deleting the
+/// series by the caller's id empties it; and none of it reaches the change
+/// feed.
 pub(crate) async fn a_series_and_its_instances_written_through_the_scheduler_never_echo<
     F: Fixture,
 >() -> Result<()> {
@@ -101,6 +102,29 @@ pub(crate) async fn a_series_and_its_instances_written_through_the_scheduler_nev
         "{titles:?}"
     );
     assert_eq!(titles.iter().filter(|t| **t == "Standup").count(), 3);
+
+    // The third instance deleted by its instance id: the others stay.
+    let third = after
+        .iter()
+        .find(|e| e.title == "Standup" && e.provider_event_id != first[0].provider_event_id)
+        .context("an untouched later instance")?;
+    let dropped = c
+        .delete_event(pb::DeleteEventRequest {
+            account_id: account.clone(),
+            calendar_id: calendar.clone(),
+            client_event_id: String::new(),
+            provider_event_id: third.provider_event_id.clone(),
+            expected_version: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(dropped.outcome(), WriteOutcome::Deleted);
+    sync_now_and_wait(&mut c, &account, "").await?;
+    let left = instances(&list_events(&mut c, &account, &calendar, window).await?);
+    assert_eq!(left.len(), 3, "{left:#?}");
+    assert!(!left
+        .iter()
+        .any(|e| e.provider_event_id == third.provider_event_id));
 
     // The series deleted by the caller's id.
     let deleted = c
