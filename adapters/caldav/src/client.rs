@@ -15,6 +15,7 @@ use std::time::Duration;
 use calbridge_runtime::Secret;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
+use tracing::Instrument;
 
 use crate::egress::{blocked_in, same_site, Egress};
 use crate::error::DavError;
@@ -185,6 +186,15 @@ impl DavClient {
                 .egress
                 .check_url(&url)
                 .map_err(|b| DavError::Refused(b.0))?;
+            // One span per request sent (a redirect hop is one), closed at
+            // the end of this iteration, once the body is read.
+            let span = calbridge_runtime::provider_request_span(
+                "caldav",
+                &method,
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default(),
+            );
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
@@ -195,7 +205,14 @@ impl DavClient {
             if let Some(b) = body {
                 req = req.body(b.to_string());
             }
-            let mut resp = req.send().await.map_err(|e| {
+            let sent = req.send().instrument(span.clone()).await;
+            if let Err(e) = &sent {
+                span.record(
+                    "error.type",
+                    if e.is_timeout() { "timeout" } else { "connect" },
+                );
+            }
+            let mut resp = sent.map_err(|e| {
                 if let Some(b) = blocked_in(&e) {
                     return DavError::Refused(b.0);
                 }
@@ -206,6 +223,7 @@ impl DavClient {
                 })
             })?;
             let status = resp.status();
+            span.record("http.response.status_code", status.as_u16());
             if status.is_redirection() {
                 if let Some(next) = resp
                     .headers()

@@ -245,20 +245,28 @@ impl Session<'_> {
     /// Sends `call`: refreshes once on 401, retries rate limits and
     /// outages within the policy, waits for the request budget.
     pub async fn send(&self, call: &Call<'_>) -> Result<Answer, SendError> {
-        let span = tracing::debug_span!(
-            "google.request",
-            method = call.name,
-            status = tracing::field::Empty
-        );
-        self.send_inner(call, &span).instrument(span.clone()).await
+        let span = tracing::debug_span!("google.call", operation = call.name);
+        self.send_inner(call).instrument(span).await
     }
 
-    async fn send_inner(&self, call: &Call<'_>, span: &tracing::Span) -> Result<Answer, SendError> {
+    async fn send_inner(&self, call: &Call<'_>) -> Result<Answer, SendError> {
         let url = self.api.url(&call.path);
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
+            // One span per request sent, retries included (with their
+            // resend count), closed at the end of this iteration.
+            let span = calbridge_runtime::provider_request_span(
+                "google",
+                &call.method,
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default(),
+            );
+            if attempt > 1 {
+                span.record("http.request.resend_count", attempt - 1);
+            }
             self.api.limiter.acquire(&self.account).await;
             let mut request = self
                 .api
@@ -281,10 +289,14 @@ impl Session<'_> {
             if let Some(b) = &call.body {
                 request = request.json(b);
             }
-            let (retryable, retry_after, failure) = match request.send().await {
+            let (retryable, retry_after, failure) = match request
+                .send()
+                .instrument(span.clone())
+                .await
+            {
                 Ok(resp) => {
                     let status = resp.status();
-                    span.record("status", status.as_u16());
+                    span.record("http.response.status_code", status.as_u16());
                     let retry_after = resp
                         .headers()
                         .get(RETRY_AFTER)
@@ -326,6 +338,10 @@ impl Session<'_> {
                     }
                 }
                 Err(e) => {
+                    span.record(
+                        "error.type",
+                        if e.is_timeout() { "timeout" } else { "connect" },
+                    );
                     tracing::debug!(timeout = e.is_timeout(), "request failed before an answer");
                     (Retryable::Outage, None, None)
                 }

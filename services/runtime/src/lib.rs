@@ -108,6 +108,34 @@ pub fn server_span(req: &http::Request<()>) -> tracing::Span {
     span
 }
 
+/// The span of one HTTP request an adapter sends to its provider, at the
+/// default level, named by the method with the OpenTelemetry HTTP client
+/// attributes: method, scheme, server address and port, then (recorded by
+/// the caller) the response status or the error type, and the resend count
+/// for a retry. Never the path or the query (calendar and event ids, which
+/// may hold e-mail addresses, and tokens live there) nor any header.
+pub fn provider_request_span(
+    provider: &'static str,
+    method: &http::Method,
+    scheme: &str,
+    host: &str,
+    port: Option<u16>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "provider.request",
+        otel.name = %method,
+        otel.kind = "client",
+        http.request.method = %method,
+        url.scheme = scheme,
+        server.address = host,
+        server.port = port,
+        calbridge.provider = provider,
+        http.response.status_code = tracing::field::Empty,
+        http.request.resend_count = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
 /// Writes the current span's trace context into outgoing request metadata.
 pub fn inject_trace_context(metadata: &mut MetadataMap) {
     let cx = tracing::Span::current().context();

@@ -20,7 +20,73 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 /// (trace id hex, service name, span name) of every span received.
 type Received = Arc<Mutex<Vec<(String, String, String)>>>;
 
+/// One received span in full.
+#[derive(Debug, Clone)]
+struct Span {
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    service: String,
+    name: String,
+    /// Attributes with their values as text.
+    attributes: Vec<(String, String)>,
+}
+
+/// Every span received, in full.
+type Spans = Arc<Mutex<Vec<Span>>>;
+
 struct Receiver(Received);
+
+/// A receiver that keeps every span in full.
+struct FullReceiver(Spans);
+
+#[tonic::async_trait]
+impl TraceService for FullReceiver {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+            .as_ref()
+            .and_then(|v| v.value.as_ref())
+        {
+            Some(Value::StringValue(s)) => s.clone(),
+            Some(Value::IntValue(i)) => i.to_string(),
+            Some(Value::BoolValue(b)) => b.to_string(),
+            Some(Value::DoubleValue(d)) => d.to_string(),
+            _ => String::new(),
+        };
+        let mut got = self.0.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|a| a.key == "service.name")
+                .map(|a| text(&a.value))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    got.push(Span {
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        service: service.clone(),
+                        name: span.name,
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|a| (a.key.clone(), text(&a.value)))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -123,5 +189,198 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
         .map(|(_, _, n)| n.clone())
         .collect();
     assert!(names.iter().any(|n| n == "upsert_event"), "{names:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_trace_reaches_the_caldav_servers_http_request_without_ids_in_it() -> Result<()> {
+    use calbridge_e2e::caldav::{connect, CaldavStack, DavServer, ServerKind};
+    let spans: Spans = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(FullReceiver(spans.clone())))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+
+    let dav = DavServer::start(ServerKind::Radicale).await?;
+    let otlp = format!("http://{addr}");
+    let stack = CaldavStack::start_with(
+        3600,
+        Some(&format!("otlp_endpoint = \"{otlp}\"\n")),
+        &["--otlp-endpoint".into(), otlp.clone()],
+    )
+    .await?;
+    let (_, key) = stack.tenant("traced-caldav").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let account = connect(&mut c, &dav, &dav.password).await?;
+    calbridge_e2e::wait_synced(&mut c, &account.account_id).await?;
+
+    let trace_id = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let mut req = tonic::Request::new(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
+        account_id: account.account_id.clone(),
+        calendar_id: dav.calendar.clone(),
+        client_event_id: "traced-dav-1".into(),
+        event: Some(timed_event(
+            "Traced on CalDAV",
+            chrono::Utc::now() + chrono::Duration::days(1),
+            30,
+        )),
+        expected_version: String::new(),
+        hold_id: String::new(),
+    });
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01").parse()?,
+    );
+    c.upsert_event(req).await?;
+
+    // The PUT that created the event at the server: a client span of the
+    // adapter in the caller's trace, under the adapter's own span.
+    let put = eventually(Duration::from_secs(30), "the PUT's span", || async {
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s.trace_id == trace_id && s.service == "calbridge-adapter-caldav" && s.name == "PUT"
+            })
+            .cloned()
+    })
+    .await?;
+    let attr = |k: &str| {
+        put.attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attr("http.request.method").as_deref(), Some("PUT"));
+    assert_eq!(attr("http.response.status_code").as_deref(), Some("201"));
+    assert_eq!(attr("server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(attr("calbridge.provider").as_deref(), Some("caldav"));
+    let all = spans.lock().unwrap().clone();
+    let parent = all
+        .iter()
+        .find(|s| s.span_id == put.parent_span_id)
+        .expect("the PUT's parent span was exported");
+    assert_eq!(parent.service, "calbridge-adapter-caldav");
+    eventually(
+        Duration::from_secs(30),
+        "the scheduler's spans in the trace",
+        || async {
+            spans
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.trace_id == trace_id && s.service == "calbridge-scheduler")
+                .then_some(())
+        },
+    )
+    .await?;
+    // No provider request span names the calendar or the event: paths
+    // and queries (hrefs, ids, tokens) stay out of them.
+    let requests: Vec<&Span> = all
+        .iter()
+        .filter(|s| s.attributes.iter().any(|(k, _)| k == "calbridge.provider"))
+        .collect();
+    assert!(requests.len() > 1, "{requests:?}");
+    for s in requests {
+        for (k, v) in &s.attributes {
+            assert!(
+                !v.contains(&dav.calendar) && !v.contains(".ics") && !v.contains('?'),
+                "{k}={v} in span {}",
+                s.name
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_trace_reaches_googles_http_request() -> Result<()> {
+    use calbridge_e2e::google::{GoogleOptions, GoogleStack};
+    let spans: Spans = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(FullReceiver(spans.clone())))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    let otlp = format!("http://{addr}");
+    let g = GoogleStack::start(GoogleOptions {
+        adapter_flags: vec!["--otlp-endpoint".into(), otlp.clone()],
+        scheduler_flags: vec!["--otlp-endpoint".into(), otlp],
+        ..Default::default()
+    })
+    .await?;
+    let user = "traced@gmail.example";
+    g.user(user).await?;
+    let (_, key) = g.stack.tenant("traced-google").await?;
+    let mut c = g.stack.client(Some(&key)).await?;
+    let account = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+
+    let trace_id = "6df92f3577b34da6a3ce929d0e0e4738";
+    let mut req = tonic::Request::new(pb::UpsertEventRequest {
+        provider_event_id: String::new(),
+        account_id: account.account_id.clone(),
+        calendar_id: "primary".into(),
+        client_event_id: "traced-google-1".into(),
+        event: Some(timed_event(
+            "Traced on Google",
+            chrono::Utc::now() + chrono::Duration::days(1),
+            30,
+        )),
+        expected_version: String::new(),
+        hold_id: String::new(),
+    });
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01").parse()?,
+    );
+    c.upsert_event(req).await?;
+
+    // The events.insert POST: a client span of the adapter in the caller's
+    // trace, under one of the adapter's own spans.
+    let post = eventually(Duration::from_secs(30), "the POST's span", || async {
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s.trace_id == trace_id
+                    && s.service == "calbridge-adapter-google"
+                    && s.name == "POST"
+            })
+            .cloned()
+    })
+    .await?;
+    let attr = |k: &str| {
+        post.attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attr("http.request.method").as_deref(), Some("POST"));
+    assert_eq!(attr("http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attr("calbridge.provider").as_deref(), Some("google"));
+    let all = spans.lock().unwrap().clone();
+    assert!(
+        all.iter()
+            .any(|s| s.span_id == post.parent_span_id && s.service == "calbridge-adapter-google"),
+        "the POST's parent is the adapter's span"
+    );
+    for s in all
+        .iter()
+        .filter(|s| s.attributes.iter().any(|(k, _)| k == "calbridge.provider"))
+    {
+        for (k, v) in &s.attributes {
+            assert!(
+                !v.contains(user) && !v.contains('?') && !v.contains("Bearer"),
+                "{k}={v} in span {}",
+                s.name
+            );
+        }
+    }
     Ok(())
 }
