@@ -22,6 +22,7 @@ pub mod provider_data;
 pub mod redact;
 pub mod time;
 pub mod validate;
+pub mod zones;
 
 pub use error::{ErrorKind, FieldViolation, Invalid};
 

@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use calcard::common::timezone::Tz as CalTz;
 use calcard::icalendar::{
     ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarProperty, ICalendarValue,
 };
@@ -95,7 +94,11 @@ pub fn resolve_tzid(ical: &ICalendar, tzid: &str) -> Option<Tz> {
 
 /// The IANA zone a known TZID names.
 fn named(ical: &ICalendar, tzid: &str) -> Option<Tz> {
-    if let Some(tz) = ical.build_tz_resolver().resolve(tzid).and_then(to_iana) {
+    if let Some(tz) = ical
+        .build_tz_resolver()
+        .resolve(tzid)
+        .and_then(calbridge::zones::from_calcard)
+    {
         return Some(tz);
     }
     // Vendor prefixes such as "/mozilla.org/20050126_1/Europe/Berlin".
@@ -122,26 +125,6 @@ fn iana_suffix(tzid: &str) -> Option<&str> {
         let candidate = tzid.splitn(i + 1, '/').last()?;
         candidate.parse::<Tz>().ok().map(|_| candidate)
     })
-}
-
-/// An IANA zone from calcard's resolution (fixed offsets of whole hours
-/// become `Etc/GMT±N`).
-fn to_iana(tz: CalTz) -> Option<Tz> {
-    match tz {
-        CalTz::Tz(tz) => Some(tz),
-        CalTz::Fixed(offset) => {
-            let secs = offset.local_minus_utc();
-            if secs == 0 {
-                Some(Tz::UTC)
-            } else if secs % 3600 == 0 {
-                // Etc/GMT signs are inverted (Etc/GMT-2 is UTC+2).
-                format!("Etc/GMT{:+}", -secs / 3600).parse().ok()
-            } else {
-                None
-            }
-        }
-        CalTz::Floating => None,
-    }
 }
 
 /// Common zones by (standard offset, daylight offset) in minutes: the
