@@ -1,0 +1,526 @@
+//! The Graph wire: one [`Session`] per gRPC call carries the account's
+//! access token and sends every request the same way — at most N requests
+//! in flight per mailbox, percent-encoded path segments (Outlook ids hold
+//! `/`, `+` and `=`), `Prefer` headers (UTC times, text bodies, immutable
+//! ids, page size), bounded bodies, one refresh and retry on 401, and
+//! retries on throttling and outages that honour `Retry-After` exactly.
+//! Links Graph hands back (next and delta links) are followed only below
+//! the configured Graph base, so a forged cursor cannot send the token
+//! elsewhere.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rand::Rng;
+use reqwest::header::{HeaderValue, IF_MATCH, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use calbridge::Invalid;
+use calbridge_runtime::Secret;
+
+use crate::error::{meaning, GraphError};
+use crate::model::{self, ErrorBody};
+use crate::oauth::OAuth;
+use crate::retry::{classify, parse_retry_after, Decision, RetryPolicy, Retryable};
+
+/// Everything but RFC 3986 unreserved characters is escaped in a segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Largest response body read.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// Most calendar pages followed.
+const MAX_CALENDAR_PAGES: usize = 20;
+
+/// The shared HTTP client: no redirects, a per-request timeout.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!(
+            "calbridge-adapter-microsoft/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+        .expect("the HTTP client configuration is valid")
+}
+
+/// Why a body was not read whole.
+#[derive(Debug)]
+pub enum Capped {
+    /// Longer than the cap.
+    TooLarge,
+    /// The connection failed mid-body.
+    CutOff,
+}
+
+/// Reads a body, refusing one longer than `max` bytes before it is all in
+/// memory.
+pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| Capped::CutOff)? {
+        if body.len() + chunk.len() > max {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// W3C trace context of the current span, as request headers.
+fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut md = tonic::metadata::MetadataMap::new();
+    calbridge_runtime::inject_trace_context(&mut md);
+    md.into_headers()
+}
+
+/// The shared Graph client.
+pub struct Api {
+    http: reqwest::Client,
+    base: Url,
+    retry: RetryPolicy,
+    oauth: Arc<OAuth>,
+    per_mailbox: usize,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Api {
+    /// A client below `base` (ending with `/`).
+    pub fn new(
+        http: reqwest::Client,
+        base: Url,
+        retry: RetryPolicy,
+        oauth: Arc<OAuth>,
+        per_mailbox: usize,
+    ) -> Self {
+        Api {
+            http,
+            base,
+            retry,
+            oauth,
+            per_mailbox: per_mailbox.max(1),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A session for one call on behalf of `account` (empty before it is
+    /// known).
+    pub fn session(&self, account: &str, access_token: &str, refresh_token: &str) -> Session<'_> {
+        Session {
+            api: self,
+            account: account.to_string(),
+            access_token: Mutex::new(Secret::new(access_token)),
+            refresh_token: Secret::new(refresh_token),
+            refreshed: AtomicBool::new(false),
+        }
+    }
+
+    /// The URL of `segments` below the base, each percent-encoded.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut s = self.base.as_str().to_string();
+        for (i, seg) in segments.iter().enumerate() {
+            if i > 0 {
+                s.push('/');
+            }
+            s.extend(utf8_percent_encode(seg, SEGMENT));
+        }
+        Url::parse(&s).expect("an encoded path below a valid base is valid")
+    }
+
+    /// `link` when it lies below the Graph base; `None` otherwise.
+    pub fn checked_link(&self, link: &str) -> Option<Url> {
+        let u = Url::parse(link).ok()?;
+        let same_origin = u.scheme() == self.base.scheme()
+            && u.host_str() == self.base.host_str()
+            && u.port_or_known_default() == self.base.port_or_known_default();
+        (same_origin && u.path().starts_with(self.base.path()) && u.username().is_empty())
+            .then_some(u)
+    }
+
+    fn slot(&self, account: &str) -> Arc<Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() > 10_000 {
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        slots
+            .entry(account.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_mailbox)))
+            .clone()
+    }
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The HTTP method.
+    pub method: Method,
+    /// The URL.
+    pub url: Url,
+    /// A JSON body.
+    pub body: Option<Value>,
+    /// An `If-Match` value.
+    pub if_match: Option<String>,
+    /// `Prefer: odata.maxpagesize`.
+    pub max_page_size: Option<u32>,
+}
+
+impl Call {
+    /// A request without body, precondition or page size.
+    pub fn new(method: Method, url: Url) -> Self {
+        Call {
+            method,
+            url,
+            body: None,
+            if_match: None,
+            max_page_size: None,
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status (2xx).
+    pub status: StatusCode,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON of type `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, GraphError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|_| GraphError::Protocol("a response body is not the expected JSON".into()))
+    }
+}
+
+/// A non-retryable failure: status and Graph's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status.
+    pub status: u16,
+    /// `error.code`.
+    pub code: String,
+}
+
+/// One gRPC call's view of Graph.
+pub struct Session<'a> {
+    api: &'a Api,
+    account: String,
+    access_token: Mutex<Secret>,
+    refresh_token: Secret,
+    refreshed: AtomicBool,
+}
+
+impl Session<'_> {
+    fn token(&self) -> String {
+        self.access_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expose()
+            .to_string()
+    }
+
+    /// The shared client.
+    pub fn api(&self) -> &Api {
+        self.api
+    }
+
+    /// Sends `call`; a non-retryable failure comes back as `Err(Ok(..))`
+    /// for the caller to give a meaning, a final one as `Err(Err(..))`.
+    pub async fn send(&self, call: &Call) -> Result<Answer, Result<Failure, GraphError>> {
+        let mut attempt = 0u32;
+        let mut waited = Duration::ZERO;
+        loop {
+            attempt += 1;
+            // One span per request sent, retries included.
+            let span = calbridge_runtime::provider_request_span(
+                "microsoft",
+                &call.method,
+                call.url.scheme(),
+                call.url.host_str().unwrap_or(""),
+                call.url.port_or_known_default(),
+            );
+            if attempt > 1 {
+                span.record("http.request.resend_count", attempt - 1);
+            }
+            let slot = self.api.slot(&self.account);
+            let permit = slot.acquire_owned().await.map_err(|_| {
+                Err(GraphError::Unavailable(
+                    "the adapter is shutting down".into(),
+                    None,
+                ))
+            })?;
+            let mut prefer = String::from(
+                "outlook.timezone=\"UTC\", outlook.body-content-type=\"text\", IdType=\"ImmutableId\"",
+            );
+            if let Some(n) = call.max_page_size {
+                prefer.push_str(&format!(", odata.maxpagesize={n}"));
+            }
+            let mut request = self
+                .api
+                .http
+                .request(call.method.clone(), call.url.clone())
+                .bearer_auth(self.token())
+                .headers(trace_headers())
+                .header("Prefer", prefer);
+            if let Some(tag) = &call.if_match {
+                let v = HeaderValue::from_str(tag).map_err(|_| {
+                    Err(GraphError::Invalid(Invalid::field(
+                        "expected_version",
+                        "is not a valid version",
+                    )))
+                })?;
+                request = request.header(IF_MATCH, v);
+            }
+            if let Some(b) = &call.body {
+                request = request.json(b);
+            }
+            let sent = request.send().instrument(span.clone()).await;
+            let (kind, retry_after, status) = match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    span.record("http.response.status_code", status.as_u16());
+                    let retry_after = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+                    let body = match read_capped(resp, MAX_BODY_BYTES).await {
+                        Ok(b) => b,
+                        Err(Capped::TooLarge) => {
+                            return Err(Err(GraphError::Protocol(format!(
+                                "the answer is larger than {MAX_BODY_BYTES} bytes"
+                            ))))
+                        }
+                        Err(Capped::CutOff) if status.is_success() => {
+                            return Err(Err(GraphError::Unavailable(
+                                "the response body was cut off".into(),
+                                None,
+                            )))
+                        }
+                        Err(Capped::CutOff) => Vec::new(),
+                    };
+                    drop(permit);
+                    if status.is_success() {
+                        return Ok(Answer { status, body });
+                    }
+                    if status == StatusCode::UNAUTHORIZED {
+                        self.refresh_once().await.map_err(Err)?;
+                        attempt -= 1;
+                        continue;
+                    }
+                    let code = ErrorBody::code(&body);
+                    match classify(status.as_u16()) {
+                        Some(k) => (k, retry_after, Some(status.as_u16())),
+                        None => {
+                            return Err(Ok(Failure {
+                                status: status.as_u16(),
+                                code,
+                            }))
+                        }
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    span.record(
+                        "error.type",
+                        if e.is_timeout() { "timeout" } else { "connect" },
+                    );
+                    tracing::debug!(timeout = e.is_timeout(), "request failed before an answer");
+                    (Retryable::Outage, None, None)
+                }
+            };
+            let jitter = rand::thread_rng().gen::<f64>();
+            match self.api.retry.decide(attempt, waited, retry_after, jitter) {
+                Decision::Wait(d) => {
+                    tracing::debug!(attempt, wait_ms = d.as_millis() as u64, "retrying");
+                    tokio::time::sleep(d).await;
+                    waited += d;
+                }
+                Decision::GiveUp(d) => {
+                    tracing::info!(attempts = attempt, status = ?status, "giving up on microsoft graph");
+                    return Err(Err(match kind {
+                        Retryable::Throttled => GraphError::Throttled("429".into(), Some(d)),
+                        Retryable::Outage => GraphError::Unavailable(
+                            match status {
+                                Some(s) => format!("it answered {s} after {attempt} attempts"),
+                                None => format!("no answer after {attempt} attempts"),
+                            },
+                            Some(d),
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+
+    async fn refresh_once(&self) -> Result<(), GraphError> {
+        let rejected = || {
+            GraphError::Unauthenticated(
+                "Microsoft rejected the access token and it could not be refreshed".into(),
+            )
+        };
+        if self.refreshed.swap(true, Ordering::SeqCst) || self.refresh_token.expose().is_empty() {
+            return Err(rejected());
+        }
+        tracing::debug!("access token rejected; refreshing once");
+        let tokens = self.api.oauth.refresh(self.refresh_token.expose()).await?;
+        *self.access_token.lock().unwrap_or_else(|e| e.into_inner()) = tokens.access_token;
+        Ok(())
+    }
+
+    /// Sends `call` and gives a failure its meaning (`what` names the
+    /// object for NOT_FOUND).
+    pub async fn request(&self, call: &Call, what: &str) -> Result<Answer, GraphError> {
+        match self.send(call).await {
+            Ok(a) => Ok(a),
+            Err(Ok(f)) => Err(meaning(f.status, &f.code, what)),
+            Err(Err(e)) => Err(e),
+        }
+    }
+
+    /// `GET /me`: the account's sign-in name.
+    pub async fn me(&self) -> Result<String, GraphError> {
+        let u: model::User = self
+            .request(&Call::new(Method::GET, self.api.url(&["me"])), "the user")
+            .await?
+            .json()?;
+        u.user_principal_name
+            .or(u.mail)
+            .or(u.id)
+            .filter(|s| !s.is_empty() && s.len() <= calbridge::limits::MAX_EMAIL_BYTES)
+            .ok_or_else(|| GraphError::Protocol("the user has no usable name".into()))
+    }
+
+    /// The mailbox's time zone name, when readable.
+    pub async fn mailbox_time_zone(&self) -> Option<String> {
+        let call = Call::new(Method::GET, self.api.url(&["me", "mailboxSettings"]));
+        let s: model::MailboxSettings = self
+            .request(&call, "mailbox settings")
+            .await
+            .ok()?
+            .json()
+            .ok()?;
+        s.time_zone
+    }
+
+    /// Every calendar of the default calendar group (bounded).
+    pub async fn calendars(&self) -> Result<Vec<model::Calendar>, GraphError> {
+        let mut out = Vec::new();
+        let mut url = self.api.url(&["me", "calendars"]);
+        for _ in 0..MAX_CALENDAR_PAGES {
+            let page: model::Collection<model::Calendar> = self
+                .request(&Call::new(Method::GET, url), "calendars")
+                .await?
+                .json()?;
+            out.extend(page.value);
+            match page.next_link.as_deref().map(|l| self.api.checked_link(l)) {
+                Some(Some(next)) => url = next,
+                Some(None) => return Err(GraphError::Protocol("a next link leaves Graph".into())),
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One delta page.
+    pub async fn delta_page(
+        &self,
+        url: Url,
+        page_size: u32,
+    ) -> Result<model::Collection<model::Event>, GraphError> {
+        let call = Call {
+            max_page_size: Some(page_size),
+            ..Call::new(Method::GET, url)
+        };
+        self.request(&call, "the calendar").await?.json()
+    }
+
+    /// One event, occurrence or exception.
+    pub async fn get_event(&self, id: &str) -> Result<model::Event, GraphError> {
+        self.request(
+            &Call::new(Method::GET, self.api.url(&["me", "events", id])),
+            "the event",
+        )
+        .await?
+        .json()
+    }
+
+    /// The event of `calendar` whose extended property `property` holds
+    /// `value`, if any.
+    pub async fn find_by_property(
+        &self,
+        calendar: &str,
+        property: &str,
+        value: &str,
+    ) -> Result<Option<model::Event>, GraphError> {
+        let mut url = self.api.url(&["me", "calendars", calendar, "events"]);
+        let escaped = value.replace('\'', "''");
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!("singleValueExtendedProperties/Any(ep: ep/id eq '{property}' and ep/value eq '{escaped}')"),
+            )
+            .append_pair("$top", "1");
+        let page: model::Collection<model::Event> = self
+            .request(&Call::new(Method::GET, url), "the calendar")
+            .await?
+            .json()?;
+        Ok(page.value.into_iter().next())
+    }
+
+    /// Creates an event in `calendar`.
+    pub async fn create_event(
+        &self,
+        calendar: &str,
+        body: Value,
+    ) -> Result<Answer, Result<Failure, GraphError>> {
+        let call = Call {
+            body: Some(body),
+            ..Call::new(
+                Method::POST,
+                self.api.url(&["me", "calendars", calendar, "events"]),
+            )
+        };
+        self.send(&call).await
+    }
+
+    /// Updates an event, conditionally on `if_match`.
+    pub async fn patch_event(
+        &self,
+        id: &str,
+        body: Value,
+        if_match: Option<&str>,
+    ) -> Result<model::Event, GraphError> {
+        let call = Call {
+            body: Some(body),
+            if_match: if_match.map(str::to_string),
+            ..Call::new(Method::PATCH, self.api.url(&["me", "events", id]))
+        };
+        self.request(&call, "the event").await?.json()
+    }
+
+    /// Deletes an event, conditionally on `if_match`.
+    pub async fn delete_event(&self, id: &str, if_match: Option<&str>) -> Result<(), GraphError> {
+        let call = Call {
+            if_match: if_match.map(str::to_string),
+            ..Call::new(Method::DELETE, self.api.url(&["me", "events", id]))
+        };
+        self.request(&call, "the event").await.map(drop)
+    }
+}

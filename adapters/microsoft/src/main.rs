@@ -1,0 +1,22 @@
+//! The `calbridge-adapter-microsoft` binary: telemetry, configuration, then
+//! [`calbridge_adapter_microsoft::run`] until SIGTERM or Ctrl-C.
+
+use clap::Parser;
+
+use calbridge_adapter_microsoft::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let telemetry = calbridge_runtime::init_telemetry(
+        "calbridge-adapter-microsoft",
+        config.otlp_endpoint.as_deref(),
+    );
+    let result =
+        calbridge_adapter_microsoft::run(config, calbridge_runtime::shutdown_signal()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "microsoft adapter failed");
+    }
+    telemetry.shutdown();
+    result
+}
