@@ -5,9 +5,9 @@
 //! lives in the opaque cursor.
 //!
 //! This slice covers OAuth, calendars, calendarView delta sync and
-//! conditional writes. Push (Graph subscriptions), native free/busy
-//! (`getSchedule`), recurring-series writes and `$batch` are not offered
-//! yet, and `Describe` says so.
+//! conditional writes (series included). Push (Graph subscriptions),
+//! native free/busy (`getSchedule`) and `$batch` are not offered yet, and
+//! `Describe` says so.
 
 use std::future::Future;
 
@@ -23,6 +23,7 @@ pub mod error;
 pub mod mapping;
 pub mod model;
 pub mod oauth;
+pub mod recurrence;
 pub mod retry;
 pub mod service;
 pub mod sync;

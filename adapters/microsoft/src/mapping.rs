@@ -254,7 +254,15 @@ pub fn event(e: &model::Event, calendar_id: &str) -> Result<pb::Event, String> {
         } as i32,
         attendees,
         organizer,
-        recurrence: Vec::new(),
+        recurrence: match e.kind.as_deref() {
+            Some("seriesMaster") => e
+                .recurrence
+                .as_ref()
+                .and_then(crate::recurrence::from_graph)
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        },
         recurrence_link,
         created_at: parse_utc(e.created_date_time.as_deref()).map(to_timestamp),
         updated_at: parse_utc(e.last_modified_date_time.as_deref()).map(to_timestamp),
@@ -299,8 +307,8 @@ fn graph_time(t: &pb::EventTime, field: &str, inv: &mut Invalid) -> Option<(Valu
 }
 
 /// A contract event as a Graph event body (for POST and PATCH): title,
-/// description (as text), location, times, show-as and attendees. Series
-/// writes are refused before this is called.
+/// description (as text), location, times, show-as, attendees and, for a
+/// series, its `patternedRecurrence`.
 pub fn event_body(e: &pb::Event) -> Result<Map<String, Value>, Invalid> {
     let mut inv = Invalid::default();
     let start = e
@@ -327,6 +335,14 @@ pub fn event_body(e: &pb::Event) -> Result<Map<String, Value>, Invalid> {
         body.insert("isAllDay".into(), json!(s_day));
     }
     inv.into_result()?;
+    if !e.recurrence.is_empty() {
+        let (date, zone) =
+            series_start(e).ok_or_else(|| Invalid::field("event.start", "must be set"))?;
+        body.insert(
+            "recurrence".into(),
+            crate::recurrence::to_graph(&e.recurrence, date, zone)?,
+        );
+    }
     body.insert("subject".into(), json!(e.title));
     body.insert(
         "body".into(),
@@ -355,6 +371,17 @@ pub fn event_body(e: &pb::Event) -> Result<Map<String, Value>, Invalid> {
         .collect();
     body.insert("attendees".into(), Value::Array(attendees));
     Ok(body)
+}
+
+/// The local start date and zone of a series (the zone its rule repeats
+/// in: the start's own, else UTC).
+fn series_start(e: &pb::Event) -> Option<(chrono::NaiveDate, Tz)> {
+    let t = e.start.as_ref()?;
+    let zone = t.time_zone.parse::<Tz>().unwrap_or(Tz::UTC);
+    match time::parse_event_time(t).ok()? {
+        Boundary::Instant(at) => Some((at.with_timezone(&zone).date_naive(), zone)),
+        Boundary::Date(d) => Some((d, zone)),
+    }
 }
 
 /// The creation body: [`event_body`] plus the `transactionId` and the

@@ -154,6 +154,8 @@ pub struct Event {
     pub created_date_time: Option<String>,
     /// Last modified.
     pub last_modified_date_time: Option<String>,
+    /// A series master's `patternedRecurrence`.
+    pub recurrence: Option<Value>,
     /// Extended properties asked for with `$expand`.
     pub single_value_extended_properties: Option<Vec<ExtendedProperty>>,
 }

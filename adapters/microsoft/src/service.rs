@@ -112,7 +112,7 @@ impl CalendarAdapter for MicrosoftAdapter {
             push: false,
             incremental_sync: true,
             native_free_busy: false,
-            recurrence_writes: false,
+            recurrence_writes: true,
             poll_interval_seconds: self.poll_interval_seconds,
             max_page_size: MAX_PAGE_SIZE,
         }))
@@ -324,12 +324,6 @@ impl CalendarAdapter for MicrosoftAdapter {
         check_calendar_id("calendar_id", &r.calendar_id)?;
         check_calendar_id("idempotency_key", &r.idempotency_key)?;
         let event = required("event", r.event.as_ref())?;
-        if !event.recurrence.is_empty() {
-            return Err(GraphError::Unsupported(
-                "recurring series are not written to Microsoft yet (see Describe's recurrence_writes)".into(),
-            )
-            .into());
-        }
         let body = mapping::create_body(event, &r.idempotency_key).map_err(ErrorKind::Invalid)?;
         let session = self.session(r.credentials.as_ref())?;
         let cal = r.calendar_id.as_str();
@@ -386,12 +380,6 @@ impl CalendarAdapter for MicrosoftAdapter {
         check_calendar_id("calendar_id", &r.calendar_id)?;
         check_calendar_id("provider_event_id", &r.provider_event_id)?;
         let event = required("event", r.event.as_ref())?;
-        if !event.recurrence.is_empty() {
-            return Err(GraphError::Unsupported(
-                "recurring series are not written to Microsoft yet (see Describe's recurrence_writes)".into(),
-            )
-            .into());
-        }
         let body = mapping::event_body(event).map_err(ErrorKind::Invalid)?;
         let session = self.session(r.credentials.as_ref())?;
         let id = r.provider_event_id.as_str();

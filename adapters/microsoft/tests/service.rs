@@ -406,7 +406,7 @@ async fn an_expired_delta_token_is_out_of_range_and_a_moved_window_lists_again()
 }
 
 #[tokio::test]
-async fn a_replayed_create_reports_the_existing_event_and_a_stale_version_aborts_with_the_current_one(
+async fn a_replayed_create_reports_the_existing_event_a_stale_version_aborts_and_series_are_written(
 ) {
     let mut w = start().await;
     let creds = w.credentials(pb::AccessLevel::ReadWrite).await;
@@ -490,9 +490,9 @@ async fn a_replayed_create_reports_the_existing_event_and_a_stale_version_aborts
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 
-    let mut series = timed("Series", today() + Days::days(2), 15);
+    let mut series = timed("Series", today() + Days::days(2) + Days::hours(8), 15);
     series.recurrence = vec!["RRULE:FREQ=DAILY;COUNT=3".into()];
-    let refused = w
+    let master = w
         .client
         .create_event(pb::ProviderCreateEventRequest {
             credentials: Some(creds.clone()),
@@ -501,11 +501,40 @@ async fn a_replayed_create_reports_the_existing_event_and_a_stale_version_aborts
             idempotency_key: "series".into(),
         })
         .await
+        .unwrap()
+        .into_inner()
+        .event
+        .unwrap();
+    assert_eq!(
+        master.recurrence,
+        vec!["RRULE:FREQ=DAILY;INTERVAL=1;COUNT=3".to_string()]
+    );
+    let listed = w.sync_all(sync_request(&creds, &cal, "", 0)).await.unwrap();
+    let instances: Vec<_> = upserted(&listed)
+        .into_iter()
+        .filter(|e| {
+            e.recurrence_link
+                .as_ref()
+                .is_some_and(|l| l.series_event_id == master.provider_event_id)
+        })
+        .collect();
+    assert_eq!(instances.len(), 3, "{listed:?}");
+    let mut hourly = timed("Hourly", today() + Days::days(2), 15);
+    hourly.recurrence = vec!["RRULE:FREQ=HOURLY;COUNT=3".into()];
+    let refused = w
+        .client
+        .create_event(pb::ProviderCreateEventRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: cal.clone(),
+            event: Some(hourly),
+            idempotency_key: "hourly".into(),
+        })
+        .await
         .unwrap_err();
     assert_eq!(
         refused.code(),
-        Code::Unimplemented,
-        "Describe says no recurrence writes"
+        Code::InvalidArgument,
+        "Graph cannot express it"
     );
     w.verify().await;
 }
@@ -582,7 +611,7 @@ async fn busy_only_pages_and_describe_say_what_this_adapter_does() {
         .into_inner();
     assert_eq!(caps.provider(), pb::Provider::Microsoft);
     assert!(caps.oauth && caps.incremental_sync);
-    assert!(!caps.push && !caps.native_free_busy && !caps.recurrence_writes);
+    assert!(!caps.push && !caps.native_free_busy && caps.recurrence_writes);
     let creds = w.credentials(pb::AccessLevel::FreeBusy).await;
     let cal = w.primary(&creds).await;
     let mut secret = outside("Salary talk", 4, 15);
@@ -603,5 +632,82 @@ async fn busy_only_pages_and_describe_say_what_this_adapter_does() {
         .await
         .unwrap_err();
     assert_eq!(watch.code(), Code::Unimplemented);
+    w.verify().await;
+}
+
+#[tokio::test]
+async fn one_occurrence_is_edited_or_deleted_by_its_own_id() {
+    let mut w = start().await;
+    let creds = w.credentials(pb::AccessLevel::ReadWrite).await;
+    let cal = w.primary(&creds).await;
+    let mut series = outside("Standup", 2, 9);
+    series["recurrence"] = json!({"pattern": {"type": "daily", "interval": 1},
+        "range": {"type": "numbered", "startDate": (today() + Days::days(2)).format("%Y-%m-%d").to_string(), "numberOfOccurrences": 3}});
+    let master = w.control.insert_event(USER, &series).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pages = w.sync_all(sync_request(&creds, &cal, "", 0)).await.unwrap();
+    let mut occurrences: Vec<pb::Event> = upserted(&pages).into_iter().cloned().collect();
+    occurrences.sort_by_key(|e| format!("{:?}", e.start));
+    assert_eq!(occurrences.len(), 3);
+    let cursor = pages.last().unwrap().next_cursor.clone();
+
+    let second = &occurrences[1];
+    let moved = w
+        .client
+        .update_event(pb::ProviderUpdateEventRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: cal.clone(),
+            provider_event_id: second.provider_event_id.clone(),
+            event: Some(timed(
+                "Standup (late)",
+                today() + Days::days(3) + Days::hours(10),
+                15,
+            )),
+            expected_version: second.version.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.provider_event_id, second.provider_event_id);
+    assert_eq!(
+        moved.recurrence_link.as_ref().unwrap().series_event_id,
+        master
+    );
+    let third = &occurrences[2];
+    w.client
+        .delete_event(pb::ProviderDeleteEventRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: cal.clone(),
+            provider_event_id: third.provider_event_id.clone(),
+            expected_version: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let changes = w
+        .sync_all(sync_request(&creds, &cal, &cursor, 0))
+        .await
+        .unwrap();
+    let changed = upserted(&changes);
+    assert!(changed.iter().any(|e| e.provider_event_id == second.provider_event_id && e.title == "Standup (late)"), "{changes:?}");
+    assert!(
+        changes
+            .iter()
+            .any(|p| p.deleted.contains(&third.provider_event_id)),
+        "{changes:?}"
+    );
+    let gone = w
+        .client
+        .delete_event(pb::ProviderDeleteEventRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: cal.clone(),
+            provider_event_id: third.provider_event_id.clone(),
+            expected_version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
     w.verify().await;
 }
