@@ -1,9 +1,10 @@
 //! The Graph wire: one [`Session`] per gRPC call carries the account's
-//! access token and sends every request the same way — at most N requests
-//! in flight per mailbox, percent-encoded path segments (Outlook ids hold
-//! `/`, `+` and `=`), `Prefer` headers (UTC times, text bodies, immutable
-//! ids, page size), bounded bodies, one refresh and retry on 401, and
-//! retries on throttling and outages that honour `Retry-After` exactly.
+//! access token and sends every request the same way — the per-mailbox
+//! request budget, at most N requests in flight per mailbox,
+//! percent-encoded path segments (Outlook ids hold `/`, `+` and `=`),
+//! `Prefer` headers (UTC times, text bodies, immutable ids, page size),
+//! bounded bodies, one refresh and retry on 401, and retries on throttling
+//! and outages that honour `Retry-After` exactly.
 //! Links Graph hands back (next and delta links) are followed only below
 //! the configured Graph base, so a forged cursor cannot send the token
 //! elsewhere.
@@ -26,6 +27,7 @@ use calbridge::Invalid;
 use calbridge_runtime::Secret;
 
 use crate::error::{meaning, GraphError};
+use crate::limiter::Limiter;
 use crate::model::{self, ErrorBody};
 use crate::oauth::OAuth;
 use crate::retry::{classify, parse_retry_after, Decision, RetryPolicy, Retryable};
@@ -96,6 +98,7 @@ pub struct Api {
     oauth: Arc<OAuth>,
     per_mailbox: usize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    limiter: Limiter,
 }
 
 impl Api {
@@ -106,6 +109,7 @@ impl Api {
         retry: RetryPolicy,
         oauth: Arc<OAuth>,
         per_mailbox: usize,
+        limiter: Limiter,
     ) -> Self {
         Api {
             http,
@@ -114,6 +118,7 @@ impl Api {
             oauth,
             per_mailbox: per_mailbox.max(1),
             slots: Mutex::new(HashMap::new()),
+            limiter,
         }
     }
 
@@ -258,6 +263,7 @@ impl Session<'_> {
             if attempt > 1 {
                 span.record("http.request.resend_count", attempt - 1);
             }
+            self.api.limiter.acquire(&self.account).await;
             let slot = self.api.slot(&self.account);
             let permit = slot.acquire_owned().await.map_err(|_| {
                 Err(GraphError::Unavailable(

@@ -48,6 +48,11 @@ pub struct Config {
     /// Requests in flight per mailbox (Graph allows 4).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4))]
     pub max_concurrent_per_mailbox: u32,
+    /// The adapter's own request budget per mailbox, per minute (kept below
+    /// Graph's 10,000 per 10 minutes); requests over it wait, not fail.
+    #[arg(long, env = "CALBRIDGE_MICROSOFT_REQUESTS_PER_MINUTE_PER_MAILBOX", default_value_t = 800,
+          value_parser = clap::value_parser!(u32).range(1..=990))]
+    pub requests_per_minute_per_mailbox: u32,
     /// Attempts of one Graph request on throttling and outages (including
     /// the first).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
@@ -113,6 +118,7 @@ impl Config {
             authority_url: AUTHORITY_URL.into(),
             graph_base_url: GRAPH_BASE_URL.into(),
             max_concurrent_per_mailbox: 4,
+            requests_per_minute_per_mailbox: 800,
             retry_max_attempts: 5,
             retry_budget_ms: 30_000,
             retry_base_delay_ms: 500,

@@ -20,6 +20,7 @@ use calbridge::services::CALENDAR_ADAPTER;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod limiter;
 pub mod mapping;
 pub mod model;
 pub mod oauth;

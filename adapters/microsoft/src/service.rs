@@ -51,6 +51,7 @@ impl MicrosoftAdapter {
             retry,
             oauth.clone(),
             config.max_concurrent_per_mailbox as usize,
+            crate::limiter::Limiter::new(config.requests_per_minute_per_mailbox),
         ));
         MicrosoftAdapter {
             api,
