@@ -34,15 +34,46 @@ impl Telemetry {
     }
 }
 
+/// Puts the process's name on every span as `calbridge.process` (besides
+/// the resource's `service.name`), for backends that show span attributes
+/// only.
+#[derive(Debug)]
+struct ProcessName(String);
+
+impl opentelemetry_sdk::trace::SpanProcessor for ProcessName {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {
+        use opentelemetry::trace::Span as _;
+        span.set_attribute(opentelemetry::KeyValue::new(
+            "calbridge.process",
+            self.0.clone(),
+        ));
+    }
+
+    fn on_end(&self, _span: opentelemetry_sdk::trace::SpanData) {}
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        _timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+}
+
 /// Installs logging to stderr (filtered by `RUST_LOG`, default `info`) and the
 /// OpenTelemetry layer. Spans are exported over OTLP/gRPC to `otlp_endpoint`
 /// when one is given; trace context is propagated either way.
 pub fn init_telemetry(service_name: &str, otlp_endpoint: Option<&str>) -> Telemetry {
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder_empty()
-            .with_service_name(service_name.to_string())
-            .build(),
-    );
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name(service_name.to_string())
+                .build(),
+        )
+        .with_span_processor(ProcessName(service_name.to_string()));
     if let Some(endpoint) = otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
         match opentelemetry_otlp::SpanExporter::builder()

@@ -259,6 +259,10 @@ async fn a_callers_trace_reaches_the_caldav_servers_http_request_without_ids_in_
     assert_eq!(attr("http.response.status_code").as_deref(), Some("201"));
     assert_eq!(attr("server.address").as_deref(), Some("127.0.0.1"));
     assert_eq!(attr("calbridge.provider").as_deref(), Some("caldav"));
+    assert_eq!(
+        attr("calbridge.process").as_deref(),
+        Some("calbridge-adapter-caldav")
+    );
     let all = spans.lock().unwrap().clone();
     let parent = all
         .iter()
