@@ -711,3 +711,53 @@ async fn one_occurrence_is_edited_or_deleted_by_its_own_id() {
     assert_eq!(gone.code(), Code::NotFound);
     w.verify().await;
 }
+
+#[tokio::test]
+async fn a_monthly_series_on_the_last_friday_is_written_as_a_relative_pattern() {
+    use chrono::Datelike as _;
+    let mut w = start().await;
+    let creds = w.credentials(pb::AccessLevel::ReadWrite).await;
+    let cal = w.primary(&creds).await;
+    let mut series = timed("Review", today() + Days::days(1) + Days::hours(15), 60);
+    series.recurrence = vec!["RRULE:FREQ=MONTHLY;BYDAY=-1FR;COUNT=1".into()];
+    let master = w
+        .client
+        .create_event(pb::ProviderCreateEventRequest {
+            credentials: Some(creds.clone()),
+            calendar_id: cal.clone(),
+            event: Some(series),
+            idempotency_key: "review".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .unwrap();
+    assert_eq!(
+        master.recurrence,
+        vec!["RRULE:FREQ=MONTHLY;INTERVAL=1;BYDAY=-1FR;COUNT=1".to_string()]
+    );
+    let stored = w.control.events(USER).await.unwrap();
+    assert_eq!(
+        stored[0]["recurrence"]["pattern"]["type"],
+        "relativeMonthly"
+    );
+    let pages = w.sync_all(sync_request(&creds, &cal, "", 0)).await.unwrap();
+    let listed = upserted(&pages);
+    assert_eq!(listed.len(), 1, "{pages:?}");
+    let Some(pb::event_time::Value::Instant(t)) =
+        listed[0].start.as_ref().and_then(|s| s.value.clone())
+    else {
+        panic!("{listed:?}")
+    };
+    let day = calbridge::time::from_timestamp(&t)
+        .unwrap()
+        .with_timezone(&chrono_tz::Europe::London)
+        .date_naive();
+    assert_eq!(day.weekday(), chrono::Weekday::Fri);
+    assert!(
+        (day + Days::days(7)).month() != day.month(),
+        "the last Friday: {day}"
+    );
+    w.verify().await;
+}

@@ -1,8 +1,8 @@
 //! Expansion of Graph's `patternedRecurrence` into occurrence start dates:
-//! `daily`, `weekly` (with `daysOfWeek`), `absoluteMonthly` and
-//! `absoluteYearly` patterns; `endDate`, `noEnd` and `numbered` ranges.
-//! The relative patterns are refused (400), which a test of this fake
-//! would notice before any adapter relied on them.
+//! `daily`, `weekly` (with `daysOfWeek`), `absoluteMonthly`,
+//! `absoluteYearly`, `relativeMonthly` and `relativeYearly` patterns (the
+//! relative ones with one or more weekdays taken as "the nth of each
+//! weekday listed"); `endDate`, `noEnd` and `numbered` ranges.
 
 use chrono::{Datelike, NaiveDate, Weekday};
 use serde_json::Value;
@@ -111,7 +111,49 @@ pub(crate) fn dates(r: &Value, until: Option<NaiveDate>) -> Result<Vec<NaiveDate
             })
         }
         "relativeMonthly" | "relativeYearly" => {
-            return Err(format!("the fake does not expand {kind} patterns"))
+            let index = match pattern["index"].as_str().unwrap_or("first") {
+                "first" => 1,
+                "second" => 2,
+                "third" => 3,
+                "fourth" => 4,
+                "last" => -1,
+                _ => return Err("pattern.index is unknown".into()),
+            };
+            if days.is_empty() {
+                return Err("pattern.daysOfWeek is required".into());
+            }
+            let month = if kind == "relativeYearly" {
+                Some(
+                    pattern["month"]
+                        .as_u64()
+                        .filter(|m| (1..=12).contains(m))
+                        .ok_or("pattern.month must be 1..12")? as u32,
+                )
+            } else {
+                None
+            };
+            Box::new(move |d| {
+                let months =
+                    (d.year() - start.year()) as i64 * 12 + d.month() as i64 - start.month() as i64;
+                let step_ok = match month {
+                    Some(m) => {
+                        d.month() == m
+                            && ((d.year() - start.year()) as u64).is_multiple_of(interval)
+                    }
+                    None => (months as u64).is_multiple_of(interval),
+                };
+                if !step_ok || !days.contains(&d.weekday()) {
+                    return false;
+                }
+                // The nth (or last) of the listed weekdays in d's month.
+                let nth = (d.day() as i32 - 1) / 7 + 1;
+                let last = d + chrono::Duration::days(7);
+                if index == -1 {
+                    last.month() != d.month()
+                } else {
+                    nth == index
+                }
+            })
         }
         _ => return Err("pattern.type is unknown".into()),
     };
@@ -142,6 +184,15 @@ mod tests {
         let weekly = json!({"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday", "wednesday"]}, "range": {"type": "endDate", "startDate": "2026-03-02", "endDate": "2026-03-15"}});
         let d = dates(&weekly, None).unwrap();
         assert_eq!(d.len(), 4, "{d:?}");
+        let last_friday = json!({"pattern": {"type": "relativeMonthly", "interval": 1, "daysOfWeek": ["friday"], "index": "last"}, "range": {"type": "numbered", "startDate": "2026-03-01", "numberOfOccurrences": 2}});
+        let d = dates(&last_friday, None).unwrap();
+        assert_eq!(
+            d,
+            vec![
+                NaiveDate::from_ymd_opt(2026, 3, 27).unwrap(),
+                NaiveDate::from_ymd_opt(2026, 4, 24).unwrap()
+            ]
+        );
         assert!(check(&json!({"pattern": {"type": "relativeMonthly"}, "range": {"type": "noEnd", "startDate": "2026-03-01"}})).is_err());
     }
 }
