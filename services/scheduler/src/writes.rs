@@ -535,7 +535,7 @@ async fn execute_upsert(
     // mirrored so far leave with the old content; the next sync lists them
     // again as the platform's own expansion, without a change-feed entry.
     let instances = if put.record.series || previous.as_ref().is_some_and(|p| p.series) {
-        instance_rows(shared, acc, cal, &stored.provider_event_id)?
+        instance_rows(shared, key, acc, cal, &stored.provider_event_id)?
     } else {
         Vec::new()
     };
@@ -574,7 +574,8 @@ async fn execute_delete(
         if prev.series {
             // The platform's series goes with its instances: they are not
             // reported deleted by a later sync as if someone else had.
-            removes = instance_rows(shared, acc, cal, &op.provider_event_id)?;
+            let key = shared.live_key(account)?;
+            removes = instance_rows(shared, &key, acc, cal, &op.provider_event_id)?;
         }
         removes.push(MirrorRemove {
             provider_event_id: op.provider_event_id.clone(),
@@ -590,20 +591,32 @@ async fn execute_delete(
     Ok(outcome)
 }
 
-/// The mirrored instances of series `series` (by the instance ids every
-/// adapter gives: the series id, then `#` or `_`).
+/// The mirrored instances of series `series`: those whose id is the series
+/// id then `#` or `_` (CalDAV, Google, the sandbox), and those whose link
+/// names the series (providers with opaque occurrence ids, such as Graph;
+/// read from the sealed event, so this walks the calendar's mirror: a
+/// series write or delete is rare).
 fn instance_rows(
     shared: &Shared,
+    key: &DataKey,
     acc: &AccountId,
     cal: &CalendarId,
     series: &str,
 ) -> Result<Vec<MirrorRemove>, ErrorKind> {
     let mut out = Vec::new();
     for pid in shared.store.event_ids(acc, cal)? {
-        if pid == series || !crate::sync::diff::belongs_to(&pid, series) {
+        if pid == series {
             continue;
         }
-        if let Some(r) = shared.store.event(acc, cal, &pid)? {
+        let Some(r) = shared.store.event(acc, cal, &pid)? else {
+            continue;
+        };
+        let linked = crate::sync::diff::belongs_to(&pid, series)
+            || open_event(key, &event_aad(acc, cal, &pid), &r.sealed).is_ok_and(|e| {
+                e.recurrence_link
+                    .is_some_and(|l| l.series_event_id == series)
+            });
+        if linked {
             out.push(MirrorRemove {
                 provider_event_id: pid.into(),
                 start_ms: r.start_ms,
