@@ -8,7 +8,8 @@
 #
 #   docker build -t calbridge .                                  # every process
 #   docker build --target scheduler -t calbridge-scheduler .     # one process
-#   (targets: scheduler, adapter-sandbox, adapter-caldav, adapter-google, cli)
+#   (targets: scheduler, adapter-sandbox, adapter-caldav, adapter-google,
+#    adapter-microsoft, cli)
 #
 # The default (last) target holds every binary and runs the CLI; the Helm chart
 # (helm/calbridge) uses it and names the binary each container runs. The
@@ -28,7 +29,7 @@ ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \
     CARGO_PROFILE_RELEASE_STRIP=symbols
 WORKDIR /src
 COPY . .
-# One cargo invocation for all five binaries; the registry and target caches
+# One cargo invocation for all six binaries; the registry and target caches
 # survive between builds (BuildKit cache mounts), so only copied-out binaries
 # leave this stage.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
@@ -39,12 +40,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
       -p calbridge-adapter-sandbox \
       -p calbridge-adapter-caldav \
       -p calbridge-adapter-google \
+      -p calbridge-adapter-microsoft \
       -p calbridge-cli \
  && mkdir -p /out/bin /out/data \
  && cp target/release/calbridge-scheduler \
        target/release/calbridge-adapter-sandbox \
        target/release/calbridge-adapter-caldav \
        target/release/calbridge-adapter-google \
+       target/release/calbridge-adapter-microsoft \
        target/release/calbridge \
        /out/bin/
 
@@ -85,6 +88,13 @@ EXPOSE 50063 50064
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/calbridge-adapter-google"]
 
+FROM runtime AS adapter-microsoft
+COPY --from=build /out/bin/calbridge-adapter-microsoft /usr/local/bin/
+ENV CALBRIDGE_LISTEN=0.0.0.0:50065
+EXPOSE 50065
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/calbridge-adapter-microsoft"]
+
 FROM runtime AS cli
 COPY --from=build /out/bin/calbridge /usr/local/bin/
 USER 65532:65532
@@ -94,6 +104,6 @@ ENTRYPOINT ["/usr/local/bin/calbridge"]
 FROM runtime AS all
 COPY --from=build --chown=65532:65532 /out/data /var/lib/calbridge
 COPY --from=build /out/bin/ /usr/local/bin/
-EXPOSE 50051 50061 50062 50063 50064
+EXPOSE 50051 50061 50062 50063 50064 50065
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/calbridge"]

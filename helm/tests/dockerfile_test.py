@@ -29,6 +29,7 @@ BINARIES = {  # package -> binary
     "calbridge-adapter-sandbox": "calbridge-adapter-sandbox",
     "calbridge-adapter-caldav": "calbridge-adapter-caldav",
     "calbridge-adapter-google": "calbridge-adapter-google",
+    "calbridge-adapter-microsoft": "calbridge-adapter-microsoft",
     "calbridge-cli": "calbridge",
 }
 DISTROLESS_CC_LIBS = {"linux-vdso.so.1", "libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2",
