@@ -181,6 +181,10 @@ fn corrupt(dir: &Path, e: sled::Error) -> StoreError {
 /// after the drop, when its background thread has stopped.
 pub(crate) fn open_db(dir: &Path, wait_for_lock: bool) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // sled reports a held lock as an I/O error of kind `Other` told only by
+    // its text: whether that was the cause is asked of the lock itself. One
+    // more try covers a lock released between the refusal and the probe.
+    let mut once_more = true;
     loop {
         match sled::Config::new()
             .path(dir)
@@ -188,16 +192,28 @@ pub(crate) fn open_db(dir: &Path, wait_for_lock: bool) -> Result<sled::Db, Store
             .open()
         {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if wait_for_lock
-                    && e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
+            Err(e @ sled::Error::Io(_))
+                if wait_for_lock && std::time::Instant::now() < deadline =>
             {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                if db_file_locked(dir) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                } else if !std::mem::take(&mut once_more) {
+                    return Err(corrupt(dir, e));
+                }
             }
             Err(e) => return Err(corrupt(dir, e)),
         }
     }
+}
+
+/// True when another handle holds the lock sled takes on `dir/db` (an
+/// exclusive `flock`, which `File::try_lock` asks for too).
+fn db_file_locked(dir: &Path) -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
 }
 
 /// The schema version recorded in an opened database; `None` for a new one.

@@ -760,3 +760,27 @@ fn concurrent_sync_state_writers_leave_memory_and_counts_equal_to_the_trees() {
         None
     );
 }
+
+#[test]
+fn an_open_waits_for_a_lock_held_a_moment_longer_and_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = open_db(dir.path(), false).unwrap();
+    assert!(db_file_locked(dir.path()), "sled's lock is seen");
+    assert!(open_db(dir.path(), false).is_err(), "no waiting asked for");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    let db = open_db(dir.path(), true).expect("opened once the lock was released");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    release.join().unwrap();
+    drop(db);
+    // An unlocked directory whose open fails for another reason is not
+    // waited on: a file where sled wants its directory.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let started = std::time::Instant::now();
+    assert!(open_db(&file, true).is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
