@@ -17,9 +17,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-/// (trace id hex, service name, span name) of every span received.
-type Received = Arc<Mutex<Vec<(String, String, String)>>>;
-
 /// One received span in full.
 #[derive(Debug, Clone)]
 struct Span {
@@ -35,13 +32,11 @@ struct Span {
 /// Every span received, in full.
 type Spans = Arc<Mutex<Vec<Span>>>;
 
-struct Receiver(Received);
-
-/// A receiver that keeps every span in full.
-struct FullReceiver(Spans);
+/// An OTLP trace receiver that keeps every span in full.
+struct Receiver(Spans);
 
 #[tonic::async_trait]
-impl TraceService for FullReceiver {
+impl TraceService for Receiver {
     async fn export(
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
@@ -88,68 +83,30 @@ impl TraceService for FullReceiver {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut got = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| r.attributes.iter())
-                .find(|a| a.key == "service.name")
-                .and_then(|a| a.value.as_ref())
-                .and_then(|v| match &v.value {
-                    Some(Value::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    got.push((hex(&span.trace_id), service.clone(), span.name));
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> Result<()> {
-    let received: Received = Arc::default();
+/// Starts an OTLP receiver on a loopback port: its spans and its URL.
+async fn receiver() -> Result<(Spans, String)> {
+    let spans: Spans = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(Receiver(received.clone())))
+        .add_service(TraceServiceServer::new(Receiver(spans.clone())))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     tokio::spawn(server);
+    Ok((spans, format!("http://{addr}")))
+}
 
-    let stack = Stack::start_with(
-        &["--otlp-endpoint".into(), format!("http://{addr}")],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .await?;
-    let (_, key) = stack.tenant("traced").await?;
-    let mut c = stack.client(Some(&key)).await?;
-    let (account, calendar) = stack
-        .sandbox_account(&mut c, "trace@example.com", "pw-trace-1")
-        .await?;
-
-    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+/// An upsert of a new event carrying the caller's trace `trace_id`.
+fn traced_upsert(
+    trace_id: &str,
+    account_id: &str,
+    calendar_id: &str,
+    client_event_id: &str,
+) -> Result<tonic::Request<pb::UpsertEventRequest>> {
     let mut req = tonic::Request::new(pb::UpsertEventRequest {
         provider_event_id: String::new(),
-        account_id: account,
-        calendar_id: calendar,
-        client_event_id: "traced-1".into(),
+        account_id: account_id.into(),
+        calendar_id: calendar_id.into(),
+        client_event_id: client_event_id.into(),
         event: Some(timed_event(
             "Traced",
             chrono::Utc::now() + chrono::Duration::days(1),
@@ -162,7 +119,30 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
         "traceparent",
         format!("00-{trace_id}-00f067aa0ba902b7-01").parse()?,
     );
-    c.upsert_event(req).await?;
+    Ok(req)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> Result<()> {
+    let (received, otlp) = receiver().await?;
+    let stack = Stack::start_with(
+        &["--otlp-endpoint".into(), otlp],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await?;
+    let (_, key) = stack.tenant("traced").await?;
+    let mut c = stack.client(Some(&key)).await?;
+    let (account, calendar) = stack
+        .sandbox_account(&mut c, "trace@example.com", "pw-trace-1")
+        .await?;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    c.upsert_event(traced_upsert(trace_id, &account, &calendar, "traced-1")?)
+        .await?;
 
     let services = eventually(
         Duration::from_secs(30),
@@ -171,8 +151,8 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
             let got = received.lock().unwrap();
             let services: HashSet<String> = got
                 .iter()
-                .filter(|(t, _, _)| t == trace_id)
-                .map(|(_, s, _)| s.clone())
+                .filter(|s| s.trace_id == trace_id)
+                .map(|s| s.service.clone())
                 .collect();
             (services.contains("calbridge-scheduler")
                 && services.contains("calbridge-adapter-sandbox"))
@@ -185,8 +165,8 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
         .lock()
         .unwrap()
         .iter()
-        .filter(|(t, s, _)| t == trace_id && s == "calbridge-scheduler")
-        .map(|(_, _, n)| n.clone())
+        .filter(|s| s.trace_id == trace_id && s.service == "calbridge-scheduler")
+        .map(|s| s.name.clone())
         .collect();
     assert!(names.iter().any(|n| n == "upsert_event"), "{names:?}");
     Ok(())
@@ -195,16 +175,9 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_trace_reaches_the_caldav_servers_http_request_without_ids_in_it() -> Result<()> {
     use calbridge_e2e::caldav::{connect, CaldavStack, DavServer, ServerKind};
-    let spans: Spans = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(FullReceiver(spans.clone())))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-    tokio::spawn(server);
+    let (spans, otlp) = receiver().await?;
 
     let dav = DavServer::start(ServerKind::Radicale).await?;
-    let otlp = format!("http://{addr}");
     let stack = CaldavStack::start_with(
         3600,
         Some(&format!("otlp_endpoint = \"{otlp}\"\n")),
@@ -217,24 +190,13 @@ async fn a_callers_trace_reaches_the_caldav_servers_http_request_without_ids_in_
     calbridge_e2e::wait_synced(&mut c, &account.account_id).await?;
 
     let trace_id = "5cf92f3577b34da6a3ce929d0e0e4737";
-    let mut req = tonic::Request::new(pb::UpsertEventRequest {
-        provider_event_id: String::new(),
-        account_id: account.account_id.clone(),
-        calendar_id: dav.calendar.clone(),
-        client_event_id: "traced-dav-1".into(),
-        event: Some(timed_event(
-            "Traced on CalDAV",
-            chrono::Utc::now() + chrono::Duration::days(1),
-            30,
-        )),
-        expected_version: String::new(),
-        hold_id: String::new(),
-    });
-    req.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01").parse()?,
-    );
-    c.upsert_event(req).await?;
+    c.upsert_event(traced_upsert(
+        trace_id,
+        &account.account_id,
+        &dav.calendar,
+        "traced-dav-1",
+    )?)
+    .await?;
 
     // The PUT that created the event at the server: a client span of the
     // adapter in the caller's trace, under the adapter's own span.
@@ -304,14 +266,7 @@ async fn a_callers_trace_reaches_the_caldav_servers_http_request_without_ids_in_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_trace_reaches_googles_http_request() -> Result<()> {
     use calbridge_e2e::google::{GoogleOptions, GoogleStack};
-    let spans: Spans = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(FullReceiver(spans.clone())))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-    tokio::spawn(server);
-    let otlp = format!("http://{addr}");
+    let (spans, otlp) = receiver().await?;
     let g = GoogleStack::start(GoogleOptions {
         adapter_flags: vec!["--otlp-endpoint".into(), otlp.clone()],
         scheduler_flags: vec!["--otlp-endpoint".into(), otlp],
@@ -325,24 +280,13 @@ async fn a_callers_trace_reaches_googles_http_request() -> Result<()> {
     let account = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
 
     let trace_id = "6df92f3577b34da6a3ce929d0e0e4738";
-    let mut req = tonic::Request::new(pb::UpsertEventRequest {
-        provider_event_id: String::new(),
-        account_id: account.account_id.clone(),
-        calendar_id: "primary".into(),
-        client_event_id: "traced-google-1".into(),
-        event: Some(timed_event(
-            "Traced on Google",
-            chrono::Utc::now() + chrono::Duration::days(1),
-            30,
-        )),
-        expected_version: String::new(),
-        hold_id: String::new(),
-    });
-    req.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01").parse()?,
-    );
-    c.upsert_event(req).await?;
+    c.upsert_event(traced_upsert(
+        trace_id,
+        &account.account_id,
+        "primary",
+        "traced-google-1",
+    )?)
+    .await?;
 
     // The events.insert POST: a client span of the adapter in the caller's
     // trace, under one of the adapter's own spans.
