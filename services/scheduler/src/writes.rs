@@ -54,6 +54,22 @@ pub async fn upsert_event(
     Ok(written)
 }
 
+/// The tenant's account and calendar a write names, once writes a crash
+/// interrupted there are completed: refused unless both may be written.
+async fn writable_calendar(
+    shared: &Shared,
+    tenant: &TenantId,
+    account_id: &str,
+    calendar_id: &str,
+) -> Result<(AccountRecord, CalendarId), ErrorKind> {
+    let (account_id, calendar_id) = (AccountId::from(account_id), CalendarId::from(calendar_id));
+    after_interrupted_writes(shared, tenant, &account_id, &calendar_id).await?;
+    let account = crate::accounts::tenant_account(shared, tenant, &account_id)?;
+    check_writable(&account)?;
+    check_calendar_writable(shared, &account, &calendar_id)?;
+    Ok((account, calendar_id))
+}
+
 /// Creates or updates an event keyed by the caller's id, or updates the
 /// event the provider's id names (never creating one).
 pub async fn upsert(
@@ -61,14 +77,8 @@ pub async fn upsert(
     tenant: &TenantId,
     req: pb::UpsertEventRequest,
 ) -> Result<pb::UpsertEventResponse, ErrorKind> {
-    let (account_id, calendar_id) = (
-        AccountId::from(&req.account_id),
-        CalendarId::from(&req.calendar_id),
-    );
-    after_interrupted_writes(shared, tenant, &account_id, &calendar_id).await?;
-    let account = crate::accounts::tenant_account(shared, tenant, &account_id)?;
-    check_writable(&account)?;
-    check_calendar_writable(shared, &account, &calendar_id)?;
+    let (account, calendar_id) =
+        writable_calendar(shared, tenant, &req.account_id, &req.calendar_id).await?;
     let key = shared.live_key(&account)?;
     let mut event = req.event.unwrap_or_default();
     normalize(&mut event);
@@ -133,14 +143,8 @@ pub async fn delete(
     tenant: &TenantId,
     req: pb::DeleteEventRequest,
 ) -> Result<pb::DeleteEventResult, ErrorKind> {
-    let (account_id, calendar_id) = (
-        AccountId::from(&req.account_id),
-        CalendarId::from(&req.calendar_id),
-    );
-    after_interrupted_writes(shared, tenant, &account_id, &calendar_id).await?;
-    let account = crate::accounts::tenant_account(shared, tenant, &account_id)?;
-    check_writable(&account)?;
-    check_calendar_writable(shared, &account, &calendar_id)?;
+    let (account, calendar_id) =
+        writable_calendar(shared, tenant, &req.account_id, &req.calendar_id).await?;
     let lock_key = if req.client_event_id.is_empty() {
         format!("pid:{}", req.provider_event_id)
     } else {

@@ -150,6 +150,20 @@ fn throttled(seconds: u64, code: &'static str, status: u16) -> Response {
     r
 }
 
+/// The id of `user`'s default calendar (empty for an unknown user).
+fn default_calendar_id(s: &Shared, user: &str) -> String {
+    s.lock()
+        .users
+        .get(user)
+        .and_then(|u| {
+            u.calendars
+                .iter()
+                .find(|c| c.is_default)
+                .map(|c| c.id.clone())
+        })
+        .unwrap_or_default()
+}
+
 /// Who is calling: the bearer token's user, after faults and throttling.
 fn caller(
     shared: &Shared,
@@ -442,17 +456,7 @@ async fn default_delta(
         Ok(u) => u,
         Err(r) => return *r,
     };
-    let cal = s
-        .lock()
-        .users
-        .get(&user)
-        .and_then(|u| {
-            u.calendars
-                .iter()
-                .find(|c| c.is_default)
-                .map(|c| c.id.clone())
-        })
-        .unwrap_or_default();
+    let cal = default_calendar_id(&s, &user);
     delta_answer(&s, &user, &cal, &h, &q)
 }
 
@@ -591,17 +595,7 @@ async fn create_default(
         Ok(u) => u,
         Err(r) => return *r,
     };
-    let cal = s
-        .lock()
-        .users
-        .get(&user)
-        .and_then(|u| {
-            u.calendars
-                .iter()
-                .find(|c| c.is_default)
-                .map(|c| c.id.clone())
-        })
-        .unwrap_or_default();
+    let cal = default_calendar_id(&s, &user);
     created(&s, &user, &cal, &h, &body)
 }
 
