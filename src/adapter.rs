@@ -1,8 +1,8 @@
 //! What every adapter must do alike, kept once so the adapters cannot drift
 //! apart: the free/busy view of an event (the privacy rule for FREE_BUSY
 //! accounts and busy-only pages), the time window a request names, reading
-//! the credentials a call carries, and the answer to an operation a
-//! provider does not offer.
+//! the credentials a call carries, the answer to an operation a provider
+//! does not offer, and the path of a REST resource below an API base.
 
 use chrono::{DateTime, Utc};
 use tonic::Status;
@@ -191,5 +191,50 @@ mod tests {
         assert!(s
             .message()
             .contains("CheckPassword is not supported: this provider uses OAuth"));
+    }
+}
+
+/// Characters kept as they are in a path segment: the unreserved ones (RFC
+/// 3986 §2.3); everything else is percent-encoded, `/` included, so an id
+/// from a caller or a provider stays one segment below the base.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `base` (ending in `/`) followed by `segments`, each percent-encoded and
+/// joined by `/`: the URL of a REST resource that cannot leave the base.
+pub fn path_below(base: &str, segments: &[&str]) -> String {
+    let mut s = base.to_string();
+    for (i, seg) in segments.iter().enumerate() {
+        if i > 0 {
+            s.push('/');
+        }
+        s.extend(percent_encoding::utf8_percent_encode(seg, SEGMENT));
+    }
+    s
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::path_below;
+
+    #[test]
+    fn every_segment_stays_one_segment_below_the_base() {
+        assert_eq!(
+            path_below(
+                "https://api.example/v3/",
+                &["calendars", "ada@example.com", "events"]
+            ),
+            "https://api.example/v3/calendars/ada%40example.com/events"
+        );
+        assert_eq!(
+            path_below(
+                "https://api.example/v3/",
+                &["../../x", "a/b?c#d", "a-b.c_d~e"]
+            ),
+            "https://api.example/v3/..%2F..%2Fx/a%2Fb%3Fc%23d/a-b.c_d~e"
+        );
     }
 }

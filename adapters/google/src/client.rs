@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -28,14 +27,6 @@ use crate::oauth::OAuth;
 use crate::retry::{
     classify, parse_retry_after, Decision, RetryPolicy, Retryable, QUOTA_EXCEEDED_DELAY,
 };
-
-/// Everything but RFC 3986 unreserved characters is escaped in a path
-/// segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The most items asked for in one calendar-list page (Google's cap).
 const CALENDAR_LIST_PAGE: u32 = 250;
@@ -97,14 +88,11 @@ impl Api {
 
     /// The URL of `segments` below the base, each percent-encoded.
     pub fn url(&self, segments: &[&str]) -> Url {
-        let mut s = self.base.as_str().to_string();
-        for (i, seg) in segments.iter().enumerate() {
-            if i > 0 {
-                s.push('/');
-            }
-            s.extend(utf8_percent_encode(seg, SEGMENT));
-        }
-        Url::parse(&s).expect("an encoded path below a valid base is valid")
+        Url::parse(&calbridge::adapter::path_below(
+            self.base.as_str(),
+            segments,
+        ))
+        .expect("an encoded path below a valid base is valid")
     }
 }
 

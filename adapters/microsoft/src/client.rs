@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 use reqwest::header::{HeaderValue, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -31,13 +30,6 @@ use crate::limiter::Limiter;
 use crate::model::{self, ErrorBody};
 use crate::oauth::OAuth;
 use crate::retry::{classify, parse_retry_after, Decision, RetryPolicy, Retryable};
-
-/// Everything but RFC 3986 unreserved characters is escaped in a segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Largest response body read.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -136,14 +128,11 @@ impl Api {
 
     /// The URL of `segments` below the base, each percent-encoded.
     pub fn url(&self, segments: &[&str]) -> Url {
-        let mut s = self.base.as_str().to_string();
-        for (i, seg) in segments.iter().enumerate() {
-            if i > 0 {
-                s.push('/');
-            }
-            s.extend(utf8_percent_encode(seg, SEGMENT));
-        }
-        Url::parse(&s).expect("an encoded path below a valid base is valid")
+        Url::parse(&calbridge::adapter::path_below(
+            self.base.as_str(),
+            segments,
+        ))
+        .expect("an encoded path below a valid base is valid")
     }
 
     /// `link` when it lies below the Graph base; `None` otherwise.
