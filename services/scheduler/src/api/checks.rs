@@ -111,3 +111,29 @@ pub(super) fn one_id(inv: &mut Invalid, client: &str, provider: &str) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(client: &str, provider: &str) -> Vec<String> {
+        let mut inv = Invalid::default();
+        at_least_one_id(&mut inv, client, provider);
+        inv.0.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn an_upsert_names_its_event_by_either_id_or_both_each_bounded() {
+        assert!(named("mine", "").is_empty());
+        assert!(named("", "evt-1").is_empty());
+        assert!(named("mine", "evt-1").is_empty());
+        assert_eq!(named("", ""), vec!["client_event_id"]);
+        let long = "x".repeat(limits::MAX_CALENDAR_ID_BYTES + 1);
+        assert_eq!(named("mine", &long), vec!["provider_event_id"]);
+        assert_eq!(named("", "evt\u{202e}1"), vec!["provider_event_id"]);
+        assert_eq!(
+            named(&"c".repeat(limits::MAX_ID_BYTES + 1), "evt\n"),
+            vec!["client_event_id", "provider_event_id"]
+        );
+    }
+}
