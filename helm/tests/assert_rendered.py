@@ -24,31 +24,46 @@ PRIVATE_V4 = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
 
 # Per case: the adapters deployed, which of them autoscale, whether
 # NetworkPolicies are on, which adapters push to the scheduler, and which
-# Secrets the pods must mount.
+# Secrets the pods must mount ("ADAPTER-oauth" for an OAuth adapter's client,
+# "ADAPTER-webhook-tls" for its webhook's certificate).
 EXPECT = {
     "default": dict(adapters={"caldav"}, hpa={"caldav"}, pdb={"caldav"}, netpol=True, pushers=set(),
                     secrets={"master-key": f"{BASE}-scheduler-keys", "admin-token": f"{BASE}-scheduler-keys"}),
-    "all-adapters": dict(adapters={"sandbox", "caldav", "google"}, hpa={"caldav", "google"},
-                         pdb={"sandbox", "caldav", "google"}, netpol=True, pushers={"sandbox", "google"},
+    "all-adapters": dict(adapters={"sandbox", "caldav", "google", "microsoft"}, hpa={"caldav", "google", "microsoft"},
+                         pdb={"sandbox", "caldav", "google", "microsoft"}, netpol=True,
+                         pushers={"sandbox", "google", "microsoft"},
                          secrets={"master-key": f"{BASE}-scheduler-keys", "admin-token": f"{BASE}-scheduler-keys",
                                   "google-oauth": f"{BASE}-adapter-google-oauth",
-                                  "webhook-tls": "calbridge-webhook-tls"},
+                                  "google-webhook-tls": "calbridge-webhook-tls",
+                                  "microsoft-oauth": f"{BASE}-adapter-microsoft-oauth",
+                                  "microsoft-webhook-tls": "calbridge-graph-webhook-tls"},
                          service_monitor=True, digest=True),
     "one-adapter": dict(adapters={"sandbox"}, hpa=set(), pdb={"sandbox"}, netpol=True, pushers={"sandbox"},
                         secrets={"master-key": f"{BASE}-scheduler-keys", "admin-token": f"{BASE}-scheduler-keys"}),
+    "one-adapter-microsoft": dict(adapters={"microsoft"}, hpa={"microsoft"}, pdb={"microsoft"}, netpol=True,
+                                  pushers={"microsoft"}, microsoft_tenant="contoso.onmicrosoft.com",
+                                  secrets={"master-key": f"{BASE}-scheduler-keys",
+                                           "admin-token": f"{BASE}-scheduler-keys",
+                                           "microsoft-oauth": "microsoft-oauth-client"}),
     "hpa-off": dict(adapters={"caldav", "google"}, hpa=set(), pdb={"caldav"}, netpol=True, pushers=set(),
                     secrets={"master-key": f"{BASE}-scheduler-keys", "admin-token": f"{BASE}-scheduler-keys",
                              "google-oauth": "google-oauth-client"}),
     "netpol-off": dict(adapters={"sandbox", "caldav"}, hpa={"caldav"}, pdb={"sandbox", "caldav"}, netpol=False,
                        pushers={"sandbox"},
                        secrets={"master-key": f"{BASE}-scheduler-keys", "admin-token": f"{BASE}-scheduler-keys"}),
-    "existing-secrets": dict(adapters={"caldav", "google"}, hpa={"caldav", "google"}, pdb={"caldav", "google"},
-                             netpol=True, pushers=set(), no_chart_keys=True,
+    "existing-secrets": dict(adapters={"caldav", "google", "microsoft"}, hpa={"caldav", "google", "microsoft"},
+                             pdb={"caldav", "google", "microsoft"}, netpol=True, pushers=set(), no_chart_keys=True,
                              secrets={"master-key": "calbridge-master-key", "admin-token": "calbridge-admin",
                                       "previous-master-key": "calbridge-master-key-old",
-                                      "google-oauth": "google-oauth-client"}),
+                                      "google-oauth": "google-oauth-client",
+                                      "microsoft-oauth": "microsoft-oauth-client"}),
 }
-PORTS = {"sandbox": 50061, "caldav": 50062, "google": 50063}
+PORTS = {"sandbox": 50061, "caldav": 50062, "google": 50063, "microsoft": 50065}
+# Adapters with an OAuth client and a push webhook, and the webhook's port.
+WEBHOOK_PORTS = {"google": 50064, "microsoft": 50066}
+# Where the Microsoft adapter signs users in and calls Graph, by default.
+MICROSOFT_URLS = {"CALBRIDGE_MICROSOFT_AUTHORITY_URL": "https://login.microsoftonline.com",
+                  "CALBRIDGE_MICROSOFT_GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0/"}
 READY_SERVICE = {"scheduler": "calbridge.v1.Scheduler", "adapter": "calbridge.v1.CalendarAdapter"}
 
 
@@ -215,14 +230,43 @@ def check_adapters(f, case, exp, by, advertise):
         env = env_of(c)
         f.check(env.get("CALBRIDGE_LISTEN") == f"0.0.0.0:{PORTS[a]}", f"{name}: listen {env.get('CALBRIDGE_LISTEN')}")
         secrets = mounted_secrets(d["spec"]["template"]["spec"])
-        if a == "google":
-            f.check(secrets.get("google-oauth") == exp["secrets"]["google-oauth"],
-                    f"{name}: OAuth client from {secrets.get('google-oauth')}")
-            if "CALBRIDGE_GOOGLE_WEBHOOK_PUBLIC_URL" in env:
-                f.check(env.get("CALBRIDGE_GOOGLE_ALLOWED_CALLBACK_ENDPOINTS") == advertise,
-                        f"{name}: callback endpoints {env.get('CALBRIDGE_GOOGLE_ALLOWED_CALLBACK_ENDPOINTS')} != advertised {advertise}")
-            if "webhook-tls" in exp["secrets"]:
-                f.check(secrets.get("webhook-tls") == exp["secrets"]["webhook-tls"], f"{name}: webhook TLS Secret")
+        mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+        if a in WEBHOOK_PORTS:
+            check_oauth_adapter(f, a, exp, env, secrets, mounts, advertise)
+        else:
+            f.check(not any(k.endswith("-oauth") for k in secrets), f"{name}: mounts an OAuth client")
+        if a == "microsoft":
+            want = {**MICROSOFT_URLS, "CALBRIDGE_MICROSOFT_TENANT": exp.get("microsoft_tenant", "common")}
+            got = {k: env.get(k) for k in want}
+            f.check(got == want, f"{name}: identity platform and Graph {got} != {want}")
+
+
+def check_oauth_adapter(f, a, exp, env, secrets, mounts, advertise):
+    """An OAuth adapter (Google, Microsoft): its client from the expected
+    Secret, read from files in that mount; its webhook, when on, forwarding
+    only to the scheduler and serving TLS from the expected Secret."""
+    name = f"{BASE}-adapter-{a}"
+    var = f"CALBRIDGE_{a.upper()}"
+    f.check(secrets.get(f"{a}-oauth") == exp["secrets"][f"{a}-oauth"],
+            f"{name}: OAuth client from {secrets.get(f'{a}-oauth')}")
+    for key in ("CLIENT_ID_FILE", "CLIENT_SECRET_FILE"):
+        f.check(env.get(f"{var}_{key}", "").startswith(mounts.get(f"{a}-oauth", "?") + "/"),
+                f"{name}: {var}_{key}={env.get(f'{var}_{key}')} not in the {a}-oauth mount")
+    f.check(not any(k in env for k in (f"{var}_CLIENT_ID", f"{var}_CLIENT_SECRET")),
+            f"{name}: OAuth client given in the environment")
+    push = f"{var}_WEBHOOK_PUBLIC_URL" in env
+    f.check(push == (a in exp["pushers"]), f"{name}: webhook {push}, pushes {a in exp['pushers']}")
+    if push:
+        f.check(env.get(f"{var}_WEBHOOK_LISTEN") == f"0.0.0.0:{WEBHOOK_PORTS[a]}",
+                f"{name}: webhook listens on {env.get(f'{var}_WEBHOOK_LISTEN')}")
+        f.check(env.get(f"{var}_ALLOWED_CALLBACK_ENDPOINTS") == advertise,
+                f"{name}: callback endpoints {env.get(f'{var}_ALLOWED_CALLBACK_ENDPOINTS')} != advertised {advertise}")
+    tls = exp["secrets"].get(f"{a}-webhook-tls")
+    f.check(secrets.get("webhook-tls") == tls, f"{name}: webhook TLS Secret {secrets.get('webhook-tls')} != {tls}")
+    if tls:
+        for key in ("WEBHOOK_TLS_CERT", "WEBHOOK_TLS_KEY"):
+            f.check(env.get(f"{var}_{key}", "").startswith(mounts.get("webhook-tls", "?") + "/"),
+                    f"{name}: {var}_{key} not in the webhook-tls mount")
 
 
 def rule_ports(rule):
@@ -273,8 +317,8 @@ def check_network_policies(f, case, exp, by):
                 f"adapter {a}: gRPC port open to more than the scheduler: {grpc}")
         for r in ingress:
             f.check(rule_ports(r), f"adapter {a}: an ingress rule opens every port")
-        webhook = [r for r in ingress if 50064 in rule_ports(r)]
-        f.check(bool(webhook) == (a == "google" and a in exp["pushers"]), f"adapter {a}: webhook ingress {webhook}")
+        webhook = [r for r in ingress if WEBHOOK_PORTS.get(a) in rule_ports(r)]
+        f.check(bool(webhook) == (a in WEBHOOK_PORTS and a in exp["pushers"]), f"adapter {a}: webhook ingress {webhook}")
         egress = p["spec"].get("egress") or []
         to_sched = [r for r in egress if any(q.get("podSelector", {}).get("matchLabels") == sched_sel for q in r.get("to", []))]
         f.check(bool(to_sched) == (a in exp["pushers"]), f"adapter {a}: egress to the scheduler {bool(to_sched)}, pushes {a in exp['pushers']}")
@@ -291,6 +335,11 @@ def check_network_policies(f, case, exp, by):
             v4 = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
             f.check(len(v4) == 1 and PRIVATE_V4 <= set(v4[0].get("except", [])),
                     f"adapter {a}: provider egress does not exclude private ranges: {v4}")
+        if a in WEBHOOK_PORTS:
+            # Google's and Microsoft's APIs and sign-in are HTTPS only.
+            public = {port for r in egress if any(q.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for q in r.get("to", []))
+                      for port in rule_ports(r)}
+            f.check(public == {443}, f"adapter {a}: provider egress on ports {sorted(public)} != [443]")
 
 
 def check_dashboard(f, by):

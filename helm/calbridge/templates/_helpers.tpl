@@ -83,10 +83,12 @@ name through its headless Service. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* Whether an adapter pushes to the scheduler (and so may call it). */}}
+{{/* Whether an adapter pushes to the scheduler (and so may call it): the
+sandbox always, an adapter with a webhook (Google, Microsoft) when it is on. */}}
 {{- define "calbridge.adapter.pushes" -}}
+{{- $a := index .root.Values.adapters .adapter -}}
 {{- if eq .adapter "sandbox" -}}true
-{{- else if and (eq .adapter "google") .root.Values.adapters.google.webhook.enabled -}}true
+{{- else if and (hasKey $a "webhook") $a.webhook.enabled -}}true
 {{- end -}}
 {{- end -}}
 
@@ -97,7 +99,7 @@ name through its headless Service. */}}
 
 {{/* The adapters, in a fixed order. */}}
 {{- define "calbridge.adapterKeys" -}}
-sandbox caldav google
+sandbox caldav google microsoft
 {{- end -}}
 
 {{/* Public (non-private) destinations for provider egress, IPv4 and IPv6. */}}
