@@ -155,24 +155,9 @@ impl GoogleStack {
         Ok(())
     }
 
-    /// Runs the browser's part of a consent: opens `url` at the fake (which
-    /// approves), follows the redirect to the scheduler's callback and
-    /// returns where the callback sent the browser (or its page).
+    /// Runs the browser's part of a consent (see [`browse_consent`]).
     pub async fn browse_consent(&self, url: &str) -> Result<String> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
-        let r = http.get(url).send().await?;
-        let to = location(&r).context("the consent endpoint did not redirect")?;
-        if !to.starts_with(&self.callback_url) {
-            bail!("consent redirected to {to}, not the callback");
-        }
-        let r = http.get(&to).send().await?;
-        match location(&r) {
-            Some(l) => Ok(l),
-            None => Ok(r.text().await?),
-        }
+        browse_consent(url, &self.callback_url).await
     }
 
     /// Connects `user` through BeginAuthorization and the HTTP callback and
@@ -183,24 +168,7 @@ impl GoogleStack {
         user: &str,
         level: pb::AccessLevel,
     ) -> Result<pb::Account> {
-        let begun = c
-            .begin_authorization(pb::BeginAuthorizationRequest {
-                provider: pb::Provider::Google as i32,
-                access_level: level as i32,
-                redirect_uri: String::new(),
-                login_hint: user.into(),
-                account_id: String::new(),
-            })
-            .await?
-            .into_inner();
-        let page = self.browse_consent(&begun.authorization_url).await?;
-        let accounts = crate::accounts(c).await?;
-        let account = accounts
-            .into_iter()
-            .find(|a| a.provider_account_id == user && a.provider == pb::Provider::Google as i32)
-            .ok_or_else(|| anyhow!("no account after the callback; it said: {page}"))?;
-        wait_synced(c, &account.account_id).await?;
-        Ok(account)
+        connect(c, pb::Provider::Google, user, level, &self.callback_url).await
     }
 
     /// Lets syncs already asked for run out: twice, asks for a sync of the
@@ -275,6 +243,57 @@ impl GoogleStack {
         })
         .await
     }
+}
+
+/// Runs the browser's part of a consent: opens `url` at a fake provider
+/// (which approves), follows the redirect to the scheduler's callback
+/// (`callback_url`) and returns where the callback sent the browser (or
+/// its page).
+pub async fn browse_consent(url: &str, callback_url: &str) -> Result<String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
+    let r = http.get(url).send().await?;
+    let to = location(&r).context("the consent endpoint did not redirect")?;
+    if !to.starts_with(callback_url) {
+        bail!("consent redirected to {to}, not the callback");
+    }
+    let r = http.get(&to).send().await?;
+    match location(&r) {
+        Some(l) => Ok(l),
+        None => Ok(r.text().await?),
+    }
+}
+
+/// Connects `user` of `provider` through BeginAuthorization and the HTTP
+/// callback at `callback_url`, and waits for the initial sync; returns the
+/// account.
+pub async fn connect(
+    c: &mut SchedulerClient,
+    provider: pb::Provider,
+    user: &str,
+    level: pb::AccessLevel,
+    callback_url: &str,
+) -> Result<pb::Account> {
+    let begun = c
+        .begin_authorization(pb::BeginAuthorizationRequest {
+            provider: provider as i32,
+            access_level: level as i32,
+            redirect_uri: String::new(),
+            login_hint: user.into(),
+            account_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let page = browse_consent(&begun.authorization_url, callback_url).await?;
+    let accounts = crate::accounts(c).await?;
+    let account = accounts
+        .into_iter()
+        .find(|a| a.provider_account_id == user && a.provider == provider as i32)
+        .ok_or_else(|| anyhow!("no account after the callback; it said: {page}"))?;
+    wait_synced(c, &account.account_id).await?;
+    Ok(account)
 }
 
 fn location(r: &reqwest::Response) -> Option<String> {

@@ -705,6 +705,8 @@ pub mod hostile;
 pub mod http1;
 pub mod icloud;
 pub mod invariants;
+pub mod microsoft;
+pub mod prism;
 pub mod proxied;
 pub mod scripted;
 pub mod soak;

@@ -253,31 +253,14 @@ impl Config {
             let path = format!("{}/", api_base_url.path());
             api_base_url.set_path(&path);
         }
-        let webhook_public_url = self
-            .webhook_public_url
-            .as_deref()
-            .map(|v| url("webhook-public-url", v))
-            .transpose()?;
-        if self.webhook_tls_cert.is_some() != self.webhook_tls_key.is_some() {
-            return Err(config_error(
-                "webhook-tls-cert",
-                "give both --webhook-tls-cert and --webhook-tls-key, or neither",
-            ));
+        let webhook_public_url = calbridge_runtime::webhook::WebhookFlags {
+            public_url: self.webhook_public_url.as_deref(),
+            tls_cert: self.webhook_tls_cert.as_deref(),
+            tls_key: self.webhook_tls_key.as_deref(),
+            allowed_callback_endpoints: &self.allowed_callback_endpoints,
         }
-        if webhook_public_url.is_some() && self.allowed_callback_endpoints.is_empty() {
-            return Err(config_error(
-                "allowed-callback-endpoint",
-                "is required with --webhook-public-url: name the scheduler endpoints (as they advertise themselves) that notifications may be forwarded to",
-            ));
-        }
-        for e in &self.allowed_callback_endpoints {
-            if e.is_empty() || e.len() > 200 || e.chars().any(char::is_control) {
-                return Err(config_error(
-                    "allowed-callback-endpoint",
-                    "each endpoint must be 1 to 200 characters without control characters",
-                ));
-            }
-        }
+        .check()
+        .map_err(|e| config_error(e.flag, e.problem))?;
         Ok(Validated {
             client: self.load_client()?,
             auth_url: url("auth-url", &self.auth_url)?,

@@ -71,30 +71,24 @@ pub async fn serve(
 
     let webhook_task = match &validated.webhook_public_url {
         Some(public) => {
-            let listener = match webhook {
-                Some(l) => l,
-                None => TcpListener::bind(config.webhook_listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", config.webhook_listen))?,
+            let server = calbridge_runtime::webhook::WebhookServer {
+                provider: "google",
+                listen: config.webhook_listen,
+                public_url: public.clone(),
+                tls: config
+                    .webhook_tls_cert
+                    .clone()
+                    .zip(config.webhook_tls_key.clone()),
             };
-            let tls = match (&config.webhook_tls_cert, &config.webhook_tls_key) {
-                (Some(cert), Some(key)) => Some(push::tls_config(cert, key)?),
-                _ => {
-                    tracing::warn!("the webhook serves plain HTTP: terminate TLS in front of it (Google delivers only over HTTPS)");
-                    None
-                }
-            };
-            let addr = listener.local_addr()?;
-            tracing::info!(%addr, public_url = %public, tls = tls.is_some(), "google webhook listening");
-            let router = push::router(push::Notifier::new(
+            let router = push::router(calbridge_runtime::webhook::Notifier::new(
                 config.allowed_callback_endpoints.clone(),
+                push::FORWARD_TIMEOUT,
             ));
-            Some(tokio::spawn(push::serve_webhook(
-                listener,
-                tls,
-                router,
-                stopped(stop_rx.clone()),
-            )))
+            Some(
+                server
+                    .start(webhook, router, stopped(stop_rx.clone()))
+                    .await?,
+            )
         }
         None => None,
     };

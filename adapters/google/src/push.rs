@@ -11,38 +11,20 @@
 //! lapse), 503 when the scheduler cannot be reached (Google retries), 400
 //! for a request that is not a well-formed notification.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
-use calbridge::pb::adapter_callback_client::AdapterCallbackClient;
 use calbridge::pb::ProviderNotification;
 use calbridge::Invalid;
-use calbridge_runtime::TracePropagation;
+use calbridge_runtime::webhook::{Forwarded, Notifier};
 
 /// Google's limit on a channel token.
 pub const MAX_CHANNEL_TOKEN: usize = 256;
 /// Google's limit on a channel id.
 pub const MAX_CHANNEL_ID: usize = 64;
-/// Callback clients kept at once.
-const MAX_CLIENTS: usize = 64;
-/// How long one forward to the scheduler may take.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The routing data a channel token carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,110 +115,18 @@ pub fn parse_delivery(headers: &HeaderMap) -> Result<Delivery, &'static str> {
     })
 }
 
-type CallbackClient = AdapterCallbackClient<InterceptedService<Channel, TracePropagation>>;
+/// How long one forward to the scheduler may take.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What became of a forwarded notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forwarded {
-    /// The scheduler took it.
-    Delivered,
-    /// The scheduler does not know the channel (or the token is wrong).
-    UnknownChannel,
-    /// The scheduler could not be reached or failed; Google should retry.
-    Unreachable,
-    /// The scheduler refused it for good.
-    Refused,
-}
-
-/// Forwards notifications to schedulers, one lazily connected client per
-/// callback endpoint; cheap to clone.
-#[derive(Clone, Default)]
-pub struct Notifier {
-    clients: Arc<Mutex<HashMap<String, CallbackClient>>>,
-    allowed: Arc<Vec<String>>,
-}
-
-/// The URI of a callback endpoint (`host:port` means plain HTTP/2).
-fn endpoint_uri(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    }
-}
-
-impl Notifier {
-    /// A notifier that forwards only to `allowed` endpoints (none when
-    /// empty).
-    pub fn new(allowed: Vec<String>) -> Self {
-        Notifier {
-            clients: Arc::default(),
-            allowed: Arc::new(allowed),
-        }
-    }
-
-    /// True when notifications may be forwarded to `endpoint`.
-    pub fn allows(&self, endpoint: &str) -> bool {
-        self.allowed.iter().any(|a| a == endpoint)
-    }
-
-    fn client(&self, endpoint: &str) -> Option<CallbackClient> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(endpoint) {
-            return Some(c.clone());
-        }
-        let channel = Endpoint::from_shared(endpoint_uri(endpoint))
-            .ok()?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(FORWARD_TIMEOUT)
-            .connect_lazy();
-        if clients.len() >= MAX_CLIENTS {
-            // Endpoints are few (one per scheduler replica); a flood of
-            // unknown ones must not grow the cache without bound.
-            if let Some(k) = clients.keys().next().cloned() {
-                clients.remove(&k);
-            }
-        }
-        let client = AdapterCallbackClient::with_interceptor(channel, TracePropagation);
-        clients.insert(endpoint.to_string(), client.clone());
-        Some(client)
-    }
-
-    /// Forwards one delivery and waits for the scheduler's answer.
-    pub async fn forward(&self, d: Delivery) -> Forwarded {
-        if !self.allows(&d.route.callback_endpoint) {
-            return Forwarded::Refused;
-        }
-        let Some(mut client) = self.client(&d.route.callback_endpoint) else {
-            return Forwarded::Refused;
-        };
-        let request = ProviderNotification {
-            channel_id: d.channel_id,
-            channel_token: d.route.channel_token,
-            resource_state: d.resource_state,
-            message_number: d.message_number,
-        };
-        match tokio::time::timeout(FORWARD_TIMEOUT, client.notify_provider_change(request)).await {
-            Ok(Ok(_)) => Forwarded::Delivered,
-            Ok(Err(s)) => match s.code() {
-                tonic::Code::NotFound => Forwarded::UnknownChannel,
-                tonic::Code::Unavailable
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::Cancelled
-                | tonic::Code::Unknown
-                | tonic::Code::ResourceExhausted
-                | tonic::Code::Internal => {
-                    tracing::debug!(code = ?s.code(), "scheduler did not take the notification");
-                    Forwarded::Unreachable
-                }
-                code => {
-                    tracing::warn!(?code, "scheduler refused a notification");
-                    Forwarded::Refused
-                }
-            },
-            Err(_) => Forwarded::Unreachable,
-        }
-    }
+/// Forwards one delivery to the scheduler its token names.
+pub async fn forward(notifier: &Notifier, d: Delivery) -> Forwarded {
+    let request = ProviderNotification {
+        channel_id: d.channel_id,
+        channel_token: d.route.channel_token,
+        resource_state: d.resource_state,
+        message_number: d.message_number,
+    };
+    notifier.forward(&d.route.callback_endpoint, request).await
 }
 
 /// Answers one webhook request.
@@ -267,7 +157,7 @@ async fn notification(
         resource_state = %delivery.resource_state,
         message_number = delivery.message_number,
     );
-    let outcome = tracing::Instrument::instrument(notifier.forward(delivery), span).await;
+    let outcome = tracing::Instrument::instrument(forward(&notifier, delivery), span).await;
     match outcome {
         Forwarded::Delivered => StatusCode::OK,
         Forwarded::UnknownChannel => {
@@ -282,102 +172,6 @@ async fn notification(
 /// The webhook's HTTP service: POST on any path is a notification.
 pub fn router(notifier: Notifier) -> Router {
     Router::new().fallback(notification).with_state(notifier)
-}
-
-/// The TLS configuration of the webhook from PEM files (ring provider,
-/// HTTP/1.1 and HTTP/2).
-pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} holds no valid PEM certificate", cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert.display());
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("the webhook certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Serves the webhook on `listener` (TLS when `tls` is given) until
-/// `shutdown` resolves; in-flight requests get a few seconds to finish.
-pub async fn serve_webhook(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(c) => c,
-                    Err(error) => {
-                        tracing::debug!(%error, "webhook accept failed");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let router = router.clone();
-                let stop = stop_rx.clone();
-                connections.spawn(async move {
-                    match acceptor {
-                        Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(stream)).await {
-                            Ok(Ok(tls)) => serve_connection(tls, router, stop).await,
-                            Ok(Err(error)) => tracing::debug!(%error, "webhook TLS handshake failed"),
-                            Err(_) => tracing::debug!("webhook TLS handshake timed out"),
-                        },
-                        None => serve_connection(stream, router, stop).await,
-                    }
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = &mut shutdown => break,
-        }
-    }
-    let _ = stop_tx.send(true);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain)
-        .await
-        .is_err()
-    {
-        connections.abort_all();
-    }
-}
-
-async fn serve_connection<S>(io: S, router: Router, mut stop: watch::Receiver<bool>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper_util::service::TowerToHyperService::new(router);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "webhook connection ended with an error");
-            }
-        }
-        _ = async { drop(stop.wait_for(|s| *s).await) } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -486,31 +280,5 @@ mod tests {
             ("X-Goog-Message-Number", "one"),
         ]))
         .is_err());
-    }
-
-    #[test]
-    fn only_allow_listed_endpoints_are_forwarded_to() {
-        assert!(!Notifier::new(vec![]).allows("http://anything:1"));
-        let n = Notifier::new(vec!["http://scheduler:50051".into()]);
-        assert!(n.allows("http://scheduler:50051"));
-        assert!(!n.allows("http://elsewhere:50051"));
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_scheduler_is_reported_for_a_retry() {
-        // Nothing listens on port 1 of the loopback.
-        let n = Notifier::new(vec!["127.0.0.1:1".into()]);
-        let d = Delivery {
-            channel_id: "ch".into(),
-            route: Route {
-                callback_endpoint: "127.0.0.1:1".into(),
-                channel_token: "t".into(),
-            },
-            resource_state: "exists".into(),
-            message_number: 2,
-        };
-        assert_eq!(n.forward(d.clone()).await, Forwarded::Unreachable);
-        let elsewhere = Notifier::new(vec!["127.0.0.1:2".into()]);
-        assert_eq!(elsewhere.forward(d).await, Forwarded::Refused);
     }
 }

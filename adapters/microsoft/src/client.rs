@@ -518,4 +518,37 @@ impl Session<'_> {
         };
         self.request(&call, "the event").await.map(drop)
     }
+
+    /// Creates a change-notification subscription; Graph validates the
+    /// webhook before it answers.
+    pub async fn create_subscription(
+        &self,
+        body: Value,
+    ) -> Result<model::Subscription, GraphError> {
+        let call = Call {
+            body: Some(body),
+            ..Call::new(Method::POST, self.api.url(&["subscriptions"]))
+        };
+        self.request(&call, "the calendar").await?.json()
+    }
+
+    /// Deletes a subscription; one already gone (expired or removed) is
+    /// not an error.
+    pub async fn delete_subscription(&self, id: &str) -> Result<(), GraphError> {
+        let call = Call::new(Method::DELETE, self.api.url(&["subscriptions", id]));
+        match self.request(&call, "the subscription").await {
+            Ok(_) | Err(GraphError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The path of `segments` below the Graph base, without the base: the
+    /// form Graph wants in a subscription's `resource`.
+    pub fn resource_path(&self, segments: &[&str]) -> String {
+        let full = self.api.url(segments);
+        full.path()
+            .strip_prefix(self.api.base.path())
+            .unwrap_or(full.path())
+            .to_string()
+    }
 }

@@ -68,9 +68,49 @@ pub struct Config {
     /// Timeout of one HTTP request, in seconds.
     #[arg(long, default_value_t = 30)]
     pub http_timeout_seconds: u64,
-    /// The poll interval Describe suggests, in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub poll_interval_seconds: u32,
+    /// The poll interval Describe suggests, in seconds; default 600 with
+    /// push (a safety net), 60 without.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub poll_interval_seconds: Option<u32>,
+    /// Where the push webhook listens (served only when
+    /// `--webhook-public-url` is set).
+    #[arg(
+        long,
+        env = "CALBRIDGE_MICROSOFT_WEBHOOK_LISTEN",
+        default_value = "127.0.0.1:50066"
+    )]
+    pub webhook_listen: SocketAddr,
+    /// The public HTTPS URL Graph delivers change notifications to (it
+    /// must reach `--webhook-listen`). Without it the adapter offers no
+    /// push and the scheduler polls.
+    #[arg(long, env = "CALBRIDGE_MICROSOFT_WEBHOOK_PUBLIC_URL")]
+    pub webhook_public_url: Option<String>,
+    /// PEM certificate chain of the webhook's TLS server. Without a
+    /// certificate and key the webhook speaks plain HTTP and TLS must be
+    /// terminated in front of it (Graph only delivers over HTTPS).
+    #[arg(
+        long,
+        env = "CALBRIDGE_MICROSOFT_WEBHOOK_TLS_CERT",
+        requires = "webhook_tls_key"
+    )]
+    pub webhook_tls_cert: Option<PathBuf>,
+    /// PEM private key of the webhook's TLS server.
+    #[arg(
+        long,
+        env = "CALBRIDGE_MICROSOFT_WEBHOOK_TLS_KEY",
+        requires = "webhook_tls_cert"
+    )]
+    pub webhook_tls_key: Option<PathBuf>,
+    /// Scheduler callback endpoints notifications may be forwarded to
+    /// (repeatable; each exactly as the scheduler advertises it). Required
+    /// with `--webhook-public-url`: a notification naming any other
+    /// endpoint is dropped without any connection.
+    #[arg(
+        long = "allowed-callback-endpoint",
+        env = "CALBRIDGE_MICROSOFT_ALLOWED_CALLBACK_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub allowed_callback_endpoints: Vec<String>,
 }
 
 /// Why the configuration cannot be used; names the flag.
@@ -103,6 +143,8 @@ pub struct Validated {
     pub token_url: Url,
     /// The Graph base, ending with `/`.
     pub graph_base_url: Url,
+    /// The webhook's public URL, when push is offered.
+    pub webhook_public_url: Option<Url>,
 }
 
 impl Config {
@@ -123,13 +165,28 @@ impl Config {
             retry_budget_ms: 30_000,
             retry_base_delay_ms: 500,
             http_timeout_seconds: 30,
-            poll_interval_seconds: 60,
+            poll_interval_seconds: None,
+            webhook_listen: "127.0.0.1:50066".parse().expect("valid address"),
+            webhook_public_url: None,
+            webhook_tls_cert: None,
+            webhook_tls_key: None,
+            allowed_callback_endpoints: Vec::new(),
         }
     }
 
     /// The per-request HTTP timeout.
     pub fn http_timeout(&self) -> Duration {
         Duration::from_secs(self.http_timeout_seconds.max(1))
+    }
+
+    /// The poll interval Describe suggests.
+    pub fn poll_interval(&self) -> u32 {
+        self.poll_interval_seconds
+            .unwrap_or(if self.webhook_public_url.is_some() {
+                600
+            } else {
+                60
+            })
     }
 
     /// Checks every value and reads the client files.
@@ -168,7 +225,15 @@ impl Config {
             let path = format!("{}/", graph_base_url.path());
             graph_base_url.set_path(&path);
         }
-        if self.poll_interval_seconds == 0 {
+        let webhook_public_url = calbridge_runtime::webhook::WebhookFlags {
+            public_url: self.webhook_public_url.as_deref(),
+            tls_cert: self.webhook_tls_cert.as_deref(),
+            tls_key: self.webhook_tls_key.as_deref(),
+            allowed_callback_endpoints: &self.allowed_callback_endpoints,
+        }
+        .check()
+        .map_err(|e| config_error(e.flag, e.problem))?;
+        if self.poll_interval_seconds == Some(0) {
             return Err(config_error("poll-interval-seconds", "must be positive"));
         }
         let read = |flag: &'static str, path: &Option<PathBuf>| -> Result<String, ConfigError> {
@@ -189,6 +254,7 @@ impl Config {
             authorize_url,
             token_url,
             graph_base_url,
+            webhook_public_url,
         })
     }
 }

@@ -181,6 +181,17 @@ pub struct User {
     pub mail: Option<String>,
 }
 
+/// A change-notification subscription (what the adapter reads of it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// The subscription id.
+    pub id: String,
+    /// When Graph ends it (UTC).
+    #[serde(default)]
+    pub expiration_date_time: Option<String>,
+}
+
 /// `/me/mailboxSettings` (the part read).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

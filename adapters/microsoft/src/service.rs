@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use calbridge::adapter;
@@ -22,6 +23,7 @@ use crate::error::{meaning, GraphError};
 use crate::mapping::{self, KEY_PROPERTY};
 use crate::model;
 use crate::oauth::{missing_scopes, scopes_for, OAuth};
+use crate::push;
 use crate::retry::RetryPolicy;
 use crate::sync::{sync, SyncRequest, MAX_PAGE_SIZE};
 
@@ -31,6 +33,14 @@ pub struct MicrosoftAdapter {
     api: Arc<Api>,
     oauth: Arc<OAuth>,
     poll_interval_seconds: u32,
+    push: Option<Push>,
+}
+
+/// What StartWatch needs when push is offered.
+#[derive(Clone)]
+struct Push {
+    public_url: reqwest::Url,
+    allowed_callbacks: Arc<Vec<String>>,
 }
 
 impl MicrosoftAdapter {
@@ -56,7 +66,11 @@ impl MicrosoftAdapter {
         MicrosoftAdapter {
             api,
             oauth,
-            poll_interval_seconds: config.poll_interval_seconds,
+            poll_interval_seconds: config.poll_interval(),
+            push: v.webhook_public_url.clone().map(|public_url| Push {
+                public_url,
+                allowed_callbacks: Arc::new(config.allowed_callback_endpoints.clone()),
+            }),
         }
     }
 
@@ -110,9 +124,9 @@ impl CalendarAdapter for MicrosoftAdapter {
         Ok(Response::new(pb::AdapterCapabilities {
             provider: pb::Provider::Microsoft as i32,
             oauth: true,
-            push: false,
+            push: self.push.is_some(),
             incremental_sync: true,
-            native_free_busy: false,
+            native_free_busy: true,
             recurrence_writes: true,
             poll_interval_seconds: self.poll_interval_seconds,
             max_page_size: MAX_PAGE_SIZE,
@@ -419,34 +433,106 @@ impl CalendarAdapter for MicrosoftAdapter {
     #[tracing::instrument(skip_all)]
     async fn query_free_busy(
         &self,
-        _request: Request<pb::ProviderFreeBusyRequest>,
+        request: Request<pb::ProviderFreeBusyRequest>,
     ) -> Result<Response<pb::ProviderFreeBusyResponse>, Status> {
-        Err(adapter::not_supported(
-            "QueryFreeBusy",
-            "getSchedule is not used yet; free/busy comes from synced events",
-        ))
+        let r = request.get_ref();
+        let window = adapter::window("window", r.window.as_ref())?;
+        for (i, id) in r.calendar_ids.iter().enumerate() {
+            check_calendar_id(&format!("calendar_ids[{i}]"), id)?;
+        }
+        let session = self.session(r.credentials.as_ref())?;
+        let busy = crate::freebusy::query(&session, &r.calendar_ids, window).await?;
+        Ok(Response::new(pb::ProviderFreeBusyResponse { busy }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(
+        calendar_id = %calbridge::redact::id(&request.get_ref().calendar_id),
+        channel_id = %request.get_ref().channel_id,
+    ))]
     async fn start_watch(
         &self,
-        _request: Request<pb::StartWatchRequest>,
+        request: Request<pb::StartWatchRequest>,
     ) -> Result<Response<pb::WatchChannel>, Status> {
-        Err(adapter::not_supported(
-            "StartWatch",
-            "Graph subscriptions are not used yet; poll with SyncEvents",
-        ))
+        let Some(push) = &self.push else {
+            return Err(GraphError::Unsupported(
+                "push is not configured on this adapter (no --webhook-public-url); poll with SyncEvents".into(),
+            )
+            .into());
+        };
+        let r = request.get_ref();
+        check_calendar_id("calendar_id", &r.calendar_id)?;
+        let mut inv = Invalid::default();
+        if r.channel_id.is_empty() || r.channel_id.len() > push::MAX_CLIENT_STATE / 2 {
+            inv.push("channel_id", "must be 1 to 64 characters");
+        }
+        if r.channel_token.is_empty() {
+            inv.push("channel_token", "must not be empty");
+        }
+        if r.callback_endpoint.is_empty() {
+            inv.push("callback_endpoint", "must not be empty");
+        } else if !push.allowed_callbacks.contains(&r.callback_endpoint) {
+            inv.push(
+                "callback_endpoint",
+                "is not one of this adapter's allowed callback endpoints",
+            );
+        }
+        inv.into_result().map_err(ErrorKind::Invalid)?;
+        let client_state = push::encode_client_state(&push::ChannelState {
+            channel_id: r.channel_id.clone(),
+            channel_token: r.channel_token.clone(),
+        })
+        .map_err(ErrorKind::Invalid)?;
+        let session = self.session(r.credentials.as_ref())?;
+        let url = push::notification_url(&push.public_url, &r.callback_endpoint);
+        let expires = push::expiration(Utc::now(), r.ttl_seconds);
+        let body = serde_json::json!({
+            "changeType": "created,updated,deleted",
+            "notificationUrl": url.as_str(),
+            "lifecycleNotificationUrl": url.as_str(),
+            "resource": session.resource_path(&["me", "calendars", &r.calendar_id, "events"]),
+            "expirationDateTime": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "clientState": client_state,
+            "latestSupportedTlsVersion": "v1_2",
+        });
+        let sub = match session.create_subscription(body).await {
+            Ok(s) => s,
+            Err(GraphError::Invalid(_)) => {
+                return Err(ErrorKind::FailedPrecondition(
+                    "Microsoft refused the subscription: the webhook did not pass Graph's validation, or the calendar cannot be watched".into(),
+                )
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let granted = sub
+            .expiration_date_time
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(expires);
+        Ok(Response::new(pb::WatchChannel {
+            channel_id: r.channel_id.clone(),
+            resource_id: sub.id,
+            expires_at: Some(to_timestamp(granted)),
+        }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(channel_id = %request.get_ref().channel_id))]
     async fn stop_watch(
         &self,
-        _request: Request<pb::StopWatchRequest>,
+        request: Request<pb::StopWatchRequest>,
     ) -> Result<Response<pb::StopWatchResponse>, Status> {
-        Err(adapter::not_supported(
-            "StopWatch",
-            "Graph subscriptions are not used yet",
-        ))
+        let r = request.get_ref();
+        if r.resource_id.is_empty() || r.resource_id.len() > 256 {
+            return Err(ErrorKind::Invalid(Invalid::field(
+                "resource_id",
+                "must be the subscription id StartWatch returned",
+            ))
+            .into());
+        }
+        let session = self.session(r.credentials.as_ref())?;
+        session.delete_subscription(&r.resource_id).await?;
+        Ok(Response::new(pb::StopWatchResponse {}))
     }
 }
 

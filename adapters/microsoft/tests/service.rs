@@ -55,6 +55,7 @@ async fn start() -> World {
     let addr = bound.addr;
     tokio::spawn(calbridge_adapter_microsoft::serve(
         bound,
+        None,
         config,
         std::future::pending(),
     ));
@@ -611,7 +612,7 @@ async fn busy_only_pages_and_describe_say_what_this_adapter_does() {
         .into_inner();
     assert_eq!(caps.provider(), pb::Provider::Microsoft);
     assert!(caps.oauth && caps.incremental_sync);
-    assert!(!caps.push && !caps.native_free_busy && caps.recurrence_writes);
+    assert!(!caps.push && caps.native_free_busy && caps.recurrence_writes);
     let creds = w.credentials(pb::AccessLevel::FreeBusy).await;
     let cal = w.primary(&creds).await;
     let mut secret = outside("Salary talk", 4, 15);

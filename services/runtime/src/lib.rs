@@ -2,7 +2,8 @@
 //! export, W3C trace-context propagation through gRPC metadata, the gRPC
 //! health and reflection services, binding and announcing the listening
 //! address, graceful shutdown on SIGTERM / Ctrl-C, and [`serve`], which
-//! puts these together around a process's own gRPC services.
+//! puts these together around a process's own gRPC services; [`webhook`]
+//! is what the adapters' push webhooks share.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -18,6 +19,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+pub mod webhook;
 
 /// Keeps the tracer provider alive; dropping it (or calling
 /// [`Telemetry::shutdown`]) flushes pending spans.

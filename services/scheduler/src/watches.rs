@@ -125,35 +125,54 @@ pub async fn renew_channels(shared: &Shared) {
         .into_iter()
         .filter(|c| c.expires_ms - now_ms() < margin)
     {
-        let Ok(Some(account)) = shared.store.account(&ch.account_id) else {
-            let _ = shared.store.remove_channel(&ch.channel_id);
-            continue;
-        };
-        let Ok(credentials) = usable_credentials(shared, &account).await else {
-            continue;
-        };
-        if start_watch(shared, &account, &credentials, &ch.calendar_id)
-            .await
-            .is_ok()
-        {
-            if let Ok(mut client) = shared.adapters.client(account.provider) {
-                let _ = client
-                    .stop_watch(pb::StopWatchRequest {
-                        credentials: Some(credentials.clone()),
-                        channel_id: ch.channel_id.clone(),
-                        resource_id: ch.resource_id.clone(),
-                    })
-                    .await;
-            }
-            let _ = shared.store.remove_channel(&ch.channel_id);
-        }
+        renew_channel(shared, &ch).await;
     }
 }
 
+/// Replaces one channel: a new one is started, then the old one stopped
+/// (one already gone at the provider is fine) and forgotten. The old one
+/// stays when the new one cannot be started, so a later round tries
+/// again.
+pub async fn renew_channel(shared: &Shared, ch: &ChannelRecord) {
+    let Ok(Some(account)) = shared.store.account(&ch.account_id) else {
+        let _ = shared.store.remove_channel(&ch.channel_id);
+        return;
+    };
+    let Ok(credentials) = usable_credentials(shared, &account).await else {
+        return;
+    };
+    if start_watch(shared, &account, &credentials, &ch.calendar_id)
+        .await
+        .is_ok()
+    {
+        if let Ok(mut client) = shared.adapters.client(account.provider) {
+            let _ = client
+                .stop_watch(pb::StopWatchRequest {
+                    credentials: Some(credentials.clone()),
+                    channel_id: ch.channel_id.clone(),
+                    resource_id: ch.resource_id.clone(),
+                })
+                .await;
+        }
+        let _ = shared.store.remove_channel(&ch.channel_id);
+    }
+}
+
+/// Provider states that say a channel itself must be replaced: Graph's
+/// lifecycle events for a subscription that needs reauthorization or was
+/// removed.
+const REPLACE_STATES: [&str; 2] = ["reauthorizationRequired", "subscriptionRemoved"];
+
 /// A provider's notification that a watched calendar changed, as the
-/// adapter relays it: the calendar becomes due now. An unknown channel or a
-/// wrong channel token is NOT_FOUND alike.
-pub fn notified(shared: &Shared, channel_id: &str, channel_token: &str) -> Result<(), ErrorKind> {
+/// adapter relays it: the calendar becomes due now, and when the state
+/// says the channel itself must be replaced, the channel to replace comes
+/// back. An unknown channel or a wrong channel token is NOT_FOUND alike.
+pub fn notified(
+    shared: &Shared,
+    channel_id: &str,
+    channel_token: &str,
+    resource_state: &str,
+) -> Result<Option<ChannelRecord>, ErrorKind> {
     let unknown = || ErrorKind::NotFound("unknown push channel".into());
     let ch = shared.store.channel(channel_id)?.ok_or_else(unknown)?;
     if !constant_time_eq(
@@ -164,5 +183,5 @@ pub fn notified(shared: &Shared, channel_id: &str, channel_token: &str) -> Resul
         return Err(unknown());
     }
     shared.sync_soon(&ch.account_id, &ch.calendar_id);
-    Ok(())
+    Ok(REPLACE_STATES.contains(&resource_state).then_some(ch))
 }

@@ -356,4 +356,59 @@ impl Control {
             .unwrap_or_default();
         Ok((v["early_retries"].as_u64().unwrap_or(0), reqs))
     }
+
+    /// Every live subscription.
+    pub async fn subscriptions(&self) -> anyhow::Result<Vec<crate::SubscriptionInfo>> {
+        let v = self
+            .send(
+                self.http
+                    .get(format!("{}/fake/v1/subscriptions", self.base)),
+            )
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    /// Sends lifecycle event `event` (`reauthorizationRequired`,
+    /// `subscriptionRemoved`, `missed`) for subscription `id`, with its
+    /// effect (removed; deliveries held until reauthorized).
+    pub async fn lifecycle(&self, id: &str, event: &str) -> anyhow::Result<()> {
+        self.send(self.http.post(format!(
+            "{}/fake/v1/subscriptions/{}/lifecycle/{}",
+            self.base,
+            enc(id),
+            enc(event)
+        )))
+        .await
+        .map(drop)
+    }
+
+    /// Ends subscription `id` now, as its expiry would.
+    pub async fn expire_subscription(&self, id: &str) -> anyhow::Result<()> {
+        self.send(self.http.post(format!(
+            "{}/fake/v1/subscriptions/{}/expire",
+            self.base,
+            enc(id)
+        )))
+        .await
+        .map(drop)
+    }
+
+    /// Sets how deliveries misbehave.
+    pub async fn set_delivery_options(&self, o: &crate::DeliveryOptions) -> anyhow::Result<()> {
+        self.send(
+            self.http
+                .put(format!("{}/fake/v1/delivery-options", self.base))
+                .json(o),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Every delivery POST so far.
+    pub async fn deliveries(&self) -> anyhow::Result<Vec<crate::DeliveryRecord>> {
+        let v = self
+            .send(self.http.get(format!("{}/fake/v1/deliveries", self.base)))
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
 }

@@ -468,6 +468,32 @@ pub(crate) fn create(
     calendar: &str,
     body: &Map<String, Value>,
 ) -> Result<(String, bool), GraphErr> {
+    let (id, replayed) = create_event(st, email, calendar, body)?;
+    if !replayed {
+        notify(st, email, &id, "created");
+    }
+    Ok((id, replayed))
+}
+
+/// Queues change notifications for event `id` (as it is now).
+fn notify(st: &mut State, email: &str, id: &str, change: &str) {
+    let Some((calendar, key)) = st
+        .users
+        .get(email)
+        .and_then(|u| get(u, id))
+        .map(|i| (i.event.calendar.clone(), i.event.change_key.clone()))
+    else {
+        return;
+    };
+    crate::subscriptions::changed(st, email, &calendar, id, Some(&key), change);
+}
+
+fn create_event(
+    st: &mut State,
+    email: &str,
+    calendar: &str,
+    body: &Map<String, Value>,
+) -> Result<(String, bool), GraphErr> {
     let seq = st.next_seq();
     let user = user_mut(st, email)?;
     let cal = user
@@ -541,6 +567,18 @@ pub(crate) fn update(
     body: &Map<String, Value>,
     if_match: Option<&str>,
 ) -> Result<String, GraphErr> {
+    let written = update_event(st, email, id, body, if_match)?;
+    notify(st, email, &written, "updated");
+    Ok(written)
+}
+
+fn update_event(
+    st: &mut State,
+    email: &str,
+    id: &str,
+    body: &Map<String, Value>,
+    if_match: Option<&str>,
+) -> Result<String, GraphErr> {
     let seq = st.next_seq();
     let user = user_mut(st, email)?;
     if let Some(ev) = user.events.get(id).cloned() {
@@ -582,6 +620,24 @@ pub(crate) fn update(
 /// Deletes an event (a master with its exceptions), an exception or an
 /// occurrence (cancelled on its master).
 pub(crate) fn delete(
+    st: &mut State,
+    email: &str,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(), GraphErr> {
+    let calendar = st
+        .users
+        .get(email)
+        .and_then(|u| get(u, id))
+        .map(|i| i.event.calendar.clone());
+    delete_event(st, email, id, if_match)?;
+    if let Some(calendar) = calendar {
+        crate::subscriptions::changed(st, email, &calendar, id, None, "deleted");
+    }
+    Ok(())
+}
+
+fn delete_event(
     st: &mut State,
     email: &str,
     id: &str,

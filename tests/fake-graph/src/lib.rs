@@ -6,8 +6,9 @@
 //! `calendarView/delta` rounds with `Prefer: odata.maxpagesize`, empty
 //! pages, `@removed` entries and 410 `SyncStateNotFound` for expired
 //! tokens; occurrences and exceptions of series; event create (with
-//! `transactionId`), `If-Match` updates and deletes; injectable 429/503
-//! with `Retry-After` (a retry sent early gets another 429).
+//! `transactionId`), `If-Match` updates and deletes; `getSchedule`
+//! free/busy with Graph's limits; injectable 429/503 with `Retry-After`
+//! (a retry sent early gets another 429).
 //!
 //! A test drives it through [`Control`] (HTTP under `/fake/v1`), so the
 //! binary serves the same control API as the library.
@@ -26,11 +27,14 @@ mod delta;
 mod events;
 mod oauth;
 mod recurrence;
+mod schedule;
 mod schema;
 mod state;
+mod subscriptions;
 
 pub use control::Control;
 pub use state::Fault;
+pub use subscriptions::{DeliveryOptions, DeliveryRecord, SubscriptionInfo};
 
 /// How the fake behaves.
 #[derive(Debug, Clone)]
@@ -51,6 +55,18 @@ pub struct FakeConfig {
     /// Microsoft's OpenAPI schemas, recording violations
     /// ([`Control::violations`]).
     pub validate: bool,
+    /// The longest subscription on events (Graph: 4,230 minutes).
+    pub subscription_max: std::time::Duration,
+    /// How long a webhook may take to answer a delivery (Graph: 3 s).
+    pub delivery_timeout: std::time::Duration,
+    /// How long a failed delivery is retried (Graph: 4 hours).
+    pub delivery_retry_window: std::time::Duration,
+    /// How long notifications to a slow endpoint are held back (Graph:
+    /// 10 minutes).
+    pub slow_endpoint_delay: std::time::Duration,
+    /// PEM CA certificates webhooks are checked against (validation and
+    /// deliveries go only over HTTPS); the public web roots without.
+    pub webhook_ca_pem: Option<String>,
 }
 
 impl Default for FakeConfig {
@@ -62,6 +78,11 @@ impl Default for FakeConfig {
             transaction_replay_conflict: false,
             access_token_seconds: 3600,
             validate: true,
+            subscription_max: std::time::Duration::from_secs(4_230 * 60),
+            delivery_timeout: std::time::Duration::from_secs(3),
+            delivery_retry_window: std::time::Duration::from_secs(4 * 3600),
+            slow_endpoint_delay: std::time::Duration::from_secs(600),
+            webhook_ca_pem: None,
         }
     }
 }
@@ -72,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<state::State>,
     pub(crate) base_url: String,
     pub(crate) schemas: schema::Schemas,
+    /// The client that validates webhooks and delivers notifications.
+    pub(crate) webhook: reqwest::Client,
 }
 
 impl Shared {
@@ -137,12 +160,32 @@ impl Drop for FakeHandle {
     }
 }
 
+/// The client for webhooks: HTTPS only, trusting only the configured CA
+/// (or, without one, the public web roots, as Graph does), no redirects.
+fn webhook_client(ca_pem: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_root_certs(ca_pem.is_none());
+    if let Some(pem) = ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .context("reading the webhook CA")?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().context("building the webhook client")
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/authorize", get(oauth::authorize))
         .route("/{tenant}/oauth2/v2.0/token", post(oauth::token_route))
         .nest("/v1.0", api::router(shared.clone()))
         .merge(control::router())
+        .merge(subscriptions::control_router())
         .fallback(api::not_found)
         .with_state(shared)
 }
@@ -155,12 +198,19 @@ pub async fn serve(config: FakeConfig) -> anyhow::Result<FakeHandle> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
+    let state = state::State {
+        slow_endpoint_delay: config.slow_endpoint_delay,
+        delivery_retry_window: config.delivery_retry_window,
+        ..state::State::default()
+    };
     let shared = Arc::new(Shared {
-        state: Mutex::new(state::State::default()),
+        state: Mutex::new(state),
         base_url: format!("http://{addr}"),
         schemas: schema::Schemas::load(),
+        webhook: webhook_client(config.webhook_ca_pem.as_deref())?,
         config,
     });
+    tokio::spawn(subscriptions::deliver(shared.clone(), stopped.clone()));
     let app = router(shared);
     let mut until = stopped;
     let task = tokio::spawn(async move {

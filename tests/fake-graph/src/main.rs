@@ -25,6 +25,10 @@ struct Args {
     /// of the existing event.
     #[arg(long)]
     transaction_replay_conflict: bool,
+    /// PEM CA certificate(s) webhooks are checked against (the public web
+    /// roots without).
+    #[arg(long)]
+    webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -34,9 +38,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let webhook_ca_pem =
+        match &args.webhook_ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("reading --webhook-ca-file {}: {e}", path.display())
+            })?),
+            None => None,
+        };
     let handle = serve(FakeConfig {
         listen: args.listen,
         transaction_replay_conflict: args.transaction_replay_conflict,
+        webhook_ca_pem,
         ..FakeConfig::default()
     })
     .await?;

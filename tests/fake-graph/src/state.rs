@@ -188,6 +188,14 @@ pub(crate) struct State {
     pub(crate) pages_served: u32,
     /// Where answers or request bodies broke Graph's schemas.
     pub(crate) violations: Vec<String>,
+    /// Change-notification subscriptions and their deliveries.
+    pub(crate) subscriptions: crate::subscriptions::Book,
+    /// Wakes the delivery task.
+    pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
+    /// How long notifications to a slow endpoint are held back.
+    pub(crate) slow_endpoint_delay: std::time::Duration,
+    /// How long a failed delivery is retried.
+    pub(crate) delivery_retry_window: std::time::Duration,
 }
 
 /// A random opaque token.

@@ -29,7 +29,17 @@ impl pb::adapter_callback_server::AdapterCallback for CallbackApi {
         req: Request<pb::ProviderNotification>,
     ) -> Reply<pb::ProviderNotificationAck> {
         let n = req.into_inner();
-        crate::watches::notified(&self.shared, &n.channel_id, &n.channel_token)?;
+        let replace = crate::watches::notified(
+            &self.shared,
+            &n.channel_id,
+            &n.channel_token,
+            &n.resource_state,
+        )?;
+        if let Some(ch) = replace {
+            tracing::info!(state = %n.resource_state, "the provider asks for the push channel to be replaced");
+            let shared = self.shared.clone();
+            tokio::spawn(async move { crate::watches::renew_channel(&shared, &ch).await });
+        }
         Ok(Response::new(pb::ProviderNotificationAck {}))
     }
 }

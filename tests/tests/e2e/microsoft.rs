@@ -1,0 +1,451 @@
+//! Microsoft 365 end to end: the fake Graph (checked against Microsoft's
+//! OpenAPI schemas on every answer), the real Microsoft adapter process
+//! with its HTTPS webhook, and the real scheduler. Sign-in through the
+//! scheduler's HTTP callback; initial and incremental sync with a series;
+//! outside edits through change notifications, and through polling when
+//! notifications are lost; lifecycle events (subscription removed, needing
+//! reauthorization, missed notifications); writes and conflicts; a 410
+//! resync without spurious changes; a throttling storm waited out;
+//! invalid_grant; revocation.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use calbridge::pb::{self, ChangeKind};
+use calbridge_e2e::microsoft::{MicrosoftOptions, MicrosoftStack};
+use calbridge_e2e::{
+    change_cursor, changes_after, dir_contains, eventually, next_change, timed_event,
+    SchedulerClient,
+};
+use calbridge_fake_graph::{DeliveryOptions, FakeConfig, Fault};
+use chrono::{Duration as Span, Utc};
+use serde_json::{json, Value};
+
+/// A timed Outlook event starting `days` from now at 10:00 in Berlin, as
+/// Outlook writes it (Windows zone name).
+fn graph_event(subject: &str, days: i64) -> Value {
+    let day = (Utc::now() + Span::days(days)).date_naive();
+    json!({
+        "subject": subject,
+        "body": {"contentType": "text", "content": format!("{subject} notes")},
+        "start": {"dateTime": format!("{day}T10:00:00"), "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": format!("{day}T10:30:00"), "timeZone": "W. Europe Standard Time"},
+    })
+}
+
+fn window() -> pb::TimeWindow {
+    pb::TimeWindow {
+        start: Some(calbridge::time::to_timestamp(Utc::now() - Span::days(1))),
+        end: Some(calbridge::time::to_timestamp(Utc::now() + Span::days(60))),
+    }
+}
+
+async fn mirror(c: &mut SchedulerClient, account: &str, calendar: &str) -> Result<Vec<pb::Event>> {
+    Ok(c.list_events(pb::ListEventsRequest {
+        account_id: account.into(),
+        calendar_id: calendar.into(),
+        window: Some(window()),
+        page_size: 1000,
+        page_token: String::new(),
+    })
+    .await?
+    .into_inner()
+    .events)
+}
+
+async fn tenant(m: &MicrosoftStack, name: &str) -> Result<SchedulerClient> {
+    let (_, key) = m.stack.tenant(name).await?;
+    m.stack.client(Some(&key)).await
+}
+
+/// Waits for the feed entry after `cursor` whose event has `title`.
+async fn titled(c: &mut SchedulerClient, cursor: &str, title: &str) -> Result<pb::Change> {
+    next_change(c, cursor, |ch| {
+        ch.event.as_ref().is_some_and(|e| e.title == title)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_maps_series_and_outside_edits_arrive_by_push() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "push@contoso.example";
+    m.user(user).await?;
+    let mut series = graph_event("Daily standup", 1);
+    series["recurrence"] = json!({
+        "pattern": {"type": "daily", "interval": 1},
+        "range": {"type": "numbered", "startDate": (Utc::now() + Span::days(1)).date_naive().to_string(), "numberOfOccurrences": 5},
+    });
+    let master = m.control.insert_event(user, &series).await?;
+    let master_id = master["id"].as_str().context("id")?.to_string();
+    let mut c = tenant(&m, "ms-push").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let primary = m.primary(&mut c, &a.account_id).await?;
+
+    let events = mirror(&mut c, &a.account_id, &primary).await?;
+    let standups: Vec<_> = events
+        .iter()
+        .filter(|e| e.title == "Daily standup")
+        .collect();
+    assert_eq!(standups.len(), 5, "{events:#?}");
+    assert!(standups.iter().all(|e| e
+        .recurrence_link
+        .as_ref()
+        .is_some_and(|l| l.series_event_id == master_id)));
+
+    // Outside edits, with polling at its idle cadence (10 minutes with
+    // push): only a change notification can bring them.
+    let sub = m
+        .subscription(user, "a subscription", |s| s.resource.contains("/events"))
+        .await?;
+    assert!(sub.notification_url.starts_with("https://127.0.0.1:"));
+    let c0 = change_cursor(&mut c).await?;
+    let created = m
+        .control
+        .insert_event(user, &graph_event("Dentist", 4))
+        .await?;
+    let ch = next_change(&mut c, &c0, |ch| {
+        ch.kind == ChangeKind::EventCreated as i32
+            && ch.event.as_ref().is_some_and(|e| e.title == "Dentist")
+    })
+    .await?;
+    let dentist = ch.event.context("event")?.provider_event_id;
+    assert_eq!(dentist, created["id"].as_str().unwrap_or_default());
+
+    let c1 = change_cursor(&mut c).await?;
+    m.control
+        .patch_event(user, &dentist, &json!({"subject": "Dentist (moved)"}))
+        .await?;
+    titled(&mut c, &c1, "Dentist (moved)").await?;
+
+    let c2 = change_cursor(&mut c).await?;
+    m.control.delete_event(user, &dentist).await?;
+    next_change(&mut c, &c2, |ch| {
+        ch.kind == ChangeKind::EventDeleted as i32 && ch.provider_event_id == dentist
+    })
+    .await?;
+    let deliveries = m.control.deliveries().await?;
+    assert!(
+        deliveries.iter().filter(|d| d.status == 202).count() >= 3,
+        "{deliveries:#?}"
+    );
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_arrive_by_polling_when_notifications_are_lost() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions {
+        adapter_flags: vec!["--poll-interval-seconds".into(), "1".into()],
+        ..Default::default()
+    })
+    .await?;
+    let user = "poll@contoso.example";
+    m.user(user).await?;
+    m.control
+        .set_delivery_options(&DeliveryOptions {
+            drop: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut c = tenant(&m, "ms-poll").await?;
+    m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let c0 = change_cursor(&mut c).await?;
+    m.control
+        .insert_event(user, &graph_event("Unannounced", 5))
+        .await?;
+    titled(&mut c, &c0, "Unannounced").await?;
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_events_replace_the_subscription_or_resync() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "lifecycle@contoso.example";
+    m.user(user).await?;
+    let mut c = tenant(&m, "ms-lifecycle").await?;
+    m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let first = m.subscription(user, "a subscription", |_| true).await?;
+
+    // Removed by Graph: a new one is made, and notifications flow again.
+    m.control
+        .lifecycle(&first.id, "subscriptionRemoved")
+        .await?;
+    let second = m
+        .subscription(user, "a new subscription", |s| s.id != first.id)
+        .await?;
+    let c0 = change_cursor(&mut c).await?;
+    m.control
+        .insert_event(user, &graph_event("After removal", 2))
+        .await?;
+    titled(&mut c, &c0, "After removal").await?;
+
+    // Reauthorization required: replaced, the old one deleted.
+    m.control
+        .lifecycle(&second.id, "reauthorizationRequired")
+        .await?;
+    let third = m
+        .subscription(user, "a replacement", |s| {
+            s.id != first.id && s.id != second.id
+        })
+        .await?;
+    eventually(
+        Duration::from_secs(30),
+        "the old subscription deleted",
+        || {
+            let control = m.control.clone();
+            let id = second.id.clone();
+            async move {
+                let subs = control.subscriptions().await.ok()?;
+                (!subs.iter().any(|s| s.id == id)).then_some(())
+            }
+        },
+    )
+    .await?;
+    assert!(!third.needs_reauthorization);
+
+    // Missed notifications: a change whose notification is lost arrives
+    // once Graph says notifications were missed.
+    m.control
+        .set_delivery_options(&DeliveryOptions {
+            drop: true,
+            ..Default::default()
+        })
+        .await?;
+    let c1 = change_cursor(&mut c).await?;
+    m.control
+        .insert_event(user, &graph_event("While missed", 3))
+        .await?;
+    m.control.lifecycle(&third.id, "missed").await?;
+    titled(&mut c, &c1, "While missed").await?;
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upserts_reach_graph_once_and_stale_versions_conflict() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "writer@contoso.example";
+    m.user(user).await?;
+    let mut c = tenant(&m, "ms-write").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let primary = m.primary(&mut c, &a.account_id).await?;
+    let c0 = change_cursor(&mut c).await?;
+    let mut event = timed_event("Planning", Utc::now() + Span::days(6), 45);
+    event.location = "Room 4".into();
+    event.attendees = vec![pb::Attendee {
+        email: "bob@example.com".into(),
+        ..Default::default()
+    }];
+    let upsert = |e: pb::Event, version: &str| pb::UpsertEventRequest {
+        account_id: a.account_id.clone(),
+        calendar_id: primary.clone(),
+        client_event_id: "order-17".into(),
+        event: Some(e),
+        expected_version: version.into(),
+        ..Default::default()
+    };
+    let first = c
+        .upsert_event(upsert(event.clone(), ""))
+        .await?
+        .into_inner();
+    let again = c
+        .upsert_event(upsert(event.clone(), ""))
+        .await?
+        .into_inner();
+    let first_event = first.event.context("event")?;
+    assert_eq!(
+        first_event.provider_event_id,
+        again.event.context("event")?.provider_event_id
+    );
+    let stored = m.control.events(user).await?;
+    let ours: Vec<_> = stored
+        .iter()
+        .filter(|e| e["subject"] == "Planning")
+        .collect();
+    assert_eq!(ours.len(), 1, "{stored:#?}");
+    assert_eq!(ours[0]["location"]["displayName"], "Room 4");
+    assert_eq!(
+        ours[0]["attendees"][0]["emailAddress"]["address"],
+        "bob@example.com"
+    );
+
+    // Someone edits it in Outlook; an upsert still naming the old version
+    // is refused with the current one, and changes nothing.
+    m.control
+        .patch_event(
+            user,
+            &first_event.provider_event_id,
+            &json!({"subject": "Planning (Outlook)"}),
+        )
+        .await?;
+    event.title = "Planning (platform)".into();
+    let stale = c
+        .upsert_event(upsert(event.clone(), &first_event.version))
+        .await
+        .expect_err("a stale version must conflict");
+    assert_eq!(stale.code(), tonic::Code::Aborted, "{stale:?}");
+    let stored = m.control.events(user).await?;
+    assert!(stored.iter().any(|e| e["subject"] == "Planning (Outlook)"));
+
+    c.delete_event(pb::DeleteEventRequest {
+        account_id: a.account_id.clone(),
+        calendar_id: primary.clone(),
+        client_event_id: "order-17".into(),
+        ..Default::default()
+    })
+    .await?;
+    let stored = m.control.events(user).await?;
+    assert!(
+        !stored
+            .iter()
+            .any(|e| e["id"] == first_event.provider_event_id.as_str()),
+        "{stored:#?}"
+    );
+    // The platform's own writes do not come back on the feed; the Outlook
+    // edit does.
+    c.sync_now(pb::SyncNowRequest {
+        account_id: a.account_id.clone(),
+        calendar_id: primary.clone(),
+    })
+    .await?;
+    let changes = changes_after(&mut c, &c0).await?;
+    assert!(
+        changes
+            .iter()
+            .all(|ch| ch.kind == ChangeKind::AccountStatus as i32
+                || ch
+                    .event
+                    .as_ref()
+                    .is_some_and(|e| e.title == "Planning (Outlook)")
+                || ch.kind == ChangeKind::EventDeleted as i32),
+        "{changes:#?}"
+    );
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_delta_token_resyncs_without_spurious_changes() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "gone@contoso.example";
+    m.user(user).await?;
+    for i in 0..30 {
+        m.control
+            .insert_event(user, &graph_event(&format!("Existing {i}"), 1 + i % 20))
+            .await?;
+    }
+    let mut c = tenant(&m, "ms-410").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let primary = m.primary(&mut c, &a.account_id).await?;
+    m.subscription(user, "a subscription", |_| true).await?;
+    let c0 = change_cursor(&mut c).await?;
+    m.control.expire_delta_tokens(user).await?;
+    m.control
+        .insert_event(user, &graph_event("After expiry", 7))
+        .await?;
+    titled(&mut c, &c0, "After expiry").await?;
+    let changes = changes_after(&mut c, &c0).await?;
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert_eq!(mirror(&mut c, &a.account_id, &primary).await?.len(), 31);
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttling_storm_is_waited_out_not_hammered() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "storm@contoso.example";
+    m.user(user).await?;
+    let mut c = tenant(&m, "ms-storm").await?;
+    m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    m.subscription(user, "a subscription", |_| true).await?;
+    let (early_before, _) = m.control.stats().await?;
+    m.control
+        .inject(&Fault {
+            status: 429,
+            retry_after: Some(1),
+            method: Some("GET".into()),
+            count: 4,
+        })
+        .await?;
+    let c0 = change_cursor(&mut c).await?;
+    let started = Instant::now();
+    m.control
+        .insert_event(user, &graph_event("Through the storm", 3))
+        .await?;
+    titled(&mut c, &c0, "Through the storm").await?;
+    // Four refusals, each with a Retry-After of one second: waited out,
+    // and no request came before its Retry-After had passed.
+    assert!(started.elapsed() >= Duration::from_secs(3), "did not wait");
+    let (early_after, _) = m.control.stats().await?;
+    assert_eq!(early_after, early_before, "retried before Retry-After");
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_grant_makes_the_account_reauth_required() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions {
+        fake: Some(FakeConfig {
+            access_token_seconds: 2,
+            ..FakeConfig::default()
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let user = "lapsed@contoso.example";
+    m.user(user).await?;
+    m.control
+        .insert_event(user, &graph_event("Kept", 2))
+        .await?;
+    let mut c = tenant(&m, "ms-lapsed").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let primary = m.primary(&mut c, &a.account_id).await?;
+    let c0 = change_cursor(&mut c).await?;
+    // AADSTS50173: the grant was revoked (a password change).
+    m.control.kill_grants(user, 50173).await?;
+    let ch = eventually(Duration::from_secs(60), "REAUTH_REQUIRED", || {
+        let mut c = c.clone();
+        let (account, calendar, c0) = (a.account_id.clone(), primary.clone(), c0.clone());
+        async move {
+            let _ = c
+                .sync_now(pb::SyncNowRequest {
+                    account_id: account,
+                    calendar_id: calendar,
+                })
+                .await;
+            changes_after(&mut c, &c0)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|ch| ch.kind == ChangeKind::AccountStatus as i32)
+        }
+    })
+    .await?;
+    assert_eq!(ch.account_status, pb::AccountStatus::ReauthRequired as i32);
+    assert_eq!(mirror(&mut c, &a.account_id, &primary).await?.len(), 1);
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_deletes_subscriptions_and_every_stored_byte() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "leaver@contoso.example";
+    m.user(user).await?;
+    m.control
+        .insert_event(user, &graph_event("Confidential merger talk", 2))
+        .await?;
+    let mut c = tenant(&m, "ms-revoke").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    m.subscription(user, "a subscription", |_| true).await?;
+    c.revoke_account(pb::RevokeAccountRequest {
+        account_id: a.account_id.clone(),
+    })
+    .await?;
+    let subs = m.control.subscriptions().await?;
+    assert!(subs.iter().all(|s| s.user != user), "{subs:#?}");
+    let mut stack = m.stack;
+    stack.scheduler.kill9().await;
+    assert!(!dir_contains(
+        stack.dir.path(),
+        b"Confidential merger talk"
+    )?);
+    assert!(!dir_contains(stack.dir.path(), user.as_bytes())?);
+    Ok(())
+}
