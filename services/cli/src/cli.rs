@@ -41,7 +41,8 @@ pub(crate) struct Global {
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Start the sandbox adapter and the scheduler locally, until Ctrl-C.
+    /// Start the scheduler and the adapters (sandbox, CalDAV/iCloud, and
+    /// Google and Microsoft against local fakes) locally, until Ctrl-C.
     Up(UpArgs),
     /// Tenants, API keys and the master key (operator; needs the admin token).
     Admin(AdminCommand),
@@ -103,7 +104,17 @@ pub(crate) struct UpArgs {
     /// Do not start the fake Google and the Google adapter.
     #[arg(long)]
     pub no_google: bool,
-    /// OTLP/gRPC endpoint to export traces to, passed to both processes.
+    /// The Microsoft adapter's listening address.
+    #[arg(long, default_value = "127.0.0.1:50066")]
+    pub microsoft_listen: String,
+    /// The fake Microsoft Graph (identity platform consent and token
+    /// endpoints, Graph calendar API) the local Microsoft adapter talks to.
+    #[arg(long, default_value = "127.0.0.1:50068")]
+    pub fake_graph_listen: String,
+    /// Do not start the fake Graph and the Microsoft adapter.
+    #[arg(long)]
+    pub no_microsoft: bool,
+    /// OTLP/gRPC endpoint to export traces to, passed to every process.
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
 }

@@ -1,8 +1,9 @@
 //! `calbridge up`: the local stack. Starts the adapters (sandbox, CalDAV /
-//! iCloud, and Google against a local fake Google) and then the scheduler as
-//! child processes on loopback, learns their ports from the one JSON line
-//! each prints when ready, forwards their logs, and stops them all on
-//! Ctrl-C / SIGTERM or when one dies.
+//! iCloud, Google against a local fake Google, Microsoft against a local
+//! fake Graph) and then the scheduler as child processes on loopback,
+//! learns their ports from the one JSON line each prints when ready,
+//! forwards their logs, and stops them all on Ctrl-C / SIGTERM or when one
+//! dies.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -22,10 +23,17 @@ const SCHEDULER_BIN: &str = "calbridge-scheduler";
 const CALDAV_BIN: &str = "calbridge-adapter-caldav";
 const GOOGLE_BIN: &str = "calbridge-adapter-google";
 const FAKE_GOOGLE_BIN: &str = "calbridge-fake-google";
+const MICROSOFT_BIN: &str = "calbridge-adapter-microsoft";
+const FAKE_GRAPH_BIN: &str = "calbridge-fake-graph";
 /// The OAuth client the local Google adapter and fake Google share.
 const LOCAL_CLIENT_ID: &str = "calbridge-local.apps.example";
 /// The user the local fake Google knows (and consents as).
 const LOCAL_GOOGLE_USER: &str = "ada@gmail.example";
+/// The application (client) id the local Microsoft adapter and fake Graph
+/// share (GUID-shaped, like Microsoft's).
+const LOCAL_MICROSOFT_CLIENT_ID: &str = "6c0ca1b0-0000-4000-8000-00000000ca1b";
+/// The user the local fake Graph knows (and consents as).
+const LOCAL_MICROSOFT_USER: &str = "ada@outlook.example";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const TAIL_LINES: usize = 20;
@@ -216,6 +224,13 @@ fn summary(args: &UpArgs, started: &[Service]) -> String {
             "  google       {g} (against the fake Google at {f}; push webhook https://{})\n",
             args.google_webhook_listen
         ));
+    }
+    if let (Some(m), Some(f)) = (addr("microsoft"), addr("fake-graph")) {
+        s.push_str(&format!(
+            "  microsoft    {m} (against the fake Graph at {f})\n"
+        ));
+    }
+    if addr("google").is_some() || addr("microsoft").is_some() {
         s.push_str(&format!(
             "  oauth        http://{}/oauth/callback\n",
             args.oauth_callback_listen
@@ -245,13 +260,19 @@ fn summary(args: &UpArgs, started: &[Service]) -> String {
             "  calbridge accounts authorize --provider google --wait   # open the URL: the fake Google consents as {LOCAL_GOOGLE_USER}\n"
         ));
     }
+    if addr("microsoft").is_some() {
+        s.push_str(&format!(
+            "  calbridge accounts authorize --provider microsoft --wait   # open the URL: the fake Graph consents as {LOCAL_MICROSOFT_USER}\n"
+        ));
+    }
     s
 }
 
-/// Files the local Google pair needs, made once in `DATA_DIR/google`: the
-/// OAuth client's id and secret, and a development CA with a certificate
-/// for 127.0.0.1 for the push webhook (the fake Google trusts only that CA).
-struct LocalGoogle {
+/// Files a local adapter and fake provider pair needs, made once in
+/// `DATA_DIR/<provider>`: the OAuth client's id and secret, and a
+/// development CA with a certificate for 127.0.0.1 for the push webhook
+/// (the fake Google trusts only that CA).
+struct LocalOAuth {
     client_id_file: PathBuf,
     client_secret_file: PathBuf,
     ca_file: PathBuf,
@@ -273,10 +294,12 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn local_google(data_dir: &Path) -> Result<LocalGoogle> {
-    let dir = data_dir.join("google");
+/// The files of the local `provider` pair (`google`, `microsoft`) whose
+/// OAuth client is `client_id`, made on first use.
+fn local_oauth(data_dir: &Path, provider: &str, client_id: &str) -> Result<LocalOAuth> {
+    let dir = data_dir.join(provider);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let g = LocalGoogle {
+    let g = LocalOAuth {
         client_id_file: dir.join("client_id"),
         client_secret_file: dir.join("client_secret"),
         ca_file: dir.join("dev-ca.pem"),
@@ -287,7 +310,7 @@ fn local_google(data_dir: &Path) -> Result<LocalGoogle> {
         let mut secret = [0u8; 24];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        write_private(&g.client_id_file, LOCAL_CLIENT_ID.as_bytes())?;
+        write_private(&g.client_id_file, client_id.as_bytes())?;
         write_private(&g.client_secret_file, hex.as_bytes())?;
     }
     if !(g.ca_file.is_file() && g.cert_file.is_file() && g.key_file.is_file()) {
@@ -353,7 +376,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
     if !args.no_google {
         let google_bin = sibling(dir, GOOGLE_BIN)?;
         let fake_bin = sibling(dir, FAKE_GOOGLE_BIN)?;
-        let files = local_google(&args.data_dir)?;
+        let files = local_oauth(&args.data_dir, "google", LOCAL_CLIENT_ID)?;
         let callback = format!("http://{}/oauth/callback", args.oauth_callback_listen);
         let mut cmd = Command::new(fake_bin);
         cmd.arg("--listen")
@@ -397,6 +420,40 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
             .arg(format!("http://{}", args.listen));
         plan.push(("google", with_otlp(cmd, &args)));
     }
+    if !args.no_microsoft {
+        let microsoft_bin = sibling(dir, MICROSOFT_BIN)?;
+        let fake_bin = sibling(dir, FAKE_GRAPH_BIN)?;
+        let files = local_oauth(&args.data_dir, "microsoft", LOCAL_MICROSOFT_CLIENT_ID)?;
+        let callback = format!("http://{}/oauth/callback", args.oauth_callback_listen);
+        // The fake Graph takes the client secret itself, not a file: it is
+        // the local fake's own random secret, never a real one.
+        let secret = std::fs::read_to_string(&files.client_secret_file)
+            .with_context(|| format!("reading {}", files.client_secret_file.display()))?;
+        let mut cmd = Command::new(fake_bin);
+        cmd.arg("--listen")
+            .arg(&args.fake_graph_listen)
+            .arg("--client")
+            .arg(format!(
+                "{LOCAL_MICROSOFT_CLIENT_ID}:{}:{callback}",
+                secret.trim()
+            ))
+            .arg("--user")
+            .arg(LOCAL_MICROSOFT_USER);
+        plan.push(("fake-graph", cmd));
+        let fake = format!("http://{}", args.fake_graph_listen);
+        let mut cmd = Command::new(microsoft_bin);
+        cmd.arg("--listen")
+            .arg(&args.microsoft_listen)
+            .arg("--client-id-file")
+            .arg(&files.client_id_file)
+            .arg("--client-secret-file")
+            .arg(&files.client_secret_file)
+            .arg("--authority-url")
+            .arg(&fake)
+            .arg("--graph-base-url")
+            .arg(format!("{fake}/v1.0/"));
+        plan.push(("microsoft", with_otlp(cmd, &args)));
+    }
 
     let mut started: Vec<Service> = Vec::new();
     for (name, cmd) in plan {
@@ -432,14 +489,18 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
                     .arg("--adapter")
                     .arg(format!("icloud={url}"));
             }
-            "google" => {
-                cmd.arg("--adapter")
-                    .arg(format!("google={url}"))
-                    .arg("--oauth-callback-listen")
-                    .arg(&args.oauth_callback_listen);
+            "google" | "microsoft" => {
+                cmd.arg("--adapter").arg(format!("{}={url}", s.name));
             }
             _ => {}
         }
+    }
+    if started
+        .iter()
+        .any(|s| matches!(s.name, "google" | "microsoft"))
+    {
+        cmd.arg("--oauth-callback-listen")
+            .arg(&args.oauth_callback_listen);
     }
     match start_or_stop("scheduler", with_otlp(cmd, &args)).await {
         Ok(Some(s)) => started.push(s),

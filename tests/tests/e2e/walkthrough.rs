@@ -57,6 +57,7 @@ async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, u16, u16)> 
     for _ in 0..3 {
         let (sp, bp, cp) = (free_port(), free_port(), free_port());
         let (gp, wp, fp, op) = (free_port(), free_port(), free_port(), free_port());
+        let (mp, gfp) = (free_port(), free_port());
         let stderr_path = data_dir.join("up.stderr");
         let mut up = Command::new(bin("calbridge"))
             .args([
@@ -77,6 +78,10 @@ async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, u16, u16)> 
                 &format!("127.0.0.1:{fp}"),
                 "--oauth-callback-listen",
                 &format!("127.0.0.1:{op}"),
+                "--microsoft-listen",
+                &format!("127.0.0.1:{mp}"),
+                "--fake-graph-listen",
+                &format!("127.0.0.1:{gfp}"),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -486,14 +491,71 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
         "the other instances are untouched"
     );
 
-    // 7. Connect Google (the local fake Google) through the consent URL and
-    // the scheduler's callback, the way a browser would.
+    // 7. Connect Google (the local fake Google) and Microsoft (the local
+    // fake Graph) through the consent URL and the scheduler's callback, the
+    // way a browser would.
+    let google = authorize(&cli, "google").await?;
+    assert_eq!(google["provider"], "PROVIDER_GOOGLE", "{google}");
+    assert_eq!(google["status"], "ACCOUNT_STATUS_ACTIVE", "{google}");
+    let microsoft = authorize(&cli, "microsoft").await?;
+    assert_eq!(microsoft["provider"], "PROVIDER_MICROSOFT", "{microsoft}");
+    assert_eq!(microsoft["status"], "ACCOUNT_STATUS_ACTIVE", "{microsoft}");
+    let microsoft_id = microsoft["account_id"]
+        .as_str()
+        .context("microsoft account id")?;
+    // The fake Graph's user has a default calendar and a read-only one.
+    let cals = cli
+        .run(&["calendars", "list", "--account", microsoft_id, "--json"])
+        .await?;
+    let mut listed: Vec<(String, bool, bool)> = cals["calendars"]
+        .as_array()
+        .context("calendars")?
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["primary"] == true,
+                c["read_only"] == true,
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("Calendar".to_string(), true, false),
+            ("United States holidays".to_string(), false, true),
+        ],
+        "{cals}"
+    );
+
+    // 8. Stop everything cleanly.
+    let pid = up.id().context("up pid")?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await??;
+    assert!(status.success(), "calbridge up exited with {status}");
+
+    // Nothing personal or secret sits in the store in plaintext.
+    assert_store_is_opaque(
+        &dir.path().join("store"),
+        &[password, title, outside_title, attendee],
+    )?;
+    Ok(())
+}
+
+/// Runs `calbridge accounts authorize --provider PROVIDER --wait`, opens
+/// the consent URL it prints the way a browser would (the local fake
+/// approves at once and redirects to the scheduler's callback page), and
+/// answers the account it prints once the authorisation is complete.
+async fn authorize(cli: &Cli, provider: &str) -> Result<Value> {
     let mut authorize = Command::new(bin("calbridge"))
         .args([
             "accounts",
             "authorize",
             "--provider",
-            "google",
+            provider,
             "--wait",
             "--json",
         ])
@@ -516,30 +578,19 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
         .no_proxy()
         .build()?;
     let page = http.get(url).send().await?.text().await?;
-    assert!(page.contains("Calendar connected"), "{page}");
-    let google: Value = serde_json::from_str(
+    assert!(page.contains("Calendar connected"), "{provider}: {page}");
+    let account: Value = serde_json::from_str(
         &tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await??
+            .await
+            .with_context(|| format!("{provider}: no account within 60 s"))??
             .context("no account line")?,
     )?;
-    assert_eq!(google["provider"], "PROVIDER_GOOGLE", "{google}");
-    assert_eq!(google["status"], "ACCOUNT_STATUS_ACTIVE", "{google}");
-    assert!(authorize.wait().await?.success());
-
-    // 8. Stop everything cleanly.
-    let pid = up.id().context("up pid")?;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await??;
-    assert!(status.success(), "calbridge up exited with {status}");
-
-    // Nothing personal or secret sits in the store in plaintext.
-    assert_store_is_opaque(
-        &dir.path().join("store"),
-        &[password, title, outside_title, attendee],
-    )?;
-    Ok(())
+    let status = authorize.wait().await?;
+    assert!(
+        status.success(),
+        "{provider}: authorize exited with {status}"
+    );
+    Ok(account)
 }
 
 fn assert_store_is_opaque(store: &Path, secrets: &[&str]) -> Result<()> {
