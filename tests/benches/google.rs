@@ -24,32 +24,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use calbridge::pb;
+use calbridge_e2e::figures::summary;
 use calbridge_e2e::google::{GoogleOptions, GoogleStack};
 use calbridge_e2e::timed_event;
 use calbridge_fake_google::control::{ChannelInfo, PushBehaviour};
 use chrono::Utc;
 use serde_json::json;
 use tokio_stream::StreamExt;
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn summary(name: &str, v: &mut [Duration]) {
-    let p50 = pct(v, 0.5);
-    let p99 = pct(v, 0.99);
-    println!(
-        "{name:<58} p50 {:>10}  p99 {:>10}  (n={})",
-        ms(p50),
-        ms(p99),
-        v.len()
-    );
-}
 
 fn outside_event(i: usize) -> serde_json::Value {
     let start = Utc::now() + chrono::Duration::days(2) + chrono::Duration::minutes(i as i64 * 30);

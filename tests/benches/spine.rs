@@ -12,18 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use calbridge::pb;
+use calbridge_e2e::figures::{ms, pct};
 use calbridge_e2e::{channel, timed_event, Stack};
 use chrono::Utc;
 use tokio_stream::StreamExt;
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {

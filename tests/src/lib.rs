@@ -700,6 +700,7 @@ pub fn open_store(data_dir: &Path) -> Result<calbridge_scheduler::store::Store> 
 pub mod caldav;
 pub mod conformance;
 pub mod fault_proxy;
+pub mod figures;
 pub mod google;
 pub mod hostile;
 pub mod http1;

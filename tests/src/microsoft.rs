@@ -36,6 +36,8 @@ pub struct MicrosoftStack {
     pub files: tempfile::TempDir,
     /// The adapter's public webhook URL (none without push).
     pub webhook_url: Option<String>,
+    /// PEM of the CA that signed the webhook's certificate.
+    pub ca_pem: Vec<u8>,
 }
 
 /// Knobs of [`MicrosoftStack::start`].
@@ -57,7 +59,7 @@ impl MicrosoftStack {
         let files = tempfile::tempdir()?;
         let ca = dev_tls(files.path())?;
         let mut fake_config = opts.fake.unwrap_or_default();
-        fake_config.webhook_ca_pem = Some(String::from_utf8(ca)?);
+        fake_config.webhook_ca_pem = Some(String::from_utf8(ca.clone())?);
         let fake = calbridge_fake_graph::serve(fake_config).await?;
         let control = fake.control();
         let base = fake.base_url();
@@ -123,6 +125,7 @@ impl MicrosoftStack {
             callback_url,
             files,
             webhook_url,
+            ca_pem: ca,
         })
     }
 

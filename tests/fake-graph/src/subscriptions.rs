@@ -122,6 +122,8 @@ pub struct SubscriptionInfo {
     pub expires: String,
     /// Waiting for reauthorization.
     pub needs_reauthorization: bool,
+    /// The secret Graph echoes in each notification.
+    pub client_state: Option<String>,
 }
 
 /// Per endpoint: deliveries and slow ones, for slow-endpoint throttling.
@@ -823,6 +825,7 @@ async fn control_list(State(s): State<Arc<Shared>>) -> Response {
             notification_url: x.notification_url.clone(),
             expires: rfc3339(x.expires),
             needs_reauthorization: x.needs_reauthorization,
+            client_state: x.client_state.clone(),
         })
         .collect();
     Json(list).into_response()
