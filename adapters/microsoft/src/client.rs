@@ -290,6 +290,11 @@ impl Session<'_> {
                 Ok(resp) => {
                     let status = resp.status();
                     span.record("http.response.status_code", status.as_u16());
+                    let resp_challenge = resp
+                        .headers()
+                        .get(reqwest::header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(crate::oauth::claims_challenge);
                     let retry_after = resp
                         .headers()
                         .get(RETRY_AFTER)
@@ -315,7 +320,10 @@ impl Session<'_> {
                         return Ok(Answer { status, body });
                     }
                     if status == StatusCode::UNAUTHORIZED {
-                        self.refresh_once().await.map_err(Err)?;
+                        // A claims challenge (Continuous Access Evaluation)
+                        // is answered with a token that carries the claims.
+                        let challenge = resp_challenge.as_deref();
+                        self.refresh_once(challenge).await.map_err(Err)?;
                         attempt -= 1;
                         continue;
                     }
@@ -364,7 +372,7 @@ impl Session<'_> {
         }
     }
 
-    async fn refresh_once(&self) -> Result<(), GraphError> {
+    async fn refresh_once(&self, challenge: Option<&str>) -> Result<(), GraphError> {
         let rejected = || {
             GraphError::Unauthenticated(
                 "Microsoft rejected the access token and it could not be refreshed".into(),
@@ -373,8 +381,15 @@ impl Session<'_> {
         if self.refreshed.swap(true, Ordering::SeqCst) || self.refresh_token.expose().is_empty() {
             return Err(rejected());
         }
-        tracing::debug!("access token rejected; refreshing once");
-        let tokens = self.api.oauth.refresh(self.refresh_token.expose()).await?;
+        tracing::debug!(
+            claims_challenge = challenge.is_some(),
+            "access token rejected; refreshing once"
+        );
+        let tokens = self
+            .api
+            .oauth
+            .refresh_with(self.refresh_token.expose(), challenge)
+            .await?;
         *self.access_token.lock().unwrap_or_else(|e| e.into_inner()) = tokens.access_token;
         Ok(())
     }

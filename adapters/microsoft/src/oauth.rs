@@ -217,25 +217,40 @@ impl OAuth {
         verifier: &str,
         redirect_uri: &str,
     ) -> Result<Tokens, GraphError> {
+        let claims = token_claims(None);
         self.token(&[
             ("grant_type", "authorization_code"),
             ("code", code),
             ("code_verifier", verifier),
             ("redirect_uri", redirect_uri),
+            ("claims", &claims),
         ])
         .await
     }
 
     /// Redeems a refresh token (the answer carries a new one).
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, GraphError> {
+        self.refresh_with(refresh_token, None).await
+    }
+
+    /// Redeems a refresh token asking for the claims of a Continuous
+    /// Access Evaluation challenge (`challenge`, the decoded JSON of the
+    /// 401's `claims`), so the new access token satisfies them.
+    pub async fn refresh_with(
+        &self,
+        refresh_token: &str,
+        challenge: Option<&str>,
+    ) -> Result<Tokens, GraphError> {
         if refresh_token.is_empty() {
             return Err(GraphError::Unauthenticated(
                 "no refresh token is stored; the user must sign in again".into(),
             ));
         }
+        let claims = token_claims(challenge);
         self.token(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
+            ("claims", &claims),
         ])
         .await
     }
@@ -314,6 +329,62 @@ impl OAuth {
     }
 }
 
+/// The longest claims challenge accepted.
+pub const MAX_CLAIMS: usize = 4096;
+
+/// The `claims` of a token request: the client capability `cp1` (this
+/// client handles Continuous Access Evaluation challenges, so Microsoft
+/// may revoke its tokens early instead of waiting out their lifetime),
+/// merged with a challenge's claims when there is one. A challenge that is
+/// not a JSON object is ignored.
+pub fn token_claims(challenge: Option<&str>) -> String {
+    let mut claims = challenge
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    let access = &mut claims["access_token"];
+    if !access.is_object() {
+        *access = serde_json::json!({});
+    }
+    access["xms_cc"] = serde_json::json!({"values": ["cp1"]});
+    claims.to_string()
+}
+
+/// The claims of a Continuous Access Evaluation challenge in a 401's
+/// `WWW-Authenticate` (`Bearer ... error="insufficient_claims",
+/// claims="<base64 JSON>"`), decoded; `None` when it is not one.
+pub fn claims_challenge(www_authenticate: &str) -> Option<String> {
+    use base64::Engine as _;
+    if www_authenticate.len() > 2 * MAX_CLAIMS {
+        return None;
+    }
+    let params = www_authenticate.trim().strip_prefix("Bearer")?;
+    let mut error = None;
+    let mut claims = None;
+    for part in params.split(',') {
+        let Some((k, v)) = part.trim().split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"');
+        match k.trim() {
+            "error" => error = Some(v),
+            "claims" => claims = Some(v),
+            _ => {}
+        }
+    }
+    if error != Some("insufficient_claims") {
+        return None;
+    }
+    let raw = claims?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    (text.len() <= MAX_CLAIMS && serde_json::from_str::<serde_json::Value>(&text).is_ok())
+        .then_some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +428,39 @@ mod tests {
             missing_scopes(AccessLevel::ReadWrite, &["Calendars.Read".into()]),
             vec!["Calendars.ReadWrite".to_string()]
         );
+    }
+
+    #[test]
+    fn claims_challenges_are_read_and_merged_with_the_client_capability() {
+        use base64::Engine as _;
+        let challenge = r#"{"access_token":{"nbf":{"essential":true,"value":"1702682181"}}}"#;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(challenge);
+        let header = format!(
+            r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="{b64}""#
+        );
+        let got = claims_challenge(&header).unwrap();
+        assert_eq!(got, challenge);
+        let merged: serde_json::Value = serde_json::from_str(&token_claims(Some(&got))).unwrap();
+        assert_eq!(merged["access_token"]["nbf"]["value"], "1702682181");
+        assert_eq!(merged["access_token"]["xms_cc"]["values"][0], "cp1");
+        let plain: serde_json::Value = serde_json::from_str(&token_claims(None)).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"access_token": {"xms_cc": {"values": ["cp1"]}}})
+        );
+        // Not a claims challenge, or not readable: none.
+        assert_eq!(claims_challenge(r#"Bearer error="invalid_token""#), None);
+        assert_eq!(
+            claims_challenge(r#"Bearer error="insufficient_claims", claims="!!""#),
+            None
+        );
+        assert_eq!(claims_challenge("Basic realm=x"), None);
+        let huge = format!(
+            r#"Bearer error="insufficient_claims", claims="{}""#,
+            "A".repeat(3 * MAX_CLAIMS)
+        );
+        assert_eq!(claims_challenge(&huge), None);
+        // A challenge that is not an object only adds the capability.
+        assert!(token_claims(Some("[1]")).contains("cp1"));
     }
 }

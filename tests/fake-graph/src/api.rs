@@ -166,6 +166,26 @@ fn throttled(seconds: u64, code: &'static str, status: u16) -> Response {
     r
 }
 
+/// A Continuous Access Evaluation claims challenge: 401 with the claims
+/// a new token must carry, base64 in `WWW-Authenticate`.
+fn claims_challenge(nbf: &str) -> Response {
+    use base64::Engine as _;
+    let claims = json!({"access_token": {"nbf": {"essential": true, "value": nbf}}});
+    let b64 = base64::engine::general_purpose::STANDARD.encode(claims.to_string());
+    let mut r = graph_error(&err(
+        401,
+        "InvalidAuthenticationToken",
+        "Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp",
+    ));
+    let value = format!(
+        r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="{b64}""#
+    );
+    if let Ok(v) = value.parse() {
+        r.headers_mut().insert("www-authenticate", v);
+    }
+    r
+}
+
 /// The id of `user`'s default calendar (empty for an unknown user).
 fn default_calendar_id(s: &Shared, user: &str) -> String {
     s.lock()
@@ -210,6 +230,11 @@ pub(crate) fn caller(
         )));
     }
     let user = access.user.clone();
+    let challenge = st.users.get(&user).and_then(|u| u.claims_nbf.clone());
+    if let Some(nbf) = challenge.filter(|n| access.cae && access.nbf.as_ref() != Some(n)) {
+        st.claims_challenges += 1;
+        return Err(Box::new(claims_challenge(&nbf)));
+    }
     let now = Instant::now();
     if let Some(u) = st.users.get(&user) {
         if let Some(nb) = u.not_before.filter(|nb| *nb > now) {

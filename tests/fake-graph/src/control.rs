@@ -27,6 +27,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         )
         .route("/fake/v1/users/{email}/expire-delta", post(expire))
         .route("/fake/v1/users/{email}/kill-grants", post(kill_grants))
+        .route(
+            "/fake/v1/users/{email}/critical-event",
+            post(critical_event),
+        )
         .route("/fake/v1/faults", post(add_fault))
         .route("/fake/v1/stats", get(stats))
         .route("/fake/v1/violations", get(violations))
@@ -156,6 +160,21 @@ async fn kill_grants(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// A critical event for the user (a password change, a disabled
+/// account, a location change): tokens of clients capable of Continuous
+/// Access Evaluation are challenged until they are reissued with the
+/// claims.
+async fn critical_event(State(s): State<Arc<Shared>>, Path(email): Path<String>) -> Response {
+    let mut st = s.lock();
+    match st.users.get_mut(&email) {
+        Some(u) => {
+            u.claims_nbf = Some(chrono::Utc::now().timestamp().to_string());
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn add_fault(State(s): State<Arc<Shared>>, Json(f): Json<Fault>) -> Response {
     s.lock().faults.push_back(f);
     StatusCode::NO_CONTENT.into_response()
@@ -163,7 +182,12 @@ async fn add_fault(State(s): State<Arc<Shared>>, Json(f): Json<Fault>) -> Respon
 
 async fn stats(State(s): State<Arc<Shared>>) -> Response {
     let st = s.lock();
-    Json(json!({"early_retries": st.early_retries, "requests": st.requests})).into_response()
+    Json(json!({
+        "early_retries": st.early_retries,
+        "requests": st.requests,
+        "claims_challenges": st.claims_challenges,
+    }))
+    .into_response()
 }
 
 async fn violations(State(s): State<Arc<Shared>>) -> Response {
@@ -309,6 +333,27 @@ impl Control {
                 ))
                 .json(&json!({"aadsts": aadsts})),
         )
+        .await
+        .map(drop)
+    }
+
+    /// How many claims challenges (401 `insufficient_claims`) were sent.
+    pub async fn claims_challenges(&self) -> anyhow::Result<u64> {
+        let v = self
+            .send(self.http.get(format!("{}/fake/v1/stats", self.base)))
+            .await?;
+        Ok(v["claims_challenges"].as_u64().unwrap_or(0))
+    }
+
+    /// A critical event for the user: tokens issued before it get a
+    /// Continuous Access Evaluation claims challenge (401
+    /// `insufficient_claims`) when their client is capable of it.
+    pub async fn critical_event(&self, email: &str) -> anyhow::Result<()> {
+        self.send(self.http.post(format!(
+            "{}/fake/v1/users/{}/critical-event",
+            self.base,
+            enc(email)
+        )))
         .await
         .map(drop)
     }

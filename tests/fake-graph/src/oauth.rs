@@ -285,12 +285,22 @@ fn token_endpoint(shared: &Shared, tenant: &str, f: &HashMap<String, String>) ->
         }
     };
     let access = format!("EwB{}", token(48));
+    let claims: serde_json::Value =
+        serde_json::from_str(get("claims")).unwrap_or(serde_json::Value::Null);
+    let cae = claims["access_token"]["xms_cc"]["values"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|x| x == "cp1"));
+    let nbf = claims["access_token"]["nbf"]["value"]
+        .as_str()
+        .map(str::to_string);
     st.access.insert(
         access.clone(),
         Access {
             user: user.clone(),
             scopes: scopes.clone(),
             expires: Utc::now() + chrono::Duration::seconds(shared.config.access_token_seconds),
+            cae,
+            nbf,
         },
     );
     let mut body = json!({

@@ -49,6 +49,12 @@ pub(crate) struct Access {
     pub(crate) user: String,
     pub(crate) scopes: Vec<String>,
     pub(crate) expires: DateTime<Utc>,
+    /// The client declared it handles claims challenges (`xms_cc` `cp1`):
+    /// Continuous Access Evaluation applies to the token.
+    pub(crate) cae: bool,
+    /// The `nbf` claim value the token was issued with (answering a
+    /// challenge).
+    pub(crate) nbf: Option<String>,
 }
 
 /// A calendar.
@@ -147,6 +153,10 @@ pub(crate) struct User {
     /// No request before this instant (set by an injected 429 with
     /// Retry-After); an early one gets another 429.
     pub(crate) not_before: Option<Instant>,
+    /// A critical event (Continuous Access Evaluation): tokens of capable
+    /// clients issued without this `nbf` claim value get a claims
+    /// challenge.
+    pub(crate) claims_nbf: Option<String>,
 }
 
 /// An injected failure of the next Graph requests.
@@ -182,6 +192,8 @@ pub(crate) struct State {
     pub(crate) seq: u64,
     /// Requests that arrived before a Retry-After had passed.
     pub(crate) early_retries: u64,
+    /// Claims challenges sent (Continuous Access Evaluation).
+    pub(crate) claims_challenges: u64,
     /// Graph requests served (method and path), for tests.
     pub(crate) requests: Vec<String>,
     /// Delta pages served, for the empty-page quirk.
@@ -262,6 +274,7 @@ impl State {
                 tombstones: Vec::new(),
                 delta_generation: 1,
                 not_before: None,
+                claims_nbf: None,
             },
         );
     }

@@ -424,6 +424,34 @@ async fn invalid_grant_makes_the_account_reauth_required() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_claims_challenge_is_answered_with_a_token_that_carries_the_claims() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "cae@contoso.example";
+    m.user(user).await?;
+    let mut c = tenant(&m, "ms-cae").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    m.subscription(user, "a subscription", |_| true).await?;
+    // A critical event (say, a password change the user made themselves):
+    // the adapter declared it handles claims challenges, so its token is
+    // challenged at once instead of living out its hour.
+    m.control.critical_event(user).await?;
+    let c0 = change_cursor(&mut c).await?;
+    m.control
+        .insert_event(user, &graph_event("After the challenge", 2))
+        .await?;
+    titled(&mut c, &c0, "After the challenge").await?;
+    assert!(m.control.claims_challenges().await? >= 1);
+    let account = c
+        .get_account(pb::GetAccountRequest {
+            account_id: a.account_id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(account.status, pb::AccountStatus::Active as i32);
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn revoking_deletes_subscriptions_and_every_stored_byte() -> Result<()> {
     let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
     let user = "leaver@contoso.example";
