@@ -107,6 +107,10 @@ pub(crate) struct UpArgs {
     /// The Microsoft adapter's listening address.
     #[arg(long, default_value = "127.0.0.1:50066")]
     pub microsoft_listen: String,
+    /// The Microsoft adapter's push webhook (HTTPS, with a development
+    /// certificate generated in the data directory).
+    #[arg(long, default_value = "127.0.0.1:50067")]
+    pub microsoft_webhook_listen: String,
     /// The fake Microsoft Graph (identity platform consent and token
     /// endpoints, Graph calendar API) the local Microsoft adapter talks to.
     #[arg(long, default_value = "127.0.0.1:50068")]

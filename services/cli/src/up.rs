@@ -227,7 +227,8 @@ fn summary(args: &UpArgs, started: &[Service]) -> String {
     }
     if let (Some(m), Some(f)) = (addr("microsoft"), addr("fake-graph")) {
         s.push_str(&format!(
-            "  microsoft    {m} (against the fake Graph at {f})\n"
+            "  microsoft    {m} (against the fake Graph at {f}; push webhook https://{})\n",
+            args.microsoft_webhook_listen
         ));
     }
     if addr("google").is_some() || addr("microsoft").is_some() {
@@ -271,7 +272,7 @@ fn summary(args: &UpArgs, started: &[Service]) -> String {
 /// Files a local adapter and fake provider pair needs, made once in
 /// `DATA_DIR/<provider>`: the OAuth client's id and secret, and a
 /// development CA with a certificate for 127.0.0.1 for the push webhook
-/// (the fake Google trusts only that CA).
+/// (the fake trusts only that CA).
 struct LocalOAuth {
     client_id_file: PathBuf,
     client_secret_file: PathBuf,
@@ -432,6 +433,8 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         let mut cmd = Command::new(fake_bin);
         cmd.arg("--listen")
             .arg(&args.fake_graph_listen)
+            .arg("--webhook-ca-file")
+            .arg(&files.ca_file)
             .arg("--client")
             .arg(format!(
                 "{LOCAL_MICROSOFT_CLIENT_ID}:{}:{callback}",
@@ -451,7 +454,18 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
             .arg("--authority-url")
             .arg(&fake)
             .arg("--graph-base-url")
-            .arg(format!("{fake}/v1.0/"));
+            .arg(format!("{fake}/v1.0/"))
+            .arg("--webhook-listen")
+            .arg(&args.microsoft_webhook_listen)
+            .arg("--webhook-public-url")
+            .arg(format!("https://{}/", args.microsoft_webhook_listen))
+            .arg("--webhook-tls-cert")
+            .arg(&files.cert_file)
+            .arg("--webhook-tls-key")
+            .arg(&files.key_file)
+            // Notifications go to this stack's scheduler and nowhere else.
+            .arg("--allowed-callback-endpoint")
+            .arg(format!("http://{}", args.listen));
         plan.push(("microsoft", with_otlp(cmd, &args)));
     }
 

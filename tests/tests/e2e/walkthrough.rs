@@ -47,17 +47,24 @@ impl Cli {
     }
 }
 
+/// The ports of `calbridge up`'s processes a test talks to directly.
+struct UpPorts {
+    scheduler: u16,
+    sandbox: u16,
+    fake_graph: u16,
+}
+
 /// Starts `calbridge up` on fresh ports and waits for its summary (printed
-/// once every process is ready); answers the child and the scheduler's and
-/// sandbox's ports. A port another process took between choosing and
+/// once every process is ready); answers the child and the scheduler's,
+/// sandbox's and fake Graph's ports. A port another process took between choosing and
 /// binding makes `up` exit early: that try is repeated on new ports, and
 /// any other early exit fails with `up`'s own words.
-async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, u16, u16)> {
+async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, UpPorts)> {
     let mut last_error = String::new();
     for _ in 0..3 {
         let (sp, bp, cp) = (free_port(), free_port(), free_port());
         let (gp, wp, fp, op) = (free_port(), free_port(), free_port(), free_port());
-        let (mp, gfp) = (free_port(), free_port());
+        let (mp, mwp, gfp) = (free_port(), free_port(), free_port());
         let stderr_path = data_dir.join("up.stderr");
         let mut up = Command::new(bin("calbridge"))
             .args([
@@ -80,6 +87,8 @@ async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, u16, u16)> 
                 &format!("127.0.0.1:{op}"),
                 "--microsoft-listen",
                 &format!("127.0.0.1:{mp}"),
+                "--microsoft-webhook-listen",
+                &format!("127.0.0.1:{mwp}"),
                 "--fake-graph-listen",
                 &format!("127.0.0.1:{gfp}"),
             ])
@@ -101,7 +110,12 @@ async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, u16, u16)> 
         .context("calbridge up did not become ready within 60 s")?;
         if ready {
             tokio::spawn(async move { while let Ok(Some(_)) = up_out.next_line().await {} });
-            return Ok((up, sp, bp));
+            let ports = UpPorts {
+                scheduler: sp,
+                sandbox: bp,
+                fake_graph: gfp,
+            };
+            return Ok((up, ports));
         }
         let _ = up.wait().await;
         last_error = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -115,11 +129,11 @@ async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, u16, u16)> 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (mut up, sp, bp) = start_up(dir.path()).await?;
+    let (mut up, ports) = start_up(dir.path()).await?;
 
     let mut cli = Cli {
-        server: format!("http://127.0.0.1:{sp}"),
-        sandbox: format!("http://127.0.0.1:{bp}"),
+        server: format!("http://127.0.0.1:{}", ports.scheduler),
+        sandbox: format!("http://127.0.0.1:{}", ports.sandbox),
         token_file: dir.path().join("admin.token").display().to_string(),
         api_key: None,
     };
@@ -528,6 +542,63 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
         ],
         "{cals}"
     );
+    // An Outlook edit reaches the mirror through Graph's change
+    // notification to `up`'s webhook: with push on, the next poll is ten
+    // minutes away.
+    let outlook_title = "Lunch with Ysolde Marchbank";
+    let (o_start, o_end) = (day + Days::hours(5), day + Days::hours(6));
+    let wall = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let stored = http
+        .post(format!(
+            "http://127.0.0.1:{}/fake/v1/users/ada%40outlook.example/events",
+            ports.fake_graph
+        ))
+        .json(&serde_json::json!({
+            "subject": outlook_title,
+            "start": {"dateTime": wall(o_start), "timeZone": "UTC"},
+            "end": {"dateTime": wall(o_end), "timeZone": "UTC"},
+        }))
+        .send()
+        .await?;
+    assert!(stored.status().is_success(), "{}", stored.text().await?);
+    let outlook_calendar = cals["calendars"]
+        .as_array()
+        .context("calendars")?
+        .iter()
+        .find(|c| c["primary"] == true)
+        .context("default calendar")?["calendar_id"]
+        .as_str()
+        .context("calendar id")?
+        .to_string();
+    eventually(
+        Duration::from_secs(30),
+        "the Outlook event pushed to the mirror",
+        || async {
+            let v = cli
+                .run(&[
+                    "events",
+                    "list",
+                    "--account",
+                    microsoft_id,
+                    "--calendar",
+                    &outlook_calendar,
+                    "--from",
+                    &from,
+                    "--to",
+                    &to,
+                    "--json",
+                ])
+                .await
+                .ok()?;
+            v["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["title"] == outlook_title)
+                .then_some(())
+        },
+    )
+    .await?;
 
     // 8. Stop everything cleanly.
     let pid = up.id().context("up pid")?;
@@ -540,7 +611,7 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     // Nothing personal or secret sits in the store in plaintext.
     assert_store_is_opaque(
         &dir.path().join("store"),
-        &[password, title, outside_title, attendee],
+        &[password, title, outside_title, attendee, outlook_title],
     )?;
     Ok(())
 }
