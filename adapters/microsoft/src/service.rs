@@ -265,16 +265,22 @@ impl CalendarAdapter for MicrosoftAdapter {
         &self,
         request: Request<pb::ListProviderCalendarsRequest>,
     ) -> Result<Response<pb::ListProviderCalendarsResponse>, Status> {
-        let session = self.session(request.get_ref().credentials.as_ref())?;
+        let credentials = request.get_ref().credentials.as_ref();
+        let session = self.session(credentials)?;
         let listed = session.calendars().await?;
         let zone = session
             .mailbox_time_zone()
             .await
             .as_deref()
             .and_then(mapping::zone);
+        // Outlook publishes free/busy from the default calendar only
+        // (getSchedule), so a FREE_BUSY account has that one calendar.
+        let free_busy_only =
+            credentials.is_some_and(|c| c.access_level() == pb::AccessLevel::FreeBusy);
         let calendars: Vec<pb::Calendar> = listed
             .iter()
             .filter_map(|c| mapping::calendar(c, zone))
+            .filter(|c| !free_busy_only || c.primary)
             .collect();
         tracing::debug!(calendars = calendars.len(), "calendars listed");
         Ok(Response::new(pb::ListProviderCalendarsResponse {
