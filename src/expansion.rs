@@ -4,8 +4,10 @@
 //! [`MAX_INSTANCES`] instances to a window (the earliest; the rest are not
 //! mirrored and the series is reported as truncated), and stepping through
 //! its rule set, instances before the window included, may take at most
-//! [`MAX_STEPS`] candidates, beyond which the series is refused as too
-//! costly.
+//! [`MAX_STEPS`] candidates and [`MAX_TIME`], beyond which the series is
+//! refused as too costly.
+
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -18,6 +20,14 @@ pub const MAX_INSTANCES: usize = 10_000;
 /// minutely one from months back fit, a secondly one from a week back does
 /// not. About 0.1 s of CPU.
 pub const MAX_STEPS: usize = 500_000;
+
+/// The most time one expansion may take. The step bound counts the
+/// candidates the rule set yields, but a rule with a narrow filter steps
+/// through many more inside the `rrule` crate for each one it yields (an
+/// hourly rule with `BYHOUR` from centuries back yields 500,000 candidates
+/// after some 12 million steps, seconds of CPU); this bound stops those.
+/// Legitimate series take a few milliseconds.
+pub const MAX_TIME: Duration = Duration::from_millis(250);
 
 /// The instances of a rule set in a range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +44,7 @@ pub struct Stepped {
 /// Why a rule set was not expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the series is too costly to expand: more than {MAX_STEPS} candidate instances to step through"
+    "the series is too costly to expand: more than {MAX_STEPS} candidate instances to step through, or more than {} ms", MAX_TIME.as_millis()
 )]
 pub struct TooCostly;
 
@@ -51,9 +61,10 @@ pub fn step(
     let mut starts: Vec<DateTime<Utc>> = Vec::new();
     let mut truncated = false;
     let mut steps = 0;
+    let started = Instant::now();
     for d in &set {
         steps += 1;
-        if steps > MAX_STEPS {
+        if steps > MAX_STEPS || (steps % 256 == 0 && started.elapsed() > MAX_TIME) {
             return Err(TooCostly);
         }
         let utc = d.with_timezone(&Utc);
@@ -113,5 +124,23 @@ mod tests {
             step(set(t0, "FREQ=SECONDLY"), at, at + chrono::Duration::days(1)),
             Err(TooCostly)
         );
+    }
+
+    #[test]
+    fn a_narrow_rule_from_centuries_back_is_stopped_by_time() {
+        // Found by fuzzing: each candidate yielded costs 24 steps inside
+        // the crate, so the step bound alone let it run for seconds.
+        let t0 = Utc.with_ymd_and_hms(1013, 3, 5, 9, 0, 0).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            step(
+                set(t0, "FREQ=HOURLY;BYHOUR=3"),
+                at,
+                at + chrono::Duration::days(30)
+            ),
+            Err(TooCostly)
+        );
+        assert!(started.elapsed() < MAX_TIME * 4, "{:?}", started.elapsed());
     }
 }
