@@ -6,7 +6,8 @@
 //! notifications are lost; lifecycle events (subscription removed, needing
 //! reauthorization, missed notifications); writes and conflicts; a 410
 //! resync without spurious changes; a throttling storm waited out;
-//! invalid_grant; revocation.
+//! invalid_grant; a claims challenge; revocation; and a FREE_BUSY account
+//! synced from getSchedule alone, storing no event content.
 
 use std::time::{Duration, Instant};
 
@@ -449,6 +450,103 @@ async fn a_claims_challenge_is_answered_with_a_token_that_carries_the_claims() -
         .into_inner();
     assert_eq!(account.status, pb::AccountStatus::Active as i32);
     m.assert_valid().await
+}
+
+/// An Outlook event at `start` (UTC) with a secret subject, body and
+/// location, shown as `show_as`.
+fn shown(subject: &str, start: chrono::DateTime<Utc>, minutes: i64, show_as: &str) -> Value {
+    let at = |t: chrono::DateTime<Utc>| json!({"dateTime": t.format("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": "UTC"});
+    json!({
+        "subject": subject,
+        "body": {"contentType": "text", "content": "Secret agenda"},
+        "location": {"displayName": "Boardroom"},
+        "start": at(start),
+        "end": at(start + Span::minutes(minutes)),
+        "showAs": show_as,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_free_busy_account_is_synced_from_getschedule_and_stores_no_content() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "busy@contoso.example";
+    m.user(user).await?;
+    let day = (Utc::now() + Span::days(2))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
+    let at = |days: i64, hours: i64, minutes: i64| {
+        day + Span::days(days) + Span::hours(hours) + Span::minutes(minutes)
+    };
+    let mut standup = shown("Secret standup", at(0, 9, 0), 15, "busy");
+    standup["recurrence"] = json!({
+        "pattern": {"type": "daily", "interval": 1},
+        "range": {"type": "numbered", "startDate": day.format("%Y-%m-%d").to_string(), "numberOfOccurrences": 2},
+    });
+    for e in [
+        shown("Secret interview", at(0, 11, 0), 60, "busy"),
+        shown("Secret maybe", at(0, 14, 0), 30, "tentative"),
+        shown("Secret leave", at(3, 8, 0), 8 * 60, "oof"),
+        shown("Secret focus", at(0, 16, 0), 60, "free"),
+        standup,
+    ] {
+        m.control.insert_event(user, &e).await?;
+    }
+    let mut c = tenant(&m, "ms-free-busy").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::FreeBusy).await?;
+    let fb = c
+        .query_free_busy(pb::QueryFreeBusyRequest {
+            account_ids: vec![a.account_id.clone()],
+            window: Some(pb::TimeWindow {
+                start: Some(calbridge::time::to_timestamp(day)),
+                end: Some(calbridge::time::to_timestamp(day + Span::days(7))),
+            }),
+        })
+        .await?
+        .into_inner();
+    let busy: Vec<_> = fb
+        .accounts
+        .iter()
+        .flat_map(|a| &a.busy)
+        .filter_map(|b| {
+            Some((
+                calbridge::time::from_timestamp(b.start.as_ref()?)?,
+                calbridge::time::from_timestamp(b.end.as_ref()?)?,
+                b.status(),
+            ))
+        })
+        .collect();
+    use pb::BusyStatus::*;
+    assert_eq!(
+        busy,
+        vec![
+            (at(0, 9, 0), at(0, 9, 15), Busy),
+            (at(0, 11, 0), at(0, 12, 0), Busy),
+            (at(0, 14, 0), at(0, 14, 30), Tentative),
+            (at(1, 9, 0), at(1, 9, 15), Busy),
+            (at(3, 8, 0), at(3, 16, 0), OutOfOffice),
+        ],
+        "{fb:#?}"
+    );
+    let (_, requests) = m.control.stats().await?;
+    assert!(
+        requests
+            .iter()
+            .any(|r| r == "POST /me/calendar/getSchedule"),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("events") || r.contains("calendarView")),
+        "a FREE_BUSY account never has an event read: {requests:?}"
+    );
+    m.assert_valid().await?;
+    let mut stack = m.stack;
+    stack.scheduler.kill9().await;
+    assert!(!dir_contains(stack.dir.path(), b"Secret")?);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
