@@ -1,5 +1,8 @@
 //! The Microsoft adapter's gRPC service against the fake Graph, both in
-//! this process: sign-in, calendars, delta sync, writes, throttling.
+//! this process: sign-in, calendars, delta sync, writes, throttling. Every
+//! Graph request and answer between them passes through Stoplight Prism
+//! with Microsoft's OpenAPI description (`tests/src/prism.rs`, shared with
+//! the end-to-end tests).
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,10 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 use tonic::Code;
 
+#[path = "../../../tests/src/prism.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod prism;
+
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const SECRET: &str = "fake-secret";
 const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
@@ -23,6 +30,7 @@ const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 struct World {
     _fake: FakeHandle,
+    prism: prism::Prism,
     control: Control,
     client: CalendarAdapterClient<Channel>,
     _dir: tempfile::TempDir,
@@ -33,6 +41,10 @@ async fn start() -> World {
         .await
         .unwrap();
     let control = fake.control();
+    let prism = prism::Prism::start(&format!("{}/v1.0", fake.base_url()))
+        .await
+        .unwrap();
+    control.set_graph_url(prism.url()).await.unwrap();
     control
         .add_client(CLIENT_ID, SECRET, REDIRECT)
         .await
@@ -48,7 +60,7 @@ async fn start() -> World {
     let mut config = Config::new("127.0.0.1:0".parse().unwrap(), id, secret);
     config.tenant = "organizations".into();
     config.authority_url = fake.base_url();
-    config.graph_base_url = format!("{}/v1.0/", fake.base_url());
+    config.graph_base_url = prism.url().to_string();
     config.retry_base_delay_ms = 20;
     config.retry_budget_ms = 5_000;
     let bound = calbridge_runtime::bind(config.listen).await.unwrap();
@@ -64,6 +76,7 @@ async fn start() -> World {
         .unwrap();
     World {
         _fake: fake,
+        prism,
         control,
         client,
         _dir: dir,
@@ -72,10 +85,12 @@ async fn start() -> World {
 
 impl World {
     /// Every answer of the fake, and every event body the adapter sent,
-    /// fits Microsoft's OpenAPI schemas.
+    /// fits Microsoft's OpenAPI schemas, by the fake's own check and by
+    /// Prism's.
     async fn verify(&self) {
         let v = self.control.violations().await.unwrap();
         assert!(v.is_empty(), "schema violations: {v:#?}");
+        self.prism.verify().await.unwrap();
     }
 
     async fn consent_code(&mut self, level: pb::AccessLevel) -> String {

@@ -34,6 +34,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/fake/v1/faults", post(add_fault))
         .route("/fake/v1/stats", get(stats))
         .route("/fake/v1/violations", get(violations))
+        .route("/fake/v1/graph-url", post(set_graph_url))
 }
 
 async fn add_client(State(s): State<Arc<Shared>>, Json(b): Json<Value>) -> Response {
@@ -192,6 +193,14 @@ async fn stats(State(s): State<Arc<Shared>>) -> Response {
 
 async fn violations(State(s): State<Arc<Shared>>) -> Response {
     Json(json!({"value": s.lock().violations})).into_response()
+}
+
+async fn set_graph_url(State(s): State<Arc<Shared>>, Json(b): Json<Value>) -> Response {
+    let Some(url) = b["url"].as_str() else {
+        return (StatusCode::BAD_REQUEST, "url").into_response();
+    };
+    s.lock().graph_url = Some(url.trim_end_matches('/').to_string());
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// A client of the control API.
@@ -383,6 +392,19 @@ impl Control {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Makes the fake's next and delta links start with `url` (a proxy in
+    /// front of it, forwarding to its `/v1.0`) instead of its own
+    /// `http://ADDR/v1.0/`.
+    pub async fn set_graph_url(&self, url: &str) -> anyhow::Result<()> {
+        self.send(
+            self.http
+                .post(format!("{}/fake/v1/graph-url", self.base))
+                .json(&json!({ "url": url })),
+        )
+        .await
+        .map(drop)
     }
 
     /// How many requests came before a `Retry-After` had passed, and every

@@ -71,7 +71,11 @@ pub(crate) fn page(
             return Err(err(400, "ErrorInvalidUrlQuery", format!("The following parameters are not supported with change tracking over the 'CalendarView' resource: '{k}'.")));
         }
     }
-    let (config, base) = (&shared.config, shared.base_url.as_str());
+    let config = &shared.config;
+    let base = st
+        .graph_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/v1.0", shared.base_url));
     let seq = st.seq;
     let user = st
         .users
@@ -204,7 +208,7 @@ pub(crate) fn page(
         t.after = Some((*s, id.clone()));
     }
     let enc = percent_encoding::utf8_percent_encode(calendar, percent_encoding::NON_ALPHANUMERIC);
-    let link = format!("{base}/v1.0/me/calendars/{enc}/calendarView/delta");
+    let link = format!("{base}/me/calendars/{enc}/calendarView/delta");
     let mut out = json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(event)",
         "value": value,

@@ -200,6 +200,9 @@ pub(crate) struct State {
     pub(crate) pages_served: u32,
     /// Where answers or request bodies broke Graph's schemas.
     pub(crate) violations: Vec<String>,
+    /// The Graph base URL the fake's next and delta links start with when
+    /// a proxy stands in front of it (`None`: its own `http://ADDR/v1.0`).
+    pub(crate) graph_url: Option<String>,
     /// Change-notification subscriptions and their deliveries.
     pub(crate) subscriptions: crate::subscriptions::Book,
     /// Wakes the delivery task.

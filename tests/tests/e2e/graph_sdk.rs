@@ -5,12 +5,19 @@
 //! handshake on an HTTPS endpoint of its own), and fails on any answer
 //! that does not parse into the SDK's models. `scripts/test` prepares the
 //! Python environment and sets `CALBRIDGE_TEST_PYTHON`.
+//!
+//! And the other Microsoft artefact the Graph tests lean on, Prism with
+//! Microsoft's OpenAPI description ([`calbridge_e2e::prism`]), shown to
+//! refuse what breaks it: without that, a Prism that checked nothing would
+//! pass the adapter's tests just the same.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use calbridge_e2e::prism::Prism;
 use calbridge_fake_graph::FakeConfig;
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLIENT_ID: &str = "0f4e7a52-3b8d-4c1e-9a6f-2d5b8c7e1a90";
 const SECRET: &str = "sdk-secret";
@@ -73,5 +80,58 @@ async fn microsofts_python_sdk_syncs_writes_and_subscribes_against_the_fake_grap
         violations.is_empty(),
         "the fake's answers to the SDK break Microsoft's schemas: {violations:#?}"
     );
+    Ok(())
+}
+
+/// An upstream that answers every request with an event whose id is a
+/// number and whose subject is a list.
+async fn broken_graph() -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let _ = conn.read(&mut buf).await;
+                let body = r#"{"id": 5, "subject": ["not", "a", "string"]}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}/v1.0"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prism_refuses_a_graph_answer_and_an_event_body_that_break_microsofts_description(
+) -> Result<()> {
+    let prism = Prism::start(&broken_graph().await?).await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let answer = http
+        .get(format!("{}me/events/AAMkAGI2", prism.url()))
+        .bearer_auth("token")
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 500, "{}", answer.text().await?);
+    let problem: Value = answer.json().await?;
+    assert!(problem.to_string().contains("subject"), "{problem}");
+    let refused = http
+        .post(format!("{}me/events", prism.url()))
+        .bearer_auth("token")
+        .json(&json!({"subject": 5, "start": "tomorrow"}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 422, "{}", refused.text().await?);
+    let found = prism.violations().await?;
+    assert!(
+        found.iter().any(|l| l.contains("VIOLATIONS"))
+            && found.iter().any(|l| l.contains("UNPROCESSABLE_ENTITY")),
+        "Prism's log: {}",
+        prism.log()
+    );
+    assert!(prism.verify().await.is_err());
     Ok(())
 }
