@@ -91,6 +91,7 @@ pub struct Api {
     per_mailbox: usize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     limiter: Limiter,
+    batching: bool,
 }
 
 impl Api {
@@ -111,7 +112,19 @@ impl Api {
             per_mailbox: per_mailbox.max(1),
             slots: Mutex::new(HashMap::new()),
             limiter,
+            batching: true,
         }
+    }
+
+    /// This client with JSON batching (`$batch`) on or off.
+    pub fn with_batching(mut self, on: bool) -> Self {
+        self.batching = on;
+        self
+    }
+
+    /// True when independent requests may go in one `$batch`.
+    pub fn batching(&self) -> bool {
+        self.batching
     }
 
     /// A session for one call on behalf of `account` (empty before it is
@@ -133,6 +146,16 @@ impl Api {
             segments,
         ))
         .expect("an encoded path below a valid base is valid")
+    }
+
+    /// The Graph base (ending with `/`).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// `link` when it lies below the Graph base; `None` otherwise.
@@ -170,6 +193,9 @@ pub struct Call {
     pub if_match: Option<String>,
     /// `Prefer: odata.maxpagesize`.
     pub max_page_size: Option<u32>,
+    /// How many Graph requests this one stands for against the mailbox's
+    /// budget and concurrency (a `$batch` of N counts N).
+    pub weight: u32,
 }
 
 impl Call {
@@ -181,7 +207,20 @@ impl Call {
             body: None,
             if_match: None,
             max_page_size: None,
+            weight: 1,
         }
+    }
+
+    /// The `Prefer` header every Graph request carries: times in UTC,
+    /// text bodies, immutable ids, and the page size when asked.
+    pub fn prefer(&self) -> String {
+        let mut prefer = String::from(
+            "outlook.timezone=\"UTC\", outlook.body-content-type=\"text\", IdType=\"ImmutableId\"",
+        );
+        if let Some(n) = self.max_page_size {
+            prefer.push_str(&format!(", odata.maxpagesize={n}"));
+        }
+        prefer
     }
 }
 
@@ -252,20 +291,18 @@ impl Session<'_> {
             if attempt > 1 {
                 span.record("http.request.resend_count", attempt - 1);
             }
-            self.api.limiter.acquire(&self.account).await;
+            for _ in 0..call.weight.max(1) {
+                self.api.limiter.acquire(&self.account).await;
+            }
             let slot = self.api.slot(&self.account);
-            let permit = slot.acquire_owned().await.map_err(|_| {
+            let slots = call.weight.clamp(1, self.api.per_mailbox as u32);
+            let permit = slot.acquire_many_owned(slots).await.map_err(|_| {
                 Err(GraphError::Unavailable(
                     "the adapter is shutting down".into(),
                     None,
                 ))
             })?;
-            let mut prefer = String::from(
-                "outlook.timezone=\"UTC\", outlook.body-content-type=\"text\", IdType=\"ImmutableId\"",
-            );
-            if let Some(n) = call.max_page_size {
-                prefer.push_str(&format!(", odata.maxpagesize={n}"));
-            }
+            let prefer = call.prefer();
             let mut request = self
                 .api
                 .http

@@ -65,6 +65,11 @@ pub struct Config {
     /// (doubled per attempt, plus up to as much random jitter).
     #[arg(long, default_value_t = 500)]
     pub retry_base_delay_ms: u64,
+    /// Send every request on its own, never several in one `$batch` (for
+    /// a validating proxy that knows no `$batch`, or a gateway that
+    /// refuses it).
+    #[arg(long, env = "CALBRIDGE_MICROSOFT_NO_BATCH")]
+    pub no_batch: bool,
     /// Timeout of one HTTP request, in seconds.
     #[arg(long, default_value_t = 30)]
     pub http_timeout_seconds: u64,
@@ -165,6 +170,7 @@ impl Config {
             retry_budget_ms: 30_000,
             retry_base_delay_ms: 500,
             http_timeout_seconds: 30,
+            no_batch: false,
             poll_interval_seconds: None,
             webhook_listen: "127.0.0.1:50066".parse().expect("valid address"),
             webhook_public_url: None,

@@ -23,7 +23,7 @@ use calbridge::pb;
 use calbridge::time::to_timestamp;
 use calbridge::Invalid;
 
-use crate::client::{Call, Session};
+use crate::client::{Call, Failure, Session};
 use crate::error::{meaning, short, GraphError};
 use crate::model;
 
@@ -288,17 +288,36 @@ pub async fn query(
     }
     inv.into_result()?;
     let url = session.api().url(&["me", "calendar", "getSchedule"]);
-    let mut busy = Vec::new();
     let ranges = split_window(window.start, window.end);
-    for &(start, end) in &ranges {
-        let call = Call {
+    let calls: Vec<Call> = ranges
+        .iter()
+        .map(|&(start, end)| Call {
             body: Some(request_body(&[address.as_str()], start, end)),
             ..Call::new(Method::POST, url.clone())
+        })
+        .collect();
+    // Several ranges go in one round trip when batching is on.
+    let answers: Vec<Result<crate::client::Answer, Failure>> =
+        if calls.len() > 1 && session.api().batching() {
+            let items: Vec<crate::batch::Item> =
+                calls.into_iter().map(crate::batch::Item::new).collect();
+            crate::batch::send_all(session, &items).await?
+        } else {
+            let mut out = Vec::with_capacity(calls.len());
+            for call in &calls {
+                out.push(match session.send(call).await {
+                    Ok(a) => Ok(a),
+                    Err(Ok(f)) => Err(f),
+                    Err(Err(e)) => return Err(e),
+                });
+            }
+            out
         };
-        let answer: Answer = match session.send(&call).await {
+    let mut busy = Vec::new();
+    for answer in answers {
+        let answer: Answer = match answer {
             Ok(a) => a.json()?,
-            Err(Ok(f)) => return Err(refused(f.status, &f.code)),
-            Err(Err(e)) => return Err(e),
+            Err(f) => return Err(refused(f.status, &f.code)),
         };
         let info = answer
             .value

@@ -20,6 +20,7 @@ use tonic::service::Routes;
 use calbridge::pb::calendar_adapter_server::CalendarAdapterServer;
 use calbridge::services::CALENDAR_ADAPTER;
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -55,14 +55,17 @@ impl MicrosoftAdapter {
             base,
             max_delay: base * 16,
         };
-        let api = Arc::new(Api::new(
-            http,
-            v.graph_base_url.clone(),
-            retry,
-            oauth.clone(),
-            config.max_concurrent_per_mailbox as usize,
-            crate::limiter::Limiter::new(config.requests_per_minute_per_mailbox),
-        ));
+        let api = Arc::new(
+            Api::new(
+                http,
+                v.graph_base_url.clone(),
+                retry,
+                oauth.clone(),
+                config.max_concurrent_per_mailbox as usize,
+                crate::limiter::Limiter::new(config.requests_per_minute_per_mailbox),
+            )
+            .with_batching(!config.no_batch),
+        );
         MicrosoftAdapter {
             api,
             oauth,

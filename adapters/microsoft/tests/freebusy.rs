@@ -306,14 +306,41 @@ async fn a_window_longer_than_62_days_is_asked_in_shorter_ranges_and_joined() {
             (late, late + Span::hours(1), Busy),
         ]
     );
-    let calls = w
-        .requests()
-        .await
-        .split_off(before)
-        .into_iter()
-        .filter(|r| r == "POST /me/calendar/getSchedule")
+    let sent = w.requests().await.split_off(before);
+    let calls = sent
+        .iter()
+        .filter(|r| *r == "POST /me/calendar/getSchedule")
         .count();
     assert_eq!(calls, 4, "200 days in ranges of at most 61");
+    let batches = sent.iter().filter(|r| *r == "POST /$batch").count();
+    assert_eq!(batches, 1, "the four ranges go in one round trip: {sent:?}");
+
+    // Throttled inside the batch: the throttled ranges go again in a
+    // second batch, after the Retry-After and not before.
+    w.control
+        .inject(&Fault {
+            status: 429,
+            retry_after: Some(1),
+            method: Some("POST".into()),
+            count: 1,
+        })
+        .await
+        .unwrap();
+    let before = w.requests().await.len();
+    let started = Instant::now();
+    let again = w.free_busy(&creds, &[&cal], start, end).await.unwrap();
+    assert_eq!(spans(&again), spans(&busy));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let sent = w.requests().await.split_off(before);
+    assert_eq!(
+        sent.iter().filter(|r| *r == "POST /$batch").count(),
+        2,
+        "{sent:?}"
+    );
+    // The three ranges after the throttled one in the first batch met the
+    // mailbox's throttle (they were sent before any Retry-After was
+    // known); the second batch waited, so none of its four came early.
+    assert_eq!(w.control.stats().await.unwrap().0, 3);
     w.verify().await;
 }
 

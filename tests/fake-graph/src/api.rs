@@ -46,6 +46,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         )
         .route("/me/revokeSignInSessions", post(revoke_sessions))
         .merge(crate::subscriptions::router())
+        .route("/$batch", post(crate::batch::batch))
         .layer(axum::middleware::from_fn_with_state(shared, validating))
 }
 

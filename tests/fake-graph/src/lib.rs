@@ -22,6 +22,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 mod api;
+mod batch;
 pub mod control;
 mod delta;
 mod events;

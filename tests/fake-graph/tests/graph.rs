@@ -423,3 +423,89 @@ async fn a_retry_before_retry_after_has_passed_gets_another_429() {
     assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
     f.verify().await;
 }
+
+#[tokio::test]
+async fn a_batch_runs_each_request_on_its_own_with_dependencies_and_limits() {
+    let f = fake(FakeConfig::default()).await;
+    let token = f.sign_in("openid Calendars.ReadWrite").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |body: Value| {
+        f.http
+            .post(f.url("/v1.0/$batch"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    // A failing request fails the one that depends on it (424); an
+    // independent one runs; answers come in any order, matched by id.
+    f.control
+        .inject(&Fault {
+            status: 503,
+            retry_after: None,
+            method: Some("POST".into()),
+            count: 1,
+        })
+        .await
+        .unwrap();
+    let requests = json!({"requests": [
+        {"id": "a", "method": "POST", "url": "/me/events", "headers": {"Content-Type": "application/json"}, "body": event("Batched", 1)},
+        {"id": "b", "method": "GET", "url": "/me/events/AAMk-none", "dependsOn": ["a"]},
+        {"id": "c", "method": "GET", "url": "/me/calendars"},
+    ]});
+    let answer = post(requests.clone()).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let v: Value = answer.json().await.unwrap();
+    let by_id = |v: &Value, id: &str| {
+        v["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id(&v, "a")["status"], 503);
+    assert_eq!(by_id(&v, "b")["status"], 424);
+    assert_eq!(by_id(&v, "c")["status"], 200);
+    assert!(by_id(&v, "c")["body"]["value"].as_array().is_some());
+    assert_eq!(
+        v["responses"][0]["id"], "c",
+        "answers are not in request order"
+    );
+
+    // Throttled inside a batch: that item answers 429 with its own
+    // Retry-After, and the mailbox waits for every request after it.
+    f.control
+        .inject(&Fault {
+            status: 429,
+            retry_after: Some(3),
+            method: Some("POST".into()),
+            count: 1,
+        })
+        .await
+        .unwrap();
+    let v: Value = post(requests).await.unwrap().json().await.unwrap();
+    assert_eq!(by_id(&v, "a")["status"], 429);
+    assert_eq!(by_id(&v, "a")["headers"]["retry-after"], "3");
+    assert_eq!(by_id(&v, "b")["status"], 424);
+    assert_eq!(by_id(&v, "c")["status"], 429);
+
+    // More than 20, a repeated id, a dependency on a later request, a
+    // nested batch: refused whole.
+    let many: Vec<Value> = (0..21)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/me/calendars"}))
+        .collect();
+    for bad in [
+        json!({ "requests": many }),
+        json!({"requests": [{"id": "1", "method": "GET", "url": "/me"}, {"id": "1", "method": "GET", "url": "/me"}]}),
+        json!({"requests": [{"id": "1", "method": "GET", "url": "/me", "dependsOn": ["2"]}, {"id": "2", "method": "GET", "url": "/me"}]}),
+        json!({"requests": [{"id": "1", "method": "POST", "url": "/$batch"}]}),
+        json!({"requests": []}),
+    ] {
+        let r = post(bad.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    f.verify().await;
+}
