@@ -87,6 +87,48 @@ async fn validating(
 ) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The mailbox's limits (a batch is not a request of its own: those
+    // inside it are).
+    let user = {
+        let st = s.lock();
+        st.access
+            .get(crate::limits::bearer(req.headers()))
+            .map(|a| a.user.clone())
+    };
+    let admitted = match user.filter(|_| path != "/$batch") {
+        Some(u) => {
+            let refused = s.lock().limits.admit(&u, Instant::now());
+            match refused {
+                Ok(()) => Some(u),
+                Err(crate::limits::Refusal::Concurrency) => {
+                    return throttled(1, "MailboxConcurrency", 429)
+                }
+                Err(crate::limits::Refusal::Budget(left)) => {
+                    return throttled(left.as_secs().max(1), "ApplicationThrottled", 429)
+                }
+            }
+        }
+        None => None,
+    };
+    // Latency is spent while the request is in flight.
+    let latency = s.lock().limits.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let answer = validated(&s, method, path, req, next).await;
+    if let Some(u) = admitted {
+        s.lock().limits.done(&u);
+    }
+    answer
+}
+
+async fn validated(
+    s: &Arc<Shared>,
+    method: Method,
+    path: String,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 4 << 20).await else {
         return graph_error(&err(

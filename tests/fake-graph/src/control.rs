@@ -31,6 +31,8 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             "/fake/v1/users/{email}/critical-event",
             post(critical_event),
         )
+        .route("/fake/v1/latency", post(set_latency))
+        .route("/fake/v1/budget", post(set_budget))
         .route("/fake/v1/faults", post(add_fault))
         .route("/fake/v1/stats", get(stats))
         .route("/fake/v1/violations", get(violations))
@@ -176,6 +178,17 @@ async fn critical_event(State(s): State<Arc<Shared>>, Path(email): Path<String>)
     }
 }
 
+async fn set_latency(State(s): State<Arc<Shared>>, Json(b): Json<Value>) -> Response {
+    let ms = b["millis"].as_u64().unwrap_or(0).min(60_000);
+    s.lock().limits.latency = std::time::Duration::from_millis(ms);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn set_budget(State(s): State<Arc<Shared>>, Json(b): Json<Value>) -> Response {
+    s.lock().limits.per_window = b["per_ten_minutes"].as_u64().map(|n| n as usize);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn add_fault(State(s): State<Arc<Shared>>, Json(f): Json<Fault>) -> Response {
     s.lock().faults.push_back(f);
     StatusCode::NO_CONTENT.into_response()
@@ -187,6 +200,7 @@ async fn stats(State(s): State<Arc<Shared>>) -> Response {
         "early_retries": st.early_retries,
         "requests": st.requests,
         "claims_challenges": st.claims_challenges,
+        "limit_refusals": st.limits.refused,
     }))
     .into_response()
 }
@@ -363,6 +377,38 @@ impl Control {
             self.base,
             enc(email)
         )))
+        .await
+        .map(drop)
+    }
+
+    /// How many requests the per-mailbox concurrency limit or budget
+    /// refused.
+    pub async fn limit_refusals(&self) -> anyhow::Result<u64> {
+        let v = self
+            .send(self.http.get(format!("{}/fake/v1/stats", self.base)))
+            .await?;
+        Ok(v["limit_refusals"].as_u64().unwrap_or(0))
+    }
+
+    /// Delays every Graph request by `millis` (0 for none).
+    pub async fn set_latency(&self, millis: u64) -> anyhow::Result<()> {
+        self.send(
+            self.http
+                .post(format!("{}/fake/v1/latency", self.base))
+                .json(&json!({ "millis": millis })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sets each mailbox's request budget per 10 minutes (Graph's 10,000
+    /// when `None`).
+    pub async fn set_budget(&self, per_ten_minutes: Option<u64>) -> anyhow::Result<()> {
+        self.send(
+            self.http
+                .post(format!("{}/fake/v1/budget", self.base))
+                .json(&json!({ "per_ten_minutes": per_ten_minutes })),
+        )
         .await
         .map(drop)
     }

@@ -26,6 +26,7 @@ mod batch;
 pub mod control;
 mod delta;
 mod events;
+mod limits;
 mod oauth;
 mod recurrence;
 mod schedule;

@@ -194,6 +194,8 @@ pub(crate) struct State {
     pub(crate) early_retries: u64,
     /// Claims challenges sent (Continuous Access Evaluation).
     pub(crate) claims_challenges: u64,
+    /// Per-mailbox concurrency and budget, and injected latency.
+    pub(crate) limits: crate::limits::Limits,
     /// Graph requests served (method and path), for tests.
     pub(crate) requests: Vec<String>,
     /// Delta pages served, for the empty-page quirk.

@@ -381,6 +381,51 @@ async fn a_throttling_storm_is_waited_out_not_hammered() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_stay_within_the_mailboxs_four_requests() -> Result<()> {
+    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let user = "busy-writer@contoso.example";
+    m.user(user).await?;
+    let mut c = tenant(&m, "ms-concurrency").await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let primary = m.primary(&mut c, &a.account_id).await?;
+    // Slow answers keep requests in flight: twelve writes at once must
+    // still never have more than four of the mailbox's requests at Graph.
+    m.control.set_latency(150).await?;
+    let mut writes = Vec::new();
+    for i in 0..12 {
+        let mut c = c.clone();
+        let request = pb::UpsertEventRequest {
+            account_id: a.account_id.clone(),
+            calendar_id: primary.clone(),
+            client_event_id: format!("parallel-{i}"),
+            event: Some(timed_event(
+                &format!("Parallel {i}"),
+                Utc::now() + Span::days(3) + Span::hours(i),
+                30,
+            )),
+            ..Default::default()
+        };
+        writes.push(tokio::spawn(async move { c.upsert_event(request).await }));
+    }
+    for w in writes {
+        w.await??;
+    }
+    m.control.set_latency(0).await?;
+    assert_eq!(m.control.limit_refusals().await?, 0);
+    let stored = m.control.events(user).await?;
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|e| e["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Parallel ")))
+            .count(),
+        12
+    );
+    m.assert_valid().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn invalid_grant_makes_the_account_reauth_required() -> Result<()> {
     let m = MicrosoftStack::start(MicrosoftOptions {
         fake: Some(FakeConfig {
