@@ -711,3 +711,4 @@ pub mod prism;
 pub mod proxied;
 pub mod scripted;
 pub mod soak;
+pub mod tls;

@@ -48,6 +48,10 @@ pub struct Config {
     /// skipped).
     #[arg(long, default_value_t = crate::client::DEFAULT_MAX_RESPONSE_BYTES, value_parser = parse_body_cap)]
     pub max_response_bytes: usize,
+    /// TLS of the gRPC server (mutual with `--tls-client-ca`) and of push
+    /// callbacks to an `https://` scheduler.
+    #[command(flatten)]
+    pub tls: calbridge_runtime::tls::TlsArgs,
 }
 
 impl Config {
@@ -63,6 +67,7 @@ impl Config {
             http_timeout_seconds: 30,
             allow_private_networks: Vec::new(),
             max_response_bytes: crate::client::DEFAULT_MAX_RESPONSE_BYTES,
+            tls: Default::default(),
         }
     }
 

@@ -62,6 +62,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let validated = config.validate().context("invalid configuration")?;
+    let bound = bound.with_tls(config.tls.server().context("gRPC TLS")?);
     let adapter = service::GoogleAdapter::new(&config, &validated);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -80,10 +81,13 @@ pub async fn serve(
                     .clone()
                     .zip(config.webhook_tls_key.clone()),
             };
-            let router = push::router(calbridge_runtime::webhook::Notifier::new(
-                config.allowed_callback_endpoints.clone(),
-                push::FORWARD_TIMEOUT,
-            ));
+            let router = push::router(
+                calbridge_runtime::webhook::Notifier::new(
+                    config.allowed_callback_endpoints.clone(),
+                    push::FORWARD_TIMEOUT,
+                )
+                .with_tls(config.tls.callback_client().context("callback TLS")?),
+            );
             Some(
                 server
                     .start(webhook, router, stopped(stop_rx.clone()))

@@ -116,6 +116,10 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_callback_endpoints: Vec<String>,
+    /// TLS of the gRPC server (mutual with `--tls-client-ca`) and of push
+    /// callbacks to an `https://` scheduler.
+    #[command(flatten)]
+    pub tls: calbridge_runtime::tls::TlsArgs,
 }
 
 /// Why the configuration cannot be used; names the flag.
@@ -158,6 +162,7 @@ impl Config {
     pub fn new(listen: SocketAddr, client_id_file: PathBuf, client_secret_file: PathBuf) -> Self {
         Config {
             listen,
+            tls: Default::default(),
             otlp_endpoint: None,
             client_id_file: Some(client_id_file),
             client_secret_file: Some(client_secret_file),

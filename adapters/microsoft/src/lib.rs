@@ -77,6 +77,7 @@ pub async fn serve_with_stats(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let validated = config.validate().context("invalid configuration")?;
+    let bound = bound.with_tls(config.tls.server().context("gRPC TLS")?);
     let public_url = validated.webhook_public_url.clone();
     let adapter = service::MicrosoftAdapter::new(&config, validated);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -98,7 +99,8 @@ pub async fn serve_with_stats(
                 calbridge_runtime::webhook::Notifier::new(
                     config.allowed_callback_endpoints.clone(),
                     push::FORWARD_TIMEOUT,
-                ),
+                )
+                .with_tls(config.tls.callback_client().context("callback TLS")?),
                 stats,
             );
             Some(

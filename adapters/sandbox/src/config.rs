@@ -20,6 +20,10 @@ pub struct Config {
     /// The poll interval suggested to the scheduler in Describe, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub poll_interval_seconds: u32,
+    /// TLS of the gRPC server (mutual with `--tls-client-ca`) and of push
+    /// callbacks to an `https://` scheduler.
+    #[command(flatten)]
+    pub tls: calbridge_runtime::tls::TlsArgs,
 }
 
 impl Config {
@@ -30,6 +34,7 @@ impl Config {
             listen,
             otlp_endpoint: None,
             poll_interval_seconds: 30,
+            tls: Default::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+pub mod tls;
 pub mod webhook;
 
 /// Keeps the tracer provider alive; dropping it (or calling
@@ -247,6 +248,16 @@ pub struct Bound {
     pub incoming: Incoming,
     /// The address actually bound.
     pub addr: SocketAddr,
+    tls: Option<tls::ServerTls>,
+}
+
+impl Bound {
+    /// Serves TLS (and, when `tls` verifies clients, mutual TLS) on this
+    /// listener through [`serve`]; plain HTTP/2 with `None`.
+    pub fn with_tls(mut self, tls: Option<tls::ServerTls>) -> Self {
+        self.tls = tls;
+        self
+    }
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -261,6 +272,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
     Ok(Bound {
         incoming: Box::pin(incoming),
         addr,
+        tls: None,
     })
 }
 
@@ -280,8 +292,9 @@ pub fn announce(service: &str, addr: SocketAddr) {
 /// gRPC health (the whole server and each of `health_names` SERVING),
 /// reflection v1 and v1alpha, one span per request that continues the
 /// caller's trace ([`server_span`]), and the bound address announced on
-/// stdout under `name` ([`announce`]). When `shutdown` resolves, health
-/// turns NOT_SERVING and the server drains its connections and returns.
+/// stdout under `name` ([`announce`]); over TLS when the listener has it
+/// ([`Bound::with_tls`]). When `shutdown` resolves, health turns
+/// NOT_SERVING and the server drains its connections and returns.
 pub async fn serve(
     name: &str,
     bound: Bound,
@@ -298,17 +311,26 @@ pub async fn serve(
         .add_service(reflection_v1alpha);
 
     announce(name, bound.addr);
-    tracing::info!(addr = %bound.addr, "{name} listening");
+    tracing::info!(addr = %bound.addr, tls = bound.tls.is_some(), mutual_tls = bound.tls.as_ref().is_some_and(tls::ServerTls::verifies_clients), "{name} listening");
     let signal = async {
         shutdown.await;
         set_not_serving(&reporter, health_names).await;
         tracing::info!("{name} stopping");
     };
-    tonic::transport::Server::builder()
-        .trace_fn(server_span)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(bound.incoming, signal)
-        .await
+    let mut server = tonic::transport::Server::builder().trace_fn(server_span);
+    let router = server.add_routes(routes);
+    match bound.tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls::tls_incoming(bound.incoming, tls), signal)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(bound.incoming, signal)
+                .await
+        }
+    }
 }
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use url::Url;
 
 use calbridge::pb::adapter_callback_client::AdapterCallbackClient;
@@ -125,6 +125,7 @@ pub struct Notifier {
     clients: Arc<Mutex<HashMap<String, CallbackClient>>>,
     allowed: Arc<Vec<String>>,
     timeout: Duration,
+    tls: Option<crate::tls::ClientTls>,
 }
 
 /// The URI of a callback endpoint (`host:port` means plain HTTP/2).
@@ -144,7 +145,16 @@ impl Notifier {
             clients: Arc::default(),
             allowed: Arc::new(allowed),
             timeout,
+            tls: None,
         }
+    }
+
+    /// Dials `https://` endpoints with `tls` (the CA of the scheduler's
+    /// certificate and this adapter's client certificate); without it only
+    /// plain `http://` endpoints can be reached.
+    pub fn with_tls(mut self, tls: Option<crate::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// True when notifications may be forwarded to `endpoint`.
@@ -157,11 +167,16 @@ impl Notifier {
         if let Some(c) = clients.get(endpoint) {
             return Some(c.clone());
         }
-        let channel = Endpoint::from_shared(endpoint_uri(endpoint))
-            .ok()?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(self.timeout)
-            .connect_lazy();
+        let timeout = self.timeout;
+        let channel = match crate::tls::channel(&endpoint_uri(endpoint), self.tls.as_ref(), |e| {
+            e.connect_timeout(Duration::from_secs(2)).timeout(timeout)
+        }) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%error, "callback endpoint cannot be dialled");
+                return None;
+            }
+        };
         if clients.len() >= MAX_CLIENTS {
             // Only allowed endpoints get here, and they are few; the bound
             // is a second line of defence.

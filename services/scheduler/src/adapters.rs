@@ -9,9 +9,10 @@ use std::time::Duration;
 use calbridge::pb;
 use calbridge::pb::calendar_adapter_client::CalendarAdapterClient;
 use calbridge::ErrorKind;
+use calbridge_runtime::tls::ClientTls;
 use calbridge_runtime::TracePropagation;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::ProviderKey;
 
@@ -28,17 +29,27 @@ pub struct Adapters {
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Adapters {
-    /// Lazily connected clients for the configured endpoints.
+    /// Lazily connected plaintext clients for the configured endpoints.
     pub fn new(
         endpoints: &std::collections::BTreeMap<ProviderKey, String>,
     ) -> Result<Adapters, String> {
+        Self::connect(endpoints, None)
+    }
+
+    /// Lazily connected clients for the configured endpoints: `https://`
+    /// ones over TLS with `tls` (the adapters' CA, checked against the
+    /// URL's host, and the scheduler's client certificate).
+    pub fn connect(
+        endpoints: &std::collections::BTreeMap<ProviderKey, String>,
+        tls: Option<&ClientTls>,
+    ) -> Result<Adapters, String> {
         let mut clients = HashMap::new();
         for (p, url) in endpoints {
-            let channel = Endpoint::from_shared(url.clone())
-                .map_err(|e| format!("adapter endpoint {url}: {e}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(CALL_TIMEOUT)
-                .connect_lazy();
+            let channel = calbridge_runtime::tls::channel(url, tls, |e| {
+                e.connect_timeout(Duration::from_secs(5))
+                    .timeout(CALL_TIMEOUT)
+            })
+            .map_err(|e| format!("adapter endpoint: {e}"))?;
             clients.insert(
                 *p,
                 CalendarAdapterClient::with_interceptor(channel, TracePropagation),
@@ -93,16 +104,26 @@ impl Adapters {
 }
 
 /// Reads an adapter's status as an error kind; transport failures become
-/// UNAVAILABLE with a message that names the adapter, not the socket. A
-/// transport failure is told by its source (the connection's own error),
-/// which a status that came over the wire never has: never by its text.
+/// UNAVAILABLE with a message that names the adapter, not the socket (a
+/// refused TLS handshake says so, and is logged in full). A transport
+/// failure is told by its source (the connection's own error), which a
+/// status that came over the wire never has: never by its text.
 pub fn adapter_error(s: &tonic::Status) -> ErrorKind {
     match ErrorKind::from_status(s) {
         ErrorKind::Unavailable { retry_after, .. }
             if s.code() == tonic::Code::Unavailable && std::error::Error::source(s).is_some() =>
         {
+            let handshake =
+                std::error::Error::source(s).and_then(calbridge_runtime::tls::handshake_error);
+            let message = match handshake {
+                Some(h) => {
+                    tracing::warn!(error = %h, "TLS link to an adapter refused");
+                    "the provider's adapter is not reachable: the TLS handshake failed (its certificate or ours was refused)".into()
+                }
+                None => "the provider's adapter is not reachable".into(),
+            };
             ErrorKind::Unavailable {
-                message: "the provider's adapter is not reachable".into(),
+                message,
                 retry_after,
             }
         }

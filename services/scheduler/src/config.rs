@@ -170,6 +170,33 @@ impl OAuthConfig {
     }
 }
 
+/// Transport security: the public gRPC listener's certificate (and the CA
+/// of client certificates, when callers must present one beside their API
+/// key), and mutual TLS toward the adapters. Every file is re-read when it
+/// changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the gRPC listener (TLS only when set).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM CA certificate(s): callers of the gRPC listener must present a
+    /// certificate signed by one of them (API keys are still required).
+    pub client_ca: Option<PathBuf>,
+    /// PEM CA certificate(s) that adapters' server certificates must chain
+    /// to; needed by `https://` adapter URLs, whose host the certificate
+    /// must name.
+    pub adapter_ca: Option<PathBuf>,
+    /// PEM client certificate presented to adapters (mutual TLS).
+    pub adapter_client_cert: Option<PathBuf>,
+    /// PEM private key of `adapter_client_cert`.
+    pub adapter_client_key: Option<PathBuf>,
+    /// Production mode refuses plaintext adapter links and a plaintext
+    /// listener unless this says a service mesh provides mutual TLS.
+    pub allow_plaintext_links: bool,
+}
+
 /// The file form of the configuration (every key optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +215,7 @@ struct FileConfig {
     sync: Option<SyncConfig>,
     oauth: Option<OAuthConfig>,
     quotas: Option<QuotaConfig>,
+    tls: Option<TlsConfig>,
 }
 
 /// Command-line flags of `calbridge-scheduler`.
@@ -236,6 +264,28 @@ pub struct Flags {
     /// Where the browser goes after the callback (account_id or error added).
     #[arg(long)]
     pub oauth_return_url: Option<String>,
+    /// PEM certificate chain of the gRPC listener (then TLS only).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: callers must present a client certificate it signed.
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA of the adapters' server certificates (for https:// adapters).
+    #[arg(long)]
+    pub adapter_ca: Option<PathBuf>,
+    /// PEM client certificate presented to adapters (mutual TLS).
+    #[arg(long)]
+    pub adapter_client_cert: Option<PathBuf>,
+    /// PEM private key of `--adapter-client-cert`.
+    #[arg(long)]
+    pub adapter_client_key: Option<PathBuf>,
+    /// In production mode, allow plaintext adapter links and listener (a
+    /// service mesh provides mutual TLS).
+    #[arg(long)]
+    pub allow_plaintext_links: bool,
 }
 
 /// The scheduler's validated configuration.
@@ -275,6 +325,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Per-tenant quotas.
     pub quotas: QuotaConfig,
+    /// Transport security.
+    pub tls: TlsConfig,
 }
 
 /// A provider as a map key.
@@ -479,6 +531,20 @@ impl Config {
             return Err(invalid("oauth.state_ttl_seconds", "must be 1..=3600"));
         }
 
+        let tls = tls_config(
+            file.tls.unwrap_or_default(),
+            TlsConfig {
+                cert: flags.tls_cert,
+                key: flags.tls_key,
+                client_ca: flags.tls_client_ca,
+                adapter_ca: flags.adapter_ca,
+                adapter_client_cert: flags.adapter_client_cert,
+                adapter_client_key: flags.adapter_client_key,
+                allow_plaintext_links: flags.allow_plaintext_links,
+            },
+            &e,
+        )?;
+
         if mode == Mode::Production {
             if master_key.is_none() && master_key_file.is_none() {
                 return Err(invalid(
@@ -493,6 +559,8 @@ impl Config {
                 ));
             }
         }
+
+        check_links(mode, &tls, &adapters)?;
 
         Ok(Config {
             listen,
@@ -511,6 +579,7 @@ impl Config {
             sync,
             oauth,
             quotas,
+            tls,
         })
     }
 
@@ -523,6 +592,114 @@ impl Config {
     pub fn keyring_path(&self) -> PathBuf {
         self.data_dir.join(crate::keyring::KEYRING_FILE)
     }
+}
+
+/// Layers the TLS settings (flags, then environment, then the file) and
+/// checks that they fit together.
+fn tls_config(
+    file: TlsConfig,
+    flags: TlsConfig,
+    e: &dyn Fn(&str) -> Option<String>,
+) -> Result<TlsConfig, ConfigError> {
+    let path = |flag: Option<PathBuf>, env: &str, file: Option<PathBuf>| {
+        flag.or_else(|| e(env).map(PathBuf::from)).or(file)
+    };
+    let allow = match e("CALBRIDGE_ALLOW_PLAINTEXT_LINKS").as_deref() {
+        None => false,
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(other) => {
+            return Err(invalid(
+                "tls.allow_plaintext_links",
+                format!("CALBRIDGE_ALLOW_PLAINTEXT_LINKS={other:?} is neither true nor false"),
+            ))
+        }
+    };
+    let tls = TlsConfig {
+        cert: path(flags.cert, "CALBRIDGE_TLS_CERT", file.cert),
+        key: path(flags.key, "CALBRIDGE_TLS_KEY", file.key),
+        client_ca: path(flags.client_ca, "CALBRIDGE_TLS_CLIENT_CA", file.client_ca),
+        adapter_ca: path(flags.adapter_ca, "CALBRIDGE_ADAPTER_CA", file.adapter_ca),
+        adapter_client_cert: path(
+            flags.adapter_client_cert,
+            "CALBRIDGE_ADAPTER_CLIENT_CERT",
+            file.adapter_client_cert,
+        ),
+        adapter_client_key: path(
+            flags.adapter_client_key,
+            "CALBRIDGE_ADAPTER_CLIENT_KEY",
+            file.adapter_client_key,
+        ),
+        allow_plaintext_links: flags.allow_plaintext_links || allow || file.allow_plaintext_links,
+    };
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(invalid(
+            "tls.cert",
+            "set both tls.cert and tls.key (--tls-cert, --tls-key), or neither",
+        ));
+    }
+    if tls.client_ca.is_some() && tls.cert.is_none() {
+        return Err(invalid(
+            "tls.client_ca",
+            "client certificates need a TLS listener: set tls.cert and tls.key too",
+        ));
+    }
+    if tls.adapter_client_cert.is_some() != tls.adapter_client_key.is_some() {
+        return Err(invalid(
+            "tls.adapter_client_cert",
+            "set both tls.adapter_client_cert and tls.adapter_client_key, or neither",
+        ));
+    }
+    if tls.adapter_client_cert.is_some() && tls.adapter_ca.is_none() {
+        return Err(invalid(
+            "tls.adapter_ca",
+            "a client certificate for adapters needs the CA of their server certificates",
+        ));
+    }
+    Ok(tls)
+}
+
+/// Refuses links that cannot be secured as configured, and in production
+/// mode plaintext ones unless a mesh is said to secure them.
+fn check_links(
+    mode: Mode,
+    tls: &TlsConfig,
+    adapters: &BTreeMap<ProviderKey, String>,
+) -> Result<(), ConfigError> {
+    for url in adapters.values() {
+        if url.starts_with("https://") && tls.adapter_ca.is_none() {
+            return Err(invalid(
+                "tls.adapter_ca",
+                format!("the adapter {url} is https://: set tls.adapter_ca (--adapter-ca) to the CA of its certificate"),
+            ));
+        }
+    }
+    if mode != Mode::Production || tls.allow_plaintext_links {
+        return Ok(());
+    }
+    const HOW: &str = "or set tls.allow_plaintext_links (--allow-plaintext-links, CALBRIDGE_ALLOW_PLAINTEXT_LINKS=true) when a service mesh provides mutual TLS";
+    for (p, url) in adapters {
+        if url.starts_with("http://") {
+            let name = crate::providers::info(p.provider()).map_or("adapter", |i| i.key);
+            return Err(invalid(
+                "tls.allow_plaintext_links",
+                format!("production mode refuses the plaintext adapter link {name}={url}: use an https:// URL with tls.adapter_ca and a client certificate, {HOW}"),
+            ));
+        }
+    }
+    if !adapters.is_empty() && tls.adapter_client_cert.is_none() {
+        return Err(invalid(
+            "tls.allow_plaintext_links",
+            format!("production mode needs mutual TLS toward adapters: set tls.adapter_client_cert and tls.adapter_client_key, {HOW}"),
+        ));
+    }
+    if tls.cert.is_none() {
+        return Err(invalid(
+            "tls.allow_plaintext_links",
+            format!("production mode refuses a plaintext gRPC listener: set tls.cert and tls.key (--tls-cert, --tls-key), {HOW}"),
+        ));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -678,6 +855,89 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("quotas.request_burst"));
+    }
+
+    #[test]
+    fn production_refuses_plaintext_links_unless_a_mesh_is_declared() {
+        let base = [
+            ("CALBRIDGE_MODE", "production"),
+            ("CALBRIDGE_MASTER_KEY", "00"),
+            ("CALBRIDGE_ADMIN_TOKEN_FILE", "/t"),
+            ("CALBRIDGE_ADAPTERS", "sandbox=http://adapter:50061"),
+        ];
+        let err = Config::load(Flags::default(), &env(&base)).unwrap_err();
+        assert!(
+            err.to_string().contains("tls.allow_plaintext_links"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("sandbox=http://adapter:50061"),
+            "{err}"
+        );
+        let mut meshed = base.to_vec();
+        meshed.push(("CALBRIDGE_ALLOW_PLAINTEXT_LINKS", "true"));
+        assert!(
+            Config::load(Flags::default(), &env(&meshed))
+                .unwrap()
+                .tls
+                .allow_plaintext_links
+        );
+
+        // https links with mutual TLS, but a plaintext listener.
+        let mut secured = base.to_vec();
+        secured[3] = ("CALBRIDGE_ADAPTERS", "sandbox=https://adapter:50061");
+        let flags = || Flags {
+            adapter_ca: Some("/tls/ca.crt".into()),
+            adapter_client_cert: Some("/tls/tls.crt".into()),
+            adapter_client_key: Some("/tls/tls.key".into()),
+            ..Default::default()
+        };
+        let err = Config::load(flags(), &env(&secured)).unwrap_err();
+        assert!(err.to_string().contains("plaintext gRPC listener"), "{err}");
+        let c = Config::load(
+            Flags {
+                tls_cert: Some("/tls/tls.crt".into()),
+                tls_key: Some("/tls/tls.key".into()),
+                ..flags()
+            },
+            &env(&secured),
+        )
+        .unwrap();
+        assert_eq!(c.tls.adapter_ca, Some(PathBuf::from("/tls/ca.crt")));
+    }
+
+    #[test]
+    fn tls_settings_must_fit_together() {
+        let err = Config::load(
+            Flags {
+                adapters: vec!["sandbox=https://127.0.0.1:1".into()],
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.adapter_ca"), "{err}");
+        let err = Config::load(
+            Flags {
+                tls_cert: Some("/c".into()),
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.cert"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[tls]\nadapter_client_cert = \"/c\"\n").unwrap();
+        let err = Config::load(
+            Flags {
+                config: Some(p),
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.adapter_client_cert"), "{err}");
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub enum RunError {
     /// An adapter endpoint is unusable.
     #[error("{0}")]
     Adapter(String),
+    /// TLS material cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] calbridge_runtime::tls::TlsError),
 }
 
 /// Runs the scheduler until `shutdown` resolves: locks the data directory,
@@ -113,17 +116,41 @@ pub async fn run(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "keyring not reconciled with the store"),
     }
+    let server_tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(calbridge_runtime::tls::ServerTls::new(
+            cert,
+            key,
+            config.tls.client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    let adapter_tls = match &config.tls.adapter_ca {
+        Some(ca) => Some(calbridge_runtime::tls::ClientTls::new(
+            ca,
+            config
+                .tls
+                .adapter_client_cert
+                .as_deref()
+                .zip(config.tls.adapter_client_key.as_deref()),
+        )?),
+        None => None,
+    };
     let bound = calbridge_runtime::bind(config.listen)
         .await
         .map_err(|e| RunError::Serve {
             addr: config.listen.to_string(),
             detail: e.to_string(),
         })?;
-    let callback_url = config
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", bound.addr));
-    let adapters = adapters::Adapters::new(&config.adapters).map_err(RunError::Adapter)?;
+    let callback_url = config.advertise_url.clone().unwrap_or_else(|| {
+        let scheme = if server_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", bound.addr)
+    });
+    let adapters = adapters::Adapters::connect(&config.adapters, adapter_tls.as_ref())
+        .map_err(RunError::Adapter)?;
     let shared = Arc::new(state::Shared::new(
         store,
         Arc::new(vault),
@@ -198,7 +225,12 @@ pub async fn run(
     };
     let addr = bound.addr;
     calbridge_runtime::announce("scheduler", addr);
-    tracing::info!(%addr, "scheduler listening");
+    tracing::info!(
+        %addr,
+        tls = server_tls.is_some(),
+        client_certificates = server_tls.as_ref().is_some_and(|t| t.verifies_clients()),
+        "scheduler listening"
+    );
     let callback_task = callback_listener.map(|listener| {
         let addr = listener.local_addr().ok();
         if let Some(a) = addr {
@@ -226,18 +258,32 @@ pub async fn run(
         calbridge_runtime::set_not_serving(&health_for_drain, &served).await;
         let _ = drained_tx.send(());
     });
-    let result = tonic::transport::Server::builder()
-        .trace_fn(calbridge_runtime::server_span)
+    let mut server = tonic::transport::Server::builder().trace_fn(calbridge_runtime::server_span);
+    let router = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api::scheduler_service(shared.clone()))
         .add_service(api::admin_service(shared.clone(), admin_hash))
-        .add_service(api::callback_service(shared.clone()))
-        .serve_with_incoming_shutdown(bound.incoming, async {
-            let _ = drained_rx.await;
-        })
-        .await;
+        .add_service(api::callback_service(shared.clone()));
+    let drained = async {
+        let _ = drained_rx.await;
+    };
+    let result = match server_tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(
+                    calbridge_runtime::tls::tls_incoming(bound.incoming, tls),
+                    drained,
+                )
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(bound.incoming, drained)
+                .await
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = sync_task.await;

@@ -17,6 +17,7 @@ mod identity;
 mod keys;
 mod listing;
 mod microsoft;
+mod mtls;
 mod oauth;
 mod python_client;
 mod retried_writes;
