@@ -1,6 +1,7 @@
 //! The Microsoft stack for end-to-end tests: the fake Graph (in the test
 //! process, checking its answers against Microsoft's OpenAPI schemas and
-//! trusting only a webhook CA made here), the real
+//! trusting only a webhook CA made here) behind Stoplight Prism with
+//! Microsoft's OpenAPI description ([`crate::prism`]), the real
 //! `calbridge-adapter-microsoft` process serving its push webhook over
 //! HTTPS with a certificate from that CA, and the sandbox + scheduler
 //! processes with the Microsoft adapter registered and the OAuth callback
@@ -13,6 +14,7 @@ use calbridge::pb;
 use calbridge_fake_graph::{Control, FakeConfig, FakeHandle, SubscriptionInfo};
 
 use crate::google::{browse_consent, connect, dev_tls};
+use crate::prism::Prism;
 use crate::{eventually, free_port, Proc, SchedulerClient, Stack};
 
 /// The OAuth client the adapter is configured with.
@@ -26,6 +28,8 @@ pub struct MicrosoftStack {
     pub stack: Stack,
     /// The fake Graph (in this process).
     pub fake: FakeHandle,
+    /// Prism between the adapter and the fake's Graph.
+    pub prism: Prism,
     /// Its control API.
     pub control: Control,
     /// The Microsoft adapter process.
@@ -63,6 +67,9 @@ impl MicrosoftStack {
         let fake = calbridge_fake_graph::serve(fake_config).await?;
         let control = fake.control();
         let base = fake.base_url();
+        let prism = Prism::start(&format!("{base}/v1.0")).await?;
+        // The fake's next and delta links go through Prism too.
+        control.set_graph_url(prism.url()).await?;
 
         std::fs::write(files.path().join("client_id"), CLIENT_ID)?;
         std::fs::write(files.path().join("client_secret"), CLIENT_SECRET)?;
@@ -76,7 +83,7 @@ impl MicrosoftStack {
             "--authority-url".into(),
             base.clone(),
             "--graph-base-url".into(),
-            format!("{base}/v1.0/"),
+            prism.url().to_string(),
             "--retry-base-delay-ms".into(),
             "50".into(),
         ];
@@ -120,6 +127,7 @@ impl MicrosoftStack {
         Ok(MicrosoftStack {
             stack,
             fake,
+            prism,
             control,
             adapter,
             callback_url,
@@ -192,12 +200,12 @@ impl MicrosoftStack {
     }
 
     /// Fails when any fake answer (or event body sent to it) broke
-    /// Microsoft's OpenAPI schemas.
+    /// Microsoft's OpenAPI schemas, by the fake's own checks or Prism's.
     pub async fn assert_valid(&self) -> Result<()> {
         let v = self.control.violations().await?;
         if !v.is_empty() {
             bail!("fake answers or requests violating Graph's schemas: {v:#?}");
         }
-        Ok(())
+        self.prism.verify().await
     }
 }

@@ -14,9 +14,10 @@
 //! [`Prism::url`] and Prism forwards to the fake's `/v1.0`
 //! ([`Prism::start`]). The fake's own next and delta links must name Prism
 //! too (`Control::set_graph_url`). Two paths the adapter reads are not in
-//! the subset, `/me` and `/me/mailboxSettings`: they are added to the
+//! the subset, `/me` and `/me/mailboxSettings`, are added to the
 //! spec Prism loads with their security but no answer schema, so they pass
-//! unchecked rather than failing as unknown routes. And the description
+//! unchecked rather than failing as unknown routes; so is `/$batch` (JSON
+//! batching, which the fake checks request by request). And the description
 //! makes `startDateTime` and `endDateTime` required on every
 //! `calendarView/delta` request, where Graph's own next and delta links
 //! carry only `$skiptoken` or `$deltatoken` (the window is in the token, as
@@ -70,6 +71,27 @@ const UNCHECKED_PATHS: &str = "paths:
       responses:
         2XX:
           description: The user's mailbox settings.
+        default:
+          $ref: '#/components/responses/error'
+  /$batch:
+    post:
+      operationId: calbridge_batch_unchecked
+      description: JSON batching, not in the subset; forwarded, its answer unchecked (the fake checks the answer of each request inside against the schemas itself).
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [requests]
+              properties:
+                requests:
+                  type: array
+                  minItems: 1
+                  maxItems: 20
+      responses:
+        2XX:
+          description: The answers of the requests in the batch.
         default:
           $ref: '#/components/responses/error'
 ";

@@ -95,7 +95,15 @@ async fn sync_maps_series_and_outside_edits_arrive_by_push() -> Result<()> {
         .is_some_and(|l| l.series_event_id == master_id)));
 
     // Outside edits, with polling at its idle cadence (10 minutes with
-    // push): only a change notification can bring them.
+    // push): only a change notification can bring them. Every notification
+    // comes twice and batches arrive in reverse order: harmless.
+    m.control
+        .set_delivery_options(&DeliveryOptions {
+            duplicate: true,
+            reverse: true,
+            drop: false,
+        })
+        .await?;
     let sub = m
         .subscription(user, "a subscription", |s| s.resource.contains("/events"))
         .await?;
@@ -164,7 +172,8 @@ async fn lifecycle_events_replace_the_subscription_or_resync() -> Result<()> {
     let user = "lifecycle@contoso.example";
     m.user(user).await?;
     let mut c = tenant(&m, "ms-lifecycle").await?;
-    m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let a = m.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
+    let primary = m.primary(&mut c, &a.account_id).await?;
     let first = m.subscription(user, "a subscription", |_| true).await?;
 
     // Removed by Graph: a new one is made, and notifications flow again.
@@ -218,6 +227,16 @@ async fn lifecycle_events_replace_the_subscription_or_resync() -> Result<()> {
         .await?;
     m.control.lifecycle(&third.id, "missed").await?;
     titled(&mut c, &c1, "While missed").await?;
+
+    // Turning the calendar's sync off deletes its subscription.
+    c.set_calendar_sync(pb::SetCalendarSyncRequest {
+        account_id: a.account_id.clone(),
+        calendar_id: primary,
+        synced: false,
+    })
+    .await?;
+    let subs = m.control.subscriptions().await?;
+    assert!(subs.iter().all(|s| s.user != user), "{subs:#?}");
     m.assert_valid().await
 }
 
