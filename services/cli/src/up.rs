@@ -204,10 +204,14 @@ async fn start_or_stop(name: &'static str, cmd: Command) -> Result<Option<Servic
 
 fn summary(args: &UpArgs, started: &[Service]) -> String {
     let addr = |name: &str| {
-        started
-            .iter()
-            .find(|s| s.name == name)
-            .map(|s| format!("http://{}", s.addr))
+        started.iter().find(|s| s.name == name).map(|s| {
+            let scheme = if MTLS_ADAPTERS.contains(&s.name) {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", s.addr)
+        })
     };
     let server = addr("scheduler").unwrap_or_default();
     let sandbox_url = addr("sandbox").unwrap_or_default();
@@ -237,6 +241,10 @@ fn summary(args: &UpArgs, started: &[Service]) -> String {
             args.oauth_callback_listen
         ));
     }
+    s.push_str(&format!(
+        "  links        mutual TLS between the scheduler and caldav, google, microsoft (local CA in {})\n",
+        args.data_dir.join("tls").display()
+    ));
     s.push_str(&format!("  data dir     {}\n", args.data_dir.display()));
     s.push_str(&format!("  admin token  {}\n", token_file.display()));
     s.push_str("\nnext steps, in another terminal:\n");
@@ -333,6 +341,94 @@ fn local_oauth(data_dir: &Path, provider: &str, client_id: &str) -> Result<Local
     Ok(g)
 }
 
+/// The adapters `up` links to the scheduler over mutual TLS. The sandbox
+/// stays plaintext: people and tests drive its SandboxControl service
+/// directly (`calbridge sandbox ...`, `CALBRIDGE_SANDBOX=http://...`).
+const MTLS_ADAPTERS: [&str; 3] = ["caldav", "google", "microsoft"];
+
+/// The local certificate authority of the links between the scheduler and
+/// the adapters, made once in `DATA_DIR/tls` (files 0600): `ca.crt`, and a
+/// certificate and key for the scheduler (its client certificate) and for
+/// each adapter in [`MTLS_ADAPTERS`] (for 127.0.0.1 and localhost). The
+/// CA's key is never written: missing files make a whole new set.
+struct LocalLinks {
+    dir: PathBuf,
+}
+
+impl LocalLinks {
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn cert(&self, who: &str) -> PathBuf {
+        self.dir.join(format!("{who}.crt"))
+    }
+
+    fn key(&self, who: &str) -> PathBuf {
+        self.dir.join(format!("{who}.key"))
+    }
+
+    /// `--tls-cert`, `--tls-key` and `--tls-client-ca` of an adapter.
+    fn adapter_flags(&self, cmd: &mut Command, who: &str) {
+        cmd.arg("--tls-cert")
+            .arg(self.cert(who))
+            .arg("--tls-key")
+            .arg(self.key(who))
+            .arg("--tls-client-ca")
+            .arg(self.ca());
+    }
+
+    /// The scheduler's flags for its links to the adapters.
+    fn scheduler_flags(&self, cmd: &mut Command) {
+        cmd.arg("--adapter-ca")
+            .arg(self.ca())
+            .arg("--adapter-client-cert")
+            .arg(self.cert("scheduler"))
+            .arg("--adapter-client-key")
+            .arg(self.key("scheduler"));
+    }
+}
+
+fn local_links(data_dir: &Path) -> Result<LocalLinks> {
+    let links = LocalLinks {
+        dir: data_dir.join("tls"),
+    };
+    std::fs::create_dir_all(&links.dir)
+        .with_context(|| format!("creating {}", links.dir.display()))?;
+    let everyone = std::iter::once("scheduler").chain(MTLS_ADAPTERS);
+    let complete = links.ca().is_file()
+        && everyone
+            .clone()
+            .all(|w| links.cert(w).is_file() && links.key(w).is_file());
+    if complete {
+        return Ok(links);
+    }
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "calbridge local links CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    for who in everyone {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("calbridge {who}"));
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        write_private(&links.cert(who), cert.pem().as_bytes())?;
+        write_private(&links.key(who), key.serialize_pem().as_bytes())?;
+    }
+    write_private(&links.ca(), ca.pem().as_bytes())?;
+    Ok(links)
+}
+
 /// Adds `--otlp-endpoint` when one is configured.
 fn with_otlp(mut cmd: Command, args: &UpArgs) -> Command {
     if let Some(otlp) = &args.otlp_endpoint {
@@ -357,6 +453,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
     let scheduler_bin = sibling(dir, SCHEDULER_BIN)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir: creating {}", args.data_dir.display()))?;
+    let links = local_links(&args.data_dir)?;
 
     // What to start, in order; the scheduler last, with every adapter.
     let mut plan: Vec<(&'static str, Command)> = Vec::new();
@@ -372,6 +469,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
             .arg(&args.caldav_listen)
             .arg("--allow-private-network")
             .arg("127.0.0.0/8,::1/128");
+        links.adapter_flags(&mut cmd, "caldav");
         plan.push(("caldav", with_otlp(cmd, &args)));
     }
     if !args.no_google {
@@ -419,6 +517,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
             // Notifications go to this stack's scheduler and nowhere else.
             .arg("--allowed-callback-endpoint")
             .arg(format!("http://{}", args.listen));
+        links.adapter_flags(&mut cmd, "google");
         plan.push(("google", with_otlp(cmd, &args)));
     }
     if !args.no_microsoft {
@@ -466,6 +565,7 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
             // Notifications go to this stack's scheduler and nowhere else.
             .arg("--allowed-callback-endpoint")
             .arg(format!("http://{}", args.listen));
+        links.adapter_flags(&mut cmd, "microsoft");
         plan.push(("microsoft", with_otlp(cmd, &args)));
     }
 
@@ -491,8 +591,14 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         .arg(&args.data_dir)
         .arg("--mode")
         .arg("local");
+    links.scheduler_flags(&mut cmd);
     for s in &started {
-        let url = format!("http://{}", s.addr);
+        let scheme = if MTLS_ADAPTERS.contains(&s.name) {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", s.addr);
         match s.name {
             "sandbox" => {
                 cmd.arg("--adapter").arg(format!("sandbox={url}"));
@@ -567,6 +673,42 @@ mod tests {
         );
         assert_eq!(parse_listening("starting up"), None);
         assert_eq!(parse_listening(r#"{"event":"stopping"}"#), None);
+    }
+
+    #[test]
+    fn the_local_links_ca_is_made_once_with_private_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let links = local_links(dir.path()).unwrap();
+        let ca = std::fs::read(links.ca()).unwrap();
+        for who in ["scheduler", "caldav", "google", "microsoft"] {
+            assert!(
+                links.cert(who).is_file() && links.key(who).is_file(),
+                "{who}"
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(links.key(who))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{who}");
+            }
+        }
+        // The adapters' certificates verify against the CA, for 127.0.0.1.
+        let server = calbridge_runtime::tls::ServerTls::new(
+            &links.cert("caldav"),
+            &links.key("caldav"),
+            Some(&links.ca()),
+        );
+        assert!(server.is_ok());
+        assert!(calbridge_runtime::tls::ClientTls::new(
+            &links.ca(),
+            Some((&links.cert("scheduler"), &links.key("scheduler")))
+        )
+        .is_ok());
+        let again = local_links(dir.path()).unwrap();
+        assert_eq!(std::fs::read(again.ca()).unwrap(), ca, "made once");
     }
 
     #[test]
