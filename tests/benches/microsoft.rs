@@ -89,7 +89,11 @@ async fn main() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let m = MicrosoftStack::start(MicrosoftOptions::default()).await?;
+    let m = MicrosoftStack::start(MicrosoftOptions {
+        no_prism: true,
+        ..Default::default()
+    })
+    .await?;
     let user = "bench@contoso.example";
     m.user(user).await?;
     let (_, key) = m.stack.tenant("bench").await?;
