@@ -92,6 +92,19 @@ pub struct Api {
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     limiter: Limiter,
     batching: bool,
+    /// Access tokens refreshed during a call, by a digest of the token they
+    /// replace, until they expire: later calls that still carry the old one
+    /// (the scheduler refreshes on its own schedule) use the new one rather
+    /// than being refused and refreshing again.
+    renewed: Mutex<HashMap<[u8; 32], (Secret, chrono::DateTime<chrono::Utc>)>>,
+}
+
+/// Refreshed access tokens kept at most.
+const MAX_RENEWED: usize = 10_000;
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(token.as_bytes()).into()
 }
 
 impl Api {
@@ -113,6 +126,7 @@ impl Api {
             slots: Mutex::new(HashMap::new()),
             limiter,
             batching: true,
+            renewed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,13 +144,39 @@ impl Api {
     /// A session for one call on behalf of `account` (empty before it is
     /// known).
     pub fn session(&self, account: &str, access_token: &str, refresh_token: &str) -> Session<'_> {
+        let current = self.renewed_token(access_token);
         Session {
             api: self,
+            origin: digest(access_token),
             account: account.to_string(),
-            access_token: Mutex::new(Secret::new(access_token)),
+            access_token: Mutex::new(current.unwrap_or_else(|| Secret::new(access_token))),
             refresh_token: Secret::new(refresh_token),
             refreshed: AtomicBool::new(false),
         }
+    }
+
+    /// The token that replaced `access_token` in an earlier call, while it
+    /// is valid.
+    fn renewed_token(&self, access_token: &str) -> Option<Secret> {
+        let renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        renewed
+            .get(&digest(access_token))
+            .filter(|(_, until)| *until > chrono::Utc::now())
+            .map(|(t, _)| Secret::new(t.expose()))
+    }
+
+    /// Remembers that `new` replaces the token digested as `old` until
+    /// `until`.
+    fn remember_renewal(&self, old: [u8; 32], new: &Secret, until: chrono::DateTime<chrono::Utc>) {
+        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if renewed.len() >= MAX_RENEWED {
+            let now = chrono::Utc::now();
+            renewed.retain(|_, (_, u)| *u > now);
+            if renewed.len() >= MAX_RENEWED {
+                renewed.clear();
+            }
+        }
+        renewed.insert(old, (Secret::new(new.expose()), until));
     }
 
     /// The URL of `segments` below the base, each percent-encoded.
@@ -253,6 +293,8 @@ pub struct Failure {
 /// One gRPC call's view of Graph.
 pub struct Session<'a> {
     api: &'a Api,
+    /// A digest of the access token the call came with.
+    origin: [u8; 32],
     account: String,
     access_token: Mutex<Secret>,
     refresh_token: Secret,
@@ -427,6 +469,11 @@ impl Session<'_> {
             .oauth
             .refresh_with(self.refresh_token.expose(), challenge)
             .await?;
+        // Kept for the token the call came with, a minute short of the new
+        // one's expiry so it is never handed out stale.
+        let until = tokens.expires_at - chrono::Duration::seconds(60);
+        self.api
+            .remember_renewal(self.origin, &tokens.access_token, until);
         *self.access_token.lock().unwrap_or_else(|e| e.into_inner()) = tokens.access_token;
         Ok(())
     }

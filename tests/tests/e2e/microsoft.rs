@@ -505,7 +505,17 @@ async fn a_claims_challenge_is_answered_with_a_token_that_carries_the_claims() -
         .insert_event(user, &graph_event("After the challenge", 2))
         .await?;
     titled(&mut c, &c0, "After the challenge").await?;
-    assert!(m.control.claims_challenges().await? >= 1);
+    let challenged = m.control.claims_challenges().await?;
+    assert!(challenged >= 1);
+    // Later calls still carry the challenged token (the scheduler renews
+    // it on its own schedule); the adapter uses the one it got instead of
+    // being challenged again.
+    let c1 = change_cursor(&mut c).await?;
+    m.control
+        .insert_event(user, &graph_event("Second after the challenge", 3))
+        .await?;
+    titled(&mut c, &c1, "Second after the challenge").await?;
+    assert_eq!(m.control.claims_challenges().await?, challenged);
     let account = c
         .get_account(pb::GetAccountRequest {
             account_id: a.account_id.clone(),
