@@ -96,8 +96,11 @@ pub struct Api {
     /// replace, until they expire: later calls that still carry the old one
     /// (the scheduler refreshes on its own schedule) use the new one rather
     /// than being refused and refreshing again.
-    renewed: Mutex<HashMap<[u8; 32], (Secret, chrono::DateTime<chrono::Utc>)>>,
+    renewed: Mutex<HashMap<[u8; 32], Renewed>>,
 }
+
+/// A refreshed access token and until when to hand it out.
+type Renewed = (Secret, chrono::DateTime<chrono::Utc>);
 
 /// Refreshed access tokens kept at most.
 const MAX_RENEWED: usize = 10_000;
