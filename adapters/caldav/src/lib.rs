@@ -54,7 +54,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let adapter = service::CaldavAdapter::new(&config);
     let routes = Routes::new(CalendarAdapterServer::new(adapter));
-    let bound = bound.with_tls(config.tls.server().context("gRPC TLS")?);
+    let bound = config.tls.apply(bound).await.context("gRPC TLS")?;
     calbridge_runtime::serve(SERVICE_NAME, bound, &[CALENDAR_ADAPTER], routes, shutdown)
         .await
         .context("gRPC server failed")

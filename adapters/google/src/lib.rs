@@ -62,7 +62,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let validated = config.validate().context("invalid configuration")?;
-    let bound = bound.with_tls(config.tls.server().context("gRPC TLS")?);
+    let bound = config.tls.apply(bound).await.context("gRPC TLS")?;
     let adapter = service::GoogleAdapter::new(&config, &validated);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -54,7 +54,7 @@ pub async fn serve(
     let control = service::SandboxControlService::new(shared);
     let routes = Routes::new(CalendarAdapterServer::new(adapter))
         .add_service(SandboxControlServer::new(control));
-    let bound = bound.with_tls(config.tls.server().context("gRPC TLS")?);
+    let bound = config.tls.apply(bound).await.context("gRPC TLS")?;
     calbridge_runtime::serve(
         SERVICE_NAME,
         bound,

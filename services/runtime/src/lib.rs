@@ -249,6 +249,7 @@ pub struct Bound {
     /// The address actually bound.
     pub addr: SocketAddr,
     tls: Option<tls::ServerTls>,
+    health: Option<TcpListener>,
 }
 
 impl Bound {
@@ -258,6 +259,31 @@ impl Bound {
         self.tls = tls;
         self
     }
+
+    /// Also serves gRPC health alone, plaintext, on `listener` (kubelet's
+    /// gRPC probes cannot speak TLS; health says nothing secret).
+    pub fn with_health_listener(mut self, listener: Option<TcpListener>) -> Self {
+        self.health = listener;
+        self
+    }
+}
+
+/// Serves `routes` (gRPC health alone) plaintext on `listener` until
+/// `shutdown` resolves. Logged, not announced: launchers take the first
+/// announced address as the process's gRPC port.
+pub async fn serve_health(
+    name: &str,
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "{name}: plaintext gRPC health listening");
+    }
+    tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -273,6 +299,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
         incoming: Box::pin(incoming),
         addr,
         tls: None,
+        health: None,
     })
 }
 
@@ -304,6 +331,19 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_serving(&reporter, health_names).await;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let health_task = bound.health.map(|listener| {
+        let routes = tonic::service::Routes::new(health.clone());
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            if let Err(error) = serve_health(&name, listener, routes, stopped).await {
+                tracing::error!(%error, "plaintext health listener failed");
+            }
+        })
+    });
     let (reflection_v1, reflection_v1alpha) = reflection_services();
     let routes = routes
         .add_service(health)
@@ -316,10 +356,11 @@ pub async fn serve(
         shutdown.await;
         set_not_serving(&reporter, health_names).await;
         tracing::info!("{name} stopping");
+        let _ = stop_tx.send(true);
     };
     let mut server = tonic::transport::Server::builder().trace_fn(server_span);
     let router = server.add_routes(routes);
-    match bound.tls {
+    let result = match bound.tls {
         Some(tls) => {
             router
                 .serve_with_incoming_shutdown(tls::tls_incoming(bound.incoming, tls), signal)
@@ -330,7 +371,11 @@ pub async fn serve(
                 .serve_with_incoming_shutdown(bound.incoming, signal)
                 .await
         }
+    };
+    if let Some(task) = health_task {
+        task.abort();
     }
+    result
 }
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).

@@ -548,6 +548,10 @@ pub struct TlsArgs {
     /// `--tls-cert` as its client certificate (default: `--tls-client-ca`).
     #[arg(long, env = "CALBRIDGE_SCHEDULER_CA")]
     pub scheduler_ca: Option<PathBuf>,
+    /// Also serve gRPC health alone, plaintext, on this address (kubelet's
+    /// gRPC probes cannot speak TLS; health reveals nothing).
+    #[arg(long, env = "CALBRIDGE_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl TlsArgs {
@@ -565,6 +569,18 @@ impl TlsArgs {
                 "give both --tls-cert and --tls-key, or neither".into(),
             )),
         }
+    }
+
+    /// `bound` with the gRPC server's TLS and, with `--health-listen`, the
+    /// plaintext health listener bound.
+    pub async fn apply(&self, bound: crate::Bound) -> Result<crate::Bound, TlsError> {
+        let health = match self.health_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                TlsError::Config(format!("--health-listen {addr}: cannot listen: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(bound.with_tls(self.server()?).with_health_listener(health))
     }
 
     /// The client TLS of push callbacks to the scheduler, when a CA for

@@ -202,6 +202,7 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    health_listen: Option<String>,
     data_dir: Option<PathBuf>,
     mode: Option<Mode>,
     master_key_file: Option<PathBuf>,
@@ -231,6 +232,10 @@ pub struct Flags {
     /// Address to listen on (port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Also serve gRPC health alone, plaintext, here (kubelet's gRPC
+    /// probes cannot speak TLS).
+    #[arg(long)]
+    pub health_listen: Option<String>,
     /// Directory of the store (and, in local mode, generated dev secrets).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -293,6 +298,8 @@ pub struct Flags {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where gRPC health alone is served plaintext, if anywhere.
+    pub health_listen: Option<SocketAddr>,
     /// Data directory; the sled store lives in `store/` inside it.
     pub data_dir: PathBuf,
     /// Local or production.
@@ -371,6 +378,19 @@ impl Config {
                 format!("{listen_s:?} is not an address like 127.0.0.1:50051"),
             )
         })?;
+        let health_listen = match flags
+            .health_listen
+            .or_else(|| e("CALBRIDGE_HEALTH_LISTEN"))
+            .or(file.health_listen)
+        {
+            Some(s) => Some(s.parse().map_err(|_| {
+                invalid(
+                    "health_listen",
+                    format!("{s:?} is not an address like 0.0.0.0:50053"),
+                )
+            })?),
+            None => None,
+        };
         let data_dir = flags
             .data_dir
             .or_else(|| e("CALBRIDGE_DATA_DIR").map(PathBuf::from))
@@ -564,6 +584,7 @@ impl Config {
 
         Ok(Config {
             listen,
+            health_listen,
             data_dir,
             mode,
             master_key_file,
@@ -904,6 +925,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.tls.adapter_ca, Some(PathBuf::from("/tls/ca.crt")));
+    }
+
+    #[test]
+    fn the_plaintext_health_listener_is_an_address() {
+        let c = Config::load(
+            Flags::default(),
+            &env(&[("CALBRIDGE_HEALTH_LISTEN", "0.0.0.0:50053")]),
+        )
+        .unwrap();
+        assert_eq!(c.health_listen, Some("0.0.0.0:50053".parse().unwrap()));
+        let err = Config::load(
+            Flags {
+                health_listen: Some("probe".into()),
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`health_listen`"), "{err}");
     }
 
     #[test]

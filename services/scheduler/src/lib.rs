@@ -223,6 +223,29 @@ pub async fn run(
         ),
         None => None,
     };
+    let health_task = match shared.config.health_listen {
+        Some(a) => {
+            let listener = tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| RunError::Serve {
+                    addr: a.to_string(),
+                    detail: format!("health listener: {e}"),
+                })?;
+            let routes = tonic::service::Routes::new(health_service.clone());
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) =
+                    calbridge_runtime::serve_health("scheduler", listener, routes, stopped).await
+                {
+                    tracing::error!(error = %e, "health listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let addr = bound.addr;
     calbridge_runtime::announce("scheduler", addr);
     tracing::info!(
@@ -289,6 +312,9 @@ pub async fn run(
         let _ = sync_task.await;
         let _ = upkeep_task.await;
         if let Some(t) = callback_task {
+            let _ = t.await;
+        }
+        if let Some(t) = health_task {
             let _ = t.await;
         }
     })

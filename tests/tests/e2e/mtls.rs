@@ -10,16 +10,36 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use calbridge::pb;
 use calbridge_e2e::tls::{adapter_client, mtls_stack, server_certificate, Links, TestCa};
-use calbridge_e2e::{eventually, timed_event, Proc};
+use calbridge_e2e::{eventually, free_port, timed_event, Proc};
 use calbridge_runtime::tls::ClientTls;
 
 #[tokio::test]
 async fn an_adapter_answers_only_clients_whose_certificate_its_ca_signed() -> Result<()> {
     let links = Links::new(&["127.0.0.1", "localhost"])?;
-    let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+    let health_port = free_port();
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--health-listen".to_string(),
+        format!("127.0.0.1:{health_port}"),
+    ];
     args.extend(links.adapter_flags());
     let adapter = Proc::start("calbridge-adapter-sandbox", &args).await?;
     let url = format!("https://{}", adapter.addr);
+
+    // Health alone answers plaintext on its own port (for kubelet).
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        calbridge_e2e::channel(&format!("http://127.0.0.1:{health_port}")).await?,
+    )
+    .check(tonic_health::pb::HealthCheckRequest {
+        service: "calbridge.v1.CalendarAdapter".into(),
+    })
+    .await?
+    .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     // Plaintext: not even a TLS client.
     let plain = adapter_client(&format!("http://{}", adapter.addr), None)?
