@@ -19,6 +19,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::{channel, eventually, free_port, AdminClient, Bearer, Proc, SchedulerClient};
 
+/// Kept here too for the CalDAV tests that name it so.
+pub use crate::list_events;
+
 /// Which CalDAV server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
@@ -688,34 +691,6 @@ pub async fn connect(
         })
         .await
         .map(|r| r.into_inner())
-}
-
-/// Every mirrored event of a calendar overlapping `window`, by start.
-pub async fn list_events(
-    client: &mut SchedulerClient,
-    account_id: &str,
-    calendar_id: &str,
-    window: pb::TimeWindow,
-) -> Result<Vec<pb::Event>> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let r = client
-            .list_events(pb::ListEventsRequest {
-                account_id: account_id.to_string(),
-                calendar_id: calendar_id.to_string(),
-                window: Some(window),
-                page_size: 1000,
-                page_token: page_token.clone(),
-            })
-            .await?
-            .into_inner();
-        out.extend(r.events);
-        if r.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        page_token = r.next_page_token;
-    }
 }
 
 /// Waits until the mirror of a calendar satisfies `pred` (re-listing the

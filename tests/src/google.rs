@@ -28,6 +28,28 @@ pub fn dev_tls(dir: &Path) -> Result<Vec<u8>> {
     Ok(t.ca_pem.into_bytes())
 }
 
+/// An adapter's push webhook on a free loopback port, served over HTTPS
+/// with the certificate [`dev_tls`] wrote to `dir`, forwarding only to the
+/// scheduler on `scheduler_port`: its public URL (ending in `path`) and the
+/// adapter's flags.
+pub fn webhook_flags(dir: &Path, scheduler_port: u16, path: &str) -> (String, Vec<String>) {
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/{path}");
+    let flags = vec![
+        "--allowed-callback-endpoint".into(),
+        format!("http://127.0.0.1:{scheduler_port}"),
+        "--webhook-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--webhook-public-url".into(),
+        url.clone(),
+        "--webhook-tls-cert".into(),
+        dir.join("webhook.crt").display().to_string(),
+        "--webhook-tls-key".into(),
+        dir.join("webhook.key").display().to_string(),
+    ];
+    (url, flags)
+}
+
 /// Fake Google + Google adapter + scheduler.
 pub struct GoogleStack {
     /// The sandbox adapter and the scheduler.
@@ -96,21 +118,9 @@ impl GoogleStack {
         // notifications may only be forwarded to it.
         let scheduler_port = free_port();
         if !opts.no_push {
-            let port = free_port();
-            let url = format!("https://127.0.0.1:{port}/google/push");
-            webhook_url = Some(url.clone());
-            args.extend([
-                "--allowed-callback-endpoint".into(),
-                format!("http://127.0.0.1:{scheduler_port}"),
-                "--webhook-listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--webhook-public-url".into(),
-                url,
-                "--webhook-tls-cert".into(),
-                files.path().join("webhook.crt").display().to_string(),
-                "--webhook-tls-key".into(),
-                files.path().join("webhook.key").display().to_string(),
-            ]);
+            let (url, flags) = webhook_flags(files.path(), scheduler_port, "google/push");
+            webhook_url = Some(url);
+            args.extend(flags);
         }
         args.extend(opts.adapter_flags);
         let adapter = Proc::start("calbridge-adapter-google", &args).await?;

@@ -384,6 +384,12 @@ impl Stack {
         ))
     }
 
+    /// A client of a new tenant `name`, with its API key.
+    pub async fn tenant_client(&self, name: &str) -> Result<SchedulerClient> {
+        let (_, key) = self.tenant(name).await?;
+        self.client(Some(&key)).await
+    }
+
     /// Creates a tenant and returns (tenant id, API key).
     pub async fn tenant(&self, name: &str) -> Result<(String, String)> {
         let mut admin = self.admin().await?;
@@ -461,6 +467,48 @@ pub async fn sync_status(
         .await?
         .into_inner()
         .calendars)
+}
+
+/// The window most end-to-end tests look through: from a day ago to 60
+/// days ahead.
+pub fn near_window() -> pb::TimeWindow {
+    let now = chrono::Utc::now();
+    pb::TimeWindow {
+        start: Some(calbridge::time::to_timestamp(
+            now - chrono::Duration::days(1),
+        )),
+        end: Some(calbridge::time::to_timestamp(
+            now + chrono::Duration::days(60),
+        )),
+    }
+}
+
+/// Every mirrored event of a calendar overlapping `window`, by start.
+pub async fn list_events(
+    client: &mut SchedulerClient,
+    account_id: &str,
+    calendar_id: &str,
+    window: pb::TimeWindow,
+) -> Result<Vec<pb::Event>> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let r = client
+            .list_events(pb::ListEventsRequest {
+                account_id: account_id.to_string(),
+                calendar_id: calendar_id.to_string(),
+                window: Some(window),
+                page_size: 1000,
+                page_token: page_token.clone(),
+            })
+            .await?
+            .into_inner();
+        out.extend(r.events);
+        if r.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = r.next_page_token;
+    }
 }
 
 /// The accounts the client's tenant holds (one page of up to 1000).

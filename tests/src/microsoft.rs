@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use calbridge::pb;
 use calbridge_fake_graph::{Control, FakeConfig, FakeHandle, SubscriptionInfo};
 
-use crate::google::{browse_consent, connect, dev_tls};
+use crate::google::{browse_consent, connect, dev_tls, webhook_flags};
 use crate::prism::Prism;
 use crate::{eventually, free_port, Proc, SchedulerClient, Stack};
 
@@ -104,21 +104,9 @@ impl MicrosoftStack {
         // notifications may only be forwarded to it.
         let scheduler_port = free_port();
         if !opts.no_push {
-            let port = free_port();
-            let url = format!("https://127.0.0.1:{port}/microsoft/push");
-            webhook_url = Some(url.clone());
-            args.extend([
-                "--allowed-callback-endpoint".into(),
-                format!("http://127.0.0.1:{scheduler_port}"),
-                "--webhook-listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--webhook-public-url".into(),
-                url,
-                "--webhook-tls-cert".into(),
-                files.path().join("webhook.crt").display().to_string(),
-                "--webhook-tls-key".into(),
-                files.path().join("webhook.key").display().to_string(),
-            ]);
+            let (url, flags) = webhook_flags(files.path(), scheduler_port, "microsoft/push");
+            webhook_url = Some(url);
+            args.extend(flags);
         }
         args.extend(opts.adapter_flags);
         let adapter = Proc::start("calbridge-adapter-microsoft", &args).await?;

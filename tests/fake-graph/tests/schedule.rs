@@ -4,100 +4,35 @@
 //! outlook.timezone`, Graph's limits as 400s, the scope it needs, and
 //! injected throttling; every answer fits Microsoft's schemas.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use calbridge_fake_graph::{Control, FakeConfig, FakeHandle, Fault};
+mod common;
+
+use calbridge_fake_graph::{FakeConfig, Fault};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-const USER: &str = "ada@contoso.example";
+use common::{Fake, USER};
+
 const OTHER: &str = "bob@contoso.example";
-const REDIRECT: &str = "http://127.0.0.1:9/cb";
-
-struct Fake {
-    fake: FakeHandle,
-    control: Control,
-    http: reqwest::Client,
-}
 
 async fn fake() -> Fake {
-    let fake = calbridge_fake_graph::serve(FakeConfig::default())
-        .await
-        .unwrap();
-    let control = fake.control();
-    control.add_client("app", "secret", REDIRECT).await.unwrap();
-    control.add_user(USER, "UTC").await.unwrap();
-    control
-        .add_user(OTHER, "Pacific Standard Time")
-        .await
-        .unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
-    Fake {
-        fake,
-        control,
-        http,
-    }
+    common::start(
+        FakeConfig::default(),
+        &[(USER, "UTC"), (OTHER, "Pacific Standard Time")],
+    )
+    .await
 }
 
-impl Fake {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.fake.base_url())
-    }
+trait ScheduleCalls {
+    async fn schedule(
+        &self,
+        token: &str,
+        action: &str,
+        prefer: &str,
+        body: &Value,
+    ) -> reqwest::Response;
+}
 
-    /// An access token of [`USER`] for `scope`, through consent and code
-    /// exchange.
-    async fn token(&self, scope: &str) -> String {
-        let verifier = "a-verifier-long-enough-for-pkce-0123456789abcdef";
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        let auth = self
-            .http
-            .get(self.url("/common/oauth2/v2.0/authorize"))
-            .query(&[
-                ("client_id", "app"),
-                ("response_type", "code"),
-                ("redirect_uri", REDIRECT),
-                ("scope", scope),
-                ("state", "s"),
-                ("code_challenge", &challenge),
-                ("code_challenge_method", "S256"),
-                ("login_hint", USER),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(auth.status(), StatusCode::FOUND);
-        let location = reqwest::Url::parse(auth.headers()["location"].to_str().unwrap()).unwrap();
-        let code = location
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .into_owned();
-        let answer: Value = self
-            .http
-            .post(self.url("/common/oauth2/v2.0/token"))
-            .form(&[
-                ("client_id", "app"),
-                ("client_secret", "secret"),
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", verifier),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["access_token"].as_str().unwrap().to_string()
-    }
-
+impl ScheduleCalls for Fake {
     async fn schedule(
         &self,
         token: &str,
@@ -114,11 +49,6 @@ impl Fake {
             r = r.header("Prefer", prefer);
         }
         r.send().await.unwrap()
-    }
-
-    async fn verify(&self) {
-        let v = self.control.violations().await.unwrap();
-        assert!(v.is_empty(), "{v:#?}");
     }
 }
 

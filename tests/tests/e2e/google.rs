@@ -14,8 +14,8 @@ use anyhow::{anyhow, Context, Result};
 use calbridge::pb::{self, ChangeKind};
 use calbridge_e2e::google::{GoogleOptions, GoogleStack};
 use calbridge_e2e::{
-    bin, change_cursor, changes_after, dir_contains, eventually, next_change, timed_event,
-    SchedulerClient,
+    bin, change_cursor, changes_after, dir_contains, eventually, list_events, near_window,
+    next_change, timed_event,
 };
 use calbridge_fake_google::control::{Fault, PushBehaviour};
 use chrono::{Duration as Span, SubsecRound, Utc};
@@ -42,31 +42,6 @@ fn google_event(summary: &str, days: i64) -> Value {
         "start": {"dateTime": rfc3339(start), "timeZone": "Europe/London"},
         "end": {"dateTime": rfc3339(start + Span::minutes(30)), "timeZone": "Europe/London"},
     })
-}
-
-fn window() -> pb::TimeWindow {
-    pb::TimeWindow {
-        start: Some(calbridge::time::to_timestamp(Utc::now() - Span::days(1))),
-        end: Some(calbridge::time::to_timestamp(Utc::now() + Span::days(60))),
-    }
-}
-
-async fn mirror(c: &mut SchedulerClient, account: &str, calendar: &str) -> Result<Vec<pb::Event>> {
-    Ok(c.list_events(pb::ListEventsRequest {
-        account_id: account.into(),
-        calendar_id: calendar.into(),
-        window: Some(window()),
-        page_size: 1000,
-        page_token: String::new(),
-    })
-    .await?
-    .into_inner()
-    .events)
-}
-
-async fn tenant(g: &GoogleStack, name: &str) -> Result<SchedulerClient> {
-    let (_, key) = g.stack.tenant(name).await?;
-    g.stack.client(Some(&key)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +94,7 @@ async fn the_oauth_dance_through_the_cli_and_the_http_callback() -> Result<()> {
 
     let mut c = g.stack.client(Some(&key)).await?;
     let account_id = account["account_id"].as_str().context("account_id")?;
-    let events = mirror(&mut c, account_id, PRIMARY).await?;
+    let events = list_events(&mut c, account_id, PRIMARY, near_window()).await?;
     assert!(
         events.iter().any(|e| e.title == "Seeded before connecting"),
         "{events:#?}"
@@ -147,10 +122,10 @@ async fn sync_maps_series_and_outside_edits_arrive_by_push() -> Result<()> {
             }),
         )
         .await?;
-    let mut c = tenant(&g, "google-push").await?;
+    let mut c = g.stack.tenant_client("google-push").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
 
-    let events = mirror(&mut c, &a.account_id, PRIMARY).await?;
+    let events = list_events(&mut c, &a.account_id, PRIMARY, near_window()).await?;
     let standups: Vec<_> = events
         .iter()
         .filter(|e| e.title == "Daily standup")
@@ -244,7 +219,7 @@ async fn edits_arrive_by_polling_when_push_is_dropped() -> Result<()> {
             ..Default::default()
         })
         .await?;
-    let mut c = tenant(&g, "google-poll").await?;
+    let mut c = g.stack.tenant_client("google-poll").await?;
     g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     let c0 = change_cursor(&mut c).await?;
     g.control
@@ -262,7 +237,7 @@ async fn upserts_and_deletes_reach_google_once() -> Result<()> {
     let g = GoogleStack::start(GoogleOptions::default()).await?;
     let user = "writer@gmail.example";
     g.user(user).await?;
-    let mut c = tenant(&g, "google-write").await?;
+    let mut c = g.stack.tenant_client("google-write").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     let c0 = change_cursor(&mut c).await?;
     let start = Utc::now() + Span::days(6);
@@ -345,7 +320,7 @@ async fn an_expired_sync_token_resyncs_without_spurious_changes() -> Result<()> 
             .insert_event(user, &google_event(&format!("Existing {i}"), 1 + i % 20))
             .await?;
     }
-    let mut c = tenant(&g, "google-410").await?;
+    let mut c = g.stack.tenant_client("google-410").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     let c0 = change_cursor(&mut c).await?;
     g.control.expire_sync_tokens(user).await?;
@@ -370,7 +345,12 @@ async fn an_expired_sync_token_resyncs_without_spurious_changes() -> Result<()> 
     );
     let changes = changes_after(&mut c, &c0).await?;
     assert_eq!(changes.len(), 1, "{changes:#?}");
-    assert_eq!(mirror(&mut c, &a.account_id, PRIMARY).await?.len(), 31);
+    assert_eq!(
+        list_events(&mut c, &a.account_id, PRIMARY, near_window())
+            .await?
+            .len(),
+        31
+    );
     g.assert_valid_responses().await
 }
 
@@ -379,7 +359,7 @@ async fn a_rate_limit_storm_is_waited_out_not_hammered() -> Result<()> {
     let g = GoogleStack::start(GoogleOptions::default()).await?;
     let user = "storm@gmail.example";
     g.user(user).await?;
-    let mut c = tenant(&g, "google-storm").await?;
+    let mut c = g.stack.tenant_client("google-storm").await?;
     g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     g.control.reset_counters().await?;
     g.control
@@ -423,7 +403,7 @@ async fn invalid_grant_makes_the_account_reauth_required() -> Result<()> {
     g.control
         .insert_event(user, &google_event("Kept", 2))
         .await?;
-    let mut c = tenant(&g, "google-lapsed").await?;
+    let mut c = g.stack.tenant_client("google-lapsed").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     let c0 = change_cursor(&mut c).await?;
     g.control.invalidate_refresh_tokens(user).await?;
@@ -438,7 +418,12 @@ async fn invalid_grant_makes_the_account_reauth_required() -> Result<()> {
     })
     .await?;
     assert_eq!(ch.account_status, pb::AccountStatus::ReauthRequired as i32);
-    assert_eq!(mirror(&mut c, &a.account_id, PRIMARY).await?.len(), 1);
+    assert_eq!(
+        list_events(&mut c, &a.account_id, PRIMARY, near_window())
+            .await?
+            .len(),
+        1
+    );
 
     // Re-authorising the account resumes it with the mirror kept.
     let begun = c
@@ -465,7 +450,12 @@ async fn invalid_grant_makes_the_account_reauth_required() -> Result<()> {
         }
     })
     .await?;
-    assert_eq!(mirror(&mut c, &a.account_id, PRIMARY).await?.len(), 1);
+    assert_eq!(
+        list_events(&mut c, &a.account_id, PRIMARY, near_window())
+            .await?
+            .len(),
+        1
+    );
     g.assert_valid_responses().await
 }
 
@@ -477,7 +467,7 @@ async fn revoking_stops_channels_and_removes_everything() -> Result<()> {
     g.control
         .insert_event(user, &google_event("Confidential merger talk", 2))
         .await?;
-    let mut c = tenant(&g, "google-revoke").await?;
+    let mut c = g.stack.tenant_client("google-revoke").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     g.channel(user, "a live channel", |ch| !ch.stopped).await?;
     c.revoke_account(pb::RevokeAccountRequest {
@@ -505,12 +495,12 @@ async fn a_free_busy_account_reads_only_free_busy_and_stores_no_content() -> Res
     g.control
         .insert_event(user, &google_event("Secret interview", 2))
         .await?;
-    let mut c = tenant(&g, "google-fb").await?;
+    let mut c = g.stack.tenant_client("google-fb").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::FreeBusy).await?;
     let fb = c
         .query_free_busy(pb::QueryFreeBusyRequest {
             account_ids: vec![a.account_id.clone()],
-            window: Some(window()),
+            window: Some(near_window()),
         })
         .await?
         .into_inner();
@@ -541,7 +531,7 @@ async fn channels_are_renewed_before_they_expire_and_stopped_on_deselect() -> Re
     .await?;
     let user = "renew@gmail.example";
     g.user(user).await?;
-    let mut c = tenant(&g, "google-renew").await?;
+    let mut c = g.stack.tenant_client("google-renew").await?;
     let a = g.connect(&mut c, user, pb::AccessLevel::ReadWrite).await?;
     let first = g.channel(user, "a live channel", |ch| !ch.stopped).await?;
     // Renewed at a quarter of its 4 s life: a new channel, the old stopped,
