@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use calbridge::pb;
+use calbridge_runtime::tls::ClientTls;
 use calbridge_runtime::TracePropagation;
+use std::path::PathBuf;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
@@ -54,11 +56,37 @@ pub(crate) type Admin = pb::admin_client::AdminClient<Authed>;
 /// The sandbox control client.
 pub(crate) type Sandbox = pb::sandbox_control_client::SandboxControlClient<Authed>;
 
-/// Connects to `url`, failing with [`Unreachable`] when nothing answers.
+/// The TLS of `https://` URLs: the CA file in `CALBRIDGE_CA_FILE` and,
+/// when the server asks for one, the client certificate and key in
+/// `CALBRIDGE_CLIENT_CERT_FILE` and `CALBRIDGE_CLIENT_KEY_FILE`.
+fn client_tls() -> Result<ClientTls> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let ca = var("CALBRIDGE_CA_FILE").ok_or_else(|| {
+        anyhow!("an https:// URL needs CALBRIDGE_CA_FILE: the CA of the server's certificate")
+    })?;
+    let (cert, key) = (
+        var("CALBRIDGE_CLIENT_CERT_FILE"),
+        var("CALBRIDGE_CLIENT_KEY_FILE"),
+    );
+    Ok(ClientTls::new(&ca, cert.as_deref().zip(key.as_deref()))?)
+}
+
+/// Connects to `url`, failing with [`Unreachable`] when nothing answers;
+/// `https://` over TLS ([`client_tls`]).
 pub(crate) async fn channel(api: Api, url: &str) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("{}: not a valid URL: {url:?}", api.url_flag()))?
         .connect_timeout(Duration::from_secs(5));
+    if endpoint.uri().scheme_str() == Some("https") {
+        let tls = client_tls()?;
+        return Ok(calbridge_runtime::tls::channel(url, Some(&tls), |e| {
+            e.connect_timeout(Duration::from_secs(5))
+        })?);
+    }
     endpoint.connect().await.map_err(|source| {
         anyhow::Error::new(Unreachable {
             api,

@@ -213,3 +213,47 @@ async fn a_rotated_adapter_certificate_is_picked_up_while_calls_continue() -> Re
     assert!(log.contains("TLS material reloaded"), "{log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_api_over_tls_asks_for_a_client_certificate_and_still_an_api_key() -> Result<()> {
+    let links = Links::new(&["127.0.0.1", "localhost"])?;
+    let stack = mtls_stack(&links, true, &[]).await?;
+    let url = format!("https://{}", stack.scheduler.addr);
+
+    // The CLI, with the CA and a client certificate from the environment.
+    let out = tokio::process::Command::new(calbridge_e2e::bin("calbridge"))
+        .args(["admin", "create-tenant", "--name", "over-tls", "--json"])
+        .env("CALBRIDGE_SERVER", &url)
+        .env(
+            "CALBRIDGE_ADMIN_TOKEN_FILE",
+            stack.dir.path().join("admin.token"),
+        )
+        .env("CALBRIDGE_CA_FILE", &links.ca_file)
+        .env("CALBRIDGE_CLIENT_CERT_FILE", &links.client_cert)
+        .env("CALBRIDGE_CLIENT_KEY_FILE", &links.client_key)
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without a client certificate: refused.
+    let anonymous = calbridge_e2e::tls::tls_channel(&url, Some(&links.client_tls(false)?))?;
+    let refused = pb::scheduler_client::SchedulerClient::new(anonymous)
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await;
+    assert!(refused.is_err(), "answered a client without a certificate");
+
+    // With one but no API key: still unauthenticated.
+    let mut admin = calbridge_e2e::tls::tls_admin(&stack, &links)?;
+    calbridge_e2e::tls::tenant_with(&mut admin, "t").await?;
+    let keyless = calbridge_e2e::tls::tls_channel(&url, Some(&links.client_tls(true)?))?;
+    let status = pb::scheduler_client::SchedulerClient::new(keyless)
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .expect_err("answered without an API key");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    Ok(())
+}
