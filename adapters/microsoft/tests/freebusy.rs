@@ -1,144 +1,55 @@
 //! The Microsoft adapter's native free/busy (QueryFreeBusy through Graph's
 //! getSchedule) against the fake Graph: a FREE_BUSY sign-in, busy,
 //! tentative and out-of-office times and series occurrences, windows
-//! longer than Graph's 62 days, refusals with a clear status, throttling;
-//! and never a request for event content. The service is called in this
-//! process, without a gRPC hop: what is tested is what it asks Graph and
-//! what it answers.
+//! longer than Graph's 62 days (in one `$batch`), refusals with a clear
+//! status, throttling; and never a request for event content. Through
+//! Prism, as the adapter's other tests (`common`).
 
 use std::time::{Duration, Instant};
 
 use calbridge::pb;
-use calbridge::pb::calendar_adapter_server::CalendarAdapter;
 use calbridge::time::{from_timestamp, to_timestamp};
-use calbridge_adapter_microsoft::service::MicrosoftAdapter;
-use calbridge_adapter_microsoft::Config;
-use calbridge_fake_graph::{Control, FakeConfig, FakeHandle, Fault};
+use calbridge_fake_graph::Fault;
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
 use serde_json::{json, Value};
-use tonic::{Code, Request};
+use tonic::Code;
 
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
-const SECRET: &str = "fake-secret";
-const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
-const USER: &str = "ada@contoso.example";
-/// The PKCE verifier and its S256 challenge (RFC 7636, appendix B).
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+mod common;
 
-struct World {
-    _fake: FakeHandle,
-    control: Control,
-    adapter: MicrosoftAdapter,
-    _dir: tempfile::TempDir,
-}
+use common::{World, USER};
 
 async fn start() -> World {
-    let fake = calbridge_fake_graph::serve(FakeConfig::default())
-        .await
-        .unwrap();
-    let control = fake.control();
-    control
-        .add_client(CLIENT_ID, SECRET, REDIRECT)
-        .await
-        .unwrap();
-    control.add_user(USER, "UTC").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (id, secret) = (dir.path().join("id"), dir.path().join("secret"));
-    std::fs::write(&id, CLIENT_ID).unwrap();
-    std::fs::write(&secret, SECRET).unwrap();
-    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), id, secret);
-    config.tenant = "organizations".into();
-    config.authority_url = fake.base_url();
-    config.graph_base_url = format!("{}/v1.0/", fake.base_url());
-    config.retry_base_delay_ms = 20;
-    config.retry_budget_ms = 5_000;
-    let validated = config.validate().unwrap();
-    World {
-        _fake: fake,
-        control,
-        adapter: MicrosoftAdapter::new(&config, validated),
-        _dir: dir,
-    }
+    common::start_in("UTC").await
 }
 
-impl World {
-    /// Credentials at `level` through the adapter's consent URL, the fake's
-    /// consent and the code exchange.
-    async fn credentials(&self, level: pb::AccessLevel) -> pb::ProviderCredentials {
-        let url = self
-            .adapter
-            .build_authorization_url(Request::new(pb::BuildAuthorizationUrlRequest {
-                access_level: level as i32,
-                redirect_uri: REDIRECT.into(),
-                state: "state-1".into(),
-                code_challenge: CHALLENGE.into(),
-                login_hint: USER.into(),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .authorization_url;
-        let browser = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .unwrap();
-        let answer = browser.get(&url).send().await.unwrap();
-        let back = reqwest::Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap();
-        let code = back
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .map(|(_, v)| v.into_owned())
-            .unwrap();
-        self.adapter
-            .exchange_code(Request::new(pb::ExchangeCodeRequest {
-                code,
-                code_verifier: VERIFIER.into(),
-                redirect_uri: REDIRECT.into(),
-                access_level: level as i32,
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-    }
-
-    async fn calendars(&self, creds: &pb::ProviderCredentials) -> Vec<pb::Calendar> {
-        self.adapter
-            .list_calendars(Request::new(pb::ListProviderCalendarsRequest {
-                credentials: Some(creds.clone()),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .calendars
-    }
-
-    async fn primary(&self, creds: &pb::ProviderCredentials) -> String {
-        self.calendars(creds)
-            .await
-            .into_iter()
-            .find(|c| c.primary)
-            .unwrap()
-            .calendar_id
-    }
-
+trait FreeBusy {
     async fn free_busy(
-        &self,
+        &mut self,
+        creds: &pb::ProviderCredentials,
+        calendar_ids: &[&str],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<pb::BusyInterval>, tonic::Status>;
+    async fn requests(&self) -> Vec<String>;
+}
+
+impl FreeBusy for World {
+    async fn free_busy(
+        &mut self,
         creds: &pb::ProviderCredentials,
         calendar_ids: &[&str],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<pb::BusyInterval>, tonic::Status> {
-        self.adapter
-            .query_free_busy(Request::new(pb::ProviderFreeBusyRequest {
+        self.client
+            .query_free_busy(pb::ProviderFreeBusyRequest {
                 credentials: Some(creds.clone()),
                 calendar_ids: calendar_ids.iter().map(|c| c.to_string()).collect(),
                 window: Some(pb::TimeWindow {
                     start: Some(to_timestamp(start)),
                     end: Some(to_timestamp(end)),
                 }),
-            }))
+            })
             .await
             .map(|r| r.into_inner().busy)
     }
@@ -146,12 +57,6 @@ impl World {
     /// Graph requests served so far (`METHOD route`).
     async fn requests(&self) -> Vec<String> {
         self.control.stats().await.unwrap().1
-    }
-
-    /// Every answer of the fake fits Microsoft's OpenAPI schemas.
-    async fn verify(&self) {
-        let v = self.control.violations().await.unwrap();
-        assert!(v.is_empty(), "schema violations: {v:#?}");
     }
 }
 
@@ -201,10 +106,10 @@ fn spans(busy: &[pb::BusyInterval]) -> Vec<(DateTime<Utc>, DateTime<Utc>, pb::Bu
 
 #[tokio::test]
 async fn a_free_busy_account_reads_busy_times_through_getschedule_and_never_event_content() {
-    let w = start().await;
+    let mut w = start().await;
     let caps = w
-        .adapter
-        .describe(Request::new(pb::DescribeRequest {}))
+        .client
+        .describe(pb::DescribeRequest {})
         .await
         .unwrap()
         .into_inner();
@@ -274,7 +179,7 @@ async fn a_free_busy_account_reads_busy_times_through_getschedule_and_never_even
 
 #[tokio::test]
 async fn a_window_longer_than_62_days_is_asked_in_shorter_ranges_and_joined() {
-    let w = start().await;
+    let mut w = start().await;
     let creds = w.credentials(pb::AccessLevel::FreeBusy).await;
     let cal = w.primary(&creds).await;
     let start = at(1, 0);
@@ -346,7 +251,7 @@ async fn a_window_longer_than_62_days_is_asked_in_shorter_ranges_and_joined() {
 
 #[tokio::test]
 async fn an_edited_occurrence_keeps_its_own_status_and_a_deleted_one_frees_its_time() {
-    let w = start().await;
+    let mut w = start().await;
     let reader = w.credentials(pb::AccessLevel::Read).await;
     let cal = w.primary(&reader).await;
     w.control
@@ -367,8 +272,8 @@ async fn an_edited_occurrence_keeps_its_own_status_and_a_deleted_one_frees_its_t
     let mut listed = Vec::new();
     for _ in 0..50 {
         let page = w
-            .adapter
-            .sync_events(Request::new(request.clone()))
+            .client
+            .sync_events(request.clone())
             .await
             .unwrap()
             .into_inner();
@@ -416,7 +321,7 @@ async fn an_edited_occurrence_keeps_its_own_status_and_a_deleted_one_frees_its_t
 
 #[tokio::test]
 async fn refusals_surface_as_clear_statuses_and_throttling_is_waited_out() {
-    let w = start().await;
+    let mut w = start().await;
     let creds = w.credentials(pb::AccessLevel::FreeBusy).await;
     let calendars = w.calendars(&creds).await;
     let cal = calendars
