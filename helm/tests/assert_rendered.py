@@ -51,13 +51,21 @@ EXPECT = {
     "netpol-off": dict(adapters={"sandbox", "caldav"}, hpa={"caldav"}, pdb={"sandbox", "caldav"}, netpol=False,
                        pushers={"sandbox"},
                        secrets={"master-key": f"{BASE}-scheduler-keys", "admin-token": f"{BASE}-scheduler-keys"}),
+    "mesh": dict(adapters={"sandbox", "caldav"}, hpa={"caldav"}, pdb={"sandbox", "caldav"}, netpol=True,
+                 pushers={"sandbox"}, tls=False,
+                 secrets={"master-key": f"{BASE}-scheduler-keys", "admin-token": f"{BASE}-scheduler-keys"}),
     "existing-secrets": dict(adapters={"caldav", "google", "microsoft"}, hpa={"caldav", "google", "microsoft"},
                              pdb={"caldav", "google", "microsoft"}, netpol=True, pushers=set(), no_chart_keys=True,
                              secrets={"master-key": "calbridge-master-key", "admin-token": "calbridge-admin",
                                       "previous-master-key": "calbridge-master-key-old",
                                       "google-oauth": "google-oauth-client",
-                                      "microsoft-oauth": "microsoft-oauth-client"}),
+                                      "microsoft-oauth": "microsoft-oauth-client"},
+                             tls_secrets={"scheduler": "calbridge-scheduler-links", "google": "calbridge-google-links"},
+                             client_certificates=True),
 }
+# The plaintext gRPC health port kubelet's probes use beside a TLS gRPC port.
+HEALTH_PORT = 50070
+TLS_DIR = "/etc/calbridge/tls"
 PORTS = {"sandbox": 50061, "caldav": 50062, "google": 50063, "microsoft": 50065}
 # Adapters with an OAuth client and a push webhook, and the webhook's port.
 WEBHOOK_PORTS = {"google": 50064, "microsoft": 50066}
@@ -123,15 +131,21 @@ def check_security(f, kind, name, w):
                 f"{where}: command {cmd} is not one calbridge binary (no shell)")
 
 
-def check_probes(f, name, w, role):
+def check_probes(f, name, w, role, tls):
     c = w["spec"]["template"]["spec"]["containers"][0]
-    grpc_port = next((p["containerPort"] for p in c["ports"] if p["name"] == "grpc"), None)
+    # Probes cannot speak TLS: with TLS they use the plaintext health port.
+    port_name = "health" if tls else "grpc"
+    grpc_port = next((p["containerPort"] for p in c["ports"] if p["name"] == port_name), None)
+    f.check(grpc_port is not None, f"{name}: no {port_name} port")
+    if tls:
+        f.check(grpc_port == HEALTH_PORT and env_of(c).get("CALBRIDGE_HEALTH_LISTEN") == f"0.0.0.0:{HEALTH_PORT}",
+                f"{name}: health listener not on port {HEALTH_PORT}")
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         p = c.get(probe)
         if not f.check(p is not None, f"{name}: no {probe}"):
             continue
         f.check(set(p) & {"httpGet", "tcpSocket", "exec"} == set(), f"{name}: {probe} is not gRPC-only")
-        f.check("grpc" in p and p["grpc"]["port"] == grpc_port, f"{name}: {probe} not gRPC on the grpc port {grpc_port}")
+        f.check("grpc" in p and p["grpc"]["port"] == grpc_port, f"{name}: {probe} not gRPC on the {port_name} port {grpc_port}")
     ready = c.get("readinessProbe", {}).get("grpc", {})
     f.check(ready.get("service") == READY_SERVICE[role], f"{name}: readiness asks for {ready.get('service')!r}")
     f.check(c.get("livenessProbe", {}).get("grpc", {}).get("service", "") == "", f"{name}: liveness not on the whole server")
@@ -187,9 +201,11 @@ def check_scheduler(f, case, exp, by):
                     "generated key Secret is not kept on uninstall")
     # Adapters registered: exactly the enabled ones, at their Services.
     urls = dict(item.split("=", 1) for item in env.get("CALBRIDGE_ADAPTERS", "").split(",") if item)
+    tls = exp.get("tls", True)
+    scheme = "https" if tls else "http"
     want = {}
     for a in exp["adapters"]:
-        url = f"http://{BASE}-adapter-{a}.{NAMESPACE}.svc:{PORTS[a]}"
+        url = f"{scheme}://{BASE}-adapter-{a}.{NAMESPACE}.svc:{PORTS[a]}"
         want[a] = url
         if a == "caldav":
             want["icloud"] = url
@@ -198,9 +214,42 @@ def check_scheduler(f, case, exp, by):
     f.check(svc is not None and svc["spec"].get("clusterIP") == "None", "scheduler Service missing or not headless")
     f.check(spec["serviceName"] == f"{BASE}-scheduler", "StatefulSet serviceName is not the headless Service")
     advertise = env.get("CALBRIDGE_ADVERTISE_URL")
-    f.check(advertise == f"http://{BASE}-scheduler-0.{BASE}-scheduler.{NAMESPACE}.svc:50051",
+    f.check(advertise == f"{scheme}://{BASE}-scheduler-0.{BASE}-scheduler.{NAMESPACE}.svc:50051",
             f"advertise URL {advertise}")
+    # Transport security: the link certificate, mounted read-only from its
+    # Secret, for the API and toward the adapters; or a mesh, declared.
+    check_links_tls(f, "scheduler", exp, pod, c, env, secrets, mounts,
+                    want_env={"CALBRIDGE_TLS_CERT": "tls.crt", "CALBRIDGE_TLS_KEY": "tls.key",
+                              "CALBRIDGE_ADAPTER_CA": "ca.crt", "CALBRIDGE_ADAPTER_CLIENT_CERT": "tls.crt",
+                              "CALBRIDGE_ADAPTER_CLIENT_KEY": "tls.key", "CALBRIDGE_CA_FILE": "ca.crt"},
+                    default_secret=f"{BASE}-scheduler-tls")
+    if tls:
+        f.check(("CALBRIDGE_TLS_CLIENT_CA" in env) == bool(exp.get("client_certificates")),
+                f"scheduler: client certificates required is {'CALBRIDGE_TLS_CLIENT_CA' in env}")
+        f.check(env.get("CALBRIDGE_SERVER") == advertise, "scheduler: the CLI in the pod does not dial the advertised URL")
+    f.check((env.get("CALBRIDGE_ALLOW_PLAINTEXT_LINKS") == "true") == (not tls),
+            "scheduler: plaintext links allowed without a mesh, or a mesh without allowing them")
     return advertise
+
+
+def check_links_tls(f, who, exp, pod, c, env, secrets, mounts, want_env, default_secret):
+    """The link certificate of one process (scheduler or adapter)."""
+    tls = exp.get("tls", True)
+    if not tls:
+        f.check("links-tls" not in secrets and not any(k.startswith("CALBRIDGE_TLS_") for k in env),
+                f"{who}: TLS material without tls.enabled")
+        return
+    secret = exp.get("tls_secrets", {}).get(who, default_secret)
+    f.check(secrets.get("links-tls") == secret, f"{who}: link certificate Secret {secrets.get('links-tls')} != {secret}")
+    vol = next((v for v in pod.get("volumes", []) if v["name"] == "links-tls"), {})
+    items = {i["key"] for i in vol.get("secret", {}).get("items", [])}
+    f.check(items == {"tls.crt", "tls.key", "ca.crt"}, f"{who}: link certificate items {items}")
+    mount = next((m for m in c.get("volumeMounts", []) if m["name"] == "links-tls"), {})
+    f.check(mount.get("mountPath") == TLS_DIR and mount.get("readOnly") is True,
+            f"{who}: link certificate not mounted read-only at {TLS_DIR}")
+    f.check("subPath" not in mount, f"{who}: a subPath mount would not follow rotations")
+    for var, file in want_env.items():
+        f.check(env.get(var) == f"{TLS_DIR}/{file}", f"{who}: {var}={env.get(var)} is not {TLS_DIR}/{file}")
 
 
 def check_adapters(f, case, exp, by, advertise):
@@ -231,6 +280,11 @@ def check_adapters(f, case, exp, by, advertise):
         f.check(env.get("CALBRIDGE_LISTEN") == f"0.0.0.0:{PORTS[a]}", f"{name}: listen {env.get('CALBRIDGE_LISTEN')}")
         secrets = mounted_secrets(d["spec"]["template"]["spec"])
         mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+        # Only the scheduler's certificate (the CA's clients) is answered.
+        check_links_tls(f, a, exp, d["spec"]["template"]["spec"], c, env, secrets, mounts,
+                        want_env={"CALBRIDGE_TLS_CERT": "tls.crt", "CALBRIDGE_TLS_KEY": "tls.key",
+                                  "CALBRIDGE_TLS_CLIENT_CA": "ca.crt"},
+                        default_secret=f"{name}-tls")
         if a in WEBHOOK_PORTS:
             check_oauth_adapter(f, a, exp, env, secrets, mounts, advertise)
         else:
@@ -370,7 +424,7 @@ def check_case(case, path):
         f.check(len(md["name"]) <= 63, f"{md['name']}: name too long")
     for kind, name, w in workloads(by):
         check_security(f, kind, name, w)
-        check_probes(f, name, w, "scheduler" if kind == "StatefulSet" else "adapter")
+        check_probes(f, name, w, "scheduler" if kind == "StatefulSet" else "adapter", exp.get("tls", True))
         images = {c["image"] for c in w["spec"]["template"]["spec"]["containers"]}
         if exp.get("digest"):
             f.check(all("@sha256:" in i for i in images), f"{name}: image not pinned by digest")

@@ -69,7 +69,45 @@ helm.sh/chart: {{ include "calbridge.chart" .root }}
 {{/* The gRPC URL the scheduler calls an adapter at. */}}
 {{- define "calbridge.adapter.url" -}}
 {{- $a := index .root.Values.adapters .adapter -}}
-{{- printf "http://%s.%s.svc:%d" (include "calbridge.adapter.name" .) .root.Release.Namespace (int $a.port) -}}
+{{- printf "%s://%s.%s.svc:%d" (include "calbridge.scheme" .root) (include "calbridge.adapter.name" .) .root.Release.Namespace (int $a.port) -}}
+{{- end -}}
+
+{{/* The scheme of the gRPC links: https with tls.enabled. */}}
+{{- define "calbridge.scheme" -}}
+{{- if .Values.tls.enabled -}}https{{- else -}}http{{- end -}}
+{{- end -}}
+
+{{/* The Secret (kubernetes.io/tls with ca.crt) of an adapter's link
+certificate: (dict "root" $ "adapter" "caldav"). */}}
+{{- define "calbridge.adapter.tlsSecret" -}}
+{{- $named := index .root.Values.tls.adapterSecrets .adapter | default "" -}}
+{{- $named | default (printf "%s-tls" (include "calbridge.adapter.name" .)) -}}
+{{- end -}}
+
+{{/* The Secret of the scheduler's certificate. */}}
+{{- define "calbridge.scheduler.tlsSecret" -}}
+{{- .Values.tls.schedulerSecret | default (printf "%s-tls" (include "calbridge.scheduler.name" .)) -}}
+{{- end -}}
+
+{{/* The port kubelet's gRPC probes use: the plaintext health listener
+beside a TLS gRPC port (probes cannot speak TLS), else the gRPC port. */}}
+{{- define "calbridge.probePort" -}}
+{{- if .root.Values.tls.enabled -}}{{ .root.Values.tls.healthPort }}{{- else -}}{{ .port }}{{- end -}}
+{{- end -}}
+
+{{/* The link certificate's files, from a Secret mounted at /etc/calbridge/tls. */}}
+{{- define "calbridge.tlsVolume" -}}
+- name: links-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      - key: ca.crt
+        path: ca.crt
 {{- end -}}
 
 {{/* Where adapters deliver push notifications: the scheduler pod's stable
@@ -79,7 +117,7 @@ name through its headless Service. */}}
 {{- .Values.scheduler.advertiseUrl -}}
 {{- else -}}
 {{- $n := include "calbridge.scheduler.name" . -}}
-{{- printf "http://%s-0.%s.%s.svc:%d" $n $n .Release.Namespace (int .Values.scheduler.port) -}}
+{{- printf "%s://%s-0.%s.%s.svc:%d" (include "calbridge.scheme" .) $n $n .Release.Namespace (int .Values.scheduler.port) -}}
 {{- end -}}
 {{- end -}}
 
