@@ -49,7 +49,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shared = service::Shared::empty();
+    let shared = service::Shared::empty()
+        .with_callback_tls(config.tls.callback_client().context("callback TLS")?);
     let adapter = service::SandboxAdapter::new(shared.clone(), config.poll_interval_seconds);
     let control = service::SandboxControlService::new(shared);
     let routes = Routes::new(CalendarAdapterServer::new(adapter))

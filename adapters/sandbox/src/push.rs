@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::Instrument;
 
 use calbridge::pb::adapter_callback_client::AdapterCallbackClient;
@@ -22,6 +22,7 @@ type CallbackClient = AdapterCallbackClient<InterceptedService<Channel, TracePro
 pub struct Notifier {
     provider: Arc<Mutex<Provider>>,
     clients: Arc<Mutex<HashMap<String, CallbackClient>>>,
+    tls: Option<calbridge_runtime::tls::ClientTls>,
 }
 
 impl Notifier {
@@ -31,7 +32,14 @@ impl Notifier {
         Notifier {
             provider,
             clients: Arc::default(),
+            tls: None,
         }
+    }
+
+    /// Dials `https://` callback endpoints with `tls`.
+    pub fn with_tls(mut self, tls: Option<calbridge_runtime::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn client(&self, endpoint: &str) -> Result<CallbackClient, String> {
@@ -44,9 +52,8 @@ impl Notifier {
         } else {
             format!("http://{endpoint}")
         };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| e.to_string())?
-            .connect_lazy();
+        let channel = calbridge_runtime::tls::channel(&uri, self.tls.as_ref(), |e| e)
+            .map_err(|e| e.to_string())?;
         let client = AdapterCallbackClient::with_interceptor(channel, TracePropagation);
         clients.insert(endpoint.to_string(), client.clone());
         Ok(client)

@@ -42,6 +42,12 @@ impl Shared {
         Shared::new(Arc::new(Mutex::new(Provider::new())))
     }
 
+    /// Push notifications to `https://` callback endpoints use `tls`.
+    pub fn with_callback_tls(mut self, tls: Option<calbridge_runtime::tls::ClientTls>) -> Self {
+        self.notifier = self.notifier.with_tls(tls);
+        self
+    }
+
     /// The provider, locked; a panic elsewhere does not poison it for good.
     fn lock(&self) -> MutexGuard<'_, Provider> {
         self.provider.lock().unwrap_or_else(|e| e.into_inner())

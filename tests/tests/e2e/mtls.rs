@@ -257,3 +257,71 @@ async fn the_api_over_tls_asks_for_a_client_certificate_and_still_an_api_key() -
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_adapter_pushes_to_a_scheduler_over_tls() -> Result<()> {
+    let links = Links::new(&["127.0.0.1", "localhost"])?;
+    let stack = mtls_stack(&links, true, &[]).await?;
+    let mut admin = calbridge_e2e::tls::tls_admin(&stack, &links)?;
+    let (_, key) = calbridge_e2e::tls::tenant_with(&mut admin, "t").await?;
+    let mut c = calbridge_e2e::tls::tls_client(&stack, &links, &key)?;
+    let (account, calendar) = stack
+        .sandbox_account(&mut c, "ada@example.com", "pw")
+        .await?;
+    let mut sandbox =
+        pb::sandbox_control_client::SandboxControlClient::new(calbridge_e2e::tls::tls_channel(
+            &format!("https://{}", stack.sandbox.addr),
+            Some(&links.client_tls(true)?),
+        )?);
+    let start = chrono::Utc::now() + chrono::Duration::days(1);
+    sandbox
+        .put_event(pb::PutSandboxEventRequest {
+            username: "ada@example.com".into(),
+            calendar_id: String::new(),
+            event: Some(timed_event("Outside, pushed", start, 30)),
+        })
+        .await?;
+    // The sandbox suggests a 30-second poll: well within it, only the
+    // notification (over TLS, with the adapter's certificate) explains it.
+    let seen = eventually(Duration::from_secs(10), "the pushed change", || {
+        let mut c = c.clone();
+        let (account, calendar) = (account.clone(), calendar.clone());
+        async move {
+            let events = c
+                .list_events(pb::ListEventsRequest {
+                    account_id: account,
+                    calendar_id: calendar,
+                    window: Some(pb::TimeWindow {
+                        start: Some(calbridge::time::to_timestamp(
+                            start - chrono::Duration::hours(1),
+                        )),
+                        end: Some(calbridge::time::to_timestamp(
+                            start + chrono::Duration::hours(2),
+                        )),
+                    }),
+                    page_size: 0,
+                    page_token: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .events;
+            events
+                .iter()
+                .any(|e| e.title == "Outside, pushed")
+                .then_some(())
+        }
+    })
+    .await;
+    if seen.is_err() {
+        let logs = (
+            stack.sandbox.log.lock().unwrap().clone(),
+            stack.scheduler.log.lock().unwrap().clone(),
+        );
+        panic!(
+            "no push: sandbox log:\n{}\nscheduler log:\n{}",
+            logs.0, logs.1
+        );
+    }
+    Ok(())
+}
