@@ -84,6 +84,10 @@ pub async fn start_watch(
         resource_id: ch.resource_id,
         expires_ms,
     })?;
+    // A notification the provider sent before the channel was stored here
+    // was answered NOT_FOUND and is lost; one sync now covers that gap
+    // (Graph sends no first message of its own, as Google's "sync" is).
+    shared.sync_soon(&account.account_id, calendar_id);
     Ok(())
 }
 
