@@ -525,19 +525,15 @@ pub(crate) async fn run(args: UpArgs) -> Result<()> {
         let fake_bin = sibling(dir, FAKE_GRAPH_BIN)?;
         let files = local_oauth(&args.data_dir, "microsoft", LOCAL_MICROSOFT_CLIENT_ID)?;
         let callback = format!("http://{}/oauth/callback", args.oauth_callback_listen);
-        // The fake Graph takes the client secret itself, not a file: it is
-        // the local fake's own random secret, never a real one.
-        let secret = std::fs::read_to_string(&files.client_secret_file)
-            .with_context(|| format!("reading {}", files.client_secret_file.display()))?;
         let mut cmd = Command::new(fake_bin);
         cmd.arg("--listen")
             .arg(&args.fake_graph_listen)
             .arg("--webhook-ca-file")
             .arg(&files.ca_file)
-            .arg("--client")
+            .arg("--client-with-secret-file")
             .arg(format!(
                 "{LOCAL_MICROSOFT_CLIENT_ID}:{}:{callback}",
-                secret.trim()
+                files.client_secret_file.display()
             ))
             .arg("--user")
             .arg(LOCAL_MICROSOFT_USER);

@@ -18,6 +18,11 @@ struct Args {
     /// (repeatable).
     #[arg(long = "client")]
     clients: Vec<String>,
+    /// Register an OAuth client at start whose secret is read from a file,
+    /// `CLIENT_ID:SECRET_FILE:REDIRECT_URI` (repeatable), so the secret is
+    /// not on the command line.
+    #[arg(long = "client-with-secret-file")]
+    clients_with_secret_file: Vec<String>,
     /// Add a user (with a default calendar) at start (repeatable).
     #[arg(long = "user")]
     users: Vec<String>,
@@ -57,9 +62,21 @@ async fn main() -> anyhow::Result<()> {
         let mut parts = spec.splitn(3, ':');
         let (Some(id), Some(secret), Some(redirect)) = (parts.next(), parts.next(), parts.next())
         else {
-            anyhow::bail!("--client {spec:?}: expected CLIENT_ID:SECRET:REDIRECT_URI");
+            anyhow::bail!("--client: expected CLIENT_ID:SECRET:REDIRECT_URI");
         };
         control.add_client(id, secret, redirect).await?;
+    }
+    for spec in &args.clients_with_secret_file {
+        let mut parts = spec.splitn(3, ':');
+        let (Some(id), Some(file), Some(redirect)) = (parts.next(), parts.next(), parts.next())
+        else {
+            anyhow::bail!(
+                "--client-with-secret-file {spec:?}: expected CLIENT_ID:SECRET_FILE:REDIRECT_URI"
+            );
+        };
+        let secret = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("--client-with-secret-file: reading {file}: {e}"))?;
+        control.add_client(id, secret.trim(), redirect).await?;
     }
     for u in &args.users {
         control.add_user(u, "W. Europe Standard Time").await?;
