@@ -38,6 +38,9 @@ async fn a_mirror_that_lost_an_event_is_repaired_by_the_periodic_full_listing() 
     let user = "drift@example.com";
     let (account, calendar) = stack.sandbox_account(&mut c, user, "pw-drift-1").await?;
     let mut sandbox = stack.sandbox().await?;
+    // The cursor comes first: the sandbox's push may have the event synced
+    // before the test asks for a sync.
+    let before = change_cursor(&mut c).await?;
     let outside = sandbox
         .put_event(pb::PutSandboxEventRequest {
             username: user.into(),
@@ -50,7 +53,6 @@ async fn a_mirror_that_lost_an_event_is_repaired_by_the_periodic_full_listing() 
         })
         .await?
         .into_inner();
-    let before = change_cursor(&mut c).await?;
     sync_now_and_wait(&mut c, &account, "").await?;
     next_change(&mut c, &before, |ch| {
         ch.provider_event_id == outside.provider_event_id
