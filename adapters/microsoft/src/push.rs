@@ -49,6 +49,8 @@ pub const MAX_BODY: usize = 1 << 20;
 pub const MAX_ITEMS: usize = 1_000;
 /// The longest validation token echoed.
 pub const MAX_VALIDATION_TOKEN: usize = 4_096;
+/// Notifications of one delivery forwarded to the scheduler at once.
+pub const MAX_FORWARDS_AT_ONCE: usize = 16;
 
 /// A channel's id and secret token, as `clientState` carries them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -331,11 +333,19 @@ async fn forward_all(
     endpoint: &str,
     items: Vec<(ChannelState, &'static str)>,
 ) -> bool {
+    // A delivery may name up to MAX_ITEMS channels (forged ones too: the
+    // scheduler tells); they go to the scheduler a few at a time, not all
+    // at once.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS_AT_ONCE));
     let mut tasks = JoinSet::new();
     for (channel, state) in items {
         let notifier = hook.notifier.clone();
         let endpoint = endpoint.to_string();
+        let slots = slots.clone();
         tasks.spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return Forwarded::Unreachable;
+            };
             let request = ProviderNotification {
                 channel_id: channel.channel_id,
                 channel_token: channel.channel_token,
@@ -602,5 +612,71 @@ mod tests {
         // Not a notification at all.
         let answer = http.post(url).body("<xml/>").send().await.unwrap();
         assert_eq!(answer.status(), 400);
+    }
+
+    /// Answers NOT_FOUND after a while, counting how many calls it holds
+    /// at once.
+    #[derive(Clone, Default)]
+    struct Slow {
+        now: Arc<AtomicU64>,
+        most: Arc<AtomicU64>,
+    }
+
+    #[tonic::async_trait]
+    impl calbridge::pb::adapter_callback_server::AdapterCallback for Slow {
+        async fn notify_provider_change(
+            &self,
+            _request: tonic::Request<ProviderNotification>,
+        ) -> Result<tonic::Response<calbridge::pb::ProviderNotificationAck>, tonic::Status>
+        {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Err(tonic::Status::not_found("unknown push channel"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_naming_many_channels_reaches_the_scheduler_a_few_at_a_time() {
+        let slow = Slow::default();
+        let bound = calbridge_runtime::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let endpoint = format!("http://{}", bound.addr);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    calbridge::pb::adapter_callback_server::AdapterCallbackServer::new(
+                        slow.clone(),
+                    ),
+                )
+                .serve_with_incoming(bound.incoming),
+        );
+        let stats = Arc::new(PushStats::default());
+        let hook = Webhook::new(
+            Notifier::new(vec![endpoint.clone()], FORWARD_TIMEOUT),
+            stats.clone(),
+        );
+        // Well-formed clientStates with made-up tokens: only the scheduler
+        // can tell them from genuine ones.
+        let items = (0..100)
+            .map(|i| {
+                (
+                    ChannelState {
+                        channel_id: format!("ch_{i}"),
+                        channel_token: "guess".into(),
+                    },
+                    "updated",
+                )
+            })
+            .collect();
+        assert!(forward_all(&hook, &endpoint, items).await);
+        assert_eq!(stats.forged(), 100);
+        let most = slow.most.load(Ordering::SeqCst);
+        assert!(
+            (2..=MAX_FORWARDS_AT_ONCE as u64).contains(&most),
+            "{most} at once"
+        );
     }
 }
