@@ -80,6 +80,18 @@ where
     .await
 }
 
+/// Logs a sync page's counts at debug level (never its content).
+pub fn log_page(resp: &pb::SyncEventsResponse) {
+    tracing::debug!(
+        upserted = resp.upserted.len(),
+        deleted = resp.deleted.len(),
+        skipped = resp.skipped.len(),
+        more = resp.more,
+        full_listing = resp.full_listing,
+        "sync page"
+    );
+}
+
 /// A sync page stops growing past about this many bytes of events, so it
 /// stays well inside the default 4 MiB gRPC message limit however large
 /// the events are.

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use calbridge::pb;
-use calbridge_e2e::{wait_synced, Stack};
-use calbridge_scheduler::availability::{self, reference, BusySpan, BusyStatus};
+use calbridge_e2e::Stack;
+use calbridge_scheduler::availability::{self, reference};
+
+mod common;
 
 fn pct(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
@@ -115,76 +117,7 @@ async fn main() -> Result<()> {
     let mut c = stack.client(Some(&key)).await?;
     let mut sandbox = stack.sandbox().await?;
     let seed_started = Instant::now();
-    let mut members = Vec::with_capacity(n);
-    for (i, p) in people.iter().enumerate() {
-        let user = format!("p{i}@example.com");
-        sandbox
-            .create_user(pb::CreateSandboxUserRequest {
-                username: user.clone(),
-                password: "pw".into(),
-            })
-            .await?;
-        for b in p.busy() {
-            let (start, end) = match b.span {
-                BusySpan::Timed { start_ms, end_ms } => (
-                    calbridge::time::instant(
-                        chrono::DateTime::from_timestamp_millis(start_ms + shift).unwrap(),
-                        "UTC",
-                    ),
-                    calbridge::time::instant(
-                        chrono::DateTime::from_timestamp_millis(end_ms + shift).unwrap(),
-                        "UTC",
-                    ),
-                ),
-                BusySpan::AllDay { start, end } => (
-                    calbridge::time::date(start + chrono::Duration::weeks(weeks)),
-                    calbridge::time::date(end + chrono::Duration::weeks(weeks)),
-                ),
-            };
-            let mut e = pb::Event {
-                title: "Busy".into(),
-                start: Some(start),
-                end: Some(end),
-                ..Default::default()
-            };
-            match b.status {
-                BusyStatus::Tentative => e.status = pb::EventStatus::Tentative as i32,
-                BusyStatus::OutOfOffice => e.event_type = pb::EventType::OutOfOffice as i32,
-                BusyStatus::Free => e.transparency = pb::Transparency::Transparent as i32,
-                BusyStatus::Busy => {}
-            }
-            sandbox
-                .put_event(pb::PutSandboxEventRequest {
-                    username: user.clone(),
-                    calendar_id: String::new(),
-                    event: Some(e),
-                })
-                .await?;
-        }
-        let account = c
-            .connect_password_account(pb::ConnectPasswordAccountRequest {
-                provider: pb::Provider::Sandbox as i32,
-                server_url: String::new(),
-                username: user,
-                password: "pw".into(),
-                access_level: pb::AccessLevel::FreeBusy as i32,
-            })
-            .await?
-            .into_inner()
-            .account_id;
-        c.put_working_hours(pb::PutWorkingHoursRequest {
-            working_hours_id: format!("wh{i}"),
-            hours: Some(
-                calbridge_scheduler::meetings::scenario_hours(p, weeks)
-                    .expect("scenario has working hours"),
-            ),
-        })
-        .await?;
-        members.push((account, p.max_events_per_day(), p.max_events_per_week()));
-    }
-    for (account, _, _) in &members {
-        wait_synced(&mut c, account).await?;
-    }
+    let members = common::seed(&mut c, &mut sandbox, &people, shift, weeks).await?;
     println!(
         "  (seeded and synced {n} sandbox accounts in {:.1} s)",
         seed_started.elapsed().as_secs_f64()

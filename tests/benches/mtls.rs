@@ -25,7 +25,9 @@ use calbridge::pb;
 use calbridge_e2e::figures::{ms, pct};
 use calbridge_e2e::tls::{mtls_stack, tenant_with, tls_admin, tls_channel, tls_client, Links};
 use calbridge_e2e::{timed_event, wait_synced, SandboxClient, SchedulerClient, Stack};
-use calbridge_scheduler::availability::{self, BusySpan, BusyStatus};
+use calbridge_scheduler::availability;
+
+mod common;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -150,76 +152,7 @@ async fn measure(mut r: Running, n: usize, participants: usize) -> Result<Figure
     let (req, people, now) = availability::scenario(participants, 42);
     let weeks = ((chrono::Utc::now().timestamp_millis() - now) / WEEK_MS) + 1;
     let shift = weeks * WEEK_MS;
-    let mut members = Vec::with_capacity(participants);
-    for (i, p) in people.iter().enumerate() {
-        let user = format!("p{i}@example.com");
-        r.sandbox
-            .create_user(pb::CreateSandboxUserRequest {
-                username: user.clone(),
-                password: "pw".into(),
-            })
-            .await?;
-        for b in p.busy() {
-            let (start, end) = match b.span {
-                BusySpan::Timed { start_ms, end_ms } => (
-                    calbridge::time::instant(
-                        chrono::DateTime::from_timestamp_millis(start_ms + shift).unwrap(),
-                        "UTC",
-                    ),
-                    calbridge::time::instant(
-                        chrono::DateTime::from_timestamp_millis(end_ms + shift).unwrap(),
-                        "UTC",
-                    ),
-                ),
-                BusySpan::AllDay { start, end } => (
-                    calbridge::time::date(start + chrono::Duration::weeks(weeks)),
-                    calbridge::time::date(end + chrono::Duration::weeks(weeks)),
-                ),
-            };
-            let mut e = pb::Event {
-                title: "Busy".into(),
-                start: Some(start),
-                end: Some(end),
-                ..Default::default()
-            };
-            match b.status {
-                BusyStatus::Tentative => e.status = pb::EventStatus::Tentative as i32,
-                BusyStatus::OutOfOffice => e.event_type = pb::EventType::OutOfOffice as i32,
-                BusyStatus::Free => e.transparency = pb::Transparency::Transparent as i32,
-                BusyStatus::Busy => {}
-            }
-            r.sandbox
-                .put_event(pb::PutSandboxEventRequest {
-                    username: user.clone(),
-                    calendar_id: String::new(),
-                    event: Some(e),
-                })
-                .await?;
-        }
-        let account = c
-            .connect_password_account(pb::ConnectPasswordAccountRequest {
-                provider: pb::Provider::Sandbox as i32,
-                server_url: String::new(),
-                username: user,
-                password: "pw".into(),
-                access_level: pb::AccessLevel::FreeBusy as i32,
-            })
-            .await?
-            .into_inner()
-            .account_id;
-        c.put_working_hours(pb::PutWorkingHoursRequest {
-            working_hours_id: format!("wh{i}"),
-            hours: Some(
-                calbridge_scheduler::meetings::scenario_hours(p, weeks)
-                    .expect("scenario has working hours"),
-            ),
-        })
-        .await?;
-        members.push((account, p.max_events_per_day(), p.max_events_per_week()));
-    }
-    for (account, _, _) in &members {
-        wait_synced(c, account).await?;
-    }
+    let members = common::seed(c, &mut r.sandbox, &people, shift, weeks).await?;
     let member = |i: usize| pb::AvailabilityMember {
         account_id: members[i].0.clone(),
         working_hours_id: format!("wh{i}"),

@@ -357,14 +357,7 @@ impl CalendarAdapter for GoogleAdapter {
             },
         )
         .await?;
-        tracing::debug!(
-            upserted = resp.upserted.len(),
-            deleted = resp.deleted.len(),
-            skipped = resp.skipped.len(),
-            more = resp.more,
-            full_listing = resp.full_listing,
-            "sync page"
-        );
+        calbridge::paging::log_page(&resp);
         Ok(Response::new(resp))
     }
 

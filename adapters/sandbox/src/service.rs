@@ -234,13 +234,7 @@ impl CalendarAdapter for SandboxAdapter {
         let resp = self.read(r.credentials.as_ref(), |p, user| {
             p.sync(user, &r.calendar_id, &query)
         })?;
-        tracing::debug!(
-            upserted = resp.upserted.len(),
-            deleted = resp.deleted.len(),
-            more = resp.more,
-            full_listing = resp.full_listing,
-            "sync page"
-        );
+        calbridge::paging::log_page(&resp);
         Ok(Response::new(resp))
     }
 
