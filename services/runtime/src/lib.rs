@@ -20,21 +20,49 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+pub mod metrics;
 pub mod tls;
 pub mod webhook;
 
-/// Keeps the tracer provider alive; dropping it (or calling
-/// [`Telemetry::shutdown`]) flushes pending spans.
+/// Keeps the tracer and meter providers alive; [`Telemetry::shutdown`]
+/// flushes pending spans and metrics.
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    metrics: std::sync::Arc<metrics::Metrics>,
+    service_name: String,
 }
 
 impl Telemetry {
-    /// Flushes and stops span export.
+    /// Serves the process's metrics on `http://ADDR/metrics` when `addr`
+    /// is given ([`metrics::Metrics::serve`]); returns the bound address.
+    pub async fn serve_metrics(
+        &self,
+        addr: Option<SocketAddr>,
+    ) -> std::io::Result<Option<SocketAddr>> {
+        match addr {
+            Some(addr) => self
+                .metrics
+                .serve(&self.service_name, addr)
+                .await
+                .map(Some)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("--metrics-listen {addr}: {e}"))
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// The process's metrics (their Prometheus exposition).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Flushes and stops span and metric export.
     pub fn shutdown(self) {
         if let Err(e) = self.provider.shutdown() {
             eprintln!("telemetry shutdown: {e}");
         }
+        self.metrics.shutdown();
     }
 }
 
@@ -67,10 +95,12 @@ impl opentelemetry_sdk::trace::SpanProcessor for ProcessName {
     }
 }
 
-/// Installs logging to stderr (filtered by `RUST_LOG`, default `info`) and the
-/// OpenTelemetry layer. Spans are exported over OTLP/gRPC to `otlp_endpoint`
-/// when one is given; trace context is propagated either way.
+/// Installs logging to stderr (filtered by `RUST_LOG`, default `info`), the
+/// OpenTelemetry layer and the metrics ([`metrics::Metrics::install`]).
+/// Spans and metrics are exported over OTLP/gRPC to `otlp_endpoint` when one
+/// is given; trace context is propagated either way.
 pub fn init_telemetry(service_name: &str, otlp_endpoint: Option<&str>) -> Telemetry {
+    let metrics = std::sync::Arc::new(metrics::Metrics::install(service_name, otlp_endpoint));
     let mut builder = SdkTracerProvider::builder()
         .with_resource(
             opentelemetry_sdk::Resource::builder_empty()
@@ -102,7 +132,11 @@ pub fn init_telemetry(service_name: &str, otlp_endpoint: Option<&str>) -> Teleme
         )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
-    Telemetry { provider }
+    Telemetry {
+        provider,
+        metrics,
+        service_name: service_name.to_string(),
+    }
 }
 
 fn propagator() -> &'static TraceContextPropagator {
@@ -358,7 +392,9 @@ pub async fn serve(
         tracing::info!("{name} stopping");
         let _ = stop_tx.send(true);
     };
-    let mut server = tonic::transport::Server::builder().trace_fn(server_span);
+    let mut server = tonic::transport::Server::builder()
+        .trace_fn(server_span)
+        .layer(metrics::RpcLayer::server());
     let router = server.add_routes(routes);
     let result = match bound.tls {
         Some(tls) => {
