@@ -40,8 +40,13 @@ const TAIL_LINES: usize = 20;
 
 /// The address in a `{"event":"listening",...,"addr":"..."}` line.
 fn parse_listening(line: &str) -> Option<String> {
+    parse_event(line, "listening")
+}
+
+/// The address in a `{"event":EVENT,...,"addr":"..."}` line.
+fn parse_event(line: &str, event: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-    if v.get("event")?.as_str()? != "listening" {
+    if v.get("event")?.as_str()? != event {
         return None;
     }
     Some(v.get("addr")?.as_str()?.to_string())
@@ -68,6 +73,8 @@ struct Service {
     name: &'static str,
     child: Child,
     addr: String,
+    /// Where its Prometheus metrics are served, when it said.
+    metrics: Option<String>,
     tail: Tail,
     stderr_task: JoinHandle<()>,
 }
@@ -102,12 +109,17 @@ impl Service {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
 
+        // The metrics endpoint is announced before the gRPC listener.
+        let mut metrics = None;
         let ready = tokio::time::timeout(READY_TIMEOUT, async {
             loop {
                 match lines.next_line().await {
                     Ok(Some(line)) => match parse_listening(&line) {
                         Some(addr) => return Some(addr),
-                        None => println!("[{name}] {line}"),
+                        None => match parse_event(&line, "metrics") {
+                            Some(addr) => metrics = Some(addr),
+                            None => println!("[{name}] {line}"),
+                        },
                     },
                     Ok(None) | Err(_) => return None,
                 }
@@ -118,6 +130,7 @@ impl Service {
             name,
             child,
             addr: String::new(),
+            metrics,
             tail,
             stderr_task,
         };
@@ -213,26 +226,45 @@ fn summary(args: &UpArgs, started: &[Service]) -> String {
             format!("{scheme}://{}", s.addr)
         })
     };
+    let metrics = |name: &str| {
+        started
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.metrics.as_ref())
+            .map(|m| format!("\n               metrics http://{m}/metrics"))
+            .unwrap_or_default()
+    };
     let server = addr("scheduler").unwrap_or_default();
     let sandbox_url = addr("sandbox").unwrap_or_default();
     let token_file = args.data_dir.join("admin.token");
     let mut s = String::new();
     s.push_str("calbridge is running (Ctrl-C to stop)\n\n");
-    s.push_str(&format!("  scheduler    {server}\n"));
-    s.push_str(&format!("  sandbox      {sandbox_url}\n"));
+    s.push_str(&format!(
+        "  scheduler    {server}{}\n",
+        metrics("scheduler")
+    ));
+    s.push_str(&format!(
+        "  sandbox      {sandbox_url}{}\n",
+        metrics("sandbox")
+    ));
     if let Some(c) = addr("caldav") {
-        s.push_str(&format!("  caldav       {c} (also serves iCloud)\n"));
+        s.push_str(&format!(
+            "  caldav       {c} (also serves iCloud){}\n",
+            metrics("caldav")
+        ));
     }
     if let (Some(g), Some(f)) = (addr("google"), addr("fake-google")) {
         s.push_str(&format!(
-            "  google       {g} (against the fake Google at {f}; push webhook https://{})\n",
-            args.google_webhook_listen
+            "  google       {g} (against the fake Google at {f}; push webhook https://{}){}\n",
+            args.google_webhook_listen,
+            metrics("google")
         ));
     }
     if let (Some(m), Some(f)) = (addr("microsoft"), addr("fake-graph")) {
         s.push_str(&format!(
-            "  microsoft    {m} (against the fake Graph at {f}; push webhook https://{})\n",
-            args.microsoft_webhook_listen
+            "  microsoft    {m} (against the fake Graph at {f}; push webhook https://{}){}\n",
+            args.microsoft_webhook_listen,
+            metrics("microsoft")
         ));
     }
     if addr("google").is_some() || addr("microsoft").is_some() {
@@ -429,11 +461,13 @@ fn local_links(data_dir: &Path) -> Result<LocalLinks> {
     Ok(links)
 }
 
-/// Adds `--otlp-endpoint` when one is configured.
+/// Adds `--otlp-endpoint` when one is configured, and a metrics endpoint
+/// on a free loopback port (announced, then printed in the summary).
 fn with_otlp(mut cmd: Command, args: &UpArgs) -> Command {
     if let Some(otlp) = &args.otlp_endpoint {
         cmd.arg("--otlp-endpoint").arg(otlp);
     }
+    cmd.arg("--metrics-listen").arg("127.0.0.1:0");
     cmd
 }
 

@@ -388,6 +388,17 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<B: Default> Default for TimedBody<B> {
+    /// An empty body that records nothing (tonic builds one for its own
+    /// error answers).
+    fn default() -> Self {
+        TimedBody {
+            inner: B::default(),
+            call: None,
+        }
+    }
+}
+
 impl<B> TimedBody<B> {
     fn finish(mut self, code: i32) -> Self {
         if let Some(call) = self.call.take() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use calbridge::pb;
 use calbridge::pb::calendar_adapter_client::CalendarAdapterClient;
 use calbridge::ErrorKind;
+use calbridge_runtime::metrics::{Rpc, RpcLayer};
 use calbridge_runtime::tls::ClientTls;
 use calbridge_runtime::TracePropagation;
 use tonic::service::interceptor::InterceptedService;
@@ -16,8 +17,9 @@ use tonic::transport::Channel;
 
 use crate::config::ProviderKey;
 
-/// A client of one adapter.
-pub type AdapterClient = CalendarAdapterClient<InterceptedService<Channel, TracePropagation>>;
+/// A client of one adapter: each call carries the trace context and is
+/// timed (`rpc.client.duration`).
+pub type AdapterClient = CalendarAdapterClient<InterceptedService<Rpc<Channel>, TracePropagation>>;
 
 /// The configured adapters.
 pub struct Adapters {
@@ -50,6 +52,7 @@ impl Adapters {
                     .timeout(CALL_TIMEOUT)
             })
             .map_err(|e| format!("adapter endpoint: {e}"))?;
+            let channel = tower::Layer::layer(&RpcLayer::client(), channel);
             clients.insert(
                 *p,
                 CalendarAdapterClient::with_interceptor(channel, TracePropagation),

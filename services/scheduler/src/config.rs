@@ -203,6 +203,7 @@ pub struct TlsConfig {
 struct FileConfig {
     listen: Option<String>,
     health_listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     mode: Option<Mode>,
     master_key_file: Option<PathBuf>,
@@ -236,6 +237,10 @@ pub struct Flags {
     /// probes cannot speak TLS).
     #[arg(long)]
     pub health_listen: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (plain HTTP; port 0
+    /// picks one).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Directory of the store (and, in local mode, generated dev secrets).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -300,6 +305,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where gRPC health alone is served plaintext, if anywhere.
     pub health_listen: Option<SocketAddr>,
+    /// Where Prometheus metrics are served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Data directory; the sled store lives in `store/` inside it.
     pub data_dir: PathBuf,
     /// Local or production.
@@ -387,6 +394,19 @@ impl Config {
                 invalid(
                     "health_listen",
                     format!("{s:?} is not an address like 0.0.0.0:50053"),
+                )
+            })?),
+            None => None,
+        };
+        let metrics_listen = match flags
+            .metrics_listen
+            .or_else(|| e("CALBRIDGE_METRICS_LISTEN"))
+            .or(file.metrics_listen)
+        {
+            Some(s) => Some(s.parse().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("{s:?} is not an address like 0.0.0.0:9464"),
                 )
             })?),
             None => None,
@@ -585,6 +605,7 @@ impl Config {
         Ok(Config {
             listen,
             health_listen,
+            metrics_listen,
             data_dir,
             mode,
             master_key_file,

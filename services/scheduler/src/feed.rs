@@ -159,7 +159,9 @@ pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::Change, tonic::Stat
 pub fn watch(shared: Arc<Shared>, tenant: String, mut after: u64) -> ChangeStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::Change, tonic::Status>>(256);
     let mut tick = shared.log_tick.subscribe();
+    let watcher = crate::metrics::Watcher::start();
     tokio::spawn(async move {
+        let _watcher = watcher;
         loop {
             tick.mark_unchanged();
             let batch = match page(&shared, &TenantId::from(tenant.as_str()), after, 256) {

@@ -19,6 +19,7 @@ pub mod freebusy;
 pub mod ids;
 pub mod keyring;
 pub mod meetings;
+pub mod metrics;
 pub mod mirror;
 pub mod permits;
 pub mod providers;
@@ -158,6 +159,8 @@ pub async fn run(
         config,
         callback_url,
     ));
+    // Read at collection time while the scheduler runs.
+    let _gauges = metrics::install(&shared);
 
     match connections::migrate_identity_hashes(&shared) {
         Ok(0) => {}
@@ -281,7 +284,9 @@ pub async fn run(
         calbridge_runtime::set_not_serving(&health_for_drain, &served).await;
         let _ = drained_tx.send(());
     });
-    let mut server = tonic::transport::Server::builder().trace_fn(calbridge_runtime::server_span);
+    let mut server = tonic::transport::Server::builder()
+        .trace_fn(calbridge_runtime::server_span)
+        .layer(calbridge_runtime::metrics::RpcLayer::server());
     let router = server
         .add_service(health_service)
         .add_service(reflection_v1)

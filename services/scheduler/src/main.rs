@@ -25,6 +25,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let telemetry =
         calbridge_runtime::init_telemetry("calbridge-scheduler", config.otlp_endpoint.as_deref());
+    if let Err(e) = telemetry.serve_metrics(config.metrics_listen).await {
+        eprintln!("calbridge-scheduler: {e}");
+        std::process::exit(1);
+    }
     let result = calbridge_scheduler::run(config, calbridge_runtime::shutdown_signal()).await;
     telemetry.shutdown();
     if let Err(e) = result {

@@ -145,10 +145,11 @@ pub async fn renew_channel(shared: &Shared, ch: &ChannelRecord) {
     let Ok(credentials) = usable_credentials(shared, &account).await else {
         return;
     };
-    if start_watch(shared, &account, &credentials, &ch.calendar_id)
+    let started = start_watch(shared, &account, &credentials, &ch.calendar_id)
         .await
-        .is_ok()
-    {
+        .is_ok();
+    crate::metrics::channel_renewed(account.provider, if started { "renewed" } else { "failed" });
+    if started {
         if let Ok(mut client) = shared.adapters.client(account.provider) {
             let _ = client
                 .stop_watch(pb::StopWatchRequest {

@@ -120,6 +120,7 @@ pub async fn upsert(
         delete: false,
         sealed_event: Vec::new(),
         expected_version: req.expected_version.clone(),
+        created_ms: crate::clock::now_ms(),
     };
     let op = OutboxRecord {
         sealed_event: seal_event(&key, &outbox_aad(op.op_id), &event),
@@ -176,6 +177,7 @@ pub async fn delete(
         delete: true,
         sealed_event: Vec::new(),
         expected_version: req.expected_version.clone(),
+        created_ms: crate::clock::now_ms(),
     };
     shared.store.outbox_put(&op)?;
     shared.store.flush().await?;

@@ -326,6 +326,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         req: Request<pb::QueryFreeBusyRequest>,
     ) -> Reply<pb::QueryFreeBusyResponse> {
+        let _timer = crate::metrics::AvailabilityTimer::start("QueryFreeBusy");
         let tenant = Tenant::of(&req)?;
         let r = req.into_inner();
         let mut inv = Invalid::default();
@@ -381,6 +382,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         req: Request<pb::QueryAvailabilityRequest>,
     ) -> Reply<pb::QueryAvailabilityResponse> {
+        let _timer = crate::metrics::AvailabilityTimer::start("QueryAvailability");
         let tenant = Tenant::of(&req)?;
         Ok(Response::new(meetings::query(
             &self.shared,
@@ -394,6 +396,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         req: Request<pb::QuerySequencedAvailabilityRequest>,
     ) -> Reply<pb::QuerySequencedAvailabilityResponse> {
+        let _timer = crate::metrics::AvailabilityTimer::start("QuerySequencedAvailability");
         let tenant = Tenant::of(&req)?;
         Ok(Response::new(meetings::sequences(
             &self.shared,
@@ -407,6 +410,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         req: Request<pb::ExplainAvailabilityRequest>,
     ) -> Reply<pb::ExplainAvailabilityResponse> {
+        let _timer = crate::metrics::AvailabilityTimer::start("ExplainAvailability");
         let tenant = Tenant::of(&req)?;
         Ok(Response::new(meetings::explain(
             &self.shared,

@@ -391,6 +391,11 @@ impl Store {
         Ok(())
     }
 
+    /// How many push channels are held.
+    pub fn channel_count(&self) -> Result<usize, StoreError> {
+        Ok(self.channels.len())
+    }
+
     /// Every push channel.
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
         self.channels

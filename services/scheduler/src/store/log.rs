@@ -36,6 +36,17 @@ impl Store {
         Ok(())
     }
 
+    /// The sum over tenants of each log's head (the last sequence
+    /// assigned): grows by one with every change-log entry.
+    pub fn log_heads_total(&self) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for v in self.heads.iter().values() {
+            let b: LogBounds = dec("log bounds", &v?)?;
+            total = total.saturating_add(b.head);
+        }
+        Ok(total)
+    }
+
     /// The bounds of a tenant's log.
     pub fn log_bounds(&self, tenant: &TenantId) -> Result<LogBounds, StoreError> {
         Ok(self

@@ -228,6 +228,23 @@ impl Store {
         Ok(())
     }
 
+    /// How many writes are pending.
+    pub fn outbox_len(&self) -> Result<usize, StoreError> {
+        Ok(self.outbox.len())
+    }
+
+    /// When the oldest pending write was accepted, ms (`None` when none is
+    /// pending, or the oldest predates the timestamp).
+    pub fn outbox_oldest_created_ms(&self) -> Result<Option<i64>, StoreError> {
+        match self.outbox.first()? {
+            Some((_, v)) => {
+                let r: OutboxRecord = dec_ids(&self.ids, "outbox", &v)?;
+                Ok(Some(r.created_ms).filter(|t| *t > 0))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Every pending write, oldest first.
     pub fn outbox_all(&self) -> Result<Vec<OutboxRecord>, StoreError> {
         self.outbox

@@ -330,6 +330,11 @@ impl Store {
         Ok(())
     }
 
+    /// The store's size on disk, bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// A value kept in the meta tree.
     pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.meta.get(name)?.map(|v| v.to_vec()))

@@ -157,6 +157,7 @@ impl OutboxRecord {
             delete: false,
             sealed_event: vec![],
             expected_version: String::new(),
+            created_ms: 0,
         }
     }
 }
@@ -309,6 +310,10 @@ pub struct OutboxRecord {
     pub sealed_event: Vec<u8>,
     /// Version precondition.
     pub expected_version: String,
+    /// When the write was accepted, ms (0 in entries written before this
+    /// was kept).
+    #[serde(default)]
+    pub created_ms: i64,
 }
 
 /// One change-log entry.

@@ -48,11 +48,24 @@ pub async fn sync_calendar(
     calendar_id: &CalendarId,
 ) -> Result<(), ErrorKind> {
     tracing::debug!("calendar sync started");
-    let result = match sync_pages(shared, account_id, calendar_id).await {
+    let previous_success = shared
+        .store
+        .sync_state(account_id, calendar_id)
+        .ok()
+        .flatten()
+        .and_then(|st| st.last_success_ms);
+    let mut provider = None;
+    let result = match sync_pages(shared, account_id, calendar_id, &mut provider).await {
         Ok(None) => Ok(()),
         Ok(Some(skipped)) => return set_aside(shared, account_id, calendar_id, skipped),
         Err(e) => Err(e),
     };
+    if let Some(p) = provider {
+        match &result {
+            Ok(()) => crate::metrics::sync_succeeded(p, previous_success),
+            Err(e) => crate::metrics::sync_failed(p, e),
+        }
+    }
     if let Err(e) = &result {
         if let ErrorKind::Unauthenticated(_) = e {
             crate::accounts::mark_reauth_required(
@@ -139,10 +152,12 @@ async fn sync_pages(
     shared: &Shared,
     account_id: &AccountId,
     calendar_id: &CalendarId,
+    provider: &mut Option<calbridge::pb::Provider>,
 ) -> Result<Option<Skipped>, ErrorKind> {
     let Some(account) = shared.store.account(account_id)? else {
         return Ok(Some(Skipped::AccountRevoked));
     };
+    *provider = Some(account.provider);
     if account.status == AccountStatus::Revoked {
         return Ok(Some(Skipped::AccountRevoked));
     }
