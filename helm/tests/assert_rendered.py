@@ -396,6 +396,19 @@ def check_network_policies(f, case, exp, by):
             f.check(public == {443}, f"adapter {a}: provider egress on ports {sorted(public)} != [443]")
 
 
+def check_metrics_ports(f, by):
+    """A container with a metrics port serves metrics there; none without one."""
+    for kind, name, w in workloads(by):
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if "metrics" in ports:
+                f.check(env.get("CALBRIDGE_METRICS_LISTEN") == f"0.0.0.0:{ports['metrics']}",
+                        f"{name}: metrics port {ports['metrics']} but CALBRIDGE_METRICS_LISTEN={env.get('CALBRIDGE_METRICS_LISTEN')}")
+            else:
+                f.check("CALBRIDGE_METRICS_LISTEN" not in env, f"{name}: metrics served on no declared port")
+
+
 def check_dashboard(f, by):
     cms = [c for n, c in by.get("ConfigMap", {}).items() if n.endswith("-dashboard")]
     if not f.check(len(cms) == 1, "no dashboard ConfigMap"):
@@ -434,6 +447,7 @@ def check_case(case, path):
     f.check(bool(by.get("ServiceMonitor")) == bool(exp.get("service_monitor")), "ServiceMonitor presence")
     for sm in by.get("ServiceMonitor", {}).values():
         f.check([e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"], "ServiceMonitor not on the metrics port")
+    check_metrics_ports(f, by)
     check_dashboard(f, by)
     return f.items
 

@@ -200,6 +200,10 @@ sandbox caldav google microsoft
 - name: CALBRIDGE_OTLP_ENDPOINT
   value: {{ .Values.otlp.endpoint | quote }}
 {{- end }}
+{{- if .Values.metrics.enabled }}
+- name: CALBRIDGE_METRICS_LISTEN
+  value: "0.0.0.0:{{ .Values.metrics.port }}"
+{{- end }}
 {{- end -}}
 
 {{/* gRPC probes on grpc.health.v1: (dict "port" 50051 "service" "calbridge.v1.Scheduler"). */}}
