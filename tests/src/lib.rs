@@ -756,6 +756,7 @@ pub mod icloud;
 pub mod invariants;
 pub mod microsoft;
 pub mod prism;
+pub mod prometheus;
 pub mod proxied;
 pub mod scripted;
 pub mod soak;
