@@ -9,9 +9,16 @@
 //! checked against the egress policy and must stay on the account's site,
 //! bodies are read in chunks up to a size cap, and XML is parsed without
 //! DTDs, with a bounded node count and nesting depth.
+//!
+//! Each request sent (each redirect hop too) is a span and a duration
+//! sample ([`ProviderRequest`]) under the provider (`icloud` for iCloud's
+//! hosts, `caldav` otherwise) and a fixed operation name
+//! (`PROPFIND.principal`, `REPORT.calendar-query`, `PUT`, ...), with its
+//! status or error type; a `Retry-After` of a 429 or 503 is recorded too.
 
 use std::time::Duration;
 
+use calbridge_runtime::metrics::{self, ProviderRequest};
 use calbridge_runtime::Secret;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -71,6 +78,9 @@ impl Default for Limits {
 pub struct DavClient {
     http: reqwest::Client,
     limits: Limits,
+    /// The provider in spans and metrics: `icloud` for iCloud's hosts,
+    /// `caldav` otherwise.
+    provider: &'static str,
     /// The URL whose site every request must stay on: the server URL
     /// during discovery, the calendar home afterwards.
     anchor: Url,
@@ -147,6 +157,7 @@ impl DavClient {
         DavClient {
             http,
             limits,
+            provider: provider_of(&anchor),
             anchor,
             username: username.to_string(),
             password: Secret::new(password),
@@ -163,12 +174,20 @@ impl DavClient {
         &self.limits
     }
 
+    /// The provider as spans and metrics name it: `icloud` or `caldav`.
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
     /// Sends a request, following redirects with the same method, body and
     /// credentials as long as they stay on the anchor's site (never from
     /// `https` to `http`); maps authentication failures, rate limits and
-    /// outages. The body is read up to the size cap.
+    /// outages. The body is read up to the size cap. `operation` names the
+    /// request in metrics: a fixed name such as `PROPFIND.principal` or
+    /// `PUT`, never a path.
     pub async fn send(
         &self,
+        operation: &'static str,
         method: Method,
         url: Url,
         headers: &[(&str, String)],
@@ -186,15 +205,10 @@ impl DavClient {
                 .egress
                 .check_url(&url)
                 .map_err(|b| DavError::Refused(b.0))?;
-            // One span per request sent (a redirect hop is one), closed at
-            // the end of this iteration, once the body is read.
-            let span = calbridge_runtime::provider_request_span(
-                "caldav",
-                &method,
-                url.scheme(),
-                url.host_str().unwrap_or(""),
-                url.port_or_known_default(),
-            );
+            // One span and one duration sample per request sent (a
+            // redirect hop is one), closed at the end of this iteration,
+            // once the body is read.
+            let mut sent = ProviderRequest::start(self.provider, operation, &method, &url);
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
@@ -205,17 +219,14 @@ impl DavClient {
             if let Some(b) = body {
                 req = req.body(b.to_string());
             }
-            let sent = req.send().instrument(span.clone()).await;
-            if let Err(e) = &sent {
-                span.record(
-                    "error.type",
-                    if e.is_timeout() { "timeout" } else { "connect" },
-                );
-            }
-            let mut resp = sent.map_err(|e| {
+            let span = sent.span().clone();
+            let answer = req.send().instrument(span).await;
+            let mut resp = answer.map_err(|e| {
                 if let Some(b) = blocked_in(&e) {
+                    sent.error("blocked");
                     return DavError::Refused(b.0);
                 }
+                sent.error(if e.is_timeout() { "timeout" } else { "connect" });
                 DavError::Unavailable(if e.is_timeout() {
                     "request timed out".to_string()
                 } else {
@@ -223,7 +234,7 @@ impl DavClient {
                 })
             })?;
             let status = resp.status();
-            span.record("http.response.status_code", status.as_u16());
+            sent.status(status.as_u16());
             if status.is_redirection() {
                 if let Some(next) = resp
                     .headers()
@@ -237,10 +248,16 @@ impl DavClient {
                 }
             }
             let headers = resp.headers().clone();
+            if matches!(status.as_u16(), 429 | 503) {
+                if let Some(d) = retry_after(&headers) {
+                    metrics::retry_after(self.provider, d);
+                }
+            }
             if resp
                 .content_length()
                 .is_some_and(|n| n > self.limits.max_body as u64)
             {
+                sent.error("too_large");
                 return Err(DavError::TooLarge(self.limits.max_body));
             }
             let mut bytes: Vec<u8> = Vec::new();
@@ -248,17 +265,19 @@ impl DavClient {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => {
                         if bytes.len() + chunk.len() > self.limits.max_body {
+                            sent.error("too_large");
                             return Err(DavError::TooLarge(self.limits.max_body));
                         }
                         bytes.extend_from_slice(&chunk);
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        sent.error(if e.is_timeout() { "timeout" } else { "body" });
                         return Err(DavError::Unavailable(if e.is_timeout() {
                             "the response body timed out".into()
                         } else {
                             "the response body was cut off".into()
-                        }))
+                        }));
                     }
                 }
             }
@@ -277,9 +296,11 @@ impl DavClient {
     }
 
     /// `PROPFIND` with an explicit `Depth` and a `<D:prop>` body listing
-    /// `props` (XML, with the `D`, `C`, `CS` and `A` prefixes bound).
+    /// `props` (XML, with the `D`, `C`, `CS` and `A` prefixes bound);
+    /// `operation` names it in metrics (`PROPFIND.principal`, ...).
     pub async fn propfind(
         &self,
+        operation: &'static str,
         url: &Url,
         depth: u8,
         props: &str,
@@ -289,6 +310,7 @@ impl DavClient {
         );
         let resp = self
             .send(
+                operation,
                 Method::from_bytes(b"PROPFIND").expect("valid method"),
                 url.clone(),
                 &[
@@ -308,8 +330,10 @@ impl DavClient {
 
     /// `REPORT` with an XML body; `depth` is sent only when given. The raw
     /// answer is returned: callers interpret report-specific failures.
+    /// `operation` names it in metrics (`REPORT.sync-collection`, ...).
     pub async fn report(
         &self,
+        operation: &'static str,
         url: &Url,
         depth: Option<u8>,
         body: &str,
@@ -319,6 +343,7 @@ impl DavClient {
             headers.push(("Depth", d.to_string()));
         }
         self.send(
+            operation,
             Method::from_bytes(b"REPORT").expect("valid method"),
             url.clone(),
             &headers,
@@ -330,7 +355,9 @@ impl DavClient {
     /// `GET` of one object: its data and etag, `None` when it does not
     /// exist.
     pub async fn get(&self, url: &Url) -> Result<Option<(String, Option<String>)>, DavError> {
-        let resp = self.send(Method::GET, url.clone(), &[], None).await?;
+        let resp = self
+            .send("GET", Method::GET, url.clone(), &[], None)
+            .await?;
         match resp.status.as_u16() {
             200 => {
                 let etag = resp.etag();
@@ -354,7 +381,7 @@ impl DavClient {
             PutCondition::Create => headers.push(("If-None-Match", "*".to_string())),
             PutCondition::Match(etag) => headers.push(("If-Match", etag.clone())),
         }
-        self.send(Method::PUT, url.clone(), &headers, Some(data))
+        self.send("PUT", Method::PUT, url.clone(), &headers, Some(data))
             .await
     }
 
@@ -363,23 +390,37 @@ impl DavClient {
         let headers: Vec<(&str, String)> = etag
             .map(|e| vec![("If-Match", e.to_string())])
             .unwrap_or_default();
-        self.send(Method::DELETE, url.clone(), &headers, None).await
+        self.send("DELETE", Method::DELETE, url.clone(), &headers, None)
+            .await
     }
 }
 
 const XML: &str = "application/xml; charset=utf-8";
+
+/// The provider of an account whose requests stay on `anchor`'s site.
+fn provider_of(anchor: &Url) -> &'static str {
+    if crate::account::is_icloud_host(anchor) {
+        "icloud"
+    } else {
+        "caldav"
+    }
+}
+
+/// A `Retry-After` in delta seconds.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
 
 /// Maps the answers every request treats the same way.
 fn check_common(resp: RawResponse) -> Result<RawResponse, DavError> {
     match resp.status.as_u16() {
         401 => Err(DavError::WrongCredentials),
         429 | 503 => Err(DavError::RateLimited {
-            retry_after: resp
-                .headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
+            retry_after: retry_after(&resp.headers),
         }),
         s if s >= 500 => Err(DavError::Unavailable(format!("the server answered {s}"))),
         _ => Ok(resp),

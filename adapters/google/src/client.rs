@@ -4,6 +4,12 @@
 //! segments (calendar ids hold `@`, `#`, `.`), a single refresh and retry
 //! on 401, and retries with backoff on rate limits and outages. Answers are
 //! turned into meanings ([`GoogleError`]) here, once.
+//!
+//! Each request sent (every retry too) is a span and a duration sample
+//! ([`ProviderRequest`]) under Google's method name (`call.name`) with its
+//! status or error type; waits on the budget and between attempts, and
+//! every `Retry-After` Google sent, are recorded as well
+//! ([`calbridge_runtime::metrics`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +24,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use calbridge::Invalid;
+use calbridge_runtime::metrics::{self, ProviderRequest};
 use calbridge_runtime::Secret;
 
 use crate::error::GoogleError;
@@ -30,6 +37,25 @@ use crate::retry::{
 
 /// The most items asked for in one calendar-list page (Google's cap).
 const CALENDAR_LIST_PAGE: u32 = 250;
+
+/// The provider's name in spans and metrics.
+pub(crate) const PROVIDER: &str = "google";
+
+/// The fixed name of a request failure without an answer, for spans and
+/// metrics (`error.type`).
+pub(crate) fn error_type(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_redirect() {
+        "redirect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
 
 /// Builds the shared HTTP client: no automatic redirects (OAuth endpoints
 /// must not be followed blindly), a per-request timeout.
@@ -243,19 +269,17 @@ impl Session<'_> {
         let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
-            // One span per request sent, retries included (with their
-            // resend count), closed at the end of this iteration.
-            let span = calbridge_runtime::provider_request_span(
-                "google",
-                &call.method,
-                url.scheme(),
-                url.host_str().unwrap_or(""),
-                url.port_or_known_default(),
-            );
+            // One span and one duration sample per request sent, retries
+            // included (with their resend count), closed once its answer is
+            // read, before any wait for the next attempt.
+            let mut sent = ProviderRequest::start(PROVIDER, call.name, &call.method, &url);
             if attempt > 1 {
-                span.record("http.request.resend_count", attempt - 1);
+                sent.resend(attempt - 1);
             }
-            self.api.limiter.acquire(&self.account).await;
+            let budget = self.api.limiter.acquire(&self.account).await;
+            if !budget.is_zero() {
+                metrics::throttle_wait(PROVIDER, "budget", budget);
+            }
             let mut request = self
                 .api
                 .http
@@ -277,31 +301,34 @@ impl Session<'_> {
             if let Some(b) = &call.body {
                 request = request.json(b);
             }
-            let (retryable, retry_after, failure) = match request
-                .send()
-                .instrument(span.clone())
-                .await
-            {
+            sent.sending();
+            let span = sent.span().clone();
+            let (retryable, retry_after, failure) = match request.send().instrument(span).await {
                 Ok(resp) => {
                     let status = resp.status();
-                    span.record("http.response.status_code", status.as_u16());
+                    sent.status(status.as_u16());
                     let retry_after = resp
                         .headers()
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, Utc::now()));
+                    if let Some(d) = retry_after {
+                        metrics::retry_after(PROVIDER, d);
+                    }
                     let body = match read_capped(resp, MAX_BODY_BYTES).await {
                         Ok(b) => b,
                         Err(Capped::TooLarge) => {
+                            sent.error("too_large");
                             return Err(SendError::Final(GoogleError::Protocol(format!(
                                 "the answer is larger than {MAX_BODY_BYTES} bytes"
-                            ))))
+                            ))));
                         }
                         Err(Capped::CutOff) if status.is_success() => {
+                            sent.error("body");
                             return Err(SendError::Final(GoogleError::Unavailable(
                                 "the response body was cut off".into(),
                                 None,
-                            )))
+                            )));
                         }
                         Err(Capped::CutOff) => Vec::new(),
                     };
@@ -315,6 +342,7 @@ impl Session<'_> {
                         location: parsed.first().and_then(|f| f.location.clone()),
                     };
                     if status == StatusCode::UNAUTHORIZED {
+                        drop(sent);
                         self.refresh_once().await.map_err(SendError::Final)?;
                         // A retry with a fresh token is not a backoff attempt.
                         attempt -= 1;
@@ -326,19 +354,27 @@ impl Session<'_> {
                     }
                 }
                 Err(e) => {
-                    span.record(
-                        "error.type",
-                        if e.is_timeout() { "timeout" } else { "connect" },
-                    );
+                    sent.error(error_type(&e));
                     tracing::debug!(timeout = e.is_timeout(), "request failed before an answer");
                     (Retryable::Outage, None, None)
                 }
             };
+            // The request is over; what follows is waiting.
+            drop(sent);
             let jitter = rand::thread_rng().gen::<f64>();
             match self.api.retry.decide(attempt, waited, retry_after, jitter) {
                 Decision::Wait(d) => {
                     tracing::debug!(attempt, wait_ms = d.as_millis() as u64, "retrying");
                     tokio::time::sleep(d).await;
+                    metrics::throttle_wait(
+                        PROVIDER,
+                        if retry_after.is_some() {
+                            "retry_after"
+                        } else {
+                            "backoff"
+                        },
+                        d,
+                    );
                     waited += d;
                 }
                 Decision::GiveUp(d) => {

@@ -77,11 +77,12 @@ impl Limiter {
         }
     }
 
-    /// Waits until `account` may send one more request. Requests without an
-    /// account (before the user is known) are not limited.
-    pub async fn acquire(&self, account: &str) {
+    /// Waits until `account` may send one more request; returns how long
+    /// it waited. Requests without an account (before the user is known)
+    /// are not limited.
+    pub async fn acquire(&self, account: &str) -> Duration {
         if account.is_empty() {
-            return;
+            return Duration::ZERO;
         }
         let wait = self.reserve_at(account, Instant::now());
         if !wait.is_zero() {
@@ -91,6 +92,7 @@ impl Limiter {
             );
             tokio::time::sleep(wait).await;
         }
+        wait
     }
 }
 
@@ -147,7 +149,7 @@ mod tests {
         let waited = Instant::now() - start;
         assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3));
         let before = Instant::now();
-        l.acquire("").await;
+        assert_eq!(l.acquire("").await, Duration::ZERO);
         assert_eq!(Instant::now(), before);
     }
 }

@@ -1,6 +1,8 @@
-//! The `calbridge-adapter-google` binary: telemetry, configuration, then
+//! The `calbridge-adapter-google` binary: telemetry (and the Prometheus
+//! endpoint with `--metrics-listen`), configuration, then
 //! [`calbridge_adapter_google::run`] until SIGTERM or Ctrl-C.
 
+use anyhow::Context as _;
 use clap::Parser;
 
 use calbridge_adapter_google::Config;
@@ -12,7 +14,14 @@ async fn main() -> anyhow::Result<()> {
         "calbridge-adapter-google",
         config.otlp_endpoint.as_deref(),
     );
-    let result = calbridge_adapter_google::run(config, calbridge_runtime::shutdown_signal()).await;
+    let result = match telemetry
+        .serve_metrics(config.metrics_listen)
+        .await
+        .context("cannot serve metrics (--metrics-listen)")
+    {
+        Ok(_) => calbridge_adapter_google::run(config, calbridge_runtime::shutdown_signal()).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = &result {
         tracing::error!(error = %format!("{e:#}"), "google adapter failed");
     }

@@ -12,14 +12,17 @@ use chrono::{DateTime, Utc};
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    TokenResponse, TokenUrl,
+    EndpointSet, HttpClientError, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, TokenResponse, TokenUrl,
 };
 
 use calbridge::pb::AccessLevel;
 use calbridge::Invalid;
+use calbridge_runtime::metrics::ProviderRequest;
 use calbridge_runtime::Secret;
+use tracing::Instrument as _;
 
+use crate::client::{error_type, PROVIDER};
 use crate::config::Validated;
 use crate::error::GoogleError;
 
@@ -174,6 +177,15 @@ impl OAuth {
         }
     }
 
+    /// The HTTP client token requests named `operation` (in metrics) go
+    /// through.
+    fn token_client(&self, operation: &'static str) -> TokenClient {
+        TokenClient {
+            http: self.http.clone(),
+            operation,
+        }
+    }
+
     /// The consent URL for `level`: authorization code with PKCE S256
     /// (the scheduler's `state` and challenge), offline access, consent
     /// forced (so Google issues a refresh token every time), no incremental
@@ -260,7 +272,7 @@ impl OAuth {
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
             .set_redirect_uri(Cow::Owned(redirect.expect("checked")))
-            .request_async(&self.http)
+            .request_async(&self.token_client("oauth.token.code"))
             .await
             .map_err(|e| token_error(e, Grant::Code))?;
         Ok(Tokens::from_response(&response, now))
@@ -278,7 +290,7 @@ impl OAuth {
         let response = self
             .client
             .exchange_refresh_token(&token)
-            .request_async(&self.http)
+            .request_async(&self.token_client("oauth.token.refresh"))
             .await
             .map_err(|e| token_error(e, Grant::Refresh))?;
         Ok(Tokens::from_response(&response, now))
@@ -295,6 +307,12 @@ impl OAuth {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
             .finish();
+        let mut sent = ProviderRequest::start(
+            PROVIDER,
+            "oauth.revoke",
+            &reqwest::Method::POST,
+            &self.revoke_url,
+        );
         let response = self
             .http
             .post(self.revoke_url.clone())
@@ -304,11 +322,14 @@ impl OAuth {
             )
             .body(body)
             .send()
+            .instrument(sent.span().clone())
             .await
-            .map_err(|_| {
+            .map_err(|e| {
+                sent.error(error_type(&e));
                 GoogleError::Unavailable("cannot reach Google's revocation endpoint".into(), None)
             })?;
         let status = response.status();
+        sent.status(status.as_u16());
         if status.is_success() {
             return Ok(true);
         }
@@ -318,6 +339,7 @@ impl OAuth {
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or_default();
+        drop(sent);
         match (status.as_u16(), error.as_str()) {
             // Already revoked or expired: nothing is left to revoke.
             (400, "invalid_token" | "invalid_grant") => Ok(true),
@@ -330,6 +352,66 @@ impl OAuth {
             ))),
         }
     }
+}
+
+/// The `oauth2` crate's HTTP client for token requests: sends as its own
+/// reqwest client would, in a provider request span with a duration
+/// sample under a fixed operation name.
+struct TokenClient {
+    http: reqwest::Client,
+    operation: &'static str,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for TokenClient {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, Self::Error>> + Send + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(send_token_request(
+            self.http.clone(),
+            self.operation,
+            request,
+        ))
+    }
+}
+
+/// Sends one token-endpoint request (see [`TokenClient`]).
+async fn send_token_request(
+    http: reqwest::Client,
+    operation: &'static str,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, HttpClientError<reqwest::Error>> {
+    let url = reqwest::Url::parse(&request.uri().to_string())
+        .map_err(|_| HttpClientError::Other("the token endpoint is not a URL".into()))?;
+    let mut sent = ProviderRequest::start(PROVIDER, operation, request.method(), &url);
+    let request: reqwest::Request = request.try_into().map_err(Box::new)?;
+    let span = sent.span().clone();
+    let response = match http.execute(request).instrument(span).await {
+        Ok(r) => r,
+        Err(e) => {
+            sent.error(error_type(&e));
+            return Err(HttpClientError::Reqwest(Box::new(e)));
+        }
+    };
+    sent.status(response.status().as_u16());
+    let mut builder = oauth2::http::Response::builder()
+        .status(response.status())
+        .version(response.version());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            sent.error(error_type(&e));
+            return Err(HttpClientError::Reqwest(Box::new(e)));
+        }
+    };
+    builder.body(body.to_vec()).map_err(HttpClientError::Http)
 }
 
 /// Maps a token-endpoint failure; never quotes the response body.

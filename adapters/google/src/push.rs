@@ -19,7 +19,10 @@ use axum::Router;
 
 use calbridge::pb::ProviderNotification;
 use calbridge::Invalid;
+use calbridge_runtime::metrics;
 use calbridge_runtime::webhook::{Forwarded, Notifier};
+
+use crate::client::PROVIDER;
 
 /// Google's limit on a channel token.
 pub const MAX_CHANNEL_TOKEN: usize = 256;
@@ -84,6 +87,10 @@ pub struct Delivery {
     pub message_number: u64,
 }
 
+/// What [`parse_delivery`] answers for a channel token this adapter did not
+/// make (a forged notification, or one for another application).
+pub const FOREIGN_TOKEN: &str = "X-Goog-Channel-Token is not one of this adapter's";
+
 /// Reads a delivery from its headers; `Err` names what is wrong (without
 /// quoting the token).
 pub fn parse_delivery(headers: &HeaderMap) -> Result<Delivery, &'static str> {
@@ -99,7 +106,7 @@ pub fn parse_delivery(headers: &HeaderMap) -> Result<Delivery, &'static str> {
         return Err("X-Goog-Channel-ID is too long");
     }
     let token = get("x-goog-channel-token").ok_or("missing X-Goog-Channel-Token")?;
-    let route = decode_token(token).ok_or("X-Goog-Channel-Token is not one of this adapter's")?;
+    let route = decode_token(token).ok_or(FOREIGN_TOKEN)?;
     let resource_state = get("x-goog-resource-state").ok_or("missing X-Goog-Resource-State")?;
     let message_number = match get("x-goog-message-number") {
         Some(n) => n
@@ -129,7 +136,12 @@ pub async fn forward(notifier: &Notifier, d: Delivery) -> Forwarded {
     notifier.forward(&d.route.callback_endpoint, request).await
 }
 
-/// Answers one webhook request.
+/// Answers one webhook request, counting the notification in the
+/// process's metrics (`calbridge.webhook.notifications`) by outcome:
+/// `forwarded`, `forged` (a channel token not of ours, or a callback
+/// endpoint not allowed), `refused` (the scheduler does not know the
+/// channel or refused its token), `unreachable` (no scheduler answered;
+/// Google delivers again) or `malformed`.
 async fn notification(
     State(notifier): State<Notifier>,
     method: Method,
@@ -142,6 +154,14 @@ async fn notification(
         Ok(d) => d,
         Err(problem) => {
             tracing::debug!(problem, "malformed push notification");
+            metrics::webhook_notification(
+                PROVIDER,
+                if problem == FOREIGN_TOKEN {
+                    "forged"
+                } else {
+                    "malformed"
+                },
+            );
             return StatusCode::BAD_REQUEST;
         }
     };
@@ -149,6 +169,7 @@ async fn notification(
         // Answered like a channel the scheduler does not know, without any
         // connection: the webhook reveals nothing about other hosts.
         tracing::warn!("push notification names a callback endpoint that is not allowed; dropped");
+        metrics::webhook_notification(PROVIDER, "forged");
         return StatusCode::OK;
     }
     let span = tracing::info_span!(
@@ -158,6 +179,14 @@ async fn notification(
         message_number = delivery.message_number,
     );
     let outcome = tracing::Instrument::instrument(forward(&notifier, delivery), span).await;
+    metrics::webhook_notification(
+        PROVIDER,
+        match outcome {
+            Forwarded::Delivered => "forwarded",
+            Forwarded::UnknownChannel | Forwarded::Refused => "refused",
+            Forwarded::Unreachable => "unreachable",
+        },
+    );
     match outcome {
         Forwarded::Delivered => StatusCode::OK,
         Forwarded::UnknownChannel => {

@@ -940,6 +940,129 @@ async fn a_rate_limit_storm_is_waited_out_with_bounded_attempts() {
     assert_eq!(calendar_list_calls(&h.control).await - before, 1);
 }
 
+/// The value of the first sample of `name` whose labels include all of
+/// `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && labels.iter().all(|want| l.contains(want))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody() {
+    // First of all: instruments bind to the global meter provider once.
+    let metrics = calbridge_runtime::metrics::Metrics::install("test", None);
+    let mut h = start(Options::default()).await;
+    let creds = connect(&mut h, AccessLevel::Read).await.unwrap();
+    h.control
+        .inject_fault(&Fault {
+            status: 429,
+            reason: "rateLimitExceeded".into(),
+            retry_after_seconds: Some(1),
+            count: 1,
+            path_contains: Some("calendarList".into()),
+        })
+        .await
+        .unwrap();
+    h.client
+        .list_calendars(pb::ListProviderCalendarsRequest {
+            credentials: Some(creds.clone()),
+        })
+        .await
+        .unwrap();
+
+    let text = metrics.render();
+    let requests = "http_client_request_duration_seconds_count";
+    let list = [
+        "calbridge_provider=\"google\"",
+        "calbridge_operation=\"calendar.calendarList.list\"",
+        "http_request_method=\"GET\"",
+    ];
+    assert_eq!(
+        sample(
+            &text,
+            requests,
+            &[&list[..], &["http_response_status_code=\"429\""]].concat()
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            requests,
+            &[&list[..], &["http_response_status_code=\"200\""]].concat()
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    // The code exchange went through the same instruments.
+    assert_eq!(
+        sample(
+            &text,
+            requests,
+            &[
+                "calbridge_operation=\"oauth.token.code\"",
+                "http_request_method=\"POST\"",
+                "http_response_status_code=\"200\"",
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "calbridge_provider_retry_after_seconds_count",
+            &["calbridge_provider=\"google\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "calbridge_provider_retry_after_seconds_sum",
+            &["calbridge_provider=\"google\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "calbridge_provider_throttle_wait_seconds_count",
+            &[
+                "calbridge_provider=\"google\"",
+                "calbridge_wait_reason=\"retry_after\""
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // No label names the user, a path, a query, an address or a token.
+    let t = tokens(&creds);
+    for secret in [&t.access_token, &t.refresh_token] {
+        assert!(!text.contains(secret.as_str()), "a token in:\n{text}");
+    }
+    assert!(!text.contains(USER), "{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let labels = line.split_once('{').and_then(|(_, l)| l.rsplit_once('}'));
+        if let Some((labels, _)) = labels {
+            assert!(
+                !labels.contains('/') && !labels.contains('?') && !labels.contains("127.0.0.1"),
+                "{line}"
+            );
+        }
+    }
+}
+
 /// A test scheduler: records notifications; answers NOT_FOUND for
 /// channels it does not know.
 struct Callback {

@@ -15,7 +15,9 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::client::{Answer, Call, Failure, Session};
+use calbridge_runtime::metrics;
+
+use crate::client::{wait_reason, Answer, Call, Failure, Session, PROVIDER};
 use crate::error::GraphError;
 use crate::model::ErrorBody;
 use crate::retry::{classify, parse_retry_after, Decision, Retryable};
@@ -140,7 +142,7 @@ pub async fn send_all(
             let call = Call {
                 body: Some(json!({ "requests": requests })),
                 weight: group.len() as u32,
-                ..Call::new(Method::POST, batch_url(session)?)
+                ..Call::new("$batch", Method::POST, batch_url(session)?)
             };
             let reply: Reply = session.request(&call, "the batch").await?.json()?;
             for r in reply.responses {
@@ -165,6 +167,9 @@ pub async fn send_all(
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
                     .and_then(|(_, v)| parse_retry_after(v, chrono::Utc::now()));
+                if let Some(d) = after {
+                    metrics::retry_after(PROVIDER, d);
+                }
                 match (r.status, classify(r.status)) {
                     (424, _) => {
                         // Its dependency failed: it fails with it, or goes
@@ -208,6 +213,7 @@ pub async fn send_all(
                     "retrying batched requests"
                 );
                 tokio::time::sleep(d).await;
+                metrics::throttle_wait(PROVIDER, wait_reason(after), d);
                 waited += d;
             }
             Decision::GiveUp(d) => {

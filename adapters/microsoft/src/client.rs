@@ -8,6 +8,12 @@
 //! Links Graph hands back (next and delta links) are followed only below
 //! the configured Graph base, so a forged cursor cannot send the token
 //! elsewhere.
+//!
+//! Each request sent (every retry too) is a span and a duration sample
+//! ([`ProviderRequest`]) under a fixed operation name ([`Call::operation`])
+//! with its status or error type; waits on the budget and the mailbox's
+//! slots and between attempts, and every `Retry-After` Graph sent, are
+//! recorded as well ([`calbridge_runtime::metrics`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +29,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use calbridge::Invalid;
+use calbridge_runtime::metrics::{self, ProviderRequest};
 use calbridge_runtime::Secret;
 
 use crate::error::{meaning, GraphError};
@@ -33,6 +40,8 @@ use crate::retry::{classify, parse_retry_after, Decision, RetryPolicy, Retryable
 
 /// Largest response body read.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// The provider's name in spans and metrics.
+pub(crate) const PROVIDER: &str = "microsoft";
 /// Most calendar pages followed.
 const MAX_CALENDAR_PAGES: usize = 20;
 
@@ -73,6 +82,31 @@ pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The fixed name of a request failure without an answer, for spans and
+/// metrics (`error.type`).
+pub(crate) fn error_type(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_redirect() {
+        "redirect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
+
+/// Why a retry waits: the provider's `Retry-After`, or backoff without one.
+pub(crate) fn wait_reason(retry_after: Option<Duration>) -> &'static str {
+    if retry_after.is_some() {
+        "retry_after"
+    } else {
+        "backoff"
+    }
 }
 
 /// W3C trace context of the current span, as request headers.
@@ -226,6 +260,9 @@ impl Api {
 /// One request.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// What the request does, as metrics name it: a fixed name such as
+    /// `calendarView.delta` or `events.create`, never a path or an id.
+    pub operation: &'static str,
     /// The HTTP method.
     pub method: Method,
     /// The URL.
@@ -242,9 +279,11 @@ pub struct Call {
 }
 
 impl Call {
-    /// A request without body, precondition or page size.
-    pub fn new(method: Method, url: Url) -> Self {
+    /// A request for `operation` (see [`Call::operation`]) without body,
+    /// precondition or page size.
+    pub fn new(operation: &'static str, method: Method, url: Url) -> Self {
         Call {
+            operation,
             method,
             url,
             body: None,
@@ -325,28 +364,39 @@ impl Session<'_> {
         let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
-            // One span per request sent, retries included.
-            let span = calbridge_runtime::provider_request_span(
-                "microsoft",
-                &call.method,
-                call.url.scheme(),
-                call.url.host_str().unwrap_or(""),
-                call.url.port_or_known_default(),
-            );
+            // One span and one duration sample per request sent, retries
+            // included, closed once its answer is read, before any wait for
+            // the next attempt.
+            let mut sent =
+                ProviderRequest::start(PROVIDER, call.operation, &call.method, &call.url);
             if attempt > 1 {
-                span.record("http.request.resend_count", attempt - 1);
+                sent.resend(attempt - 1);
             }
+            let mut budget = Duration::ZERO;
             for _ in 0..call.weight.max(1) {
-                self.api.limiter.acquire(&self.account).await;
+                budget += self.api.limiter.acquire(&self.account).await;
             }
             let slot = self.api.slot(&self.account);
             let slots = call.weight.clamp(1, self.api.per_mailbox as u32);
-            let permit = slot.acquire_many_owned(slots).await.map_err(|_| {
+            let permit = match slot.clone().try_acquire_many_owned(slots) {
+                Ok(permit) => Ok(permit),
+                Err(_) => {
+                    // Every slot of the mailbox is taken: wait for one.
+                    let queued = tokio::time::Instant::now();
+                    let permit = slot.acquire_many_owned(slots).await;
+                    budget += queued.elapsed();
+                    permit
+                }
+            }
+            .map_err(|_| {
                 Err(GraphError::Unavailable(
                     "the adapter is shutting down".into(),
                     None,
                 ))
             })?;
+            if !budget.is_zero() {
+                metrics::throttle_wait(PROVIDER, "budget", budget);
+            }
             let prefer = call.prefer();
             let mut request = self
                 .api
@@ -367,11 +417,13 @@ impl Session<'_> {
             if let Some(b) = &call.body {
                 request = request.json(b);
             }
-            let sent = request.send().instrument(span.clone()).await;
-            let (kind, retry_after, status) = match sent {
+            sent.sending();
+            let span = sent.span().clone();
+            let answer = request.send().instrument(span).await;
+            let (kind, retry_after, status) = match answer {
                 Ok(resp) => {
                     let status = resp.status();
-                    span.record("http.response.status_code", status.as_u16());
+                    sent.status(status.as_u16());
                     let resp_challenge = resp
                         .headers()
                         .get(reqwest::header::WWW_AUTHENTICATE)
@@ -382,18 +434,23 @@ impl Session<'_> {
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+                    if let Some(d) = retry_after {
+                        metrics::retry_after(PROVIDER, d);
+                    }
                     let body = match read_capped(resp, MAX_BODY_BYTES).await {
                         Ok(b) => b,
                         Err(Capped::TooLarge) => {
+                            sent.error("too_large");
                             return Err(Err(GraphError::Protocol(format!(
                                 "the answer is larger than {MAX_BODY_BYTES} bytes"
-                            ))))
+                            ))));
                         }
                         Err(Capped::CutOff) if status.is_success() => {
+                            sent.error("body");
                             return Err(Err(GraphError::Unavailable(
                                 "the response body was cut off".into(),
                                 None,
-                            )))
+                            )));
                         }
                         Err(Capped::CutOff) => Vec::new(),
                     };
@@ -402,6 +459,7 @@ impl Session<'_> {
                         return Ok(Answer { status, body });
                     }
                     if status == StatusCode::UNAUTHORIZED {
+                        drop(sent);
                         // A claims challenge (Continuous Access Evaluation)
                         // is answered with a token that carries the claims.
                         let challenge = resp_challenge.as_deref();
@@ -422,19 +480,19 @@ impl Session<'_> {
                 }
                 Err(e) => {
                     drop(permit);
-                    span.record(
-                        "error.type",
-                        if e.is_timeout() { "timeout" } else { "connect" },
-                    );
+                    sent.error(error_type(&e));
                     tracing::debug!(timeout = e.is_timeout(), "request failed before an answer");
                     (Retryable::Outage, None, None)
                 }
             };
+            // The request is over; what follows is waiting.
+            drop(sent);
             let jitter = rand::thread_rng().gen::<f64>();
             match self.api.retry.decide(attempt, waited, retry_after, jitter) {
                 Decision::Wait(d) => {
                     tracing::debug!(attempt, wait_ms = d.as_millis() as u64, "retrying");
                     tokio::time::sleep(d).await;
+                    metrics::throttle_wait(PROVIDER, wait_reason(retry_after), d);
                     waited += d;
                 }
                 Decision::GiveUp(d) => {
@@ -494,7 +552,10 @@ impl Session<'_> {
     /// `GET /me`: the account's sign-in name.
     pub async fn me(&self) -> Result<String, GraphError> {
         let u: model::User = self
-            .request(&Call::new(Method::GET, self.api.url(&["me"])), "the user")
+            .request(
+                &Call::new("me.get", Method::GET, self.api.url(&["me"])),
+                "the user",
+            )
             .await?
             .json()?;
         u.user_principal_name
@@ -506,7 +567,11 @@ impl Session<'_> {
 
     /// The mailbox's time zone name, when readable.
     pub async fn mailbox_time_zone(&self) -> Option<String> {
-        let call = Call::new(Method::GET, self.api.url(&["me", "mailboxSettings"]));
+        let call = Call::new(
+            "mailboxSettings.get",
+            Method::GET,
+            self.api.url(&["me", "mailboxSettings"]),
+        );
         let s: model::MailboxSettings = self
             .request(&call, "mailbox settings")
             .await
@@ -522,7 +587,7 @@ impl Session<'_> {
         let mut url = self.api.url(&["me", "calendars"]);
         for _ in 0..MAX_CALENDAR_PAGES {
             let page: model::Collection<model::Calendar> = self
-                .request(&Call::new(Method::GET, url), "calendars")
+                .request(&Call::new("calendars.list", Method::GET, url), "calendars")
                 .await?
                 .json()?;
             out.extend(page.value);
@@ -543,7 +608,7 @@ impl Session<'_> {
     ) -> Result<model::Collection<model::Event>, GraphError> {
         let call = Call {
             max_page_size: Some(page_size),
-            ..Call::new(Method::GET, url)
+            ..Call::new("calendarView.delta", Method::GET, url)
         };
         self.request(&call, "the calendar").await?.json()
     }
@@ -551,7 +616,11 @@ impl Session<'_> {
     /// One event, occurrence or exception.
     pub async fn get_event(&self, id: &str) -> Result<model::Event, GraphError> {
         self.request(
-            &Call::new(Method::GET, self.api.url(&["me", "events", id])),
+            &Call::new(
+                "events.get",
+                Method::GET,
+                self.api.url(&["me", "events", id]),
+            ),
             "the event",
         )
         .await?
@@ -575,7 +644,7 @@ impl Session<'_> {
             )
             .append_pair("$top", "1");
         let page: model::Collection<model::Event> = self
-            .request(&Call::new(Method::GET, url), "the calendar")
+            .request(&Call::new("events.find", Method::GET, url), "the calendar")
             .await?
             .json()?;
         Ok(page.value.into_iter().next())
@@ -590,6 +659,7 @@ impl Session<'_> {
         let call = Call {
             body: Some(body),
             ..Call::new(
+                "events.create",
                 Method::POST,
                 self.api.url(&["me", "calendars", calendar, "events"]),
             )
@@ -607,7 +677,11 @@ impl Session<'_> {
         let call = Call {
             body: Some(body),
             if_match: if_match.map(str::to_string),
-            ..Call::new(Method::PATCH, self.api.url(&["me", "events", id]))
+            ..Call::new(
+                "events.update",
+                Method::PATCH,
+                self.api.url(&["me", "events", id]),
+            )
         };
         self.request(&call, "the event").await?.json()
     }
@@ -616,7 +690,11 @@ impl Session<'_> {
     pub async fn delete_event(&self, id: &str, if_match: Option<&str>) -> Result<(), GraphError> {
         let call = Call {
             if_match: if_match.map(str::to_string),
-            ..Call::new(Method::DELETE, self.api.url(&["me", "events", id]))
+            ..Call::new(
+                "events.delete",
+                Method::DELETE,
+                self.api.url(&["me", "events", id]),
+            )
         };
         self.request(&call, "the event").await.map(drop)
     }
@@ -629,7 +707,11 @@ impl Session<'_> {
     ) -> Result<model::Subscription, GraphError> {
         let call = Call {
             body: Some(body),
-            ..Call::new(Method::POST, self.api.url(&["subscriptions"]))
+            ..Call::new(
+                "subscriptions.create",
+                Method::POST,
+                self.api.url(&["subscriptions"]),
+            )
         };
         self.request(&call, "the calendar").await?.json()
     }
@@ -637,7 +719,11 @@ impl Session<'_> {
     /// Deletes a subscription; one already gone (expired or removed) is
     /// not an error.
     pub async fn delete_subscription(&self, id: &str) -> Result<(), GraphError> {
-        let call = Call::new(Method::DELETE, self.api.url(&["subscriptions", id]));
+        let call = Call::new(
+            "subscriptions.delete",
+            Method::DELETE,
+            self.api.url(&["subscriptions", id]),
+        );
         match self.request(&call, "the subscription").await {
             Ok(_) | Err(GraphError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),

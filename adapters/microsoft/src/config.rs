@@ -29,6 +29,10 @@ pub struct Config {
     /// The OTLP/gRPC endpoint to export spans to; none when unset.
     #[arg(long, env = "CALBRIDGE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (plain HTTP; port 0
+    /// picks one).
+    #[arg(long, env = "CALBRIDGE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// A file holding the application (client) id.
     #[arg(long, env = "CALBRIDGE_MICROSOFT_CLIENT_ID_FILE")]
     pub client_id_file: Option<PathBuf>,
@@ -164,6 +168,7 @@ impl Config {
             listen,
             tls: Default::default(),
             otlp_endpoint: None,
+            metrics_listen: None,
             client_id_file: Some(client_id_file),
             client_secret_file: Some(client_secret_file),
             tenant: "common".into(),

@@ -239,7 +239,10 @@ async fn mailbox(session: &Session<'_>) -> Result<(String, String), GraphError> 
     let mut url = session.api().url(&["me", "calendar"]);
     url.query_pairs_mut().append_pair("$select", "id,owner");
     let cal: model::Calendar = session
-        .request(&Call::new(Method::GET, url), "the default calendar")
+        .request(
+            &Call::new("calendar.get", Method::GET, url),
+            "the default calendar",
+        )
         .await?
         .json()?;
     let id = cal
@@ -254,7 +257,7 @@ async fn mailbox(session: &Session<'_>) -> Result<(String, String), GraphError> 
     url.query_pairs_mut()
         .append_pair("$select", "mail,userPrincipalName");
     let me: model::User = session
-        .request(&Call::new(Method::GET, url), "the user")
+        .request(&Call::new("me.get", Method::GET, url), "the user")
         .await?
         .json()?;
     let address = me
@@ -293,7 +296,7 @@ pub async fn query(
         .iter()
         .map(|&(start, end)| Call {
             body: Some(request_body(&[address.as_str()], start, end)),
-            ..Call::new(Method::POST, url.clone())
+            ..Call::new("getSchedule", Method::POST, url.clone())
         })
         .collect();
     // Several ranges go in one round trip when batching is on.

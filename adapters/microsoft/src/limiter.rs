@@ -58,13 +58,15 @@ impl Limiter {
         }
     }
 
-    /// Waits until `account` may send one more request.
-    pub async fn acquire(&self, account: &str) {
+    /// Waits until `account` may send one more request; returns how long
+    /// it waited.
+    pub async fn acquire(&self, account: &str) -> Duration {
         let wait = self.reserve_at(account, Instant::now());
         if !wait.is_zero() {
             tracing::debug!(wait_ms = wait.as_millis() as u64, "request budget: waiting");
             tokio::time::sleep(wait).await;
         }
+        wait
     }
 }
 

@@ -13,8 +13,11 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use calbridge::pb::AccessLevel;
+use calbridge_runtime::metrics::{self, ProviderRequest};
 use calbridge_runtime::Secret;
+use tracing::Instrument as _;
 
+use crate::client::{error_type, PROVIDER};
 use crate::config::Validated;
 use crate::error::GraphError;
 use crate::retry::parse_retry_after;
@@ -218,13 +221,16 @@ impl OAuth {
         redirect_uri: &str,
     ) -> Result<Tokens, GraphError> {
         let claims = token_claims(None);
-        self.token(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("code_verifier", verifier),
-            ("redirect_uri", redirect_uri),
-            ("claims", &claims),
-        ])
+        self.token(
+            "oauth.token.code",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("code_verifier", verifier),
+                ("redirect_uri", redirect_uri),
+                ("claims", &claims),
+            ],
+        )
         .await
     }
 
@@ -247,27 +253,39 @@ impl OAuth {
             ));
         }
         let claims = token_claims(challenge);
-        self.token(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("claims", &claims),
-        ])
+        self.token(
+            "oauth.token.refresh",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("claims", &claims),
+            ],
+        )
         .await
     }
 
-    async fn token(&self, params: &[(&str, &str)]) -> Result<Tokens, GraphError> {
+    /// One token request (`operation` names it in metrics).
+    async fn token(
+        &self,
+        operation: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<Tokens, GraphError> {
         let mut form: Vec<(&str, &str)> = vec![
             ("client_id", &self.client_id),
             ("client_secret", self.client_secret.expose()),
         ];
         form.extend_from_slice(params);
+        let mut sent =
+            ProviderRequest::start(PROVIDER, operation, &reqwest::Method::POST, &self.token_url);
         let resp = self
             .http
             .post(self.token_url.clone())
             .form(&form)
             .send()
+            .instrument(sent.span().clone())
             .await
             .map_err(|e| {
+                sent.error(error_type(&e));
                 GraphError::Unavailable(
                     if e.is_timeout() {
                         "the token endpoint timed out"
@@ -279,20 +297,32 @@ impl OAuth {
                 )
             })?;
         let status = resp.status().as_u16();
+        sent.status(status);
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
+        if let Some(d) = retry_after {
+            metrics::retry_after(PROVIDER, d);
+        }
         if resp
             .content_length()
             .is_some_and(|n| n > MAX_TOKEN_BODY as u64)
         {
+            sent.error("too_large");
             return Err(GraphError::Protocol("the token answer is too large".into()));
         }
         let body = crate::client::read_capped(resp, MAX_TOKEN_BODY)
             .await
-            .map_err(|_| GraphError::Protocol("the token answer is too large or cut off".into()))?;
+            .map_err(|e| {
+                sent.error(match e {
+                    crate::client::Capped::TooLarge => "too_large",
+                    crate::client::Capped::CutOff => "body",
+                });
+                GraphError::Protocol("the token answer is too large or cut off".into())
+            })?;
+        drop(sent);
         if !(200..300).contains(&status) {
             let e: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
             return Err(match token_error(status, &e.error, aadsts(&e)) {

@@ -31,7 +31,10 @@ use tokio::task::JoinSet;
 
 use calbridge::pb::ProviderNotification;
 use calbridge::Invalid;
+use calbridge_runtime::metrics;
 use calbridge_runtime::webhook::{Forwarded, Notifier};
+
+use crate::client::PROVIDER;
 
 /// Graph's limit on `clientState`.
 pub const MAX_CLIENT_STATE: usize = 128;
@@ -197,7 +200,14 @@ pub fn reduce(body: &[u8]) -> Result<Reduced, &'static str> {
     Ok(out)
 }
 
-/// Counts of what the webhook saw, for logs and metrics.
+/// Counts of what the webhook saw, for logs and tests. Each notification
+/// is also counted in the process's metrics
+/// (`calbridge.webhook.notifications`) by outcome: `validation`,
+/// `forwarded`, `forged` (a `clientState` not of ours, or a callback
+/// endpoint not allowed, handshakes included), `refused` (the scheduler does not know the
+/// channel or refused its token), `unreachable` (no scheduler answered;
+/// Graph delivers again), `ignored` (a kind not forwarded) and
+/// `malformed` (a request that is no handshake or delivery, counted once).
 #[derive(Debug, Default)]
 pub struct PushStats {
     deliveries: AtomicU64,
@@ -226,6 +236,13 @@ impl PushStats {
     }
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Counts `n` notifications of one outcome in the process's metrics.
+fn count(outcome: &'static str, n: u64) {
+    for _ in 0..n {
+        metrics::webhook_notification(PROVIDER, outcome);
     }
 }
 
@@ -274,9 +291,11 @@ async fn notification(
         // Graph's handshake: the token, decoded, as plain text. Only for
         // URLs this adapter hands out.
         if !allowed || token.is_empty() || token.len() > MAX_VALIDATION_TOKEN {
+            count(if allowed { "malformed" } else { "forged" }, 1);
             return StatusCode::BAD_REQUEST.into_response();
         }
         PushStats::add(&hook.stats.validations, 1);
+        count("validation", 1);
         return (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -289,11 +308,14 @@ async fn notification(
         Ok(r) => r,
         Err(problem) => {
             tracing::debug!(problem, "malformed Graph notification");
+            count("malformed", 1);
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
+    count("ignored", reduced.ignored);
     if reduced.forged > 0 {
         PushStats::add(&hook.stats.forged, reduced.forged);
+        count("forged", reduced.forged);
         tracing::warn!(
             count = reduced.forged,
             "Graph notifications with a clientState that is not ours dropped"
@@ -304,6 +326,7 @@ async fn notification(
         // nothing about other hosts.
         let n = reduced.notifications.len() as u64;
         PushStats::add(&hook.stats.forged, n);
+        count("forged", n);
         if n > 0 {
             tracing::warn!(
                 count = n,
@@ -358,12 +381,19 @@ async fn forward_all(
     let mut ok = true;
     while let Some(done) = tasks.join_next().await {
         match done.unwrap_or(Forwarded::Unreachable) {
-            Forwarded::Delivered => PushStats::add(&hook.stats.forwarded, 1),
+            Forwarded::Delivered => {
+                PushStats::add(&hook.stats.forwarded, 1);
+                count("forwarded", 1);
+            }
             Forwarded::UnknownChannel | Forwarded::Refused => {
                 PushStats::add(&hook.stats.forged, 1);
+                count("refused", 1);
                 tracing::debug!("the scheduler does not know the channel or its token; dropped");
             }
-            Forwarded::Unreachable => ok = false,
+            Forwarded::Unreachable => {
+                count("unreachable", 1);
+                ok = false;
+            }
         }
     }
     ok
@@ -509,6 +539,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_webhook_answers_the_handshake_and_forwards_genuine_notifications_once() {
+        // First: instruments bind to the global meter provider once.
+        let metrics = calbridge_runtime::metrics::Metrics::install("test", None);
         let recorder = Recorder::default();
         let bound = calbridge_runtime::bind("127.0.0.1:0".parse().unwrap())
             .await
@@ -612,6 +644,29 @@ mod tests {
         // Not a notification at all.
         let answer = http.post(url).body("<xml/>").send().await.unwrap();
         assert_eq!(answer.status(), 400);
+
+        // Every notification counted by outcome: the handshake elsewhere
+        // and everything of the foreign delivery (one forged clientState,
+        // three distinct notifications) are forged too.
+        let text = metrics.render();
+        for (outcome, n) in [
+            ("validation", 1),
+            ("forwarded", 2),
+            ("refused", 1),
+            ("forged", 6),
+            ("malformed", 1),
+        ] {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("calbridge_webhook_notifications_total{")
+                        && l.contains("calbridge_provider=\"microsoft\"")
+                        && l.contains(&format!("outcome=\"{outcome}\""))
+                })
+                .unwrap_or_else(|| panic!("no {outcome} count in:\n{text}"));
+            assert!(line.ends_with(&format!(" {n}")), "{line}");
+        }
+        assert!(!text.contains("ch_0123"), "{text}");
     }
 
     /// Answers NOT_FOUND after a while, counting how many calls it holds

@@ -416,6 +416,117 @@ async fn a_replayed_create_reports_the_existing_event_a_stale_version_aborts_and
     w.verify().await;
 }
 
+/// The value of the first sample of `name` whose labels include all of
+/// `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && labels.iter().all(|want| l.contains(want))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody() {
+    // First of all: instruments bind to the global meter provider once.
+    let metrics = calbridge_runtime::metrics::Metrics::install("test", None);
+    let mut w = start().await;
+    let creds = w.credentials(pb::AccessLevel::Read).await;
+    w.control
+        .inject(&Fault {
+            status: 429,
+            retry_after: Some(1),
+            method: None,
+            count: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(w.calendars(&creds).await.len(), 2);
+
+    let text = metrics.render();
+    let requests = "http_client_request_duration_seconds_count";
+    let list = [
+        "calbridge_provider=\"microsoft\"",
+        "calbridge_operation=\"calendars.list\"",
+        "http_request_method=\"GET\"",
+    ];
+    assert_eq!(
+        sample(
+            &text,
+            requests,
+            &[&list[..], &["http_response_status_code=\"429\""]].concat()
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            requests,
+            &[&list[..], &["http_response_status_code=\"200\""]].concat()
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The code exchange went through the same instruments.
+    assert_eq!(
+        sample(
+            &text,
+            requests,
+            &[
+                "calbridge_provider=\"microsoft\"",
+                "calbridge_operation=\"oauth.token.code\"",
+                "http_response_status_code=\"200\"",
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "calbridge_provider_retry_after_seconds_count",
+            &["calbridge_provider=\"microsoft\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "calbridge_provider_throttle_wait_seconds_sum",
+            &[
+                "calbridge_provider=\"microsoft\"",
+                "calbridge_wait_reason=\"retry_after\""
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // No label names the user, a path, a query, an address or a token.
+    let Some(pb::provider_credentials::Secret::Oauth(tokens)) = &creds.secret else {
+        panic!("no tokens")
+    };
+    for secret in [&tokens.access_token, &tokens.refresh_token] {
+        assert!(!text.contains(secret.as_str()), "a token in:\n{text}");
+    }
+    assert!(!text.contains(USER), "{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let labels = line.split_once('{').and_then(|(_, l)| l.rsplit_once('}'));
+        if let Some((labels, _)) = labels {
+            assert!(
+                !labels.contains('/') && !labels.contains('?') && !labels.contains("127.0.0.1"),
+                "{line}"
+            );
+        }
+    }
+    w.verify().await;
+}
+
 #[tokio::test]
 async fn throttling_is_waited_out_exactly_as_retry_after_says_and_never_retried_early() {
     let mut w = start().await;

@@ -17,6 +17,10 @@ pub struct Config {
     /// The OTLP/gRPC endpoint to export spans to; none when unset.
     #[arg(long, env = "CALBRIDGE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (plain HTTP; port 0
+    /// picks one).
+    #[arg(long, env = "CALBRIDGE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The poll interval suggested to the scheduler in Describe, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub poll_interval_seconds: u32,
@@ -33,6 +37,7 @@ impl Config {
         Config {
             listen,
             otlp_endpoint: None,
+            metrics_listen: None,
             poll_interval_seconds: 30,
             tls: Default::default(),
         }

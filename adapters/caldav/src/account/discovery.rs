@@ -50,7 +50,7 @@ pub async fn discover(client: &DavClient, server: &Url) -> Result<Discovered, Da
     let mut principal = None;
     for url in candidates {
         match client
-            .propfind(&url, 0, "<D:current-user-principal/>")
+            .propfind("PROPFIND.principal", &url, 0, "<D:current-user-principal/>")
             .await
         {
             Ok((base, ms)) => {
@@ -77,7 +77,7 @@ pub async fn discover(client: &DavClient, server: &Url) -> Result<Discovered, Da
     let mut home = None;
     for attempt in 1..=HOME_SET_ATTEMPTS {
         let (base, ms) = client
-            .propfind(&principal, 0, "<C:calendar-home-set/>")
+            .propfind("PROPFIND.home-set", &principal, 0, "<C:calendar-home-set/>")
             .await?;
         home = home_set(&base, &ms);
         if home.is_some() {
@@ -99,7 +99,10 @@ const CALENDAR_PROPS: &str = "<D:resourcetype/><D:displayname/><C:supported-cale
 impl Account {
     /// The account's calendars that can hold events.
     pub async fn calendars(&self) -> Result<Vec<pb::Calendar>, DavError> {
-        let (base, ms) = self.client.propfind(&self.home, 1, CALENDAR_PROPS).await?;
+        let (base, ms) = self
+            .client
+            .propfind("PROPFIND.calendars", &self.home, 1, CALENDAR_PROPS)
+            .await?;
         let mut out: Vec<pb::Calendar> = ms
             .responses
             .iter()
@@ -136,7 +139,10 @@ impl Account {
         .filter(|(wanted, _)| *wanted)
         .map(|(_, p)| *p)
         .collect();
-        let (_, ms) = self.client.propfind(calendar, 0, &props).await?;
+        let (_, ms) = self
+            .client
+            .propfind("PROPFIND.calendar", calendar, 0, &props)
+            .await?;
         let Some(r) = ms.responses.first() else {
             return Ok(CalendarProps::default());
         };

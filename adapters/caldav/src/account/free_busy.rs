@@ -17,7 +17,10 @@ impl Account {
             window.start.format("%Y%m%dT%H%M%SZ"),
             window.end.format("%Y%m%dT%H%M%SZ")
         );
-        let resp = self.client.report(&calendar, Some(1), &body).await?;
+        let resp = self
+            .client
+            .report("REPORT.free-busy-query", &calendar, Some(1), &body)
+            .await?;
         match resp.status.as_u16() {
             200 => {
                 if let Ok(periods) = parse_free_busy(&resp.body) {

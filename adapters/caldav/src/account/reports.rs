@@ -11,6 +11,7 @@ impl Account {
         let (base, ms) = self
             .client
             .propfind(
+                "PROPFIND.members",
                 calendar,
                 1,
                 "<D:getetag/><D:resourcetype/><CS:getctag/><C:calendar-timezone/>",
@@ -66,7 +67,10 @@ impl Account {
                 r#"<?xml version="1.0" encoding="utf-8"?><D:sync-collection xmlns:D="DAV:"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"#,
                 xml_escape(&delta.token)
             );
-            let resp = self.client.report(calendar, None, &body).await?;
+            let resp = self
+                .client
+                .report("REPORT.sync-collection", calendar, None, &body)
+                .await?;
             let status = resp.status.as_u16();
             if !delta.token.is_empty()
                 && (matches!(status, 409 | 412)
@@ -144,7 +148,11 @@ impl Account {
                     .map(|h| format!("<D:href>{}</D:href>", xml_escape(h)))
                     .collect::<String>()
             );
-            let resp = match self.client.report(calendar, None, &body).await {
+            let resp = match self
+                .client
+                .report("REPORT.calendar-multiget", calendar, None, &body)
+                .await
+            {
                 Err(DavError::TooLarge(_)) if batch.len() > 1 => {
                     let (a, b) = batch.split_at(batch.len() / 2);
                     todo.push(b);
@@ -205,7 +213,11 @@ impl Account {
     /// with PROPFIND and multigets instead.
     pub async fn query_all(&self, calendar: &Url) -> Result<Option<Vec<Fetched>>, DavError> {
         const BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/></C:comp-filter></C:filter></C:calendar-query>"#;
-        let resp = match self.client.report(calendar, Some(1), BODY).await {
+        let resp = match self
+            .client
+            .report("REPORT.calendar-query", calendar, Some(1), BODY)
+            .await
+        {
             Err(DavError::TooLarge(_)) => {
                 tracing::info!("calendar-query answer over the cap; listing in batches");
                 return Ok(None);
@@ -248,7 +260,11 @@ impl Account {
 
     /// The current etag of a resource, `None` when it is gone.
     pub async fn etag(&self, url: &Url) -> Result<Option<String>, DavError> {
-        match self.client.propfind(url, 0, "<D:getetag/>").await {
+        match self
+            .client
+            .propfind("PROPFIND.etag", url, 0, "<D:getetag/>")
+            .await
+        {
             Ok((_, ms)) => Ok(ms
                 .responses
                 .first()
