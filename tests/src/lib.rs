@@ -93,6 +93,9 @@ pub struct Proc {
     pub child: Child,
     /// The address it announced.
     pub addr: SocketAddr,
+    /// Where it serves Prometheus metrics, when started with
+    /// `--metrics-listen` (announced before the gRPC address).
+    pub metrics: Option<SocketAddr>,
     /// Everything it wrote on stderr so far.
     pub log: Arc<Mutex<String>>,
 }
@@ -133,13 +136,17 @@ impl Proc {
         });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut metrics = None;
         let addr = tokio::time::timeout(Duration::from_secs(60), async {
             while let Ok(Some(l)) = lines.next_line().await {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
-                    if v["event"] == "listening" {
-                        return v["addr"]
-                            .as_str()
-                            .and_then(|a| a.parse::<SocketAddr>().ok());
+                    let addr = v["addr"]
+                        .as_str()
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                    if v["event"] == "metrics" {
+                        metrics = addr;
+                    } else if v["event"] == "listening" {
+                        return addr;
                     }
                 }
             }
@@ -151,7 +158,12 @@ impl Proc {
         match addr {
             Some(addr) => {
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                Ok(Proc { child, addr, log })
+                Ok(Proc {
+                    child,
+                    addr,
+                    metrics,
+                    log,
+                })
             }
             None => {
                 let _ = child.kill().await;

@@ -16,6 +16,7 @@ mod icloud;
 mod identity;
 mod keys;
 mod listing;
+mod metrics;
 mod microsoft;
 mod mtls;
 mod oauth;

@@ -362,6 +362,7 @@ async fn rows_an_interrupted_revocation_left_are_purged_at_start_and_never_synce
             delete: false,
             sealed_event: vec![1, 2, 3],
             expected_version: String::new(),
+            created_ms: 0,
         })?;
         store.put_channel(&ChannelRecord {
             channel_id: "ch_left".into(),
