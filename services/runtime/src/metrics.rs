@@ -52,7 +52,8 @@ pub struct Metrics {
 
 impl Metrics {
     /// A meter provider for `service_name` that feeds a Prometheus registry
-    /// and, with `otlp_endpoint`, exports over OTLP/gRPC every 15 s. It
+    /// and, with `otlp_endpoint`, exports over OTLP/gRPC every 15 s (or
+    /// every `OTEL_METRIC_EXPORT_INTERVAL` ms). It
     /// becomes the global provider, so [`meter`] and the instruments here
     /// record into it.
     pub fn install(service_name: &str, otlp_endpoint: Option<&str>) -> Metrics {
@@ -78,10 +79,12 @@ impl Metrics {
                 .build()
             {
                 Ok(exporter) => {
-                    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
-                        .with_interval(Duration::from_secs(15))
-                        .build();
-                    builder = builder.with_reader(reader);
+                    let mut reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter);
+                    // Every 15 s unless OTEL_METRIC_EXPORT_INTERVAL (ms) says.
+                    if std::env::var_os("OTEL_METRIC_EXPORT_INTERVAL").is_none() {
+                        reader = reader.with_interval(Duration::from_secs(15));
+                    }
+                    builder = builder.with_reader(reader.build());
                 }
                 Err(e) => eprintln!("otlp metric exporter to {endpoint} not started: {e}"),
             }

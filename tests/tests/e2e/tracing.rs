@@ -1,6 +1,6 @@
 //! One trace shows the whole path: a caller's W3C trace context travels
-//! through the scheduler into the adapter, and both export their spans over
-//! OTLP to a receiver started here.
+//! through the scheduler into the adapter, and both export their spans
+//! (and their metrics) over OTLP to a receiver started here.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 use calbridge::pb;
 use calbridge_e2e::{eventually, timed_event, Stack};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -83,16 +89,61 @@ impl TraceService for Receiver {
     }
 }
 
+/// Every metric received: (service.name, metric name).
+type Metrics = Arc<Mutex<HashSet<(String, String)>>>;
+
+/// An OTLP metrics receiver that keeps the names of what each service sent.
+struct MetricsReceiver(Metrics);
+
+#[tonic::async_trait]
+impl MetricsService for MetricsReceiver {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut got = self.0.lock().unwrap();
+        for rm in req.into_inner().resource_metrics {
+            let service = rm
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for sm in rm.scope_metrics {
+                for m in sm.metrics {
+                    got.insert((service.clone(), m.name));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
 /// Starts an OTLP receiver on a loopback port: its spans and its URL.
 async fn receiver() -> Result<(Spans, String)> {
+    let (spans, _, url) = receiver_with_metrics().await?;
+    Ok((spans, url))
+}
+
+/// Starts an OTLP receiver of spans and metrics on a loopback port.
+async fn receiver_with_metrics() -> Result<(Spans, Metrics, String)> {
     let spans: Spans = Arc::default();
+    let metrics: Metrics = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tonic::transport::Server::builder()
         .add_service(TraceServiceServer::new(Receiver(spans.clone())))
+        .add_service(MetricsServiceServer::new(MetricsReceiver(metrics.clone())))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     tokio::spawn(server);
-    Ok((spans, format!("http://{addr}")))
+    Ok((spans, metrics, format!("http://{addr}")))
 }
 
 /// An upsert of a new event carrying the caller's trace `trace_id`.
@@ -128,10 +179,13 @@ fn hex(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> Result<()> {
-    let (received, otlp) = receiver().await?;
+    let (received, metrics, otlp) = receiver_with_metrics().await?;
     let stack = Stack::start_with(
         &["--otlp-endpoint".into(), otlp],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ],
     )
     .await?;
     let (_, key) = stack.tenant("traced").await?;
@@ -169,6 +223,26 @@ async fn a_callers_trace_continues_through_the_scheduler_into_the_adapter() -> R
         .map(|s| s.name.clone())
         .collect();
     assert!(names.iter().any(|n| n == "upsert_event"), "{names:?}");
+
+    // Metrics go the same way: both processes export their call
+    // durations, the scheduler its calls to the adapter and its gauges.
+    let want = [
+        ("calbridge-scheduler", "rpc.server.duration"),
+        ("calbridge-scheduler", "rpc.client.duration"),
+        ("calbridge-scheduler", "calbridge.outbox.depth"),
+        ("calbridge-adapter-sandbox", "rpc.server.duration"),
+    ];
+    eventually(
+        Duration::from_secs(30),
+        "metrics of both processes over OTLP",
+        || async {
+            let got = metrics.lock().unwrap();
+            want.iter()
+                .all(|(s, m)| got.contains(&(s.to_string(), m.to_string())))
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 
