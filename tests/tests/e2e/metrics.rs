@@ -245,6 +245,13 @@ async fn prometheus_scrapes_every_process_and_every_dashboard_query_answers() ->
     .await?;
     at_least(&prom, "calbridge_change_feed_head_sequence", 1.0).await?;
     at_least(&prom, "calbridge_push_channels_active", 1.0).await?;
+    // Every calendar synced within the last minute: the lag stays bounded.
+    prom.wait_for(
+        "calbridge_sync_lag_max_seconds",
+        |s| !s.is_empty() && total(s) > 0.0 && total(s) < 60.0,
+        WAIT,
+    )
+    .await?;
     at_least(&prom, "calbridge_store_size_bytes", 1.0).await?;
     at_least(
         &prom,

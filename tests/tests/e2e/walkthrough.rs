@@ -52,6 +52,33 @@ struct UpPorts {
     scheduler: u16,
     sandbox: u16,
     fake_graph: u16,
+    /// Each process's metrics address, as the summary printed it.
+    metrics: Vec<(String, std::net::SocketAddr)>,
+}
+
+/// The process whose summary line this is (`  scheduler    http://...`),
+/// or the address of a `metrics http://ADDR/metrics` line under it.
+enum SummaryLine {
+    Process(String),
+    Metrics(std::net::SocketAddr),
+    Other,
+}
+
+fn summary_line(l: &str) -> SummaryLine {
+    let t = l.trim();
+    if let Some(url) = t.strip_prefix("metrics http://") {
+        return match url.trim_end_matches("/metrics").parse() {
+            Ok(a) => SummaryLine::Metrics(a),
+            Err(_) => SummaryLine::Other,
+        };
+    }
+    let mut words = t.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(name), Some(url)) if l.starts_with("  ") && url.contains("://") => {
+            SummaryLine::Process(name.to_string())
+        }
+        _ => SummaryLine::Other,
+    }
 }
 
 /// Starts `calbridge up` on fresh ports and waits for its summary (printed
@@ -98,10 +125,17 @@ async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, UpPorts)> {
             .kill_on_drop(true)
             .spawn()?;
         let mut up_out = BufReader::new(up.stdout.take().expect("stdout")).lines();
+        let mut metrics = Vec::new();
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut process = String::new();
             while let Ok(Some(l)) = up_out.next_line().await {
                 if l.trim_start().starts_with("admin token") {
                     return true;
+                }
+                match summary_line(&l) {
+                    SummaryLine::Process(p) => process = p,
+                    SummaryLine::Metrics(a) => metrics.push((process.clone(), a)),
+                    SummaryLine::Other => {}
                 }
             }
             false
@@ -114,6 +148,7 @@ async fn start_up(data_dir: &Path) -> Result<(tokio::process::Child, UpPorts)> {
                 scheduler: sp,
                 sandbox: bp,
                 fake_graph: gfp,
+                metrics,
             };
             return Ok((up, ports));
         }
@@ -600,7 +635,55 @@ async fn the_readme_walkthrough_works_over_real_processes() -> Result<()> {
     )
     .await?;
 
-    // 8. Stop everything cleanly.
+    // 8. Every process's metrics, at the URL the summary printed: a real
+    // Prometheus scrapes each, and each exposition passes promtool.
+    let jobs: Vec<&str> = ports.metrics.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        jobs,
+        ["scheduler", "sandbox", "caldav", "google", "microsoft"],
+        "metrics URLs in the summary"
+    );
+    let targets: Vec<(&str, std::net::SocketAddr)> = ports
+        .metrics
+        .iter()
+        .map(|(p, a)| (p.as_str(), *a))
+        .collect();
+    let prom = calbridge_e2e::prometheus::Prometheus::start(&targets).await?;
+    prom.targets_up(Duration::from_secs(60)).await?;
+    let scraped = prom.query("up").await?;
+    assert!(
+        scraped.len() == jobs.len() && scraped.iter().all(|s| s.value == 1.0),
+        "{scraped:?}"
+    );
+    // The processes this walkthrough called have counted their calls (the
+    // CalDAV adapter had none: it exposes its target_info alone).
+    let served = prom
+        .wait_for(
+            "sum by (job) (rpc_server_duration_seconds_count)",
+            |s| s.len() >= 4,
+            Duration::from_secs(60),
+        )
+        .await?;
+    for job in ["scheduler", "sandbox", "google", "microsoft"] {
+        assert!(
+            served
+                .iter()
+                .any(|s| s.labels.get("job").map(String::as_str) == Some(job) && s.value >= 1.0),
+            "no calls counted by {job}: {served:?}"
+        );
+    }
+    for (process, addr) in &ports.metrics {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await?;
+        calbridge_e2e::prometheus::promtool_check_metrics(&text)
+            .with_context(|| format!("{process}'s /metrics"))?;
+        assert!(!text.contains("alice@example.com"), "{process}: {text}");
+    }
+    drop(prom);
+
+    // 9. Stop everything cleanly.
     let pid = up.id().context("up pid")?;
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
