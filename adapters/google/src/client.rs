@@ -41,21 +41,7 @@ const CALENDAR_LIST_PAGE: u32 = 250;
 /// The provider's name in spans and metrics.
 pub(crate) const PROVIDER: &str = "google";
 
-/// The fixed name of a request failure without an answer, for spans and
-/// metrics (`error.type`).
-pub(crate) fn error_type(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_redirect() {
-        "redirect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "request"
-    }
-}
+pub(crate) use calbridge_runtime::metrics::error_type;
 
 /// Builds the shared HTTP client: no automatic redirects (OAuth endpoints
 /// must not be followed blindly), a per-request timeout.

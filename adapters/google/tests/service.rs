@@ -28,6 +28,7 @@ use calbridge_fake_google::{
     ClientRegistration, ConsentSpec, Control, FakeConfig, FakeHandle, Fault, NewCalendar,
     PagingQuirks,
 };
+use calbridge_runtime::metrics::sample_value;
 
 const USER: &str = "alice@example.com";
 const CLIENT_ID: &str = "calbridge-test.apps.googleusercontent.com";
@@ -940,19 +941,6 @@ async fn a_rate_limit_storm_is_waited_out_with_bounded_attempts() {
     assert_eq!(calendar_list_calls(&h.control).await - before, 1);
 }
 
-/// The value of the first sample of `name` whose labels include all of
-/// `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{'))
-                && labels.iter().all(|want| l.contains(want))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody() {
     // First of all: instruments bind to the global meter provider once.
@@ -984,7 +972,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "http_request_method=\"GET\"",
     ];
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             requests,
             &[&list[..], &["http_response_status_code=\"429\""]].concat()
@@ -993,7 +981,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "{text}"
     );
     assert!(
-        sample(
+        sample_value(
             &text,
             requests,
             &[&list[..], &["http_response_status_code=\"200\""]].concat()
@@ -1003,7 +991,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
     );
     // The code exchange went through the same instruments.
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             requests,
             &[
@@ -1016,7 +1004,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "{text}"
     );
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             "calbridge_provider_retry_after_seconds_count",
             &["calbridge_provider=\"google\""]
@@ -1025,7 +1013,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "{text}"
     );
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             "calbridge_provider_retry_after_seconds_sum",
             &["calbridge_provider=\"google\""]
@@ -1034,7 +1022,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "{text}"
     );
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             "calbridge_provider_throttle_wait_seconds_count",
             &[

@@ -84,21 +84,7 @@ pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<
     Ok(body)
 }
 
-/// The fixed name of a request failure without an answer, for spans and
-/// metrics (`error.type`).
-pub(crate) fn error_type(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_redirect() {
-        "redirect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "request"
-    }
-}
+pub(crate) use calbridge_runtime::metrics::error_type;
 
 /// Why a retry waits: the provider's `Retry-After`, or backoff without one.
 pub(crate) fn wait_reason(retry_after: Option<Duration>) -> &'static str {

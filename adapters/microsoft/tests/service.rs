@@ -15,6 +15,7 @@ use tonic::Code;
 
 mod common;
 
+use calbridge_runtime::metrics::sample_value;
 use common::{World, USER};
 
 async fn start() -> World {
@@ -416,19 +417,6 @@ async fn a_replayed_create_reports_the_existing_event_a_stale_version_aborts_and
     w.verify().await;
 }
 
-/// The value of the first sample of `name` whose labels include all of
-/// `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{'))
-                && labels.iter().all(|want| l.contains(want))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody() {
     // First of all: instruments bind to the global meter provider once.
@@ -454,7 +442,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "http_request_method=\"GET\"",
     ];
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             requests,
             &[&list[..], &["http_response_status_code=\"429\""]].concat()
@@ -463,7 +451,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "{text}"
     );
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             requests,
             &[&list[..], &["http_response_status_code=\"200\""]].concat()
@@ -473,7 +461,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
     );
     // The code exchange went through the same instruments.
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             requests,
             &[
@@ -486,7 +474,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "{text}"
     );
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             "calbridge_provider_retry_after_seconds_count",
             &["calbridge_provider=\"microsoft\""]
@@ -495,7 +483,7 @@ async fn throttled_requests_are_measured_by_operation_and_status_naming_nobody()
         "{text}"
     );
     assert_eq!(
-        sample(
+        sample_value(
             &text,
             "calbridge_provider_throttle_wait_seconds_sum",
             &[

@@ -559,6 +559,38 @@ impl Drop for ProviderRequest {
     }
 }
 
+/// The fixed name of an HTTP request's failure without an answer, for
+/// spans and metrics (`error.type`): `timeout`, `connect`, `redirect`,
+/// `body` or `request`.
+pub fn error_type(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_redirect() {
+        "redirect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
+
+/// The value of the first sample of `name` in a Prometheus exposition
+/// whose labels include each of `labels` (`key="value"` text), for tests
+/// and tools reading [`Metrics::render`] or a scrape.
+pub fn sample_value(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && labels.iter().all(|want| l.contains(want))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Records time an adapter spent waiting before sending to `provider`:
 /// `reason` is `budget` (its own request budget or concurrency limit),
 /// `retry_after` (a provider's Retry-After) or `backoff` (a retry's delay).
