@@ -107,7 +107,7 @@ pub struct Prism {
 
 /// The workspace's root: the nearest directory above this crate holding
 /// `Cargo.lock`.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
         .find(|d| d.join("Cargo.lock").is_file())

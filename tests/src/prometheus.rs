@@ -38,6 +38,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::prism::workspace_root;
+
 /// How long [`Prometheus::start`] waits for the server to be ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -68,16 +70,6 @@ pub fn tools_dir() -> Result<PathBuf> {
         }
     }
     Ok(dir)
-}
-
-/// The workspace's root: the nearest directory above this crate holding
-/// `Cargo.lock`.
-fn workspace_root() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .find(|d| d.join("Cargo.lock").is_file())
-        .unwrap_or(&here)
-        .to_path_buf()
 }
 
 /// Lints a text exposition with `promtool check metrics` (fed on stdin):
