@@ -344,16 +344,30 @@ impl CalendarAdapter for CaldavAdapter {
         // Rewrite only what calbridge owns and what changed; what other
         // clients stored (alarms, X- properties, ...) stays.
         let now = Utc::now();
-        let merged = if series {
+        let zone = if series {
             // A series' overrides are pruned by its rules, whose floating
             // times are read in the calendar's zone.
             check_calendar_id("calendar_id", &r.calendar_id)?;
-            let zone = account
+            account
                 .zone(&account.url("calendar_id", &r.calendar_id)?)
-                .await?;
-            crate::ics::replace_series(&data, event, &uid, sequence, now, zone)
+                .await?
         } else {
-            crate::ics::merge_event(&data, event, &uid, sequence, now)
+            None
+        };
+        // The server's object is parsed and, for a series, its overrides
+        // checked against the rules (an expansion each, within one budget):
+        // off the async workers.
+        let merged = {
+            let (event, uid) = (event.clone(), uid.clone());
+            tokio::task::spawn_blocking(move || {
+                if series {
+                    crate::ics::replace_series(&data, &event, &uid, sequence, now, zone)
+                } else {
+                    crate::ics::merge_event(&data, &event, &uid, sequence, now)
+                }
+            })
+            .await
+            .map_err(|e| ErrorKind::Internal(format!("rewriting the event failed: {e}")))?
         };
         let ics = match merged.map_err(ErrorKind::Invalid)? {
             Some(merged) => merged,

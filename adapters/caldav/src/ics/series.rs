@@ -181,7 +181,14 @@ pub fn replace_series(
 
 /// `data` without the VEVENTs that are no instance of its master's rules
 /// (every override when `drop_all`) and without masters beyond the first.
+/// All the overrides together get one expansion budget
+/// ([`calbridge::expansion::MAX_TIME`]): each may name an instance far from
+/// the series' start, which costs a bounded but real expansion, and a
+/// server's object may hold thousands. Past the budget the object is too
+/// costly to keep: `None` (the caller writes a fresh one).
 fn prune_overrides(data: &str, drop_all: bool, floating: Option<Tz>) -> Option<String> {
+    let deadline = std::time::Instant::now() + calbridge::expansion::MAX_TIME;
+    let too_costly = std::cell::Cell::new(false);
     let lines = logical_lines(data);
     let master = master_span(&lines)?;
     let obj = parse_object(data, floating).ok()?;
@@ -200,12 +207,20 @@ fn prune_overrides(data: &str, drop_all: bool, floating: Option<Tz>) -> Option<S
             if drop_all || !is_override(&lines, *span) {
                 return true;
             }
+            if too_costly.get() || std::time::Instant::now() > deadline {
+                too_costly.set(true);
+                return true;
+            }
             let kept = read_alone(&lines, *span, &zones, zone)
                 .and_then(|ov| instance_suffix(series, &ov))
                 .is_some_and(|key| find_instance(&rules, &key).is_some());
             !kept
         })
         .collect();
+    if too_costly.get() {
+        tracing::warn!("a stored series' overrides are too costly to check against its rules: it is written afresh");
+        return None;
+    }
     let out = without(&lines, &dropped);
     parse_object(&out, floating).ok()?;
     Some(out)

@@ -390,3 +390,37 @@ fn a_series_rewritten_keeps_one_of_each_property_a_vevent_may_hold_once() {
     );
     assert!(dropped.contains("EXDATE:20261211T090000Z"), "{dropped}");
 }
+
+#[test]
+fn a_series_whose_stored_overrides_are_too_costly_to_check_is_written_afresh_quickly() {
+    // A server's object: a daily series from 2026 with 80 overrides of
+    // instances near the year 9999, each of which would cost a bounded
+    // expansion of its own (the series stepped through from 2026).
+    let mut stored = String::from(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\nBEGIN:VEVENT\r\nUID:far\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:20260105T090000Z\r\nDTEND:20260105T091500Z\r\nRRULE:FREQ=DAILY\r\nSUMMARY:Standup\r\nEND:VEVENT\r\n",
+    );
+    for i in 0..80 {
+        stored.push_str(&format!(
+            "BEGIN:VEVENT\r\nUID:far\r\nDTSTAMP:20261201T000000Z\r\nRECURRENCE-ID:9998{:02}{:02}T090000Z\r\nDTSTART:9998{:02}{:02}T100000Z\r\nDTEND:9998{:02}{:02}T101500Z\r\nSUMMARY:Moved {i}\r\nEND:VEVENT\r\n",
+            1 + i / 28,
+            1 + i % 28,
+            1 + i / 28,
+            1 + i % 28,
+            1 + i / 28,
+            1 + i % 28,
+        ));
+    }
+    stored.push_str("END:VCALENDAR\r\n");
+    let mut event = stored_event();
+    event.recurrence = vec!["RRULE:FREQ=DAILY".into()];
+    let started = std::time::Instant::now();
+    let rewritten = replace_series(&stored, &event, "far", 2, chrono::Utc::now(), None).unwrap();
+    let took = started.elapsed();
+    // One budget for all the overrides (each alone would take up to the
+    // whole budget): past it the object is written afresh.
+    assert_eq!(rewritten, None);
+    assert!(
+        took < calbridge::expansion::MAX_TIME * 8,
+        "pruning took {took:?}"
+    );
+}
